@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+
+mod cipher;
+mod clock;
+mod collection;
+mod error;
+mod keyslot;
+mod read;
+mod record;
+mod store;
+mod tables;
+mod write;
+
+pub use collection::{Collection, DataValueKey};
+pub use error::{KeySlotError, StoreError, UnlockError, WriteError};
+pub use keyslot::{KeySlotInfo, KeySlotKind, MIN_PIN_LEN, NewKeySlot, PinCost, RecoveryKey, Unlock};
+pub use read::{ReadView, Records};
+pub use record::{Change, Record};
+pub use store::{DB_FILE, Store, StoreStats};
+pub use write::{CommitInfo, Committed, WriteCtx};
+pub use zeroize::Zeroizing;

@@ -1,0 +1,354 @@
+//! Opening, creating, unlocking and closing a store; the write and read entry points.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use redb::{Database, ReadableDatabase, ReadableTableMetadata, TableHandle};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::cipher::{Cipher, DataKey};
+use crate::clock::Clock;
+use crate::keyslot::{KeySlotInfo, NewKeySlot, PinCost, RecoveryKey, SlotTable, Unlock};
+use crate::read::ReadView;
+use crate::tables::{self, META};
+use crate::write::{self, CommitInfo, Committed, Job, Msg, WriteCtx};
+use crate::{KeySlotError, KeySlotKind, StoreError, WriteError};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "store.redb";
+
+/// State shared by the store handle and its writer thread.
+pub(crate) struct Shared {
+    pub(crate) cipher: Arc<Cipher>,
+    pub(crate) clock: Clock,
+    pub(crate) last_seq: AtomicU64,
+    pub(crate) last_write_ms: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) failed_commits: AtomicU64,
+}
+
+struct Inner {
+    dir: PathBuf,
+    db: Arc<Database>,
+    shared: Arc<Shared>,
+    dek: DataKey,
+    unlocked_slot: u32,
+    sender: Mutex<Option<mpsc::Sender<Msg>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The encrypted record store. Cheap to clone; all clones share one writer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// Figures for the status page and metrics.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreStats {
+    /// Records per collection (tombstones included).
+    pub records: Vec<(String, u64)>,
+    pub file_bytes: u64,
+    pub last_seq: u64,
+    /// Server time of the last commit in this process, 0 if none yet.
+    pub last_write_ms: u64,
+    pub commits: u64,
+    pub writes: u64,
+    pub failed_commits: u64,
+}
+
+impl Store {
+    /// True when `dir` holds a store.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(DB_FILE).is_file()
+    }
+
+    /// Creates a new store in `dir` with one key slot. For a recovery slot, the printable key
+    /// is returned once.
+    pub fn create(dir: &Path, first_slot: NewKeySlot) -> Result<(Store, Option<RecoveryKey>), StoreError> {
+        if Store::exists(dir) {
+            return Err(StoreError::AlreadyExists(dir.to_owned()));
+        }
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
+        let dek = DataKey::generate()?;
+        let mut slots = SlotTable::new();
+        let (info, recovery) = slots.add(&dek, first_slot, crate::clock::wall_ms())?;
+        let db = open_db(dir, true)?;
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(tables::META_FORMAT, tables::FORMAT_VERSION.to_le_bytes().as_slice())?;
+            meta.insert(tables::META_KEYSLOTS, slots.to_json().as_slice())?;
+        }
+        txn.commit()?;
+        fsync_dir(dir)?;
+        tracing::info!(data_dir = %dir.display(), "created a new store");
+        Ok((Store::start(dir, db, dek, info.id, 0, 0)?, recovery))
+    }
+
+    /// Opens and unlocks the store in `dir`. A wrong secret gives an error and changes nothing.
+    pub fn open(dir: &Path, unlock: &Unlock) -> Result<Store, StoreError> {
+        if !Store::exists(dir) {
+            return Err(StoreError::NotFound(dir.to_owned()));
+        }
+        // Unlock through a read-only open first: a wrong secret must leave the file
+        // byte-for-byte as it was, and a read-write open already rewrites redb's header.
+        // A file that needs crash repair cannot be opened read-only; repairing it changes no
+        // committed data, so that case unlocks after the read-write open.
+        let (db, unlocked) = match redb::ReadOnlyDatabase::open(dir.join(DB_FILE)) {
+            Ok(ro) => {
+                let unlocked = unlock_meta(&ro.begin_read()?, unlock)?;
+                drop(ro);
+                (open_db(dir, false)?, unlocked)
+            }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::Locked { path: dir.join(DB_FILE) });
+            }
+            Err(_) => {
+                let db = open_db(dir, false)?;
+                let unlocked = unlock_meta(&db.begin_read()?, unlock)?;
+                (db, unlocked)
+            }
+        };
+        let Unlocked { dek, slot, clock, last_seq } = unlocked;
+        tracing::info!(data_dir = %dir.display(), key_slot = slot, last_seq, "store unlocked");
+        Store::start(dir, db, dek, slot, clock, last_seq)
+    }
+
+    fn start(dir: &Path, db: Database, dek: DataKey, slot: u32, clock_ms: u64, last_seq: u64) -> Result<Store, StoreError> {
+        let db = Arc::new(db);
+        let shared = Arc::new(Shared {
+            cipher: Arc::new(Cipher::new(&dek)),
+            clock: Clock::starting_at(clock_ms),
+            last_seq: AtomicU64::new(last_seq),
+            last_write_ms: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            failed_commits: AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer = {
+            let (db, shared) = (db.clone(), shared.clone());
+            std::thread::Builder::new()
+                .name("store-writer".into())
+                .spawn(move || write::run(db, shared, rx))
+                .map_err(|source| StoreError::Io { path: dir.to_owned(), source })?
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                db,
+                shared,
+                dek,
+                unlocked_slot: slot,
+                sender: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The key slot that unlocked this store.
+    pub fn unlocked_slot(&self) -> u32 {
+        self.inner.unlocked_slot
+    }
+
+    /// Server time (ms since the epoch) to hand a tablet as `serverDate`. Any commit that a
+    /// reader cannot see yet carries a time at or after this one.
+    pub fn server_time_ms(&self) -> u64 {
+        self.inner.shared.clock.server_time()
+    }
+
+    /// Runs `f` in the next group commit and resolves after that commit is durable on disk.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<Committed<T>, WriteError<E>>
+    where
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let rx = self.submit(f)?;
+        rx.await.unwrap_or(Err(WriteError::Store(StoreError::Closed)))
+    }
+
+    /// [`Store::write`] for threads outside an async runtime (admin commands, tests).
+    pub fn write_blocking<T, E, F>(&self, f: F) -> Result<Committed<T>, WriteError<E>>
+    where
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let rx = self.submit(f)?;
+        rx.blocking_recv().unwrap_or(Err(WriteError::Store(StoreError::Closed)))
+    }
+
+    fn submit<T, E, F>(&self, f: F) -> Result<tokio::sync::oneshot::Receiver<Result<Committed<T>, WriteError<E>>>, StoreError>
+    where
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |ctx| match f(ctx) {
+            Ok(value) => Some(Box::new(move |r: Result<CommitInfo, StoreError>| {
+                let _ = tx.send(r.map(|commit| Committed { value, commit }).map_err(WriteError::Store));
+            })),
+            Err(e) => {
+                let _ = tx.send(Err(WriteError::Rejected(e)));
+                None
+            }
+        });
+        let sender = self.inner.sender.lock().unwrap_or_else(|p| p.into_inner());
+        sender
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(Msg::Job(job))
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx)
+    }
+
+    /// A consistent snapshot for reading.
+    pub fn read(&self) -> Result<ReadView, StoreError> {
+        Ok(ReadView::new(self.inner.db.begin_read()?, self.inner.shared.cipher.clone()))
+    }
+
+    /// Finishes every write already submitted, then refuses new ones. Idempotent.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let sender = self.inner.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(sender) = sender {
+            let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+            if sender.send(Msg::Close(ack_tx)).is_ok() {
+                let _ = ack_rx.recv();
+            }
+        }
+        let writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = writer {
+            let _ = w.join();
+            tracing::info!(data_dir = %self.inner.dir.display(), "store closed");
+        }
+        Ok(())
+    }
+
+    /// Figures for the status page and metrics.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let mut records = Vec::new();
+        for handle in txn.list_tables()? {
+            let name = handle.name().to_owned();
+            if let Some(collection) = name.strip_prefix("c.") {
+                let def = redb::TableDefinition::<&str, &[u8]>::new(&name);
+                records.push((collection.to_owned(), txn.open_table(def)?.len()?));
+            }
+        }
+        let s = &self.inner.shared;
+        let file_bytes = std::fs::metadata(self.inner.dir.join(DB_FILE)).map(|m| m.len()).unwrap_or(0);
+        Ok(StoreStats {
+            records,
+            file_bytes,
+            last_seq: s.last_seq.load(Ordering::Acquire),
+            last_write_ms: s.last_write_ms.load(Ordering::Acquire),
+            commits: s.commits.load(Ordering::Relaxed),
+            writes: s.writes.load(Ordering::Relaxed),
+            failed_commits: s.failed_commits.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The key slots, for `clinicbox keys list`.
+    pub fn key_slots(&self) -> Result<Vec<KeySlotInfo>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let raw = meta
+            .get(tables::META_KEYSLOTS)?
+            .ok_or_else(|| KeySlotError::Corrupt("no key slot table".into()))?;
+        Ok(SlotTable::from_json(raw.value())?.infos())
+    }
+
+    /// Adds a key slot; for a recovery slot the printable key is returned once.
+    pub fn add_key_slot(&self, new: NewKeySlot) -> Result<(KeySlotInfo, Option<RecoveryKey>), StoreError> {
+        let dek = self.inner.dek.clone();
+        self.edit_slots(move |slots, now| slots.add(&dek, new, now))
+    }
+
+    /// Removes a key slot. The last slot cannot be removed.
+    pub fn remove_key_slot(&self, id: u32) -> Result<(), StoreError> {
+        self.edit_slots(move |slots, _| Ok(slots.remove(id)?))
+    }
+
+    /// Replaces PIN slot `id` by a slot for `new_pin` (same label). Data is not re-encrypted.
+    pub fn change_pin(&self, id: u32, new_pin: Zeroizing<String>, cost: PinCost) -> Result<KeySlotInfo, StoreError> {
+        let dek = self.inner.dek.clone();
+        self.edit_slots(move |slots, now| {
+            if slots.kind_of(id)? != KeySlotKind::Pin {
+                return Err(KeySlotError::NotPin(id).into());
+            }
+            let label = slots.infos().into_iter().find(|s| s.id == id).map(|s| s.label).unwrap_or_default();
+            let (info, _) = slots.add(&dek, NewKeySlot::Pin { pin: new_pin, label, cost }, now)?;
+            slots.remove(id)?;
+            Ok(info)
+        })
+    }
+
+    fn edit_slots<T: Send + 'static>(
+        &self,
+        edit: impl FnOnce(&mut SlotTable, u64) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let r = self.write_blocking(move |ctx| {
+            let raw = ctx
+                .meta_get(tables::META_KEYSLOTS)?
+                .ok_or_else(|| KeySlotError::Corrupt("no key slot table".into()))?;
+            let mut slots = SlotTable::from_json(&raw)?;
+            let out = edit(&mut slots, ctx.now_ms())?;
+            ctx.meta_put(tables::META_KEYSLOTS, slots.to_json());
+            Ok::<T, StoreError>(out)
+        });
+        r.map(|c| c.value).map_err(WriteError::flatten)
+    }
+}
+
+struct Unlocked {
+    dek: DataKey,
+    slot: u32,
+    clock: u64,
+    last_seq: u64,
+}
+
+fn unlock_meta(txn: &redb::ReadTransaction, unlock: &Unlock) -> Result<Unlocked, StoreError> {
+    let meta = txn.open_table(META)?;
+    let get = |k: &str| -> Result<Option<Vec<u8>>, StoreError> { Ok(meta.get(k)?.map(|v| v.value().to_vec())) };
+    let format = get(tables::META_FORMAT)?
+        .as_deref()
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_le_bytes);
+    if format != tables::FORMAT_VERSION {
+        return Err(StoreError::UnsupportedFormat { found: format, supported: tables::FORMAT_VERSION });
+    }
+    let slots = get(tables::META_KEYSLOTS)?.ok_or_else(|| KeySlotError::Corrupt("no key slot table".into()))?;
+    let (dek, slot) = SlotTable::from_json(&slots)?.unlock(unlock)?;
+    let u64_of = |k| -> Result<u64, StoreError> { Ok(get(k)?.as_deref().and_then(tables::u64_le).unwrap_or(0)) };
+    Ok(Unlocked { dek, slot, clock: u64_of(tables::META_CLOCK)?, last_seq: u64_of(tables::META_LAST_SEQ)? })
+}
+
+fn open_db(dir: &Path, create: bool) -> Result<Database, StoreError> {
+    let path = dir.join(DB_FILE);
+    let builder = Database::builder();
+    let r = if create { builder.create(&path) } else { builder.open(&path) };
+    r.map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path },
+        e => e.into(),
+    })
+}
+
+/// Makes a newly created file's directory entry durable.
+fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StoreError::Io { path: dir.to_owned(), source })
+}
