@@ -63,13 +63,24 @@ impl Cipher {
         Cipher { aead, blind_key }
     }
 
-    pub(crate) fn seal(&self, table: &str, key: &[u8], plain: &[u8]) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn seal(
+        &self,
+        table: &str,
+        key: &[u8],
+        plain: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
         let mut nonce = [0u8; NONCE_LEN];
         random(&mut nonce)?;
         let aad = aad(table, key);
         let ct = self
             .aead
-            .encrypt(&XNonce::from(nonce), Payload { msg: plain, aad: &aad })
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: plain,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| StoreError::Database("encryption failed".into()))?;
         let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
         out.push(VALUE_VERSION);
@@ -78,7 +89,12 @@ impl Cipher {
         Ok(out)
     }
 
-    pub(crate) fn open(&self, table: &str, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn open(
+        &self,
+        table: &str,
+        key: &[u8],
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
         let tampered = || StoreError::Tampered {
             collection: table.to_owned(),
             key: String::from_utf8_lossy(key).into_owned(),
@@ -89,7 +105,13 @@ impl Cipher {
         let (nonce, ct) = sealed[1..].split_at(NONCE_LEN);
         let nonce = XNonce::try_from(nonce).map_err(|_| tampered())?;
         self.aead
-            .decrypt(&nonce, Payload { msg: ct, aad: &aad(table, key) })
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: ct,
+                    aad: &aad(table, key),
+                },
+            )
             .map_err(|_| tampered())
     }
 
@@ -136,7 +158,10 @@ mod tests {
         let mut sealed = c.seal("t", b"k", b"hello").expect("seal");
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
-        assert!(matches!(c.open("t", b"k", &sealed), Err(StoreError::Tampered { .. })));
+        assert!(matches!(
+            c.open("t", b"k", &sealed),
+            Err(StoreError::Tampered { .. })
+        ));
     }
 
     #[test]

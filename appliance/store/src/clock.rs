@@ -21,7 +21,12 @@ struct State {
 
 impl Clock {
     pub(crate) fn starting_at(floor_ms: u64) -> Clock {
-        Clock { state: Mutex::new(State { last: floor_ms, in_flight: None }) }
+        Clock {
+            state: Mutex::new(State {
+                last: floor_ms,
+                in_flight: None,
+            }),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -60,9 +60,17 @@ pub struct PinCost {
 
 impl PinCost {
     /// 64 MiB, 3 passes: about half a second on a Raspberry Pi 4.
-    pub const DEFAULT: PinCost = PinCost { m_kib: 64 * 1024, t: 3, p: 1 };
+    pub const DEFAULT: PinCost = PinCost {
+        m_kib: 64 * 1024,
+        t: 3,
+        p: 1,
+    };
     /// Cheap parameters for tests only: never use for a real box.
-    pub const INSECURE_FOR_TESTS: PinCost = PinCost { m_kib: 64, t: 1, p: 1 };
+    pub const INSECURE_FOR_TESTS: PinCost = PinCost {
+        m_kib: 64,
+        t: 1,
+        p: 1,
+    };
 }
 
 /// A secret that unlocks the store.
@@ -173,7 +181,11 @@ impl SlotTable {
     }
 
     pub(crate) fn new() -> SlotTable {
-        SlotTable { version: 1, next_id: 0, slots: Vec::new() }
+        SlotTable {
+            version: 1,
+            next_id: 0,
+            slots: Vec::new(),
+        }
     }
 
     pub(crate) fn infos(&self) -> Vec<KeySlotInfo> {
@@ -191,7 +203,11 @@ impl SlotTable {
     /// Finds the DEK with `unlock`. A wrong secret leaves everything as it was.
     pub(crate) fn unlock(&self, unlock: &Unlock) -> Result<(DataKey, u32), StoreError> {
         let (kind, secret, what) = match unlock {
-            Unlock::Pin(pin) => (KeySlotKind::Pin, Zeroizing::new(pin.as_bytes().to_vec()), "PIN"),
+            Unlock::Pin(pin) => (
+                KeySlotKind::Pin,
+                Zeroizing::new(pin.as_bytes().to_vec()),
+                "PIN",
+            ),
             Unlock::RecoveryKey(k) => (KeySlotKind::Recovery, parse_recovery(k)?, "recovery key"),
             Unlock::KeyFile(path) => (KeySlotKind::KeyFile, read_key_file(path)?, "key file"),
         };
@@ -220,7 +236,13 @@ impl SlotTable {
                     return Err(KeySlotError::PinTooShort { min: MIN_PIN_LEN }.into());
                 }
                 let secret = Zeroizing::new(pin.as_bytes().to_vec());
-                (KeySlotKind::Pin, label, Kdf::Argon2id { cost, salt }, secret, None)
+                (
+                    KeySlotKind::Pin,
+                    label,
+                    Kdf::Argon2id { cost, salt },
+                    secret,
+                    None,
+                )
             }
             NewKeySlot::Recovery { label } => {
                 let mut raw = Zeroizing::new([0u8; RECOVERY_BYTES]);
@@ -228,14 +250,30 @@ impl SlotTable {
                 let printable = format_recovery(raw.as_ref());
                 let secret = Zeroizing::new(raw.to_vec());
                 let kdf = Kdf::HkdfSha256 { salt };
-                (KeySlotKind::Recovery, label, kdf, secret, Some(RecoveryKey(printable)))
+                (
+                    KeySlotKind::Recovery,
+                    label,
+                    kdf,
+                    secret,
+                    Some(RecoveryKey(printable)),
+                )
             }
-            NewKeySlot::KeyFile { path, label, create } => {
+            NewKeySlot::KeyFile {
+                path,
+                label,
+                create,
+            } => {
                 if create {
                     write_new_key_file(&path)?;
                 }
                 let secret = read_key_file(&path)?;
-                (KeySlotKind::KeyFile, label, Kdf::HkdfSha256 { salt }, secret, None)
+                (
+                    KeySlotKind::KeyFile,
+                    label,
+                    Kdf::HkdfSha256 { salt },
+                    secret,
+                    None,
+                )
             }
         };
         let id = self.next_id;
@@ -246,7 +284,10 @@ impl SlotTable {
             .expect("32-byte key")
             .encrypt(
                 &XNonce::from(nonce),
-                Payload { msg: &dek.0, aad: &slot_aad(id, kind) },
+                Payload {
+                    msg: &dek.0,
+                    aad: &slot_aad(id, kind),
+                },
             )
             .map_err(|_| KeySlotError::Kdf("wrapping failed".into()))?;
         self.slots.push(StoredSlot {
@@ -318,10 +359,15 @@ fn unwrap_dek(slot: &StoredSlot, kek: &[u8; KEY_LEN]) -> Option<DataKey> {
         .ok()?
         .decrypt(
             &nonce,
-            Payload { msg: &wrapped, aad: &slot_aad(slot.id, slot.kind) },
+            Payload {
+                msg: &wrapped,
+                aad: &slot_aad(slot.id, slot.kind),
+            },
         )
         .ok()?;
-    let dek = <[u8; KEY_LEN]>::try_from(plain.as_slice()).ok().map(DataKey);
+    let dek = <[u8; KEY_LEN]>::try_from(plain.as_slice())
+        .ok()
+        .map(DataKey);
     plain.zeroize();
     dek
 }
@@ -359,7 +405,10 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, UnlockError> {
 
 fn write_new_key_file(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| StoreError::Io { path: path.to_owned(), source };
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
     random(key.as_mut())?;
     let mut f = std::fs::OpenOptions::new()
@@ -406,11 +455,16 @@ mod tests {
 
     #[test]
     fn recovery_key_is_printable_and_tolerant_of_case_and_spacing() {
-        let (t, dek, rk) = table_with(NewKeySlot::Recovery { label: "printed".into() });
+        let (t, dek, rk) = table_with(NewKeySlot::Recovery {
+            label: "printed".into(),
+        });
         let rk = rk.expect("recovery key");
         assert_eq!(rk.as_str().len(), 39);
         let typed = rk.as_str().to_uppercase().replace('-', " ");
-        assert_eq!(t.unlock(&Unlock::recovery_key(typed)).expect("unlock").0 .0, dek.0);
+        assert_eq!(
+            t.unlock(&Unlock::recovery_key(typed)).expect("unlock").0.0,
+            dek.0
+        );
         assert!(matches!(
             t.unlock(&Unlock::recovery_key("zz")),
             Err(StoreError::Unlock(UnlockError::MalformedRecoveryKey))
@@ -421,14 +475,18 @@ mod tests {
     fn short_pins_are_refused() {
         let mut t = SlotTable::new();
         let err = t.add(&DataKey([1; KEY_LEN]), pin_slot("123"), 1).err();
-        assert!(matches!(err, Some(StoreError::KeySlot(KeySlotError::PinTooShort { .. }))));
+        assert!(matches!(
+            err,
+            Some(StoreError::KeySlot(KeySlotError::PinTooShort { .. }))
+        ));
     }
 
     #[test]
     fn the_last_slot_cannot_be_removed() {
         let (mut t, dek, _) = table_with(pin_slot("246810"));
         assert!(matches!(t.remove(0), Err(KeySlotError::LastSlot(0))));
-        t.add(&dek, NewKeySlot::Recovery { label: "r".into() }, 2).expect("add");
+        t.add(&dek, NewKeySlot::Recovery { label: "r".into() }, 2)
+            .expect("add");
         t.remove(0).expect("remove pin slot");
         assert!(t.unlock(&Unlock::pin("246810")).is_err());
     }
@@ -453,11 +511,18 @@ mod tests {
     fn key_file_slot_creates_a_private_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("store.key");
-        let (t, dek, _) = table_with(NewKeySlot::KeyFile { path: path.clone(), label: "demo".into(), create: true });
+        let (t, dek, _) = table_with(NewKeySlot::KeyFile {
+            path: path.clone(),
+            label: "demo".into(),
+            create: true,
+        });
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(t.unlock(&Unlock::key_file(&path)).expect("unlock").0 .0, dek.0);
+        assert_eq!(
+            t.unlock(&Unlock::key_file(&path)).expect("unlock").0.0,
+            dek.0
+        );
         std::fs::write(&path, [0u8; 40]).expect("overwrite");
         assert!(t.unlock(&Unlock::key_file(&path)).is_err());
     }

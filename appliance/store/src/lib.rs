@@ -13,7 +13,9 @@ mod write;
 
 pub use collection::{Collection, DataValueKey};
 pub use error::{KeySlotError, StoreError, UnlockError, WriteError};
-pub use keyslot::{KeySlotInfo, KeySlotKind, MIN_PIN_LEN, NewKeySlot, PinCost, RecoveryKey, Unlock};
+pub use keyslot::{
+    KeySlotInfo, KeySlotKind, MIN_PIN_LEN, NewKeySlot, PinCost, RecoveryKey, Unlock,
+};
 pub use read::{ReadView, Records};
 pub use record::{Change, Record};
 pub use store::{DB_FILE, Store, StoreStats};

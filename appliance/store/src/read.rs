@@ -22,7 +22,9 @@ impl ReadView {
 
     /// One record, tombstones included.
     pub fn get(&self, c: Collection, key: &str) -> Result<Option<Record>, StoreError> {
-        let Some(table) = self.table(c)? else { return Ok(None) };
+        let Some(table) = self.table(c)? else {
+            return Ok(None);
+        };
         match table.get(key)? {
             Some(v) => Ok(Some(self.decode(c, key, v.value())?)),
             None => Ok(None),
@@ -40,7 +42,12 @@ impl ReadView {
             Some(t) => Some(t.range::<&str>(prefix..)?),
             None => None,
         };
-        Ok(Records { range, collection: c, prefix: prefix.to_owned(), cipher: self.cipher.clone() })
+        Ok(Records {
+            range,
+            collection: c,
+            prefix: prefix.to_owned(),
+            cipher: self.cipher.clone(),
+        })
     }
 
     /// How many records (tombstones included) a collection holds.
@@ -83,7 +90,9 @@ impl ReadView {
         for entry in table.range(after_seq.saturating_add(1)..)?.take(limit) {
             let (k, v) = entry?;
             let seq = k.value();
-            let plain = self.cipher.open("_changelog", &seq.to_le_bytes(), v.value())?;
+            let plain = self
+                .cipher
+                .open("_changelog", &seq.to_le_bytes(), v.value())?;
             out.push(Change::decode(seq, &plain)?);
         }
         Ok(out)
@@ -97,12 +106,18 @@ impl ReadView {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        Ok(table.range(ms..)?.next().transpose()?.map(|(_, v)| v.value()))
+        Ok(table
+            .range(ms..)?
+            .next()
+            .transpose()?
+            .map(|(_, v)| v.value()))
     }
 
     /// Keys of `c` written at or after server time `ms` (each once, in first-change order).
     pub fn keys_changed_since(&self, c: Collection, ms: u64) -> Result<Vec<String>, StoreError> {
-        let Some(first) = self.first_seq_at_or_after(ms)? else { return Ok(Vec::new()) };
+        let Some(first) = self.first_seq_at_or_after(ms)? else {
+            return Ok(Vec::new());
+        };
         let mut seen = std::collections::HashSet::new();
         let mut keys = Vec::new();
         let mut after = first - 1;
@@ -119,7 +134,10 @@ impl ReadView {
         Ok(keys)
     }
 
-    fn table(&self, c: Collection) -> Result<Option<redb::ReadOnlyTable<&'static str, &'static [u8]>>, StoreError> {
+    fn table(
+        &self,
+        c: Collection,
+    ) -> Result<Option<redb::ReadOnlyTable<&'static str, &'static [u8]>>, StoreError> {
         match self.txn.open_table(tables::collection_table(c)) {
             Ok(t) => Ok(Some(t)),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),

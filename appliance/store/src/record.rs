@@ -119,14 +119,26 @@ mod tests {
 
     #[test]
     fn record_round_trips() {
-        let r = Record { seq: 7, created_ms: 1, updated_ms: 2, deleted: true, body: b"{}".to_vec() };
+        let r = Record {
+            seq: 7,
+            created_ms: 1,
+            updated_ms: 2,
+            deleted: true,
+            body: b"{}".to_vec(),
+        };
         assert_eq!(Record::decode("c", "k", &r.encode()).expect("decode"), r);
         assert!(Record::decode("c", "k", &[0u8; 5]).is_err());
     }
 
     #[test]
     fn change_round_trips() {
-        let c = Change { seq: 3, at_ms: 99, collection: "events".into(), key: "a/b".into(), deleted: false };
+        let c = Change {
+            seq: 3,
+            at_ms: 99,
+            collection: "events".into(),
+            key: "a/b".into(),
+            deleted: false,
+        };
         assert_eq!(Change::decode(3, &c.encode()).expect("decode"), c);
     }
 }

@@ -17,6 +17,8 @@ use crate::tables::{self, META};
 use crate::write::{self, CommitInfo, Committed, Job, Msg, WriteCtx};
 use crate::{KeySlotError, KeySlotKind, StoreError, WriteError};
 
+type Reply<T, E> = tokio::sync::oneshot::Receiver<Result<Committed<T>, WriteError<E>>>;
+
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "store.redb";
 
@@ -70,11 +72,22 @@ impl Store {
 
     /// Creates a new store in `dir` with one key slot. For a recovery slot, the printable key
     /// is returned once.
-    pub fn create(dir: &Path, first_slot: NewKeySlot) -> Result<(Store, Option<RecoveryKey>), StoreError> {
+    pub fn create(
+        dir: &Path,
+        first_slot: NewKeySlot,
+    ) -> Result<(Store, Option<RecoveryKey>), StoreError> {
         if Store::exists(dir) {
             return Err(StoreError::AlreadyExists(dir.to_owned()));
         }
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
+        let io = |source| StoreError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        // Only the service user reads the data directory: the file is ciphertext, but its size
+        // and timing still say how busy the clinic is.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
         let dek = DataKey::generate()?;
         let mut slots = SlotTable::new();
         let (info, recovery) = slots.add(&dek, first_slot, crate::clock::wall_ms())?;
@@ -82,7 +95,10 @@ impl Store {
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
-            meta.insert(tables::META_FORMAT, tables::FORMAT_VERSION.to_le_bytes().as_slice())?;
+            meta.insert(
+                tables::META_FORMAT,
+                tables::FORMAT_VERSION.to_le_bytes().as_slice(),
+            )?;
             meta.insert(tables::META_KEYSLOTS, slots.to_json().as_slice())?;
         }
         txn.commit()?;
@@ -107,7 +123,9 @@ impl Store {
                 (open_db(dir, false)?, unlocked)
             }
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(StoreError::Locked { path: dir.join(DB_FILE) });
+                return Err(StoreError::Locked {
+                    path: dir.join(DB_FILE),
+                });
             }
             Err(_) => {
                 let db = open_db(dir, false)?;
@@ -115,12 +133,24 @@ impl Store {
                 (db, unlocked)
             }
         };
-        let Unlocked { dek, slot, clock, last_seq } = unlocked;
+        let Unlocked {
+            dek,
+            slot,
+            clock,
+            last_seq,
+        } = unlocked;
         tracing::info!(data_dir = %dir.display(), key_slot = slot, last_seq, "store unlocked");
         Store::start(dir, db, dek, slot, clock, last_seq)
     }
 
-    fn start(dir: &Path, db: Database, dek: DataKey, slot: u32, clock_ms: u64, last_seq: u64) -> Result<Store, StoreError> {
+    fn start(
+        dir: &Path,
+        db: Database,
+        dek: DataKey,
+        slot: u32,
+        clock_ms: u64,
+        last_seq: u64,
+    ) -> Result<Store, StoreError> {
         let db = Arc::new(db);
         let shared = Arc::new(Shared {
             cipher: Arc::new(Cipher::new(&dek)),
@@ -131,14 +161,7 @@ impl Store {
             writes: AtomicU64::new(0),
             failed_commits: AtomicU64::new(0),
         });
-        let (tx, rx) = mpsc::channel();
-        let writer = {
-            let (db, shared) = (db.clone(), shared.clone());
-            std::thread::Builder::new()
-                .name("store-writer".into())
-                .spawn(move || write::run(db, shared, rx))
-                .map_err(|source| StoreError::Io { path: dir.to_owned(), source })?
-        };
+        let (sender, writer) = spawn_writer(dir, &db, &shared)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
@@ -146,10 +169,35 @@ impl Store {
                 shared,
                 dek,
                 unlocked_slot: slot,
-                sender: Mutex::new(Some(tx)),
+                sender: Mutex::new(Some(sender)),
                 writer: Mutex::new(Some(writer)),
             }),
         })
+    }
+
+    /// Takes writes again after [`Store::close`] (a quiesce that was cancelled). No-op when open.
+    pub fn resume(&self) -> Result<(), StoreError> {
+        let mut sender = self.inner.sender.lock().unwrap_or_else(|p| p.into_inner());
+        if sender.is_some() {
+            return Ok(());
+        }
+        let (tx, writer) = spawn_writer(&self.inner.dir, &self.inner.db, &self.inner.shared)?;
+        *self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer);
+        *sender = Some(tx);
+        tracing::info!(data_dir = %self.inner.dir.display(), "store reopened for writes");
+        Ok(())
+    }
+
+    /// False when the writer thread died (a bug); the daemon then stops petting its watchdog.
+    pub fn is_healthy(&self) -> bool {
+        let open = self
+            .inner
+            .sender
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        let writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        !open || writer.as_ref().is_some_and(|w| !w.is_finished())
     }
 
     /// The data directory.
@@ -176,7 +224,8 @@ impl Store {
         E: Send + 'static,
     {
         let rx = self.submit(f)?;
-        rx.await.unwrap_or(Err(WriteError::Store(StoreError::Closed)))
+        rx.await
+            .unwrap_or(Err(WriteError::Store(StoreError::Closed)))
     }
 
     /// [`Store::write`] for threads outside an async runtime (admin commands, tests).
@@ -187,10 +236,11 @@ impl Store {
         E: Send + 'static,
     {
         let rx = self.submit(f)?;
-        rx.blocking_recv().unwrap_or(Err(WriteError::Store(StoreError::Closed)))
+        rx.blocking_recv()
+            .unwrap_or(Err(WriteError::Store(StoreError::Closed)))
     }
 
-    fn submit<T, E, F>(&self, f: F) -> Result<tokio::sync::oneshot::Receiver<Result<Committed<T>, WriteError<E>>>, StoreError>
+    fn submit<T, E, F>(&self, f: F) -> Result<Reply<T, E>, StoreError>
     where
         F: FnOnce(&mut WriteCtx<'_>) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
@@ -199,7 +249,10 @@ impl Store {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |ctx| match f(ctx) {
             Ok(value) => Some(Box::new(move |r: Result<CommitInfo, StoreError>| {
-                let _ = tx.send(r.map(|commit| Committed { value, commit }).map_err(WriteError::Store));
+                let _ = tx.send(
+                    r.map(|commit| Committed { value, commit })
+                        .map_err(WriteError::Store),
+                );
             })),
             Err(e) => {
                 let _ = tx.send(Err(WriteError::Rejected(e)));
@@ -217,19 +270,32 @@ impl Store {
 
     /// A consistent snapshot for reading.
     pub fn read(&self) -> Result<ReadView, StoreError> {
-        Ok(ReadView::new(self.inner.db.begin_read()?, self.inner.shared.cipher.clone()))
+        Ok(ReadView::new(
+            self.inner.db.begin_read()?,
+            self.inner.shared.cipher.clone(),
+        ))
     }
 
     /// Finishes every write already submitted, then refuses new ones. Idempotent.
     pub fn close(&self) -> Result<(), StoreError> {
-        let sender = self.inner.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let sender = self
+            .inner
+            .sender
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(sender) = sender {
             let (ack_tx, ack_rx) = mpsc::sync_channel(1);
             if sender.send(Msg::Close(ack_tx)).is_ok() {
                 let _ = ack_rx.recv();
             }
         }
-        let writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(w) = writer {
             let _ = w.join();
             tracing::info!(data_dir = %self.inner.dir.display(), "store closed");
@@ -249,7 +315,9 @@ impl Store {
             }
         }
         let s = &self.inner.shared;
-        let file_bytes = std::fs::metadata(self.inner.dir.join(DB_FILE)).map(|m| m.len()).unwrap_or(0);
+        let file_bytes = std::fs::metadata(self.inner.dir.join(DB_FILE))
+            .map(|m| m.len())
+            .unwrap_or(0);
         Ok(StoreStats {
             records,
             file_bytes,
@@ -272,7 +340,10 @@ impl Store {
     }
 
     /// Adds a key slot; for a recovery slot the printable key is returned once.
-    pub fn add_key_slot(&self, new: NewKeySlot) -> Result<(KeySlotInfo, Option<RecoveryKey>), StoreError> {
+    pub fn add_key_slot(
+        &self,
+        new: NewKeySlot,
+    ) -> Result<(KeySlotInfo, Option<RecoveryKey>), StoreError> {
         let dek = self.inner.dek.clone();
         self.edit_slots(move |slots, now| slots.add(&dek, new, now))
     }
@@ -283,14 +354,32 @@ impl Store {
     }
 
     /// Replaces PIN slot `id` by a slot for `new_pin` (same label). Data is not re-encrypted.
-    pub fn change_pin(&self, id: u32, new_pin: Zeroizing<String>, cost: PinCost) -> Result<KeySlotInfo, StoreError> {
+    pub fn change_pin(
+        &self,
+        id: u32,
+        new_pin: Zeroizing<String>,
+        cost: PinCost,
+    ) -> Result<KeySlotInfo, StoreError> {
         let dek = self.inner.dek.clone();
         self.edit_slots(move |slots, now| {
             if slots.kind_of(id)? != KeySlotKind::Pin {
                 return Err(KeySlotError::NotPin(id).into());
             }
-            let label = slots.infos().into_iter().find(|s| s.id == id).map(|s| s.label).unwrap_or_default();
-            let (info, _) = slots.add(&dek, NewKeySlot::Pin { pin: new_pin, label, cost }, now)?;
+            let label = slots
+                .infos()
+                .into_iter()
+                .find(|s| s.id == id)
+                .map(|s| s.label)
+                .unwrap_or_default();
+            let (info, _) = slots.add(
+                &dek,
+                NewKeySlot::Pin {
+                    pin: new_pin,
+                    label,
+                    cost,
+                },
+                now,
+            )?;
             slots.remove(id)?;
             Ok(info)
         })
@@ -322,24 +411,58 @@ struct Unlocked {
 
 fn unlock_meta(txn: &redb::ReadTransaction, unlock: &Unlock) -> Result<Unlocked, StoreError> {
     let meta = txn.open_table(META)?;
-    let get = |k: &str| -> Result<Option<Vec<u8>>, StoreError> { Ok(meta.get(k)?.map(|v| v.value().to_vec())) };
+    let get = |k: &str| -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(meta.get(k)?.map(|v| v.value().to_vec()))
+    };
     let format = get(tables::META_FORMAT)?
         .as_deref()
         .and_then(|b| <[u8; 4]>::try_from(b).ok())
         .map_or(0, u32::from_le_bytes);
     if format != tables::FORMAT_VERSION {
-        return Err(StoreError::UnsupportedFormat { found: format, supported: tables::FORMAT_VERSION });
+        return Err(StoreError::UnsupportedFormat {
+            found: format,
+            supported: tables::FORMAT_VERSION,
+        });
     }
-    let slots = get(tables::META_KEYSLOTS)?.ok_or_else(|| KeySlotError::Corrupt("no key slot table".into()))?;
+    let slots = get(tables::META_KEYSLOTS)?
+        .ok_or_else(|| KeySlotError::Corrupt("no key slot table".into()))?;
     let (dek, slot) = SlotTable::from_json(&slots)?.unlock(unlock)?;
-    let u64_of = |k| -> Result<u64, StoreError> { Ok(get(k)?.as_deref().and_then(tables::u64_le).unwrap_or(0)) };
-    Ok(Unlocked { dek, slot, clock: u64_of(tables::META_CLOCK)?, last_seq: u64_of(tables::META_LAST_SEQ)? })
+    let u64_of = |k| -> Result<u64, StoreError> {
+        Ok(get(k)?.as_deref().and_then(tables::u64_le).unwrap_or(0))
+    };
+    Ok(Unlocked {
+        dek,
+        slot,
+        clock: u64_of(tables::META_CLOCK)?,
+        last_seq: u64_of(tables::META_LAST_SEQ)?,
+    })
+}
+
+fn spawn_writer(
+    dir: &Path,
+    db: &Arc<Database>,
+    shared: &Arc<Shared>,
+) -> Result<(mpsc::Sender<Msg>, JoinHandle<()>), StoreError> {
+    let (tx, rx) = mpsc::channel();
+    let (db, shared) = (db.clone(), shared.clone());
+    let writer = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || write::run(db, shared, rx))
+        .map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+    Ok((tx, writer))
 }
 
 fn open_db(dir: &Path, create: bool) -> Result<Database, StoreError> {
     let path = dir.join(DB_FILE);
     let builder = Database::builder();
-    let r = if create { builder.create(&path) } else { builder.open(&path) };
+    let r = if create {
+        builder.create(&path)
+    } else {
+        builder.open(&path)
+    };
     r.map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path },
         e => e.into(),
@@ -350,5 +473,8 @@ fn open_db(dir: &Path, create: bool) -> Result<Database, StoreError> {
 fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|source| StoreError::Io { path: dir.to_owned(), source })
+        .map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            source,
+        })
 }

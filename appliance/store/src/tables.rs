@@ -22,7 +22,9 @@ pub(crate) const META_CLOCK: &str = "clock";
 pub(crate) const META_LAST_SEQ: &str = "lastSeq";
 
 /// Names of collection tables, kept alive for the `TableDefinition`s that borrow them.
-pub(crate) fn collection_table(c: Collection) -> TableDefinition<'static, &'static str, &'static [u8]> {
+pub(crate) fn collection_table(
+    c: Collection,
+) -> TableDefinition<'static, &'static str, &'static [u8]> {
     TableDefinition::new(table_name_static(c))
 }
 

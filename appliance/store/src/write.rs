@@ -68,7 +68,12 @@ impl Pending {
     }
 
     fn absorb(&mut self, other: Pending) {
-        let Pending { mut records, order, index, meta } = other;
+        let Pending {
+            mut records,
+            order,
+            index,
+            meta,
+        } = other;
         for k in order {
             if let Some(r) = records.remove(&k) {
                 self.put(k.0, k.1, r);
@@ -98,13 +103,15 @@ impl WriteCtx<'_> {
     /// The current record, tombstones included.
     pub fn get(&self, c: Collection, key: &str) -> Result<Option<Record>, StoreError> {
         let k = (c, key.to_owned());
-        if let Some(r) = self.mine.records.get(&k).or_else(|| self.group.records.get(&k)) {
+        if let Some(r) = self
+            .mine
+            .records
+            .get(&k)
+            .or_else(|| self.group.records.get(&k))
+        {
             return Ok(Some(r.clone()));
         }
-        let table = match self.txn.open_table(tables::collection_table(c)) {
-            Ok(t) => t,
-            Err(e) => return Err(e.into()),
-        };
+        let table = self.txn.open_table(tables::collection_table(c))?;
         let name = c.table_name();
         match table.get(key)? {
             Some(v) => {
@@ -120,13 +127,24 @@ impl WriteCtx<'_> {
     pub fn put(&mut self, c: Collection, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
         check_key(key)?;
         let created_ms = self.get(c, key)?.map_or(self.now_ms, |r| r.created_ms);
-        let r = Record { seq: 0, created_ms, updated_ms: self.now_ms, deleted: false, body };
+        let r = Record {
+            seq: 0,
+            created_ms,
+            updated_ms: self.now_ms,
+            deleted: false,
+            body,
+        };
         self.mine.put(c, key.to_owned(), r);
         Ok(())
     }
 
     /// Serialises `value` as JSON and writes it.
-    pub fn put_json<T: Serialize>(&mut self, c: Collection, key: &str, value: &T) -> Result<(), StoreError> {
+    pub fn put_json<T: Serialize>(
+        &mut self,
+        c: Collection,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
         let body = serde_json::to_vec(value).map_err(|source| StoreError::Json {
             collection: c.name().into(),
             key: key.into(),
@@ -150,10 +168,21 @@ impl WriteCtx<'_> {
 
     /// Writes a tombstone with `body`, whether or not the record existed (a deletion that arrives
     /// before, or instead of, the record itself).
-    pub fn put_tombstone(&mut self, c: Collection, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+    pub fn put_tombstone(
+        &mut self,
+        c: Collection,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<(), StoreError> {
         check_key(key)?;
         let created_ms = self.get(c, key)?.map_or(self.now_ms, |r| r.created_ms);
-        let r = Record { seq: 0, created_ms, updated_ms: self.now_ms, deleted: true, body };
+        let r = Record {
+            seq: 0,
+            created_ms,
+            updated_ms: self.now_ms,
+            deleted: true,
+            body,
+        };
         self.mine.put(c, key.to_owned(), r);
         Ok(())
     }
@@ -164,14 +193,18 @@ impl WriteCtx<'_> {
     pub fn index_add(&mut self, index: &str, value: &str, key: &str) -> Result<(), StoreError> {
         check_key(key)?;
         let token = self.cipher.blind(index, value);
-        self.mine.index.push((tables::index_key(index, &token, key), true));
+        self.mine
+            .index
+            .push((tables::index_key(index, &token, key), true));
         Ok(())
     }
 
     /// Removes `key` from `value` in index `index`.
     pub fn index_remove(&mut self, index: &str, value: &str, key: &str) {
         let token = self.cipher.blind(index, value);
-        self.mine.index.push((tables::index_key(index, &token, key), false));
+        self.mine
+            .index
+            .push((tables::index_key(index, &token, key), false));
     }
 
     pub(crate) fn meta_put(&mut self, key: &'static str, value: Vec<u8>) {
@@ -250,7 +283,10 @@ fn commit_group(db: &Database, shared: &Shared, jobs: Vec<Job>) {
         }
         let last_seq = apply(&txn, &shared.cipher, group, now_ms)?;
         txn.commit()?;
-        Ok(CommitInfo { last_seq, at_ms: now_ms })
+        Ok(CommitInfo {
+            last_seq,
+            at_ms: now_ms,
+        })
     })();
     shared.clock.end_commit();
     match result {
@@ -258,7 +294,9 @@ fn commit_group(db: &Database, shared: &Shared, jobs: Vec<Job>) {
             shared.last_seq.store(info.last_seq, Ordering::Release);
             shared.last_write_ms.store(now_ms, Ordering::Release);
             shared.commits.fetch_add(1, Ordering::Relaxed);
-            shared.writes.fetch_add(kept.len() as u64, Ordering::Relaxed);
+            shared
+                .writes
+                .fetch_add(kept.len() as u64, Ordering::Relaxed);
             for reply in kept {
                 reply(Ok(info));
             }
@@ -274,7 +312,12 @@ fn commit_group(db: &Database, shared: &Shared, jobs: Vec<Job>) {
     }
 }
 
-fn apply(txn: &WriteTransaction, cipher: &Cipher, group: Pending, now_ms: u64) -> Result<u64, StoreError> {
+fn apply(
+    txn: &WriteTransaction,
+    cipher: &Cipher,
+    group: Pending,
+    now_ms: u64,
+) -> Result<u64, StoreError> {
     let mut meta = txn.open_table(META)?;
     let mut seq = meta
         .get(tables::META_LAST_SEQ)?
@@ -283,15 +326,29 @@ fn apply(txn: &WriteTransaction, cipher: &Cipher, group: Pending, now_ms: u64) -
     let first_seq = seq + 1;
     {
         let mut log = txn.open_table(CHANGELOG)?;
-        let Pending { mut records, order, index, meta: meta_writes } = group;
+        let Pending {
+            mut records,
+            order,
+            index,
+            meta: meta_writes,
+        } = group;
         for (c, key) in order {
-            let Some(mut r) = records.remove(&(c, key.clone())) else { continue };
+            let Some(mut r) = records.remove(&(c, key.clone())) else {
+                continue;
+            };
             seq += 1;
             r.seq = seq;
             let name = c.table_name();
             let sealed = cipher.seal(&name, key.as_bytes(), &r.encode())?;
-            txn.open_table(tables::collection_table(c))?.insert(key.as_str(), sealed.as_slice())?;
-            let change = Change { seq, at_ms: now_ms, collection: c.name().into(), key, deleted: r.deleted };
+            txn.open_table(tables::collection_table(c))?
+                .insert(key.as_str(), sealed.as_slice())?;
+            let change = Change {
+                seq,
+                at_ms: now_ms,
+                collection: c.name().into(),
+                key,
+                deleted: r.deleted,
+            };
             let sealed = cipher.seal("_changelog", &seq.to_le_bytes(), &change.encode())?;
             log.insert(seq, sealed.as_slice())?;
         }

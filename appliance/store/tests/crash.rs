@@ -15,16 +15,26 @@ use clinicbox_store::{Collection, NewKeySlot, Store, Unlock};
 const CHILD_ENV: &str = "CLINICBOX_CRASH_CHILD_DIR";
 
 fn body_for(key: &str) -> Vec<u8> {
-    format!("{{\"event\":\"{key}\",\"status\":\"COMPLETED\",\"pad\":\"{}\"}}", "x".repeat(200)).into_bytes()
+    format!(
+        "{{\"event\":\"{key}\",\"status\":\"COMPLETED\",\"pad\":\"{}\"}}",
+        "x".repeat(200)
+    )
+    .into_bytes()
 }
 
 /// Not a test on its own: the child side, run only when the parent sets `CHILD_ENV`.
 #[test]
 fn crash_child_writer() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let dir = std::path::PathBuf::from(dir);
-    let store = Store::open(&dir.join("data"), &Unlock::key_file(dir.join("store.key"))).expect("child open");
-    let round: u64 = std::env::var("CLINICBOX_CRASH_ROUND").ok().and_then(|r| r.parse().ok()).unwrap_or(0);
+    let store = Store::open(&dir.join("data"), &Unlock::key_file(dir.join("store.key")))
+        .expect("child open");
+    let round: u64 = std::env::var("CLINICBOX_CRASH_ROUND")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
     let threads: Vec<_> = (0..6u64)
         .map(|t| {
             let store = store.clone();
@@ -33,7 +43,9 @@ fn crash_child_writer() {
                     let key = format!("r{round:04}t{t}n{i:07}");
                     let body = body_for(&key);
                     let k2 = key.clone();
-                    store.write_blocking(move |ctx| ctx.put(Collection::EVENTS, &k2, body)).expect("write");
+                    store
+                        .write_blocking(move |ctx| ctx.put(Collection::EVENTS, &k2, body))
+                        .expect("write");
                     println!("ACK {key}");
                 }
             })
@@ -57,11 +69,19 @@ fn sigkill_never_loses_an_acknowledged_write() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
-    let rounds: u32 = std::env::var("CLINICBOX_CRASH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(50).max(50);
+    let rounds: u32 = std::env::var("CLINICBOX_CRASH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(50)
+        .max(50);
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, _) = Store::create(
         &dir.path().join("data"),
-        NewKeySlot::KeyFile { path: dir.path().join("store.key"), label: "crash".into(), create: true },
+        NewKeySlot::KeyFile {
+            path: dir.path().join("store.key"),
+            label: "crash".into(),
+            create: true,
+        },
     )
     .expect("create");
     store.close().expect("close");
@@ -72,7 +92,12 @@ fn sigkill_never_loses_an_acknowledged_write() {
     let mut acked_total: Vec<String> = Vec::new();
     for round in 0..rounds {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .env("CLINICBOX_CRASH_ROUND", round.to_string())
             .stdout(Stdio::piped())
@@ -100,10 +125,16 @@ fn sigkill_never_loses_an_acknowledged_write() {
         nix_kill(child.id());
         let _ = child.wait();
         let acked = reader.join().expect("reader");
-        assert!(!acked.is_empty() || round > 0, "the child acknowledged nothing in round {round}");
+        assert!(
+            !acked.is_empty() || round > 0,
+            "the child acknowledged nothing in round {round}"
+        );
 
-        let store = Store::open(&dir.path().join("data"), &Unlock::key_file(dir.path().join("store.key")))
-            .unwrap_or_else(|e| panic!("reopen after kill in round {round}: {e}"));
+        let store = Store::open(
+            &dir.path().join("data"),
+            &Unlock::key_file(dir.path().join("store.key")),
+        )
+        .unwrap_or_else(|e| panic!("reopen after kill in round {round}: {e}"));
         {
             let r = store.read().expect("read");
             acked_total.extend(acked);
@@ -116,14 +147,26 @@ fn sigkill_never_loses_an_acknowledged_write() {
             }
         }
         store
-            .write_blocking(move |ctx| ctx.put(Collection::EVENTS, &format!("probe{round:04}"), b"{}".to_vec()))
+            .write_blocking(move |ctx| {
+                ctx.put(
+                    Collection::EVENTS,
+                    &format!("probe{round:04}"),
+                    b"{}".to_vec(),
+                )
+            })
             .unwrap_or_else(|e| panic!("round {round}: store refuses writes after reopen: {e}"));
         store.close().expect("close");
     }
-    println!("crash test: {rounds} SIGKILL rounds, {} acknowledged writes all present", acked_total.len());
+    println!(
+        "crash test: {rounds} SIGKILL rounds, {} acknowledged writes all present",
+        acked_total.len()
+    );
 }
 
 fn nix_kill(pid: u32) {
-    let status = Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
 }

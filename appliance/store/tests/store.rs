@@ -1,8 +1,8 @@
 //! Behaviour of the store through its public API.
 
 use clinicbox_store::{
-    Collection, DataValueKey, KeySlotKind, NewKeySlot, PinCost, Store, StoreError, Unlock, UnlockError,
-    WriteError, Zeroizing,
+    Collection, DataValueKey, KeySlotKind, NewKeySlot, PinCost, Store, StoreError, Unlock,
+    UnlockError, WriteError, Zeroizing,
 };
 
 fn key_file_store() -> (tempfile::TempDir, Store, std::path::PathBuf) {
@@ -10,7 +10,11 @@ fn key_file_store() -> (tempfile::TempDir, Store, std::path::PathBuf) {
     let key = dir.path().join("store.key");
     let (store, _) = Store::create(
         &dir.path().join("data"),
-        NewKeySlot::KeyFile { path: key.clone(), label: "test".into(), create: true },
+        NewKeySlot::KeyFile {
+            path: key.clone(),
+            label: "test".into(),
+            create: true,
+        },
     )
     .expect("create");
     (dir, store, key)
@@ -22,33 +26,54 @@ fn writes_are_readable_after_reopen() {
     store
         .write_blocking(|ctx| {
             ctx.put(Collection::EVENTS, "ev000000001", b"{\"a\":1}".to_vec())?;
-            ctx.put_json(Collection::METADATA, "programs/IpHINAT79UW", &serde_json::json!({"name": "x"}))
+            ctx.put_json(
+                Collection::METADATA,
+                "programs/IpHINAT79UW",
+                &serde_json::json!({"name": "x"}),
+            )
         })
         .expect("write");
     store.close().expect("close");
     drop(store);
     let store = Store::open(&dir.path().join("data"), &Unlock::key_file(&key)).expect("open");
     let r = store.read().expect("read");
-    let ev = r.get(Collection::EVENTS, "ev000000001").expect("get").expect("present");
+    let ev = r
+        .get(Collection::EVENTS, "ev000000001")
+        .expect("get")
+        .expect("present");
     assert_eq!(ev.body, b"{\"a\":1}");
     assert!(!ev.deleted);
     assert_eq!(ev.seq, 1);
-    let md: serde_json::Value = r.get(Collection::METADATA, "programs/IpHINAT79UW").expect("get").expect("present").json().expect("json");
+    let md: serde_json::Value = r
+        .get(Collection::METADATA, "programs/IpHINAT79UW")
+        .expect("get")
+        .expect("present")
+        .json()
+        .expect("json");
     assert_eq!(md["name"], "x");
 }
 
 #[test]
 fn a_rejected_closure_changes_nothing_and_others_in_its_group_commit() {
     let (_dir, store, _) = key_file_store();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
     rt.block_on(async {
         let mut tasks = Vec::new();
         for i in 0..50u32 {
             let s = store.clone();
             tasks.push(tokio::spawn(async move {
                 s.write(move |ctx| {
-                    ctx.put(Collection::EVENTS, &format!("ev{i:09}"), vec![1]).map_err(|_| "store")?;
-                    if i % 5 == 0 { Err("odd one out") } else { Ok(i) }
+                    ctx.put(Collection::EVENTS, &format!("ev{i:09}"), vec![1])
+                        .map_err(|_| "store")?;
+                    if i % 5 == 0 {
+                        Err("odd one out")
+                    } else {
+                        Ok(i)
+                    }
                 })
                 .await
             }));
@@ -63,16 +88,25 @@ fn a_rejected_closure_changes_nothing_and_others_in_its_group_commit() {
     });
     let r = store.read().expect("read");
     assert_eq!(r.count(Collection::EVENTS).expect("count"), 40);
-    assert!(r.get(Collection::EVENTS, "ev000000005").expect("get").is_none());
+    assert!(
+        r.get(Collection::EVENTS, "ev000000005")
+            .expect("get")
+            .is_none()
+    );
     let stats = store.stats().expect("stats");
     assert_eq!(stats.writes, 40);
-    assert!(stats.commits <= 40, "group commit took several writers per commit or one each");
+    assert!(
+        stats.commits <= 40,
+        "group commit took several writers per commit or one each"
+    );
 }
 
 #[test]
 fn reads_inside_a_write_see_the_same_groups_earlier_writes() {
     let (_dir, store, _) = key_file_store();
-    store.write_blocking(|ctx| ctx.put(Collection::EVENTS, "ev000000001", b"1".to_vec())).expect("w");
+    store
+        .write_blocking(|ctx| ctx.put(Collection::EVENTS, "ev000000001", b"1".to_vec()))
+        .expect("w");
     let seen = store
         .write_blocking(|ctx| {
             ctx.put(Collection::EVENTS, "ev000000001", b"2".to_vec())?;
@@ -85,12 +119,24 @@ fn reads_inside_a_write_see_the_same_groups_earlier_writes() {
 #[test]
 fn deletes_leave_tombstones_in_the_change_log() {
     let (_dir, store, _) = key_file_store();
-    let first = store.write_blocking(|ctx| ctx.put(Collection::EVENTS, "ev000000001", b"x".to_vec())).expect("w");
-    let del = store.write_blocking(|ctx| ctx.delete(Collection::EVENTS, "ev000000001")).expect("w");
+    let first = store
+        .write_blocking(|ctx| ctx.put(Collection::EVENTS, "ev000000001", b"x".to_vec()))
+        .expect("w");
+    let del = store
+        .write_blocking(|ctx| ctx.delete(Collection::EVENTS, "ev000000001"))
+        .expect("w");
     assert!(del.value);
-    assert!(!store.write_blocking(|ctx| ctx.delete(Collection::EVENTS, "ev000000001")).expect("w").value);
+    assert!(
+        !store
+            .write_blocking(|ctx| ctx.delete(Collection::EVENTS, "ev000000001"))
+            .expect("w")
+            .value
+    );
     let r = store.read().expect("read");
-    let rec = r.get(Collection::EVENTS, "ev000000001").expect("get").expect("tombstone kept");
+    let rec = r
+        .get(Collection::EVENTS, "ev000000001")
+        .expect("get")
+        .expect("tombstone kept");
     assert!(rec.deleted);
     assert_eq!(rec.body, b"x");
     assert!(rec.updated_ms >= first.commit.at_ms);
@@ -105,7 +151,9 @@ fn deletes_leave_tombstones_in_the_change_log() {
 #[test]
 fn change_log_answers_updated_after_queries() {
     let (_dir, store, _) = key_file_store();
-    store.write_blocking(|ctx| ctx.put(Collection::EVENTS, "old00000001", b"x".to_vec())).expect("w");
+    store
+        .write_blocking(|ctx| ctx.put(Collection::EVENTS, "old00000001", b"x".to_vec()))
+        .expect("w");
     let server_date = store.server_time_ms();
     std::thread::sleep(std::time::Duration::from_millis(3));
     store
@@ -115,7 +163,9 @@ fn change_log_answers_updated_after_queries() {
         })
         .expect("w");
     let r = store.read().expect("read");
-    let keys = r.keys_changed_since(Collection::EVENTS, server_date).expect("keys");
+    let keys = r
+        .keys_changed_since(Collection::EVENTS, server_date)
+        .expect("keys");
     assert_eq!(keys, vec!["new00000001".to_owned()]);
     let all = r.keys_changed_since(Collection::EVENTS, 0).expect("keys");
     assert_eq!(all.len(), 2);
@@ -124,12 +174,16 @@ fn change_log_answers_updated_after_queries() {
 #[test]
 fn server_time_never_goes_back_after_reopen() {
     let (dir, store, key) = key_file_store();
-    let c = store.write_blocking(|ctx| ctx.put(Collection::EVENTS, "ev000000001", b"x".to_vec())).expect("w");
+    let c = store
+        .write_blocking(|ctx| ctx.put(Collection::EVENTS, "ev000000001", b"x".to_vec()))
+        .expect("w");
     store.close().expect("close");
     drop(store);
     let store = Store::open(&dir.path().join("data"), &Unlock::key_file(&key)).expect("open");
     assert!(store.server_time_ms() >= c.commit.at_ms);
-    let c2 = store.write_blocking(|ctx| ctx.put(Collection::EVENTS, "ev000000002", b"x".to_vec())).expect("w");
+    let c2 = store
+        .write_blocking(|ctx| ctx.put(Collection::EVENTS, "ev000000002", b"x".to_vec()))
+        .expect("w");
     assert!(c2.commit.at_ms >= c.commit.at_ms);
     assert_eq!(c2.commit.last_seq, 2);
 }
@@ -145,11 +199,26 @@ fn blind_index_finds_keys_without_storing_the_value() {
         })
         .expect("w");
     let r = store.read().expect("read");
-    assert_eq!(r.index_lookup("te.name", "amina").expect("lookup"), vec!["te000000001", "te000000002"]);
-    assert!(r.index_lookup("te.name", "amin").expect("lookup").is_empty());
-    store.write_blocking(|ctx| { ctx.index_remove("te.name", "amina", "te000000001"); Ok::<_, StoreError>(()) }).expect("w");
+    assert_eq!(
+        r.index_lookup("te.name", "amina").expect("lookup"),
+        vec!["te000000001", "te000000002"]
+    );
+    assert!(
+        r.index_lookup("te.name", "amin")
+            .expect("lookup")
+            .is_empty()
+    );
+    store
+        .write_blocking(|ctx| {
+            ctx.index_remove("te.name", "amina", "te000000001");
+            Ok::<_, StoreError>(())
+        })
+        .expect("w");
     let r = store.read().expect("read");
-    assert_eq!(r.index_lookup("te.name", "amina").expect("lookup"), vec!["te000000002"]);
+    assert_eq!(
+        r.index_lookup("te.name", "amina").expect("lookup"),
+        vec!["te000000002"]
+    );
 }
 
 #[test]
@@ -157,7 +226,11 @@ fn scan_prefix_stays_inside_its_prefix() {
     let (_dir, store, _) = key_file_store();
     store
         .write_blocking(|ctx| {
-            for (ns, k) in [("ANDROID_SETTINGS_APP", "general"), ("ANDROID_SETTINGS_APP", "sync"), ("USE_CASES", "x")] {
+            for (ns, k) in [
+                ("ANDROID_SETTINGS_APP", "general"),
+                ("ANDROID_SETTINGS_APP", "sync"),
+                ("USE_CASES", "x"),
+            ] {
                 ctx.put(Collection::DATA_STORE, &format!("{ns}/{k}"), b"{}".to_vec())?;
             }
             let dv = DataValueKey {
@@ -176,7 +249,10 @@ fn scan_prefix_stays_inside_its_prefix() {
         .expect("scan")
         .map(|e| e.expect("entry").0)
         .collect();
-    assert_eq!(keys, ["ANDROID_SETTINGS_APP/general", "ANDROID_SETTINGS_APP/sync"]);
+    assert_eq!(
+        keys,
+        ["ANDROID_SETTINGS_APP/general", "ANDROID_SETTINGS_APP/sync"]
+    );
     assert_eq!(r.scan(Collection::DATA_VALUES).expect("scan").count(), 1);
     let stats = store.stats().expect("stats");
     assert!(stats.records.contains(&("dataStore".to_owned(), 3)));
@@ -185,32 +261,75 @@ fn scan_prefix_stays_inside_its_prefix() {
 #[test]
 fn a_wrong_key_is_refused_and_changes_nothing() {
     let (dir, store, _key) = key_file_store();
-    store.write_blocking(|ctx| ctx.put(Collection::EVENTS, "ev000000001", b"x".to_vec())).expect("w");
+    store
+        .write_blocking(|ctx| ctx.put(Collection::EVENTS, "ev000000001", b"x".to_vec()))
+        .expect("w");
     store.close().expect("close");
     drop(store);
     let db = dir.path().join("data").join(clinicbox_store::DB_FILE);
     let before = std::fs::read(&db).expect("read db");
     let wrong = dir.path().join("wrong.key");
     std::fs::write(&wrong, [5u8; 32]).expect("write");
-    let err = Store::open(&dir.path().join("data"), &Unlock::key_file(&wrong)).err().expect("refused");
-    assert!(matches!(err, StoreError::Unlock(UnlockError::WrongKey("key file"))), "{err}");
-    let err = Store::open(&dir.path().join("data"), &Unlock::pin("000000")).err().expect("refused");
-    assert!(matches!(err, StoreError::Unlock(UnlockError::WrongKey("PIN"))), "{err}");
-    assert!(std::fs::read(&db).expect("read db") == before, "a failed unlock modified the database file");
+    let err = Store::open(&dir.path().join("data"), &Unlock::key_file(&wrong))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(err, StoreError::Unlock(UnlockError::WrongKey("key file"))),
+        "{err}"
+    );
+    let err = Store::open(&dir.path().join("data"), &Unlock::pin("000000"))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(err, StoreError::Unlock(UnlockError::WrongKey("PIN"))),
+        "{err}"
+    );
+    assert!(
+        std::fs::read(&db).expect("read db") == before,
+        "a failed unlock modified the database file"
+    );
 }
 
 #[test]
 fn key_slots_are_managed_without_reencrypting_data() {
     let (dir, store, key) = key_file_store();
-    store.write_blocking(|ctx| ctx.put(Collection::EVENTS, "ev000000001", b"kept".to_vec())).expect("w");
+    store
+        .write_blocking(|ctx| ctx.put(Collection::EVENTS, "ev000000001", b"kept".to_vec()))
+        .expect("w");
     let (pin_slot, _) = store
-        .add_key_slot(NewKeySlot::Pin { pin: Zeroizing::new("123456".into()), label: "lead".into(), cost: PinCost::INSECURE_FOR_TESTS })
+        .add_key_slot(NewKeySlot::Pin {
+            pin: Zeroizing::new("123456".into()),
+            label: "lead".into(),
+            cost: PinCost::INSECURE_FOR_TESTS,
+        })
         .expect("add pin");
-    let (_, recovery) = store.add_key_slot(NewKeySlot::Recovery { label: "printed".into() }).expect("add recovery");
+    let (_, recovery) = store
+        .add_key_slot(NewKeySlot::Recovery {
+            label: "printed".into(),
+        })
+        .expect("add recovery");
     let recovery = recovery.expect("recovery key shown once");
-    let new_pin = store.change_pin(pin_slot.id, Zeroizing::new("654321".into()), PinCost::INSECURE_FOR_TESTS).expect("change pin");
-    let kinds: Vec<KeySlotKind> = store.key_slots().expect("slots").iter().map(|s| s.kind).collect();
-    assert_eq!(kinds, [KeySlotKind::KeyFile, KeySlotKind::Recovery, KeySlotKind::Pin]);
+    let new_pin = store
+        .change_pin(
+            pin_slot.id,
+            Zeroizing::new("654321".into()),
+            PinCost::INSECURE_FOR_TESTS,
+        )
+        .expect("change pin");
+    let kinds: Vec<KeySlotKind> = store
+        .key_slots()
+        .expect("slots")
+        .iter()
+        .map(|s| s.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            KeySlotKind::KeyFile,
+            KeySlotKind::Recovery,
+            KeySlotKind::Pin
+        ]
+    );
     store.remove_key_slot(0).expect("remove key-file slot");
     store.close().expect("close");
     drop(store);
@@ -219,10 +338,29 @@ fn key_slots_are_managed_without_reencrypting_data() {
     assert!(Store::open(&data, &Unlock::pin("123456")).is_err());
     let s = Store::open(&data, &Unlock::pin("654321")).expect("new pin opens");
     assert_eq!(s.unlocked_slot(), new_pin.id);
-    assert_eq!(s.read().expect("r").get(Collection::EVENTS, "ev000000001").expect("g").expect("p").body, b"kept");
-    let rid = s.key_slots().expect("slots").iter().find(|k| k.kind == KeySlotKind::Recovery).expect("r").id;
+    assert_eq!(
+        s.read()
+            .expect("r")
+            .get(Collection::EVENTS, "ev000000001")
+            .expect("g")
+            .expect("p")
+            .body,
+        b"kept"
+    );
+    let rid = s
+        .key_slots()
+        .expect("slots")
+        .iter()
+        .find(|k| k.kind == KeySlotKind::Recovery)
+        .expect("r")
+        .id;
     s.remove_key_slot(new_pin.id).expect("remove pin");
-    assert!(matches!(s.remove_key_slot(rid), Err(StoreError::KeySlot(clinicbox_store::KeySlotError::LastSlot(_)))));
+    assert!(matches!(
+        s.remove_key_slot(rid),
+        Err(StoreError::KeySlot(
+            clinicbox_store::KeySlotError::LastSlot(_)
+        ))
+    ));
     s.close().expect("close");
     drop(s);
     Store::open(&data, &Unlock::recovery_key(recovery.as_str())).expect("recovery key opens");
@@ -231,7 +369,9 @@ fn key_slots_are_managed_without_reencrypting_data() {
 #[test]
 fn a_second_process_cannot_open_an_open_store() {
     let (dir, _store, key) = key_file_store();
-    let err = Store::open(&dir.path().join("data"), &Unlock::key_file(&key)).err().expect("locked");
+    let err = Store::open(&dir.path().join("data"), &Unlock::key_file(&key))
+        .err()
+        .expect("locked");
     assert!(matches!(err, StoreError::Locked { .. }), "{err}");
 }
 
@@ -241,4 +381,25 @@ fn writes_after_close_are_refused() {
     store.close().expect("close");
     let r = store.write_blocking(|ctx| ctx.put(Collection::EVENTS, "ev000000001", b"x".to_vec()));
     assert!(matches!(r, Err(WriteError::Store(StoreError::Closed))));
+}
+
+#[test]
+fn a_closed_store_resumes_writes() {
+    let (_dir, store, _) = key_file_store();
+    store
+        .write_blocking(|ctx| ctx.put(Collection::EVENTS, "ev000000001", b"x".to_vec()))
+        .expect("w");
+    store.close().expect("close");
+    assert!(store.is_healthy());
+    assert!(
+        store
+            .write_blocking(|ctx| ctx.put(Collection::EVENTS, "ev000000002", b"x".to_vec()))
+            .is_err()
+    );
+    store.resume().expect("resume");
+    let c = store
+        .write_blocking(|ctx| ctx.put(Collection::EVENTS, "ev000000002", b"x".to_vec()))
+        .expect("w");
+    assert_eq!(c.commit.last_seq, 2);
+    assert!(store.is_healthy());
 }

@@ -1,0 +1,193 @@
+//! The daemon's configuration: one typed struct loaded from TOML, every field with a default.
+//! Unknown keys are errors, so a typo in a technician's config is caught at start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the configuration file usually lives on a box.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/clinicbox/clinicbox.toml";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory of the store (and the self-signed certificate). Default `/var/lib/clinicbox`.
+    pub data_dir: PathBuf,
+    /// How the box presents itself.
+    #[serde(rename = "box")]
+    pub box_info: BoxConfig,
+    /// How the store is unlocked.
+    pub store: StoreConfig,
+    /// Plain-HTTP listeners (today's Capture app uses `http://`).
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// HTTPS next to HTTP.
+    pub tls: crate::tls::TlsConfig,
+    /// DNS-SD and the LAN DNS responder.
+    pub discovery: clinicbox_discovery::DiscoveryConfig,
+    /// The status page at `/` and `/metrics`.
+    pub status: clinicbox_statuspage::StatusConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("/var/lib/clinicbox"),
+            box_info: BoxConfig::default(),
+            store: StoreConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+            tls: Default::default(),
+            discovery: Default::default(),
+            status: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BoxConfig {
+    /// Short name of this box, shown on the status page and announced on the LAN.
+    pub name: String,
+    /// The clinic's name, for staff.
+    pub clinic_name: String,
+}
+
+impl Default for BoxConfig {
+    fn default() -> Self {
+        BoxConfig {
+            name: "clinicbox".into(),
+            clinic_name: "Clinic".into(),
+        }
+    }
+}
+
+/// Which secret unlocks the store at start. The first one set wins, in this order.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Name of a systemd credential (in `$CREDENTIALS_DIRECTORY`) holding the key-file bytes;
+    /// with `LoadCredentialEncrypted=` the key is sealed to the box's TPM2.
+    pub credential: Option<String>,
+    /// A key file (demo boxes; a key kept on separate media).
+    pub key_file: Option<PathBuf>,
+    /// A file holding the PIN/passphrase (first line).
+    pub pin_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Addresses to serve plain HTTP on. Default `0.0.0.0:80`.
+    pub listen: Vec<SocketAddr>,
+    /// Seconds a shutdown or quiesce waits for in-flight requests. Default 20.
+    pub drain_secs: u64,
+    /// `Retry-After` seconds sent with 503 while the box is quiescing. Default 120.
+    pub retry_after_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 80))],
+            drain_secs: 20,
+            retry_after_secs: 120,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `info,clinicbox_api=debug`. Default `info`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid ClinicBox configuration: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+}
+
+impl Config {
+    /// Loads `path`; a missing file at the default path means "all defaults".
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_owned(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Config::default());
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        Config::parse(&text).map_err(|source| ConfigError::Parse {
+            path,
+            source: Box::new(source),
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_defaults() {
+        let c = Config::parse("").expect("parse");
+        assert_eq!(c.http.listen, vec![SocketAddr::from(([0, 0, 0, 0], 80))]);
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/clinicbox"));
+    }
+
+    #[test]
+    fn sections_override_defaults() {
+        let c = Config::parse(
+            "data_dir = \"/data\"\n[box]\nname = \"kisumu-1\"\n[http]\nlisten = [\"127.0.0.1:8080\"]\n[store]\nkey_file = \"/k\"\n",
+        )
+        .expect("parse");
+        assert_eq!(c.box_info.name, "kisumu-1");
+        assert_eq!(
+            c.http.listen,
+            vec![SocketAddr::from(([127, 0, 0, 1], 8080))]
+        );
+        assert_eq!(c.store.key_file, Some(PathBuf::from("/k")));
+    }
+
+    #[test]
+    fn typos_are_errors() {
+        assert!(Config::parse("[http]\nlisen = []\n").is_err());
+        assert!(Config::parse("dta_dir = \"/x\"\n").is_err());
+    }
+
+    #[test]
+    fn a_missing_explicit_file_is_an_error() {
+        assert!(Config::load(Some(Path::new("/nonexistent/clinicbox.toml"))).is_err());
+    }
+}

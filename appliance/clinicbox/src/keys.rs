@@ -1,0 +1,185 @@
+//! `clinicbox keys`: create a store and manage its key slots (PIN, recovery key, key file).
+//! Slots wrap the data key; changing them never re-encrypts data.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clinicbox_store::{NewKeySlot, PinCost, Store};
+
+use crate::config::Config;
+use crate::unlock::{self, UnlockArgs};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create a new, empty store protected by a key file or a PIN, plus a recovery key.
+    Init {
+        /// Protect the store with this key file (32 random bytes are written if it is missing).
+        #[arg(long, value_name = "FILE", required_unless_present = "pin")]
+        key_file: Option<PathBuf>,
+        /// Protect the store with a PIN/passphrase, asked for on the terminal.
+        #[arg(long, conflicts_with = "key_file")]
+        pin: bool,
+        /// Do not create a recovery key (not recommended: a lost PIN then loses all data).
+        #[arg(long)]
+        no_recovery: bool,
+    },
+    /// List the key slots.
+    List {
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+    /// Add a PIN/passphrase slot.
+    AddPin {
+        #[arg(long, default_value = "PIN")]
+        label: String,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+    /// Add a recovery-key slot; the key is printed once, to be printed and kept safe.
+    AddRecovery {
+        #[arg(long, default_value = "recovery key")]
+        label: String,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+    /// Add a key-file slot.
+    AddKeyFile {
+        file: PathBuf,
+        /// Write 32 random bytes to FILE first (it must not exist).
+        #[arg(long)]
+        create: bool,
+        #[arg(long, default_value = "key file")]
+        label: String,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+    /// Remove a key slot (never the last one).
+    Remove {
+        id: u32,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+    /// Change the PIN of a PIN slot.
+    ChangePin {
+        id: u32,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+}
+
+pub fn run(cfg: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
+    let dir = cfg.data_dir.as_path();
+    match cmd {
+        KeysCommand::Init {
+            key_file,
+            pin,
+            no_recovery,
+        } => init(dir, key_file, pin, no_recovery),
+        KeysCommand::List { unlock } => {
+            let store = open(dir, cfg, &unlock)?;
+            println!("{:<4} {:<10} {:<24} created", "id", "kind", "label");
+            for s in store.key_slots()? {
+                println!(
+                    "{:<4} {:<10} {:<24} {}",
+                    s.id,
+                    format!("{:?}", s.kind),
+                    s.label,
+                    s.created_ms
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::AddPin { label, unlock: u } => {
+            let store = open(dir, cfg, &u)?;
+            let pin = unlock::prompt_new_pin()?;
+            let (info, _) = store.add_key_slot(NewKeySlot::Pin {
+                pin,
+                label,
+                cost: PinCost::DEFAULT,
+            })?;
+            println!("added PIN slot {}", info.id);
+            Ok(())
+        }
+        KeysCommand::AddRecovery { label, unlock: u } => {
+            let store = open(dir, cfg, &u)?;
+            let (info, key) = store.add_key_slot(NewKeySlot::Recovery { label })?;
+            print_recovery(info.id, key.as_ref().map(|k| k.as_str()));
+            Ok(())
+        }
+        KeysCommand::AddKeyFile {
+            file,
+            create,
+            label,
+            unlock: u,
+        } => {
+            let store = open(dir, cfg, &u)?;
+            let (info, _) = store.add_key_slot(NewKeySlot::KeyFile {
+                path: file,
+                label,
+                create,
+            })?;
+            println!("added key-file slot {}", info.id);
+            Ok(())
+        }
+        KeysCommand::Remove { id, unlock: u } => {
+            let store = open(dir, cfg, &u)?;
+            store.remove_key_slot(id)?;
+            println!("removed key slot {id}");
+            Ok(())
+        }
+        KeysCommand::ChangePin { id, unlock: u } => {
+            let store = open(dir, cfg, &u)?;
+            let pin = unlock::prompt_new_pin()?;
+            let info = store.change_pin(id, pin, PinCost::DEFAULT)?;
+            println!("PIN changed; the slot is now number {}", info.id);
+            Ok(())
+        }
+    }
+}
+
+fn open(dir: &Path, cfg: &Config, u: &UnlockArgs) -> anyhow::Result<Store> {
+    let secret = u.resolve(&cfg.store)?;
+    Store::open(dir, &secret).with_context(|| {
+        format!(
+            "cannot open the store in {} (is `clinicbox serve` running? stop it first)",
+            dir.display()
+        )
+    })
+}
+
+fn init(dir: &Path, key_file: Option<PathBuf>, pin: bool, no_recovery: bool) -> anyhow::Result<()> {
+    let first = match (key_file, pin) {
+        (Some(path), false) => {
+            let create = !path.exists();
+            NewKeySlot::KeyFile {
+                path,
+                label: "key file".into(),
+                create,
+            }
+        }
+        (None, true) => NewKeySlot::Pin {
+            pin: unlock::prompt_new_pin()?,
+            label: "PIN".into(),
+            cost: PinCost::DEFAULT,
+        },
+        _ => bail!("choose exactly one of --key-file FILE or --pin"),
+    };
+    let (store, _) = Store::create(dir, first)?;
+    println!("created a new store in {}", dir.display());
+    if !no_recovery {
+        let (info, key) = store.add_key_slot(NewKeySlot::Recovery {
+            label: "recovery key".into(),
+        })?;
+        print_recovery(info.id, key.as_ref().map(|k| k.as_str()));
+    }
+    store.close()?;
+    Ok(())
+}
+
+fn print_recovery(id: u32, key: Option<&str>) {
+    let Some(key) = key else { return };
+    println!("recovery key (slot {id}) — shown once; print it and keep it away from the box:");
+    println!();
+    println!("    {key}");
+    println!();
+}

@@ -1,0 +1,171 @@
+//! The daemon's lifecycle: accepting writes, quiescing before a power cut, shutting down.
+//!
+//! Quiesce (asked by the power process over the control socket, or done on SIGTERM):
+//! 1. new write requests get 503 with `Retry-After` (reads keep working: staff can still look);
+//! 2. write requests already running finish, up to a deadline;
+//! 3. the store's writer commits what it has and stops.
+//!
+//! Every write acknowledged before step 1 is already durable: the store acknowledges only after
+//! an fsynced commit. `resume` undoes a quiesce when mains power came back in time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use clinicbox_dhis2::WebMessage;
+use clinicbox_store::Store;
+use tokio::sync::Notify;
+
+/// Shared by the HTTP layer, the control socket and the signal handler.
+pub struct Lifecycle {
+    store: Store,
+    accepting_writes: AtomicBool,
+    writes_in_flight: AtomicUsize,
+    drained: Notify,
+    shutdown: Notify,
+    shutting_down: AtomicBool,
+    retry_after_secs: u64,
+    started: Instant,
+}
+
+/// What a quiesce achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuiesceReport {
+    /// Write requests still running at the deadline (0 when everything drained).
+    pub abandoned_writes: usize,
+    pub store_closed: bool,
+    pub took: Duration,
+}
+
+impl Lifecycle {
+    pub fn new(store: Store, retry_after_secs: u64) -> Arc<Lifecycle> {
+        Arc::new(Lifecycle {
+            store,
+            accepting_writes: AtomicBool::new(true),
+            writes_in_flight: AtomicUsize::new(0),
+            drained: Notify::new(),
+            shutdown: Notify::new(),
+            shutting_down: AtomicBool::new(false),
+            retry_after_secs,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn accepting_writes(&self) -> bool {
+        self.accepting_writes.load(Ordering::Acquire)
+    }
+
+    /// Stops taking writes, waits for running ones up to `deadline`, then closes the store.
+    pub async fn quiesce(&self, deadline: Duration) -> QuiesceReport {
+        let start = Instant::now();
+        self.accepting_writes.store(false, Ordering::Release);
+        tracing::info!(
+            deadline_ms = deadline.as_millis() as u64,
+            "quiescing: refusing new writes"
+        );
+        let wait_for_drain = async {
+            loop {
+                let notified = self.drained.notified();
+                if self.writes_in_flight.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        let abandoned = match tokio::time::timeout(deadline, wait_for_drain).await {
+            Ok(()) => 0,
+            Err(_) => self.writes_in_flight.load(Ordering::Acquire),
+        };
+        let store = self.store.clone();
+        let closed = tokio::task::spawn_blocking(move || store.close()).await;
+        let store_closed = matches!(closed, Ok(Ok(())));
+        let report = QuiesceReport {
+            abandoned_writes: abandoned,
+            store_closed,
+            took: start.elapsed(),
+        };
+        tracing::info!(
+            abandoned_writes = report.abandoned_writes,
+            store_closed,
+            took_ms = report.took.as_millis() as u64,
+            "quiesced"
+        );
+        report
+    }
+
+    /// Takes writes again after a quiesce (mains came back before the point of no return).
+    pub fn resume(&self) -> Result<(), clinicbox_store::StoreError> {
+        self.store.resume()?;
+        self.accepting_writes.store(true, Ordering::Release);
+        tracing::info!("resumed: accepting writes");
+        Ok(())
+    }
+
+    /// Asks the whole daemon to shut down (as SIGTERM does).
+    pub fn request_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        self.shutdown.notify_waiters();
+    }
+
+    /// Resolves once a shutdown was requested.
+    pub async fn shutdown_requested(&self) {
+        loop {
+            let notified = self.shutdown.notified();
+            if self.shutting_down.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct InFlight<'a>(&'a Lifecycle);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.writes_in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+/// Middleware: counts write requests and refuses them with 503 while quiescing.
+pub async fn write_gate(State(lc): State<Arc<Lifecycle>>, req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    // Count first, then check: a quiesce that starts in between waits for this request.
+    lc.writes_in_flight.fetch_add(1, Ordering::AcqRel);
+    let guard = InFlight(&lc);
+    if !lc.accepting_writes() {
+        drop(guard);
+        return unavailable(lc.retry_after_secs);
+    }
+    let response = next.run(req).await;
+    drop(guard);
+    response
+}
+
+fn unavailable(retry_after_secs: u64) -> Response {
+    let msg = WebMessage::new(
+        503,
+        "The clinic box is shutting down to protect its data (power). Your tablet keeps the data and will send it again.",
+    );
+    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(msg)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}

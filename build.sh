@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# One entry point for every check: ./build.sh <command>. CI calls exactly these.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+
+die() { echo "build.sh: $*" >&2; exit 1; }
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 is missing: $2"; }
+need_rust() { need cargo "install Rust (https://rustup.rs), then run this again"; }
+
+usage() {
+  cat <<USAGE
+usage: ./build.sh <command>
+  build        build the workspace (debug)
+  test         run the whole test suite (unit, integration, end-to-end)
+  run          run a demo box: ./demo-data, demo users and metadata, http://127.0.0.1:8080
+  bench        run the benchmarks (release build) and print their figures
+  lint         cargo fmt --check and cargo clippy
+  release      build release binaries (profile dist) for the image
+USAGE
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  build)
+    need_rust
+    cargo build --workspace --locked "$@"
+    ;;
+  test)
+    need_rust
+    # The end-to-end tests start the real binary, so build it first.
+    cargo build --workspace --locked --bins
+    cargo test --workspace --locked "$@"
+    ;;
+  run)
+    need_rust
+    cargo build --locked -p clinicbox
+    exec "$ROOT/target/debug/clinicbox" serve --demo --data-dir "$ROOT/demo-data" "$@"
+    ;;
+  bench)
+    need_rust
+    cargo run --release --locked -p clinicbox-bench -- store "$@"
+    ;;
+  lint)
+    need_rust
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    ;;
+  release)
+    need_rust
+    cargo build --profile dist --locked -p clinicbox "$@"
+    echo "$ROOT/target/dist/clinicbox"
+    ;;
+  ""|-h|--help|help)
+    usage
+    ;;
+  *)
+    usage >&2
+    die "unknown command '$cmd'"
+    ;;
+esac

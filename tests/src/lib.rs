@@ -1,0 +1,467 @@
+//! A harness that runs the real `clinicbox` binary as a box: it starts the process with a
+//! test-owned data directory and `NOTIFY_SOCKET`, waits for systemd-style READY instead of
+//! sleeping, reads the URL the daemon prints, and on stop checks what every test must respect:
+//! exit 0 on SIGTERM and no panic in the log.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The `clinicbox` binary of this workspace (`CLINICBOX_BIN` overrides).
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("CLINICBOX_BIN") {
+        return PathBuf::from(p);
+    }
+    // Test executables live in target/<profile>/deps; the binary one level up.
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join("clinicbox");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p clinicbox` (./build.sh test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `clinicbox` with `args` to completion (admin commands), feeding `stdin`.
+pub fn run_admin(args: &[&str], stdin: &str) -> (ExitStatus, String, String) {
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn clinicbox");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// How to start a box.
+pub struct BoxBuilder {
+    args: Vec<String>,
+    config: Option<String>,
+    watchdog_usec: Option<u64>,
+    dir: tempfile::TempDir,
+    envs: Vec<(String, String)>,
+    netns: Option<String>,
+    listen: String,
+}
+
+impl Default for BoxBuilder {
+    fn default() -> Self {
+        BoxBuilder::new()
+    }
+}
+
+impl BoxBuilder {
+    pub fn new() -> BoxBuilder {
+        BoxBuilder {
+            args: Vec::new(),
+            config: None,
+            watchdog_usec: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            envs: Vec::new(),
+            netns: None,
+            listen: "127.0.0.1:0".into(),
+        }
+    }
+
+    /// The HTTP listen address passed as `--listen` (default `127.0.0.1:0`).
+    pub fn listen(mut self, addr: impl Into<String>) -> BoxBuilder {
+        self.listen = addr.into();
+        self
+    }
+
+    /// Runs the box inside network namespace `ns` (`ip netns exec`, which execs: the pid stays
+    /// the daemon's). The harness's own HTTP helpers then cannot reach it from the host.
+    pub fn netns(mut self, ns: impl Into<String>) -> BoxBuilder {
+        self.netns = Some(ns.into());
+        self
+    }
+
+    /// A demo box (store created with a key file, demo data) in the test's own directory.
+    pub fn demo() -> BoxBuilder {
+        let mut b = BoxBuilder::new();
+        let data = b.dir.path().join("data");
+        b.args = vec![
+            "--demo".into(),
+            "--data-dir".into(),
+            data.display().to_string(),
+        ];
+        b
+    }
+
+    /// The test-owned directory (the demo's data lives in `data/` below it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> BoxBuilder {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> BoxBuilder {
+        self.envs.push((k.into(), v.into()));
+        self
+    }
+
+    /// A configuration file's contents; `{dir}` is replaced by the test directory.
+    pub fn config(mut self, toml: &str) -> BoxBuilder {
+        self.config = Some(toml.replace("{dir}", &self.dir.path().display().to_string()));
+        self
+    }
+
+    /// Asks the daemon to pet a watchdog of this period.
+    pub fn watchdog(mut self, usec: u64) -> BoxBuilder {
+        self.watchdog_usec = Some(usec);
+        self
+    }
+
+    /// Starts the box and waits until it reported READY (at most 60 s).
+    pub fn start(self) -> RunningBox {
+        let notify_path = self.dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let log_path = self.dir.path().join("clinicbox.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        if let Some(cfg) = &self.config {
+            let p = self.dir.path().join("clinicbox.toml");
+            std::fs::write(&p, cfg).expect("write config");
+            cmd.arg("--config").arg(p);
+        }
+        cmd.arg("serve")
+            .args(&self.args)
+            .args(["--listen", self.listen.as_str()])
+            .current_dir(self.dir.path())
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("RUST_LOG", "info")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        if let Some(u) = self.watchdog_usec {
+            cmd.env("WATCHDOG_USEC", u.to_string());
+        }
+        let mut child = cmd.spawn().expect("spawn clinicbox serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut b = RunningBox {
+            child: Some(child),
+            dir: self.dir,
+            notify,
+            notifications: Vec::new(),
+            stdout_lines: lines,
+            stdout: Vec::new(),
+            url: String::new(),
+            log_path,
+        };
+        b.wait_for_notification("READY=1", Duration::from_secs(60));
+        b.url = b
+            .stdout_until(
+                |l| l.starts_with("ClinicBox: serving http://"),
+                Duration::from_secs(5),
+            )
+            .trim_start_matches("ClinicBox: serving ")
+            .trim_end_matches('/')
+            .to_owned();
+        b
+    }
+}
+
+/// A running box.
+pub struct RunningBox {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    notify: UnixDatagram,
+    notifications: Vec<String>,
+    stdout_lines: mpsc::Receiver<String>,
+    stdout: Vec<String>,
+    url: String,
+    log_path: PathBuf,
+}
+
+/// A plain HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+impl RunningBox {
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Every sd_notify message received so far, one state per entry (`READY=1`, …).
+    pub fn notifications(&mut self) -> &[String] {
+        self.drain_notifications(Duration::from_millis(0));
+        &self.notifications
+    }
+
+    fn drain_notifications(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.notify.recv(&mut buf) {
+                Ok(n) => {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    self.notifications.extend(text.lines().map(str::to_owned));
+                }
+                Err(_) if Instant::now() >= deadline => return,
+                Err(_) => {}
+            }
+            if Instant::now() >= deadline {
+                return;
+            }
+        }
+    }
+
+    /// Waits for an sd_notify state; panics with the log if it does not come.
+    pub fn wait_for_notification(&mut self, state: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.notifications.iter().any(|n| n == state) {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "clinicbox exited ({status}) before {state}; log:\n{}",
+                    self.log()
+                );
+            }
+            self.drain_notifications(Duration::from_millis(200));
+        }
+        panic!("no {state} within {timeout:?}; log:\n{}", self.log());
+    }
+
+    /// Waits for a stdout line matching `pred` and returns it.
+    pub fn stdout_until(&mut self, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        if let Some(l) = self.stdout.iter().find(|l| pred(l)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.stdout_lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.stdout.push(l.clone());
+                    if pred(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no matching stdout line; stdout: {:?}\nlog:\n{}",
+            self.stdout,
+            self.log()
+        );
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// One HTTP/1.1 request on a fresh connection (no client library: the wire is what we test).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        http_request(
+            self.url.trim_start_matches("http://"),
+            method,
+            path,
+            headers,
+            body,
+        )
+    }
+
+    /// Sends SIGTERM and waits for exit; asserts exit 0 and no panic in the log.
+    pub fn stop(mut self) -> String {
+        let mut child = self.child.take().expect("running");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let status = wait_with_timeout(&mut child, Duration::from_secs(60));
+        let log = self.log();
+        assert!(
+            status.success(),
+            "clinicbox exited with {status} on SIGTERM; log:\n{log}"
+        );
+        assert!(!log.contains("panicked"), "panic in the log:\n{log}");
+        self.drain_notifications(Duration::from_millis(50));
+        log
+    }
+
+    /// Kills the box with SIGKILL (a power cut, as far as the process can tell).
+    pub fn kill(mut self) -> tempfile::TempDir {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
+    }
+}
+
+impl Drop for RunningBox {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("clinicbox did not exit within {timeout:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A minimal HTTP/1.1 client over one TCP connection (`Connection: close`).
+pub fn http_request(
+    host_port: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut s =
+        TcpStream::connect(host_port).unwrap_or_else(|e| panic!("connect {host_port}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("write");
+    s.write_all(body).expect("write body");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Response {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&b[start..start + size]);
+        b = &b[start + size + 2..];
+    }
+    out
+}

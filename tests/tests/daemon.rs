@@ -1,0 +1,161 @@
+//! The daemon as systemd and a technician see it: readiness, watchdog, clean stop, key slots.
+
+use std::time::Duration;
+
+use clinicbox_tests::{BoxBuilder, run_admin};
+
+#[test]
+fn demo_box_reports_ready_serves_and_stops_cleanly_on_sigterm() {
+    let mut b = BoxBuilder::demo().start();
+    assert!(b.url().starts_with("http://127.0.0.1:"));
+    let health = b.request("GET", "/health", &[], b"");
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "ok");
+    assert!(b.notifications().iter().any(|n| n.starts_with("STATUS=")));
+    assert!(
+        b.dir()
+            .join("data")
+            .join(clinicbox_store::DB_FILE)
+            .is_file()
+    );
+    let log = b.stop();
+    assert!(
+        log.contains("store closed"),
+        "the store was not closed on SIGTERM:\n{log}"
+    );
+}
+
+#[test]
+fn a_demo_box_restarts_on_its_existing_store() {
+    let first = BoxBuilder::demo();
+    let dir = first.dir().to_owned();
+    let b = first.start();
+    let data = dir.join("data");
+    let kept = b.kill();
+    let again = BoxBuilder::new()
+        .arg("--demo")
+        .arg("--data-dir")
+        .arg(data.display().to_string())
+        .start();
+    assert_eq!(again.request("GET", "/health", &[], b"").status, 200);
+    again.stop();
+    drop(kept);
+}
+
+#[test]
+fn the_watchdog_is_petted_when_systemd_asks_for_one() {
+    let mut b = BoxBuilder::demo().watchdog(400_000).start();
+    b.wait_for_notification("WATCHDOG=1", Duration::from_secs(10));
+    b.stop();
+}
+
+#[test]
+fn a_wrong_key_file_stops_the_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let key = dir.path().join("store.key");
+    let (st, out, err) = run_admin(
+        &[
+            "--data-dir",
+            &data.display().to_string(),
+            "keys",
+            "init",
+            "--key-file",
+            &key.display().to_string(),
+        ],
+        "",
+    );
+    assert!(st.success(), "{out}{err}");
+    assert!(out.contains("recovery key"), "{out}");
+    let wrong = dir.path().join("wrong.key");
+    std::fs::write(&wrong, [1u8; 32]).expect("write");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n[store]\nkey_file = \"{}\"\n[http]\nlisten = [\"127.0.0.1:0\"]\n",
+            data.display(),
+            wrong.display()
+        ),
+    )
+    .expect("w");
+    let (st, _, err) = run_admin(&["--config", &cfg.display().to_string(), "serve"], "");
+    assert!(!st.success());
+    assert!(err.contains("no key slot accepts this key file"), "{err}");
+}
+
+#[test]
+fn keys_commands_manage_slots_and_a_pin_box_serves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data").display().to_string();
+    let key = dir.path().join("store.key").display().to_string();
+    let (st, out, err) = run_admin(
+        &["--data-dir", &data, "keys", "init", "--key-file", &key],
+        "",
+    );
+    assert!(st.success(), "{out}{err}");
+    let recovery = out
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 39 && l.chars().filter(|c| *c == '-').count() == 7)
+        .expect("recovery key printed")
+        .to_owned();
+
+    let (st, out, err) = run_admin(
+        &[
+            "--data-dir",
+            &data,
+            "keys",
+            "add-pin",
+            "--unlock-key-file",
+            &key,
+        ],
+        "2468-clinic\n",
+    );
+    assert!(st.success(), "{out}{err}");
+    let (st, out, _) = run_admin(
+        &["--data-dir", &data, "keys", "list", "--unlock-recovery"],
+        &format!("{recovery}\n"),
+    );
+    assert!(st.success());
+    for kind in ["KeyFile", "Recovery", "Pin"] {
+        assert!(out.contains(kind), "{kind} missing in:\n{out}");
+    }
+    let (st, _, err) = run_admin(
+        &["--data-dir", &data, "keys", "remove", "0", "--unlock-pin"],
+        "2468-clinic\n",
+    );
+    assert!(st.success(), "{err}");
+    let (st, _, err) = run_admin(
+        &[
+            "--data-dir",
+            &data,
+            "keys",
+            "list",
+            "--unlock-key-file",
+            &key,
+        ],
+        "",
+    );
+    assert!(!st.success(), "a removed key-file slot still unlocks");
+    assert!(err.contains("no key slot accepts"), "{err}");
+    let (st, _, err) = run_admin(
+        &["--data-dir", &data, "keys", "remove", "1", "--unlock-pin"],
+        "wrong-pin\n",
+    );
+    assert!(
+        !st.success() && err.contains("no key slot accepts this PIN"),
+        "{err}"
+    );
+
+    let pin_file = dir.path().join("pin");
+    std::fs::write(&pin_file, "2468-clinic\n").expect("w");
+    let b = BoxBuilder::new()
+        .config(&format!(
+            "data_dir = \"{data}\"\n[store]\npin_file = \"{}\"\n",
+            pin_file.display()
+        ))
+        .start();
+    assert_eq!(b.request("GET", "/health", &[], b"").status, 200);
+    b.stop();
+}
