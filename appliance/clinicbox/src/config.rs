@@ -29,6 +29,12 @@ pub struct Config {
     pub discovery: clinicbox_discovery::DiscoveryConfig,
     /// The status page at `/` and `/metrics`.
     pub status: clinicbox_statuspage::StatusConfig,
+    /// The tablet-facing DHIS2 API: time zone, login limits, body size.
+    pub api: clinicbox_api::ApiConfig,
+    /// Tracker: reserved-value ranges of this box, file size, ownership overrides.
+    pub tracker: clinicbox_tracker::TrackerConfig,
+    /// UPS / battery and clean shutdown (`clinicbox power`); the daemon uses `control_socket`.
+    pub power: clinicbox_power::PowerConfig,
 }
 
 impl Default for Config {
@@ -42,6 +48,9 @@ impl Default for Config {
             tls: Default::default(),
             discovery: Default::default(),
             status: Default::default(),
+            api: Default::default(),
+            tracker: Default::default(),
+            power: Default::default(),
         }
     }
 }

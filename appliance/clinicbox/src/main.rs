@@ -35,6 +35,19 @@ enum Command {
     /// Manage the store's key slots.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage tablet users (stop `serve` first: it holds the store).
+    #[command(subcommand)]
+    User(clinicbox_api::cli::UserCommand<clinicbox::unlock::UnlockArgs>),
+    /// Import DHIS2 metadata packages (stop `serve` first: it holds the store).
+    #[command(subcommand)]
+    Metadata(clinicbox_api::cli::MetadataCommand<clinicbox::unlock::UnlockArgs>),
+    /// Watch the UPS or battery; quiesce `serve` and power off cleanly before it runs out.
+    Power {
+        /// Board profile whose [power] section gives the defaults (the site config's [power]
+        /// overrides it). Default /usr/lib/clinicbox/board.toml if it exists.
+        #[arg(long, value_name = "FILE")]
+        board: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,5 +76,67 @@ fn main() -> anyhow::Result<()> {
             }
             clinicbox::keys::run(&cfg, cmd)
         }
+        Command::User(cmd) => {
+            admin_command(cfg, cli.data_dir, &cmd.unlock().clone(), |api| async move {
+                let ask = |label: &str| {
+                    clinicbox::unlock::prompt(label)
+                        .map(|p| p.to_string())
+                        .map_err(|e| e.to_string())
+                };
+                clinicbox_api::cli::run_user(&api, cmd, &ask).await
+            })
+        }
+        Command::Metadata(cmd) => {
+            admin_command(cfg, cli.data_dir, &cmd.unlock().clone(), |api| async move {
+                clinicbox_api::cli::run_metadata(&api, cmd).await
+            })
+        }
+        Command::Power { board } => {
+            let power = clinicbox_power::load_config_for(board.as_deref(), cli.config.as_deref())?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            match rt.block_on(clinicbox_power::run_until_signal(power))? {
+                clinicbox_power::LoopOutcome::PowerOffFailed(e) => {
+                    anyhow::bail!("clean power-off failed: {e}")
+                }
+                _ => Ok(()),
+            }
+        }
     }
+}
+
+/// Opens the store, runs one API admin command, prints its output, closes the store.
+fn admin_command<F, Fut>(
+    mut cfg: Config,
+    data_dir: Option<PathBuf>,
+    unlock: &clinicbox::unlock::UnlockArgs,
+    f: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(clinicbox_api::ApiState) -> Fut,
+    Fut: std::future::Future<Output = Result<String, clinicbox_api::ApiError>>,
+{
+    use anyhow::Context;
+    if let Some(d) = data_dir {
+        cfg.data_dir = d;
+    }
+    let secret = unlock.resolve(&cfg.store)?;
+    let store = clinicbox_store::Store::open(&cfg.data_dir, &secret).with_context(|| {
+        format!(
+            "cannot open the store in {} (is `clinicbox serve` running? stop it first)",
+            cfg.data_dir.display()
+        )
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(async {
+        let api = clinicbox_api::ApiState::new(store.clone(), cfg.api.clone()).await?;
+        f(api).await
+    });
+    store.close()?;
+    let out = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{out}");
+    Ok(())
 }

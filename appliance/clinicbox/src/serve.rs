@@ -46,6 +46,8 @@ pub fn apply_overrides(mut cfg: Config, o: &ServeOverrides) -> Config {
     if o.demo {
         cfg.store.key_file = Some(demo_key_path(&cfg.data_dir));
         crate::presence::demo_overrides(&mut cfg);
+        // A demo box has no /run/clinicbox: keep its control socket next to its data.
+        cfg.power.control_socket = cfg.data_dir.join("control.sock");
     }
     cfg
 }
@@ -57,13 +59,21 @@ fn demo_key_path(data_dir: &Path) -> PathBuf {
 /// Runs the daemon until SIGTERM/SIGINT (or a shutdown request), then stops cleanly.
 pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     let store = open_store(&cfg, demo).await?;
+    let api = clinicbox_api::ApiState::new(store.clone(), cfg.api.clone())
+        .await
+        .context("starting the DHIS2 API")?;
     if demo {
-        load_demo(&store).await?;
+        load_demo(&api).await?;
     }
+    let tracker = clinicbox_tracker::Tracker::start(api.clone(), cfg.tracker.clone())
+        .await
+        .context("starting the tracker")?;
     let lc = Lifecycle::new(store.clone(), cfg.http.retry_after_secs);
+    // The power process's latest report (control socket), for the status page.
+    let power = PowerShared::default();
 
-    let presence = crate::presence::prepare(&cfg, &store)?;
-    let app = presence.wrap(router(lc.clone()));
+    let presence = crate::presence::prepare(&cfg, &store, &api, power_view(&power))?;
+    let app = presence.wrap(router(lc.clone(), api, tracker));
     let mut http_bound = Vec::new();
     let mut servers = Vec::new();
     for addr in &cfg.http.listen {
@@ -92,6 +102,7 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
 
     spawn_signal_handler(lc.clone())?;
     spawn_watchdog(lc.clone());
+    spawn_control_socket(&cfg, lc.clone(), power.clone()).await;
     systemd::ready(&format!("serving {} listener(s)", servers.len()));
     if demo {
         println!(
@@ -133,10 +144,17 @@ async fn futures_all(handles: Vec<tokio::task::JoinHandle<std::io::Result<()>>>)
 }
 
 /// The daemon's HTTP surface: every router merged, behind the write gate.
-pub fn router(lc: Arc<Lifecycle>) -> Router {
+pub fn router(
+    lc: Arc<Lifecycle>,
+    api: clinicbox_api::ApiState,
+    tracker: clinicbox_tracker::Tracker,
+) -> Router {
     Router::new()
         .route("/health", get(health))
         .with_state(lc.clone())
+        .merge(clinicbox_aggregate::router(api.clone()))
+        .merge(clinicbox_tracker::router(tracker))
+        .merge(clinicbox_api::router(api))
         .layer(axum::middleware::from_fn_with_state(
             lc,
             lifecycle::write_gate,
@@ -184,8 +202,15 @@ async fn open_store(cfg: &Config, demo: bool) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// Loads the demo metadata and users into a demo store (idempotent).
-async fn load_demo(_store: &Store) -> anyhow::Result<()> {
+/// Loads the demo metadata, users and Android settings into a demo store (idempotent).
+async fn load_demo(api: &clinicbox_api::ApiState) -> anyhow::Result<()> {
+    let report = clinicbox_api::demo::load_demo(api)
+        .await
+        .context("loading the demo metadata")?;
+    println!(
+        "ClinicBox demo: metadata loaded ({}); users admin/district and android/Android123",
+        clinicbox_api::admin::summarize(&report)
+    );
     Ok(())
 }
 
@@ -221,4 +246,114 @@ fn spawn_watchdog(lc: Arc<Lifecycle>) {
             }
         }
     });
+}
+
+/// The latest report from `clinicbox power`, shared between the control socket and the
+/// status page.
+pub type PowerShared = Arc<std::sync::Mutex<Option<clinicbox_control::PowerReport>>>;
+
+/// The status page's view of [`PowerShared`] (`None` until the power process reports).
+pub fn power_view(
+    power: &PowerShared,
+) -> clinicbox_statuspage::Source<Option<clinicbox_statuspage::PowerView>> {
+    let power = power.clone();
+    Arc::new(move || {
+        let report = power
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()?;
+        Some(clinicbox_statuspage::PowerView {
+            state: report.state.label().to_string(),
+            detail: Some(report.detail),
+        })
+    })
+}
+
+/// The daemon's side of the control socket: power reports go to the status page, quiesce and
+/// resume to the lifecycle.
+pub struct DaemonControl {
+    lc: Arc<Lifecycle>,
+    power: PowerShared,
+}
+
+impl DaemonControl {
+    pub fn new(lc: Arc<Lifecycle>, power: PowerShared) -> Self {
+        DaemonControl { lc, power }
+    }
+}
+
+impl clinicbox_control::ControlHandler for DaemonControl {
+    async fn report_power(
+        &self,
+        report: clinicbox_control::PowerReport,
+    ) -> Result<(), clinicbox_control::HandlerError> {
+        let mut last = self
+            .power
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.as_ref().map(|r| r.state) != Some(report.state) {
+            tracing::info!(power.state = %report.state, "power: {}: {}", report.state, report.detail);
+        }
+        *last = Some(report);
+        Ok(())
+    }
+
+    async fn quiesce(
+        &self,
+        deadline: Duration,
+        reason: String,
+    ) -> Result<clinicbox_control::QuiesceOutcome, clinicbox_control::HandlerError> {
+        tracing::warn!(power.reason = %reason, "quiesce requested by the power process: {reason}");
+        let report = self.lc.quiesce(deadline).await;
+        if !report.store_closed {
+            return Err(clinicbox_control::HandlerError(
+                "the store did not close cleanly".into(),
+            ));
+        }
+        Ok(clinicbox_control::QuiesceOutcome {
+            elapsed_ms: u64::try_from(report.took.as_millis()).unwrap_or(u64::MAX),
+            drained: report.abandoned_writes == 0,
+        })
+    }
+
+    async fn resume(&self, reason: String) -> Result<(), clinicbox_control::HandlerError> {
+        tracing::info!(power.reason = %reason, "resume requested by the power process: {reason}");
+        self.lc
+            .resume()
+            .map_err(|e| clinicbox_control::HandlerError(e.to_string()))
+    }
+
+    async fn status(&self) -> clinicbox_control::DaemonStatus {
+        clinicbox_control::DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            accepting_writes: self.lc.accepting_writes(),
+            power: self
+                .power
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        }
+    }
+}
+
+/// Serves the control socket (`[power] control_socket`) until shutdown. Failing to bind is
+/// logged, not fatal: tablets keep being served, and the power process still syncs and powers
+/// off without a quiesce.
+pub async fn spawn_control_socket(cfg: &Config, lc: Arc<Lifecycle>, power: PowerShared) {
+    let path = cfg.power.control_socket.clone();
+    let opts = clinicbox_control::SocketOptions::default();
+    match clinicbox_control::ControlListener::bind(&path, &opts).await {
+        Ok(listener) => {
+            tracing::info!(socket.path = %path.display(), "control socket at {}", path.display());
+            let handler = Arc::new(DaemonControl::new(lc.clone(), power));
+            tokio::spawn(clinicbox_control::serve(listener, handler, async move {
+                lc.shutdown_requested().await
+            }));
+        }
+        Err(e) => tracing::error!(
+            socket.path = %path.display(),
+            error = %e,
+            "no control socket ({e}): the power process cannot quiesce this daemon before a power-off"
+        ),
+    }
 }

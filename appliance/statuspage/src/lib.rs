@@ -1,0 +1,772 @@
+#![doc = include_str!("../README.md")]
+
+pub mod metrics;
+mod page;
+pub mod tablets;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{ConnectInfo, Form, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clinicbox_store::{Store, StoreStats};
+use serde::{Deserialize, Serialize};
+
+pub use metrics::Metrics;
+pub use tablets::{TabletSeen, Tablets};
+
+/// `[status]` in `clinicbox.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusConfig {
+    /// Serve the status page at `/`. Default: `true`.
+    pub enabled: bool,
+    /// Who may read `/metrics`. Default: `localhost`.
+    pub metrics: MetricsAccess,
+    /// The URL shown (and QR-encoded) for the Capture app. Default: worked out by the daemon
+    /// (`https://<public name>` with an installed certificate, else `http://<LAN address>`).
+    pub capture_url: Option<String>,
+    /// A tablet not seen for this many days is flagged on the page. Default: `3`.
+    pub stale_tablet_days: u32,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            metrics: MetricsAccess::Localhost,
+            capture_url: None,
+            stale_tablet_days: 3,
+        }
+    }
+}
+
+/// Access to `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    /// Only clients on the box itself (a scraper or `curl` over SSH).
+    Localhost,
+    /// Loopback, or anyone who logs in as a DHIS2 admin (HTTP Basic).
+    Admin,
+    /// Not served.
+    Off,
+}
+
+/// Static facts about the box.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BoxInfo {
+    pub box_id: String,
+    pub clinic_name: String,
+    /// The daemon's version.
+    pub version: String,
+    /// The DHIS2 version the box presents to tablets.
+    pub dhis2_version: String,
+}
+
+/// The certificate in use, as the page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertView {
+    /// `installed` or `self-signed`.
+    pub source: String,
+    pub subject: String,
+    pub names: Vec<String>,
+    pub not_after: i64,
+    pub sha256: String,
+    pub problem: Option<String>,
+}
+
+/// How the box is announced on the LAN.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DiscoveryView {
+    pub interface: Option<String>,
+    pub mdns_host: Option<String>,
+    pub mdns_services: Vec<String>,
+    pub dns_names: Vec<String>,
+    pub dns_listening: Vec<String>,
+}
+
+/// Mains/battery, from the power daemon.
+#[derive(Debug, Clone, Serialize)]
+pub struct PowerView {
+    /// e.g. `on line`, `on battery`.
+    pub state: String,
+    /// e.g. `battery 84 %, 41 min left`.
+    pub detail: Option<String>,
+}
+
+/// A value the daemon computes when the page is rendered.
+pub type Source<T> = Arc<dyn Fn() -> T + Send + Sync>;
+
+/// Checks the request's credentials against the DHIS2 users: true for an admin.
+pub type AdminCheck = Arc<
+    dyn Fn(HeaderMap, Option<SocketAddr>) -> Pin<Box<dyn Future<Output = bool> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Everything the page reads. Built once by the daemon; cheap to clone.
+#[derive(Clone)]
+pub struct StatusState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: StatusConfig,
+    info: BoxInfo,
+    started: Instant,
+    capture_url: Source<String>,
+    served_urls: Source<Vec<String>>,
+    certificate: Option<Source<CertView>>,
+    recheck_certificate: Option<Source<bool>>,
+    discovery: Option<Source<DiscoveryView>>,
+    power: Option<Source<Option<PowerView>>>,
+    store: Option<Store>,
+    tablets: Tablets,
+    metrics: Metrics,
+    admin: Option<AdminCheck>,
+}
+
+/// Builds a [`StatusState`].
+pub struct StatusBuilder {
+    inner: Inner,
+}
+
+impl StatusBuilder {
+    pub fn new(config: StatusConfig, info: BoxInfo, capture_url: Source<String>) -> Self {
+        Self {
+            inner: Inner {
+                config,
+                info,
+                started: Instant::now(),
+                capture_url,
+                served_urls: Arc::new(Vec::new),
+                certificate: None,
+                recheck_certificate: None,
+                discovery: None,
+                power: None,
+                store: None,
+                tablets: Tablets::default(),
+                metrics: Metrics::default(),
+                admin: None,
+            },
+        }
+    }
+    pub fn served_urls(mut self, f: Source<Vec<String>>) -> Self {
+        self.inner.served_urls = f;
+        self
+    }
+    /// The certificate in use, and an action that re-reads the installed files now.
+    pub fn certificate(mut self, status: Source<CertView>, recheck: Source<bool>) -> Self {
+        self.inner.certificate = Some(status);
+        self.inner.recheck_certificate = Some(recheck);
+        self
+    }
+    pub fn discovery(mut self, f: Source<DiscoveryView>) -> Self {
+        self.inner.discovery = Some(f);
+        self
+    }
+    pub fn power(mut self, f: Source<Option<PowerView>>) -> Self {
+        self.inner.power = Some(f);
+        self
+    }
+    pub fn store(mut self, store: Store) -> Self {
+        self.inner.store = Some(store);
+        self
+    }
+    pub fn tablets(mut self, tablets: Tablets) -> Self {
+        self.inner.tablets = tablets;
+        self
+    }
+    pub fn admin(mut self, check: AdminCheck) -> Self {
+        self.inner.admin = Some(check);
+        self
+    }
+    pub fn build(self) -> StatusState {
+        StatusState {
+            inner: Arc::new(self.inner),
+        }
+    }
+}
+
+impl StatusState {
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+    pub fn tablets(&self) -> &Tablets {
+        &self.inner.tablets
+    }
+
+    /// Everything on the page, as data.
+    pub fn snapshot(&self) -> Snapshot {
+        let i = &self.inner;
+        let store = i.store.as_ref().and_then(|s| s.stats().ok());
+        let (requests, errors) = i.metrics.totals();
+        Snapshot {
+            info: i.info.clone(),
+            capture_url: (i.capture_url)(),
+            served_urls: (i.served_urls)(),
+            uptime_secs: i.started.elapsed().as_secs(),
+            now_ms: now_ms(),
+            certificate: i.certificate.as_ref().map(|f| f()),
+            discovery: i.discovery.as_ref().map(|f| f()),
+            power: i.power.as_ref().and_then(|f| f()),
+            store,
+            tablets: i.tablets.list(),
+            stale_tablet_days: i.config.stale_tablet_days,
+            requests,
+            errors,
+        }
+    }
+}
+
+/// The page's figures at one moment; also served as `/status.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub info: BoxInfo,
+    pub capture_url: String,
+    pub served_urls: Vec<String>,
+    pub uptime_secs: u64,
+    pub now_ms: u64,
+    pub certificate: Option<CertView>,
+    pub discovery: Option<DiscoveryView>,
+    pub power: Option<PowerView>,
+    pub store: Option<StoreStats>,
+    pub tablets: Vec<TabletSeen>,
+    pub stale_tablet_days: u32,
+    pub requests: u64,
+    pub errors: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `/`, `/status.json`, `/metrics` and the admin actions under `/admin`.
+pub fn router(state: StatusState) -> Router {
+    let mut r = Router::new();
+    if state.inner.config.enabled {
+        r = r
+            .route("/", get(index))
+            .route("/status.json", get(status_json))
+            .route("/admin", get(admin_page))
+            .route("/admin/tablets/forget", post(forget_tablet))
+            .route("/admin/certificate/recheck", post(recheck_certificate));
+    }
+    if state.inner.config.metrics != MetricsAccess::Off {
+        r = r.route("/metrics", get(metrics));
+    }
+    r.with_state(state)
+}
+
+/// Middleware for the daemon's whole router: counts every request for `/metrics` and notes
+/// which user on which tablet made a successful authenticated `/api` call.
+pub async fn track(State(state): State<StatusState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let api = req.uri().path() == "/api" || req.uri().path().starts_with("/api/");
+    let user = api
+        .then(|| {
+            req.headers()
+                .get(header::AUTHORIZATION)?
+                .to_str()
+                .ok()
+                .and_then(tablets::basic_username)
+        })
+        .flatten();
+    let agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+
+    let response = next.run(req).await;
+
+    let status = response.status();
+    state
+        .inner
+        .metrics
+        .observe(&method, &route, status.as_u16(), started.elapsed());
+    // Success with Basic credentials means the API accepted them: a 401 is never recorded.
+    if let Some(user) = user
+        && status.is_success()
+    {
+        state
+            .inner
+            .tablets
+            .record(&user, agent.as_deref(), addr, now_ms());
+    }
+    response
+}
+
+async fn index(State(state): State<StatusState>) -> Response {
+    let snap = state.snapshot();
+    let mut resp = Html(page::render(&snap)).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // No script runs on this page; say so to the browser as well.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'"),
+    );
+    resp
+}
+
+async fn status_json(State(state): State<StatusState>) -> Json<Snapshot> {
+    Json(state.snapshot())
+}
+
+async fn metrics(
+    State(state): State<StatusState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let allowed = addr.ip().is_loopback()
+        || (state.inner.config.metrics == MetricsAccess::Admin
+            && is_admin(&state, &headers, addr).await);
+    if !allowed {
+        return if state.inner.config.metrics == MetricsAccess::Admin {
+            challenge()
+        } else {
+            (
+                StatusCode::FORBIDDEN,
+                "metrics are served to localhost only\n",
+            )
+                .into_response()
+        };
+    }
+    let body = render_metrics(&state);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The whole `/metrics` text.
+pub fn render_metrics(state: &StatusState) -> String {
+    use metrics::family;
+    let snap = state.snapshot();
+    let mut out = String::new();
+    let _ = std::fmt::Write::write_fmt(
+        &mut out,
+        format_args!(
+            "# HELP clinicbox_build_info The daemon's version.\n# TYPE clinicbox_build_info gauge\nclinicbox_build_info{{version=\"{}\",dhis2_version=\"{}\"}} 1\n",
+            metrics::label(&snap.info.version),
+            metrics::label(&snap.info.dhis2_version)
+        ),
+    );
+    family(
+        &mut out,
+        "clinicbox_uptime_seconds",
+        "gauge",
+        "Seconds since the daemon started.",
+        snap.uptime_secs,
+    );
+    state.inner.metrics.render_http(&mut out);
+    if let Some(s) = &snap.store {
+        family(
+            &mut out,
+            "clinicbox_store_file_bytes",
+            "gauge",
+            "Size of the store file.",
+            s.file_bytes,
+        );
+        family(
+            &mut out,
+            "clinicbox_store_commits_total",
+            "counter",
+            "Store commits since start.",
+            s.commits,
+        );
+        family(
+            &mut out,
+            "clinicbox_store_writes_total",
+            "counter",
+            "Store write jobs since start.",
+            s.writes,
+        );
+        family(
+            &mut out,
+            "clinicbox_store_failed_commits_total",
+            "counter",
+            "Store commits that failed since start.",
+            s.failed_commits,
+        );
+        family(
+            &mut out,
+            "clinicbox_store_last_seq",
+            "gauge",
+            "Sequence number of the last change.",
+            s.last_seq,
+        );
+        family(
+            &mut out,
+            "clinicbox_store_last_write_timestamp_seconds",
+            "gauge",
+            "Time of the last commit (0: none since start).",
+            s.last_write_ms as f64 / 1000.0,
+        );
+        out.push_str("# HELP clinicbox_store_records Records per collection (tombstones included).\n# TYPE clinicbox_store_records gauge\n");
+        for (c, n) in &s.records {
+            let _ = std::fmt::Write::write_fmt(
+                &mut out,
+                format_args!(
+                    "clinicbox_store_records{{collection=\"{}\"}} {n}\n",
+                    metrics::label(c)
+                ),
+            );
+        }
+    }
+    family(
+        &mut out,
+        "clinicbox_tablets_seen",
+        "gauge",
+        "Distinct user and app pairs seen.",
+        snap.tablets.len(),
+    );
+    if let Some(c) = &snap.certificate {
+        family(
+            &mut out,
+            "clinicbox_tls_certificate_expiry_timestamp_seconds",
+            "gauge",
+            "When the certificate in use expires.",
+            c.not_after,
+        );
+        family(
+            &mut out,
+            "clinicbox_tls_certificate_installed",
+            "gauge",
+            "1 when an installed (CA-issued) certificate is in use, 0 for self-signed.",
+            u8::from(c.source == "installed"),
+        );
+    }
+    out
+}
+
+async fn is_admin(state: &StatusState, headers: &HeaderMap, addr: SocketAddr) -> bool {
+    match &state.inner.admin {
+        Some(check) => check(headers.clone(), Some(addr)).await,
+        None => false,
+    }
+}
+
+fn challenge() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"ClinicBox admin\", charset=\"UTF-8\"",
+        )],
+        "admin login required\n",
+    )
+        .into_response()
+}
+
+/// Refuses cross-site form posts: a browser that cached admin Basic credentials would send
+/// them with a forged form from another page.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|h| h.to_str().ok());
+    match (host, origin) {
+        (Some(host), Some(origin)) => {
+            let authority = origin.split_once("://").map_or(origin, |(_, r)| r);
+            authority.split('/').next() == Some(host)
+        }
+        _ => false,
+    }
+}
+
+async fn admin_page(
+    State(state): State<StatusState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if state.inner.admin.is_none() {
+        return (
+            StatusCode::NOT_FOUND,
+            Html(page::render_admin_unavailable()),
+        )
+            .into_response();
+    }
+    if !is_admin(&state, &headers, addr).await {
+        return challenge();
+    }
+    Html(page::render_admin(&state.snapshot())).into_response()
+}
+
+#[derive(Deserialize)]
+struct ForgetForm {
+    username: String,
+    device: String,
+}
+
+async fn forget_tablet(
+    State(state): State<StatusState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<ForgetForm>,
+) -> Response {
+    if !is_admin(&state, &headers, addr).await {
+        return challenge();
+    }
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "cross-site form refused\n").into_response();
+    }
+    state.inner.tablets.forget(&form.username, &form.device);
+    state.inner.tablets.flush();
+    redirect_admin()
+}
+
+async fn recheck_certificate(
+    State(state): State<StatusState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !is_admin(&state, &headers, addr).await {
+        return challenge();
+    }
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "cross-site form refused\n").into_response();
+    }
+    if let Some(recheck) = &state.inner.recheck_certificate {
+        recheck();
+    }
+    redirect_admin()
+}
+
+fn redirect_admin() -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, "/admin")]).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    fn state(metrics: MetricsAccess, admin: Option<AdminCheck>) -> StatusState {
+        let info = BoxInfo {
+            box_id: "box-0001".into(),
+            clinic_name: "Kisumu <Health> Centre".into(),
+            version: "0.1.0".into(),
+            dhis2_version: "2.42.1".into(),
+        };
+        let config = StatusConfig {
+            metrics,
+            ..StatusConfig::default()
+        };
+        let mut b = StatusBuilder::new(config, info, Arc::new(|| "http://10.0.0.1".to_owned()));
+        if let Some(a) = admin {
+            b = b.admin(a);
+        }
+        b.build()
+    }
+
+    fn app(s: StatusState) -> Router {
+        let api = Router::new().route("/api/me", get(|| async { "{}" }));
+        router(s.clone())
+            .merge(api)
+            .layer(axum::middleware::from_fn_with_state(s, track))
+    }
+
+    fn req(path: &str, from: [u8; 4]) -> Request {
+        let mut r = Request::builder()
+            .uri(path)
+            .body(Body::empty())
+            .expect("req");
+        r.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from((from, 40000))));
+        r
+    }
+
+    async fn body(resp: Response) -> String {
+        let b = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        String::from_utf8(b.to_vec()).expect("utf8")
+    }
+
+    #[tokio::test]
+    async fn page_escapes_and_carries_qr() {
+        let resp = app(state(MetricsAccess::Localhost, None))
+            .oneshot(req("/", [10, 0, 0, 9]))
+            .await
+            .expect("resp");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let html = body(resp).await;
+        assert!(html.contains("Kisumu &lt;Health&gt; Centre"));
+        assert!(!html.contains("<script"));
+        assert!(html.contains("<svg"));
+        assert!(html.contains("data-figure=\"capture-url\">http://10.0.0.1<"));
+    }
+
+    #[tokio::test]
+    async fn metrics_localhost_only() {
+        let s = state(MetricsAccess::Localhost, None);
+        let resp = app(s.clone())
+            .oneshot(req("/metrics", [10, 0, 0, 9]))
+            .await
+            .expect("resp");
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        let resp = app(s)
+            .oneshot(req("/metrics", [127, 0, 0, 1]))
+            .await
+            .expect("resp");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let text = body(resp).await;
+        assert!(text.contains("clinicbox_uptime_seconds"));
+        assert!(
+            text.contains(
+                "clinicbox_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"403\"} 1"
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_for_admins_asks_for_login() {
+        let check: AdminCheck = Arc::new(|h: HeaderMap, _| {
+            Box::pin(async move {
+                h.get(header::AUTHORIZATION)
+                    .is_some_and(|v| v == "Basic YWRtaW46ZGlzdHJpY3Q=")
+            })
+        });
+        let s = state(MetricsAccess::Admin, Some(check));
+        let resp = app(s.clone())
+            .oneshot(req("/metrics", [10, 0, 0, 9]))
+            .await
+            .expect("resp");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert!(resp.headers().contains_key(header::WWW_AUTHENTICATE));
+        let mut r = req("/metrics", [10, 0, 0, 9]);
+        r.headers_mut().insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YWRtaW46ZGlzdHJpY3Q="),
+        );
+        assert_eq!(
+            app(s).oneshot(r).await.expect("resp").status(),
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn only_successful_authenticated_api_calls_record_tablets() {
+        let s = state(MetricsAccess::Localhost, None);
+        let a = app(s.clone());
+        let basic = "Basic bnVyc2UxOnNlY3JldA=="; // nurse1:secret
+        let mut r = req("/api/me", [10, 0, 0, 9]);
+        r.headers_mut()
+            .insert(header::AUTHORIZATION, HeaderValue::from_static(basic));
+        r.headers_mut().insert(
+            header::USER_AGENT,
+            HeaderValue::from_static("com.dhis2/1.14.0/3.4.1/Android_34"),
+        );
+        a.clone().oneshot(r).await.expect("resp");
+        let mut r = req("/api/nothing-here", [10, 0, 0, 9]);
+        r.headers_mut().insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic ZXZlOng="),
+        ); // eve:x
+        assert_eq!(
+            a.clone().oneshot(r).await.expect("resp").status(),
+            StatusCode::NOT_FOUND
+        );
+        let mut r = req("/", [10, 0, 0, 9]);
+        r.headers_mut().insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic ZXZlOng="),
+        );
+        a.oneshot(r).await.expect("resp");
+        let t = s.tablets().list();
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert_eq!(t[0].username, "nurse1");
+        assert_eq!(t[0].address, Some([10, 0, 0, 9].into()));
+    }
+
+    #[tokio::test]
+    async fn admin_actions_need_login_and_same_origin() {
+        let check: AdminCheck = Arc::new(|h: HeaderMap, _| {
+            Box::pin(async move { h.contains_key(header::AUTHORIZATION) })
+        });
+        let s = state(MetricsAccess::Localhost, Some(check));
+        s.tablets().record("nurse1", None, None, 1);
+        let form = "username=nurse1&device=unknown";
+        let post = |auth: bool, origin: &str| {
+            let mut r = Request::builder()
+                .method("POST")
+                .uri("/admin/tablets/forget")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::HOST, "box.lan")
+                .header(header::ORIGIN, origin)
+                .body(Body::from(form))
+                .expect("req");
+            if auth {
+                r.headers_mut().insert(
+                    header::AUTHORIZATION,
+                    HeaderValue::from_static("Basic eDp5"),
+                );
+            }
+            r.extensions_mut()
+                .insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 9], 1))));
+            r
+        };
+        assert_eq!(
+            app(s.clone())
+                .oneshot(post(false, "http://box.lan"))
+                .await
+                .expect("r")
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            app(s.clone())
+                .oneshot(post(true, "http://evil.example"))
+                .await
+                .expect("r")
+                .status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(s.tablets().list().len(), 1);
+        assert_eq!(
+            app(s.clone())
+                .oneshot(post(true, "http://box.lan"))
+                .await
+                .expect("r")
+                .status(),
+            StatusCode::SEE_OTHER
+        );
+        assert!(s.tablets().list().is_empty());
+    }
+
+    #[test]
+    fn config_defaults() {
+        let c: StatusConfig = serde_json::from_str("{}").expect("cfg");
+        assert_eq!(c, StatusConfig::default());
+        let c: StatusConfig = serde_json::from_str("{\"metrics\":\"admin\"}").expect("cfg");
+        assert_eq!(c.metrics, MetricsAccess::Admin);
+    }
+}

@@ -1,0 +1,446 @@
+//! Server-rendered HTML: no JavaScript, one inline stylesheet, readable on a 7–10" tablet.
+//! Every figure a test or a technician may want to read back carries `data-figure="…"`.
+
+use std::fmt::Write;
+
+use qrcode::QrCode;
+use qrcode::render::svg;
+
+use crate::Snapshot;
+
+/// Escapes text for HTML element content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The QR code of `text` as an inline `<svg>` (no XML prolog), or an empty string when the
+/// text is too long for a QR code.
+pub fn qr_svg(text: &str) -> String {
+    let Ok(code) = QrCode::new(text.as_bytes()) else {
+        return String::new();
+    };
+    let svg = code
+        .render::<svg::Color<'_>>()
+        .min_dimensions(232, 232)
+        .quiet_zone(true)
+        .dark_color(svg::Color("#000000"))
+        .light_color(svg::Color("#ffffff"))
+        .build();
+    match svg.find("<svg") {
+        Some(i) => svg[i..].replacen(
+            "<svg",
+            "<svg role=\"img\" aria-label=\"QR code of the server URL\"",
+            1,
+        ),
+        None => String::new(),
+    }
+}
+
+const STYLE: &str = r#"
+*{box-sizing:border-box}
+body{margin:0;font:18px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#eef2f5;color:#1b2630}
+header{background:#135e8c;color:#fff;padding:18px 22px}
+header h1{margin:0;font-size:1.6em}
+header p{margin:4px 0 0;opacity:.9}
+main{display:grid;grid-template-columns:repeat(auto-fit,minmax(330px,1fr));gap:16px;padding:16px;max-width:1200px;margin:auto}
+section{background:#fff;border-radius:10px;padding:16px 18px;box-shadow:0 1px 3px rgba(0,0,0,.12)}
+section h2{margin:0 0 10px;font-size:1.15em;color:#135e8c}
+.connect{grid-column:1/-1;display:flex;flex-wrap:wrap;gap:18px;align-items:center}
+.connect .qr{background:#fff;padding:6px;border:1px solid #d6dde3;border-radius:8px;line-height:0}
+.connect .qr svg{width:232px;height:232px}
+.url{font:700 1.5em/1.2 ui-monospace,Menlo,Consolas,monospace;word-break:break-all;background:#f4f8fb;border:2px solid #135e8c;border-radius:8px;padding:10px 12px;margin:8px 0;display:inline-block}
+table{border-collapse:collapse;width:100%}
+th,td{text-align:left;padding:6px 4px;border-bottom:1px solid #e3e8ec;vertical-align:top}
+th{font-weight:600;color:#4a5a68}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 14px;margin:0}
+dt{color:#4a5a68}
+dd{margin:0;word-break:break-word}
+.ok{color:#17652f;font-weight:600}
+.warn{color:#8a4b00;font-weight:600}
+.bad{color:#a11b1b;font-weight:600}
+.small{font-size:.85em;color:#4a5a68}
+ul{margin:4px 0;padding-left:20px}
+footer{text-align:center;padding:8px 0 20px;color:#4a5a68;font-size:.85em}
+a{color:#135e8c}
+button{font:inherit;padding:6px 14px;border-radius:6px;border:1px solid #135e8c;background:#fff;color:#135e8c}
+"#;
+
+fn head(out: &mut String, title: &str, refresh: bool) {
+    let _ = write!(
+        out,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">{}\
+         <title>{}</title><style>{STYLE}</style></head><body>",
+        if refresh {
+            "<meta http-equiv=\"refresh\" content=\"30\">"
+        } else {
+            ""
+        },
+        esc(title)
+    );
+}
+
+/// Human time since `ms`, e.g. `4 min ago`.
+pub fn ago(now_ms: u64, ms: u64) -> String {
+    let secs = now_ms.saturating_sub(ms) / 1000;
+    match secs {
+        0..=59 => "just now".to_owned(),
+        60..=3599 => format!("{} min ago", secs / 60),
+        3600..=86_399 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86_400),
+    }
+}
+
+pub fn duration(secs: u64) -> String {
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    if d > 0 {
+        format!("{d} d {h} h")
+    } else if h > 0 {
+        format!("{h} h {m} min")
+    } else {
+        format!("{m} min")
+    }
+}
+
+pub fn bytes(n: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if n >= 1024 * 1024 {
+        format!("{:.1} MiB", n as f64 / MIB)
+    } else {
+        format!("{:.0} KiB", n as f64 / 1024.0)
+    }
+}
+
+/// `2026-11-21 10:30 UTC`.
+pub fn utc(secs: i64) -> String {
+    let z = secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// Collection names as staff know them.
+fn collection_label(c: &str) -> &str {
+    match c {
+        "trackedEntities" => "Patients (tracked entities)",
+        "enrollments" => "Enrollments",
+        "events" => "Events (visits)",
+        "relationships" => "Relationships",
+        "fileResources" => "Files",
+        "fileBlobs" => "File contents",
+        "metadata" => "Metadata objects",
+        "dataStore" => "Settings (dataStore)",
+        "users" => "Users",
+        "dataValues" => "Aggregate data values",
+        "system" => "Box identity",
+        "metadataRevision" => "Metadata revision",
+        other => other,
+    }
+}
+
+pub fn render(s: &Snapshot) -> String {
+    let mut o = String::with_capacity(16 * 1024);
+    let title = if s.info.clinic_name.is_empty() {
+        format!("ClinicBox {}", s.info.box_id)
+    } else {
+        s.info.clinic_name.clone()
+    };
+    head(&mut o, &title, true);
+    let _ = write!(
+        o,
+        "<header><h1 data-figure=\"box-name\">{}</h1><p>ClinicBox <span data-figure=\"box-id\">{}</span> · DHIS2 server for this clinic's tablets</p></header><main>",
+        esc(&title),
+        esc(&s.info.box_id)
+    );
+
+    // Connect a tablet.
+    let _ = write!(
+        o,
+        "<section class=\"connect\"><div class=\"qr\">{}</div><div><h2>Connect a tablet</h2>\
+         <p>In the DHIS2 Capture app, type this server URL or scan the QR code:</p>\
+         <div class=\"url\" data-figure=\"capture-url\">{}</div>\
+         <p class=\"small\">Then log in with your DHIS2 username and password.</p>",
+        qr_svg(&s.capture_url),
+        esc(&s.capture_url)
+    );
+    let others: Vec<&String> = s
+        .served_urls
+        .iter()
+        .filter(|u| **u != s.capture_url)
+        .collect();
+    if !others.is_empty() {
+        o.push_str("<p class=\"small\">This box also answers at:</p><ul class=\"small\">");
+        for u in others {
+            let _ = write!(o, "<li data-figure=\"served-url\">{}</li>", esc(u));
+        }
+        o.push_str("</ul>");
+    }
+    o.push_str("</div></section>");
+
+    // Certificate.
+    o.push_str("<section><h2>Security certificate</h2>");
+    match &s.certificate {
+        Some(c) => {
+            let now = (s.now_ms / 1000) as i64;
+            let days_left = (c.not_after - now).div_euclid(86_400);
+            let (class, verdict) = if c.not_after <= now {
+                ("bad", "expired".to_owned())
+            } else if days_left < 21 {
+                ("warn", format!("expires in {days_left} days"))
+            } else {
+                ("ok", format!("valid for {days_left} more days"))
+            };
+            let source = if c.source == "installed" {
+                "Installed (issued by a public authority: the Capture app accepts it over https)"
+            } else {
+                "Self-signed (for the admin page only; the Capture app uses http)"
+            };
+            let _ = write!(
+                o,
+                "<dl><dt>In use</dt><dd data-figure=\"cert-source\" data-value=\"{}\">{}</dd>\
+                 <dt>Names</dt><dd data-figure=\"cert-names\">{}</dd>\
+                 <dt>Expires</dt><dd><span data-figure=\"cert-expiry\" data-value=\"{}\">{}</span> <span class=\"{class}\">({})</span></dd>\
+                 <dt>SHA-256</dt><dd class=\"small\" data-figure=\"cert-sha256\">{}</dd></dl>",
+                esc(&c.source),
+                source,
+                esc(&c.names.join(", ")),
+                c.not_after,
+                utc(c.not_after),
+                esc(&verdict),
+                esc(&c.sha256)
+            );
+            if let Some(p) = &c.problem {
+                let _ = write!(
+                    o,
+                    "<p class=\"warn\" data-figure=\"cert-problem\">{}</p>",
+                    esc(p)
+                );
+            }
+        }
+        None => o.push_str("<p class=\"warn\">HTTPS is off.</p>"),
+    }
+    o.push_str("</section>");
+
+    // Records.
+    o.push_str("<section><h2>Records on this box</h2>");
+    match &s.store {
+        Some(st) => {
+            o.push_str("<table><tr><th>Type</th><th class=\"n\">Records</th></tr>");
+            for (c, n) in &st.records {
+                let _ = write!(
+                    o,
+                    "<tr><td>{}</td><td class=\"n\" data-figure=\"records.{}\">{n}</td></tr>",
+                    esc(collection_label(c)),
+                    esc(c)
+                );
+            }
+            if st.records.is_empty() {
+                o.push_str("<tr><td colspan=\"2\">No records yet.</td></tr>");
+            }
+            let last = if st.last_write_ms == 0 {
+                "none since start".to_owned()
+            } else {
+                format!(
+                    "{} ({})",
+                    ago(s.now_ms, st.last_write_ms),
+                    utc((st.last_write_ms / 1000) as i64)
+                )
+            };
+            let _ = write!(
+                o,
+                "</table><dl style=\"margin-top:10px\"><dt>Database size</dt><dd data-figure=\"store-bytes\" data-value=\"{}\">{}</dd>\
+                 <dt>Last write</dt><dd data-figure=\"store-last-write\" data-value=\"{}\">{}</dd>\
+                 <dt>Commits</dt><dd data-figure=\"store-commits\">{}</dd></dl>",
+                st.file_bytes,
+                bytes(st.file_bytes),
+                st.last_write_ms,
+                esc(&last),
+                st.commits
+            );
+        }
+        None => o.push_str("<p class=\"warn\">The store is not open.</p>"),
+    }
+    o.push_str("</section>");
+
+    // Tablets.
+    let _ = write!(
+        o,
+        "<section><h2>Tablets seen (<span data-figure=\"tablets-count\">{}</span>)</h2>",
+        s.tablets.len()
+    );
+    if s.tablets.is_empty() {
+        o.push_str("<p>No tablet has synced with this box yet.</p>");
+    } else {
+        o.push_str("<table><tr><th>User</th><th>App / device</th><th>Last sync</th></tr>");
+        let stale_ms = u64::from(s.stale_tablet_days) * 86_400_000;
+        for t in &s.tablets {
+            let stale = s.now_ms.saturating_sub(t.last_seen_ms) > stale_ms;
+            let _ = write!(
+                o,
+                "<tr data-figure=\"tablet\"><td data-figure=\"tablet-user\">{}</td><td>{}{}</td><td{}>{}</td></tr>",
+                esc(&t.username),
+                esc(&t.device),
+                t.address
+                    .map(|a| format!("<br><span class=\"small\">{a}</span>"))
+                    .unwrap_or_default(),
+                if stale { " class=\"warn\"" } else { "" },
+                esc(&ago(s.now_ms, t.last_seen_ms))
+            );
+        }
+        o.push_str("</table>");
+    }
+    o.push_str("</section>");
+
+    // The box.
+    let _ = write!(
+        o,
+        "<section><h2>This box</h2><dl><dt>Software</dt><dd>ClinicBox <span data-figure=\"version\">{}</span></dd>\
+         <dt>DHIS2 version</dt><dd data-figure=\"dhis2-version\">{}</dd>\
+         <dt>Running for</dt><dd data-figure=\"uptime\" data-value=\"{}\">{}</dd>",
+        esc(&s.info.version),
+        esc(&s.info.dhis2_version),
+        s.uptime_secs,
+        duration(s.uptime_secs)
+    );
+    if let Some(p) = &s.power {
+        let class = match p.state.as_str() {
+            "on line" => "ok",
+            "on battery" | "unknown" => "warn",
+            _ => "bad",
+        };
+        let _ = write!(
+            o,
+            "<dt>Power</dt><dd><span class=\"{class}\" data-figure=\"power\">{}</span>{}</dd>",
+            esc(&p.state),
+            p.detail
+                .as_deref()
+                .map(|d| format!(" · {}", esc(d)))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(d) = &s.discovery {
+        if let Some(h) = &d.mdns_host {
+            let _ = write!(
+                o,
+                "<dt>Local name</dt><dd data-figure=\"mdns-host\">{}</dd>",
+                esc(h.trim_end_matches('.'))
+            );
+        }
+        if !d.dns_names.is_empty() {
+            let _ = write!(
+                o,
+                "<dt>DNS names</dt><dd data-figure=\"dns-names\">{}</dd>",
+                esc(&d.dns_names.join(", "))
+            );
+        }
+        if let Some(i) = &d.interface {
+            let _ = write!(o, "<dt>LAN interface</dt><dd>{}</dd>", esc(i));
+        }
+    }
+    let _ = write!(
+        o,
+        "<dt>Requests</dt><dd><span data-figure=\"requests\">{}</span> ({} failed)</dd></dl></section>",
+        s.requests, s.errors
+    );
+
+    let _ = write!(
+        o,
+        "</main><footer>Updated {} · refreshes every 30 s · <a href=\"/admin\">Admin</a></footer></body></html>",
+        utc((s.now_ms / 1000) as i64)
+    );
+    o
+}
+
+pub fn render_admin(s: &Snapshot) -> String {
+    let mut o = String::new();
+    head(&mut o, "ClinicBox admin", false);
+    let _ = write!(
+        o,
+        "<header><h1>Admin · {}</h1><p><a style=\"color:#fff\" href=\"/\">Back to the status page</a></p></header><main>",
+        esc(&s.info.box_id)
+    );
+    o.push_str(
+        "<section><h2>Certificate</h2><p>Re-read the installed certificate files now (the box also checks them every few seconds).</p>\
+         <form method=\"post\" action=\"/admin/certificate/recheck\"><button>Check certificate files</button></form></section>",
+    );
+    o.push_str("<section><h2>Tablets seen</h2>");
+    if s.tablets.is_empty() {
+        o.push_str("<p>None.</p>");
+    }
+    for t in &s.tablets {
+        let _ = write!(
+            o,
+            "<form method=\"post\" action=\"/admin/tablets/forget\" style=\"margin:6px 0\">\
+             <input type=\"hidden\" name=\"username\" value=\"{u}\"><input type=\"hidden\" name=\"device\" value=\"{d}\">\
+             {u} · {d} · {ago} <button>Forget</button></form>",
+            u = esc(&t.username),
+            d = esc(&t.device),
+            ago = esc(&ago(s.now_ms, t.last_seen_ms))
+        );
+    }
+    o.push_str("</section></main></body></html>");
+    o
+}
+
+pub fn render_admin_unavailable() -> String {
+    let mut o = String::new();
+    head(&mut o, "ClinicBox admin", false);
+    o.push_str("<main><section><h2>Admin</h2><p>Admin actions are not available on this box.</p><p><a href=\"/\">Back</a></p></section></main></body></html>");
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping() {
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+
+    #[test]
+    fn qr_is_inline_svg() {
+        let s = qr_svg("http://192.168.8.1");
+        assert!(
+            s.starts_with("<svg role=\"img\""),
+            "{}",
+            &s[..40.min(s.len())]
+        );
+        assert!(s.contains("#000000"));
+    }
+
+    #[test]
+    fn human_figures() {
+        assert_eq!(ago(10_000_000, 10_000_000 - 5 * 60_000), "5 min ago");
+        assert_eq!(ago(1_000, 5_000), "just now");
+        assert_eq!(duration(90_061), "1 d 1 h");
+        assert_eq!(bytes(3 * 1024 * 1024 + 512 * 1024), "3.5 MiB");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13 UTC");
+    }
+}
