@@ -17,6 +17,10 @@ usage: ./build.sh <command>
   bench        run the benchmarks (release build) and print their figures
   lint         cargo fmt --check and cargo clippy
   release      build release binaries (profile dist) for the image
+  image --target nuc|pi4|pi5
+               build the disk image (root); prints the image path last
+  image-test   build the nuc image and boot it in QEMU (checks: image/README.md);
+               build the pi4/pi5 images and inspect them (CLINICBOX_IMAGE_TEST_PI=0 skips)
 USAGE
 }
 
@@ -41,6 +45,10 @@ case "$cmd" in
   bench)
     need_rust
     cargo run --release --locked -p clinicbox-bench -- store "$@"
+    # A tablet's login + full metadata sync of the demo package over loopback (clinicbox-api).
+    cargo test --release --locked -p clinicbox-api --test sync_bench -- --ignored --nocapture
+    # A month's data set (500 values) uploaded and downloaded through the aggregate API.
+    cargo run --release --locked -p clinicbox-bench -- aggregate
     ;;
   lint)
     need_rust
@@ -51,6 +59,14 @@ case "$cmd" in
     need_rust
     cargo build --profile dist --locked -p clinicbox "$@"
     echo "$ROOT/target/dist/clinicbox"
+    ;;
+  image)
+    need_rust
+    exec "$ROOT/image/build/build-image.sh" "$@"
+    ;;
+  image-test)
+    need_rust
+    exec "$ROOT/image/test/image-test.sh" "$@"
     ;;
   ""|-h|--help|help)
     usage

@@ -1,0 +1,409 @@
+//! HTTP Basic authentication on every call: Argon2id password hashes, a verification cache so
+//! Basic-on-every-request stays cheap, and failed-login limits per username and per address.
+//!
+//! Order of checks: a credential already verified (cache hit) passes even while the username is
+//! locked, so someone guessing passwords cannot lock a clinic's tablets out; otherwise address
+//! limit, user lock, then one Argon2id verification off the async threads. "Account disabled"
+//! is sent only after the password was right and the account really is disabled.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::ApiState;
+use crate::error::ApiError;
+use crate::scope::AuthUser;
+
+/// Hashes a password with Argon2id (the crate's defaults: 19 MiB, 2 passes) and a random salt.
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))
+}
+
+/// Checks a password against a stored PHC hash; a malformed hash never verifies.
+pub fn verify_password(password: &[u8], hash: &str) -> bool {
+    Argon2::default().verify_password(password, hash).is_ok()
+}
+
+/// A hash of a password nobody has, verified when the username is unknown so that unknown and
+/// known usernames take the same time.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_password("decoy password that never matches").unwrap_or_default())
+}
+
+/// Limits for failed logins (also the `api` config section's fields).
+#[derive(Debug, Clone, Copy)]
+pub struct LoginLimits {
+    /// Failed logins for one username within `window` before it is locked for `window`.
+    pub per_user: usize,
+    /// Failed logins from one client address within `window` before it gets 429s.
+    pub per_address: usize,
+    pub window: Duration,
+    /// How long a verified credential stays in the cache.
+    pub cache_ttl: Duration,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        LoginLimits {
+            per_user: 5,
+            per_address: 30,
+            window: Duration::from_secs(15 * 60),
+            cache_ttl: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+const MAX_TRACKED: usize = 10_000;
+const MAX_CACHED: usize = 4_096;
+
+#[derive(Default)]
+struct Failures {
+    by_key: HashMap<String, VecDeque<Instant>>,
+}
+
+impl Failures {
+    fn count(&mut self, key: &str, window: Duration, now: Instant) -> usize {
+        let Some(q) = self.by_key.get_mut(key) else {
+            return 0;
+        };
+        while q.front().is_some_and(|t| now.duration_since(*t) > window) {
+            q.pop_front();
+        }
+        q.len()
+    }
+
+    fn record(&mut self, key: &str, now: Instant, cap: usize) {
+        if self.by_key.len() >= MAX_TRACKED && !self.by_key.contains_key(key) {
+            // Bounded memory: forget the stalest entry.
+            if let Some(oldest) = self
+                .by_key
+                .iter()
+                .min_by_key(|(_, q)| q.back().copied())
+                .map(|(k, _)| k.clone())
+            {
+                self.by_key.remove(&oldest);
+            }
+        }
+        let q = self.by_key.entry(key.to_string()).or_default();
+        q.push_back(now);
+        while q.len() > cap + 1 {
+            q.pop_front();
+        }
+    }
+
+    fn clear(&mut self, key: &str) {
+        self.by_key.remove(key);
+    }
+}
+
+struct CacheEntry {
+    uid: String,
+    /// SHA-256 of the PHC hash it was verified against: a password change invalidates it.
+    hash_digest: [u8; 32],
+    at: Instant,
+}
+
+/// Verification cache and failure counters. Cheap to clone.
+#[derive(Clone)]
+pub struct Authenticator {
+    inner: Arc<AuthInner>,
+}
+
+struct AuthInner {
+    limits: LoginLimits,
+    /// Per-process secret mixed into cache keys, so the cache never holds a plain password hash
+    /// that could be attacked offline from a memory dump.
+    pepper: [u8; 32],
+    cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
+    users: Mutex<Failures>,
+    addresses: Mutex<Failures>,
+}
+
+fn digest(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+impl Authenticator {
+    pub fn new(limits: LoginLimits) -> Self {
+        let mut pepper = [0u8; 32];
+        // Without OS randomness the cache keys are still salted per user; carry on.
+        let _ = getrandom::fill(&mut pepper);
+        Authenticator {
+            inner: Arc::new(AuthInner {
+                limits,
+                pepper,
+                cache: Mutex::new(HashMap::new()),
+                users: Mutex::new(Failures::default()),
+                addresses: Mutex::new(Failures::default()),
+            }),
+        }
+    }
+
+    /// Verifies `username`/`password` (each possibly in two decodings) against the snapshot's
+    /// credentials. Returns the user's UID.
+    pub async fn authenticate(
+        &self,
+        state: &ApiState,
+        candidates: &[(String, Vec<u8>)],
+        addr: Option<IpAddr>,
+    ) -> Result<String, ApiError> {
+        let snap = state.metadata().snapshot()?;
+        let inner = &self.inner;
+        let now = Instant::now();
+        // 1. Cache hit: already verified, still the same hash.
+        for (username, password) in candidates {
+            let key = digest(&[&inner.pepper, username.as_bytes(), password]);
+            let hit = {
+                let cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+                cache.get(&key).and_then(|e| {
+                    (now.duration_since(e.at) < inner.limits.cache_ttl)
+                        .then(|| (e.uid.clone(), e.hash_digest))
+                })
+            };
+            if let Some((uid, hd)) = hit {
+                if let Some(cred) = snap.credential(username) {
+                    let same = cred.uid == uid
+                        && cred
+                            .password_hash
+                            .as_deref()
+                            .is_some_and(|h| digest(&[h.as_bytes()]) == hd);
+                    if same {
+                        return if cred.disabled {
+                            Err(ApiError::AccountDisabled)
+                        } else {
+                            Ok(uid)
+                        };
+                    }
+                }
+            }
+        }
+        // 2. Limits.
+        let addr_key = addr
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        {
+            let mut a = inner.addresses.lock().unwrap_or_else(|p| p.into_inner());
+            if a.count(&addr_key, inner.limits.window, now) >= inner.limits.per_address {
+                tracing::warn!(client.addr = %addr_key, "login refused: too many failures from this address");
+                return Err(ApiError::TooManyRequests);
+            }
+        }
+        let username = candidates.first().map(|c| c.0.clone()).unwrap_or_default();
+        {
+            let mut u = inner.users.lock().unwrap_or_else(|p| p.into_inner());
+            if u.count(&username, inner.limits.window, now) >= inner.limits.per_user {
+                tracing::warn!(client.addr = %addr_key, "login refused: username locked after failures");
+                return Err(ApiError::AccountLocked);
+            }
+        }
+        // 3. Argon2id, off the async threads.
+        let mut jobs = Vec::new();
+        for (username, password) in candidates {
+            let cred = snap.credential(username).cloned();
+            jobs.push((username.clone(), password.clone(), cred));
+        }
+        let verified = tokio::task::spawn_blocking(move || {
+            for (username, password, cred) in jobs {
+                let hash = cred
+                    .as_ref()
+                    .and_then(|c| c.password_hash.clone())
+                    .unwrap_or_else(|| decoy_hash().to_string());
+                if verify_password(&password, &hash) && cred.is_some() {
+                    return Some((username, password, cred, hash));
+                }
+            }
+            None
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("password check task failed: {e}")))?;
+        match verified {
+            Some((username, password, Some(cred), hash)) => {
+                inner
+                    .users
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear(&username);
+                let mut cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= MAX_CACHED {
+                    let ttl = inner.limits.cache_ttl;
+                    cache.retain(|_, e| now.duration_since(e.at) < ttl);
+                    if cache.len() >= MAX_CACHED {
+                        cache.clear();
+                    }
+                }
+                cache.insert(
+                    digest(&[&inner.pepper, username.as_bytes(), &password]),
+                    CacheEntry {
+                        uid: cred.uid.clone(),
+                        hash_digest: digest(&[hash.as_bytes()]),
+                        at: now,
+                    },
+                );
+                if cred.disabled {
+                    Err(ApiError::AccountDisabled)
+                } else {
+                    Ok(cred.uid)
+                }
+            }
+            _ => {
+                let (cap_u, cap_a) = (inner.limits.per_user, inner.limits.per_address);
+                inner
+                    .users
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(&username, now, cap_u);
+                inner
+                    .addresses
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(&addr_key, now, cap_a);
+                tracing::info!(client.addr = %addr_key, "login failed: bad credentials");
+                Err(ApiError::Unauthorized("Unauthorized".into()))
+            }
+        }
+    }
+}
+
+/// Decodes an `Authorization: Basic …` header into `(username, password)` candidates: UTF-8
+/// first, then ISO-8859-1 when that reads differently (the SDK's login call uses ISO-8859-1,
+/// later calls UTF-8).
+pub fn basic_credentials(header: &str) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
+    let bad = || ApiError::Unauthorized("Unauthorized".into());
+    let (scheme, b64) = header.trim().split_once(' ').ok_or_else(bad)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(bad());
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| bad())?;
+    let colon = raw.iter().position(|b| *b == b':').ok_or_else(bad)?;
+    let (user, pass) = (&raw[..colon], &raw[colon + 1..]);
+    let latin1 = |b: &[u8]| b.iter().map(|c| char::from(*c)).collect::<String>();
+    let mut out = Vec::new();
+    if let (Ok(u), Ok(p)) = (std::str::from_utf8(user), std::str::from_utf8(pass)) {
+        out.push((u.to_string(), p.as_bytes().to_vec()));
+    }
+    let (lu, lp) = (latin1(user), latin1(pass));
+    let lp = lp.into_bytes();
+    if !out.iter().any(|(u, p)| *u == lu && *p == lp) {
+        out.push((lu, lp));
+    }
+    if out.iter().all(|(u, _)| u.is_empty()) {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+impl FromRequestParts<ApiState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        if let Some(user) = parts.extensions.get::<AuthUser>() {
+            return Ok(user.clone());
+        }
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .ok_or_else(|| ApiError::Unauthorized("Unauthorized".into()))?;
+        let candidates = basic_credentials(header)?;
+        let addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let uid = state.auth().authenticate(state, &candidates, addr).await?;
+        let snap = state.metadata().snapshot()?;
+        let user = AuthUser::load(&snap, &uid)
+            .ok_or_else(|| ApiError::Unauthorized("Unauthorized".into()))?;
+        parts.extensions.insert(user.clone());
+        Ok(user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &[u8]) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(s)
+        )
+    }
+
+    #[test]
+    fn hashes_are_argon2id_and_verify() {
+        let h = hash_password("Android123").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password(b"Android123", &h));
+        assert!(!verify_password(b"android123", &h));
+        assert!(!verify_password(b"Android123", "not a hash"));
+    }
+
+    #[test]
+    fn decodes_utf8_and_latin1_basic_credentials() {
+        let utf8 = basic_credentials(&b64("josé:pässword".as_bytes())).unwrap();
+        assert_eq!(utf8[0].0, "josé");
+        assert_eq!(utf8[0].1, "pässword".as_bytes());
+        // ISO-8859-1 bytes for "pässword" are not valid UTF-8.
+        let latin: Vec<u8> = b"jose:p\xe4ssword".to_vec();
+        let c = basic_credentials(&b64(&latin)).unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].0, "jose");
+        assert_eq!(c[0].1, "pässword".as_bytes());
+        // Plain ASCII yields one candidate.
+        assert_eq!(
+            basic_credentials(&b64(b"android:Android123"))
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_headers() {
+        for h in [
+            "Bearer abc",
+            "Basic !!!",
+            "Basic",
+            &b64(b"nocolon"),
+            &b64(b":pw"),
+        ] {
+            assert!(basic_credentials(h).is_err(), "{h}");
+        }
+    }
+
+    #[test]
+    fn failure_windows_expire_and_are_bounded() {
+        let mut f = Failures::default();
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            f.record("u", t0, 5);
+        }
+        assert_eq!(f.count("u", Duration::from_secs(60), t0), 6);
+        assert_eq!(
+            f.count("u", Duration::from_secs(60), t0 + Duration::from_secs(61)),
+            0
+        );
+        f.record("u", t0, 5);
+        f.clear("u");
+        assert_eq!(f.count("u", Duration::from_secs(60), t0), 0);
+    }
+}

@@ -1,0 +1,212 @@
+//! The `clinicbox user …` and `clinicbox metadata …` subcommands: argument types (clap) and what
+//! they do over an [`ApiState`]. The binary opens the store, builds the state and prints the text.
+
+use std::path::PathBuf;
+
+use crate::ApiState;
+use crate::admin::{self, NewUser};
+use crate::error::ApiError;
+use crate::metadata::import::ImportParams;
+
+/// `clinicbox user …`. `U` is the binary's store-unlock options, flattened into every command
+/// so they can follow the subcommand as in `clinicbox keys`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum UserCommand<U: clap::Args> {
+    /// Add a user (the password is asked for, or read from standard input).
+    Add {
+        username: String,
+        #[arg(long, default_value = "")]
+        first_name: String,
+        #[arg(long, default_value = "")]
+        surname: String,
+        /// User role UID or name (repeatable).
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Capture org unit UID or name (repeatable).
+        #[arg(long = "org-unit", value_name = "ORG_UNIT")]
+        org_units: Vec<String>,
+        /// Search org unit UID or name (repeatable; default: the capture org units).
+        #[arg(long = "search-org-unit", value_name = "ORG_UNIT")]
+        search_org_units: Vec<String>,
+        /// Grant every authority (authority ALL).
+        #[arg(long)]
+        superuser: bool,
+        #[command(flatten)]
+        unlock: U,
+    },
+    /// Set a user's password (asked for, or read from standard input).
+    Passwd {
+        username: String,
+        #[command(flatten)]
+        unlock: U,
+    },
+    /// Disable a user: its tablets are told "Account disabled" and remove their local copy.
+    Disable {
+        username: String,
+        /// Enable the user again instead.
+        #[arg(long)]
+        enable: bool,
+        #[command(flatten)]
+        unlock: U,
+    },
+    /// List users.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        unlock: U,
+    },
+}
+
+impl<U: clap::Args> UserCommand<U> {
+    /// The unlock options given with the command.
+    pub fn unlock(&self) -> &U {
+        match self {
+            UserCommand::Add { unlock, .. }
+            | UserCommand::Passwd { unlock, .. }
+            | UserCommand::Disable { unlock, .. }
+            | UserCommand::List { unlock, .. } => unlock,
+        }
+    }
+}
+
+/// `clinicbox metadata …` (`U` as for [`UserCommand`]).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum MetadataCommand<U: clap::Args> {
+    /// Import a DHIS2 metadata package (JSON in the `/api/metadata` export format).
+    Import {
+        file: PathBuf,
+        /// CREATE_AND_UPDATE, CREATE, UPDATE or DELETE.
+        #[arg(long, default_value = "CREATE_AND_UPDATE")]
+        import_strategy: String,
+        /// ALL (nothing is written if anything is wrong) or NONE (skip bad objects).
+        #[arg(long, default_value = "ALL")]
+        atomic_mode: String,
+        /// Only check the package.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        unlock: U,
+    },
+}
+
+impl<U: clap::Args> MetadataCommand<U> {
+    /// The unlock options given with the command.
+    pub fn unlock(&self) -> &U {
+        match self {
+            MetadataCommand::Import { unlock, .. } => unlock,
+        }
+    }
+}
+
+/// Runs a user command; returns what to print. `password` asks for a password (label given).
+pub async fn run_user<U: clap::Args>(
+    state: &ApiState,
+    cmd: UserCommand<U>,
+    password: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<String, ApiError> {
+    let svc = state.metadata();
+    let ask = |label: &str| password(label).map_err(ApiError::BadRequest);
+    match cmd {
+        UserCommand::Add {
+            username,
+            first_name,
+            surname,
+            roles,
+            org_units,
+            search_org_units,
+            superuser,
+            ..
+        } => {
+            let new = NewUser {
+                password: ask(&format!("Password for {username}"))?,
+                username: username.clone(),
+                first_name,
+                surname,
+                roles,
+                org_units,
+                search_org_units,
+                superuser,
+            };
+            let uid = admin::add_user(svc, &new).await?;
+            Ok(format!("added user {username} ({uid})"))
+        }
+        UserCommand::Passwd { username, .. } => {
+            let p = ask(&format!("New password for {username}"))?;
+            admin::set_password(svc, &username, &p).await?;
+            Ok(format!("password of {username} changed"))
+        }
+        UserCommand::Disable {
+            username, enable, ..
+        } => {
+            admin::set_disabled(svc, &username, !enable).await?;
+            Ok(format!(
+                "{username} {}",
+                if enable { "enabled" } else { "disabled" }
+            ))
+        }
+        UserCommand::List { json, .. } => {
+            let users = admin::list_users(svc)?;
+            if json {
+                return serde_json::to_string_pretty(&users)
+                    .map_err(|e| ApiError::Internal(e.to_string()));
+            }
+            let mut out = format!(
+                "{:<20} {:<12} {:<9} {:<28} org units\n",
+                "username", "uid", "state", "roles"
+            );
+            for u in users {
+                out.push_str(&format!(
+                    "{:<20} {:<12} {:<9} {:<28} {}\n",
+                    u.username,
+                    u.uid,
+                    if u.disabled { "disabled" } else { "active" },
+                    u.roles.join(", "),
+                    u.org_units.join(", ")
+                ));
+            }
+            Ok(out.trim_end().to_string())
+        }
+    }
+}
+
+/// Runs a metadata command; returns what to print, or the import report's errors.
+pub async fn run_metadata<U: clap::Args>(
+    state: &ApiState,
+    cmd: MetadataCommand<U>,
+) -> Result<String, ApiError> {
+    match cmd {
+        MetadataCommand::Import {
+            file,
+            import_strategy,
+            atomic_mode,
+            dry_run,
+            ..
+        } => {
+            let q = crate::query::Query::parse(&format!(
+                "importStrategy={import_strategy}&atomicMode={atomic_mode}"
+            ));
+            let mut params = ImportParams::from_query(&q)?;
+            params.validate_only = dry_run;
+            let report = admin::import_file(state.metadata(), &file, params).await?;
+            let mut out = admin::summarize(&report);
+            for e in report.error_reports() {
+                out.push_str(&format!(
+                    "\n  {} {}: {}",
+                    e.error_code,
+                    e.main_id.as_deref().unwrap_or("-"),
+                    e.message
+                ));
+            }
+            if report.status == clinicbox_dhis2::ImportStatus::Ok || !params.atomic {
+                if dry_run {
+                    out.push_str("\n(dry run: nothing written)");
+                }
+                Ok(out)
+            } else {
+                Err(ApiError::Conflict(format!("{out}\nnothing was written")))
+            }
+        }
+    }
+}
