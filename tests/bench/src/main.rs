@@ -5,6 +5,9 @@
 //! Set `CLINICBOX_BENCH_DIR` to run on the real medium (an SD card, an SSD); the default is a
 //! temporary directory. Absolute figures depend on fsync cost; the ratios are what transfer.
 
+mod aggregate;
+mod tracker;
+
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -28,6 +31,25 @@ enum Bench {
         /// Records each writer writes, one durable write at a time.
         #[arg(long, default_value_t = 300)]
         per_writer: usize,
+    },
+    /// A monthly data set upload and download through the API vs the store's raw rate.
+    Aggregate {
+        /// Values in the data set.
+        #[arg(long, default_value_t = 500)]
+        values: usize,
+        /// Months imported (each a fresh data set), then re-posted and changed.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+    /// Tracker upload (one POST of 200 TEs + 200 enrollments + 1,000 events) vs the store's
+    /// raw write, download of 500 TEs, search at 10k TEs, peak RSS.
+    Tracker {
+        /// Upload rounds (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Tracked entities in the store for the search measurement.
+        #[arg(long, default_value_t = 10_000)]
+        search_tes: usize,
     },
 }
 
@@ -216,5 +238,7 @@ fn main() -> anyhow::Result<()> {
             writers,
             per_writer,
         } => bench_store(writers, per_writer),
+        Bench::Aggregate { values, rounds } => aggregate::run(values, rounds),
+        Bench::Tracker { rounds, search_tes } => tracker::run(rounds, search_tes),
     }
 }
