@@ -49,6 +49,9 @@ case "$cmd" in
     cargo test --release --locked -p clinicbox-api --test sync_bench -- --ignored --nocapture
     # A month's data set (500 values) uploaded and downloaded through the aggregate API.
     cargo run --release --locked -p clinicbox-bench -- aggregate
+    # Tracker: one POST of 200 TEs + 200 enrollments + 1,000 events vs the store's raw write,
+    # download of 500 TEs, search at 10k TEs, peak RSS.
+    cargo run --release --locked -p clinicbox-bench -- tracker
     ;;
   lint)
     need_rust

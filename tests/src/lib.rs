@@ -125,8 +125,17 @@ impl BoxBuilder {
     }
 
     /// A configuration file's contents; `{dir}` is replaced by the test directory.
+    /// Unless the test sets `[power] control_socket`, the socket goes in the test directory, so
+    /// boxes of parallel tests never share `/run/clinicbox`.
     pub fn config(mut self, toml: &str) -> BoxBuilder {
-        self.config = Some(toml.replace("{dir}", &self.dir.path().display().to_string()));
+        let mut toml = toml.replace("{dir}", &self.dir.path().display().to_string());
+        if !toml.contains("[power]") {
+            toml.push_str(&format!(
+                "\n[power]\ncontrol_socket = \"{}\"\n",
+                self.dir.path().join("control.sock").display()
+            ));
+        }
+        self.config = Some(toml);
         self
     }
 

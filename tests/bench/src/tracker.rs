@@ -51,12 +51,21 @@ fn payload(round: usize, tes: usize, events_per: usize) -> Value {
                            {"attribute": "cbAttrDob01", "value": "1990-04-02"}]}));
         for k in 0..events_per {
             let (stage, values) = match k {
-                0 => ("cbStgTriage", json!([{"dataElement": "cbDeWeight1", "value": "61.5"},
-                    {"dataElement": "cbDeTemp001", "value": "37.9"}, {"dataElement": "cbDeTriage1", "value": "GREEN"}])),
-                k if k + 1 == events_per => ("cbStgPharma", json!([{"dataElement": "cbDeDrug001", "value": "Paracetamol"},
-                    {"dataElement": "cbDeQty0001", "value": "10"}])),
-                _ => ("cbStgConsul", json!([{"dataElement": "cbDeDiagnos", "value": "MALARIA"},
-                    {"dataElement": "cbDeNotes01", "value": "Fever and headache for two days, no vomiting."}])),
+                0 => (
+                    "cbStgTriage",
+                    json!([{"dataElement": "cbDeWeight1", "value": "61.5"},
+                    {"dataElement": "cbDeTemp001", "value": "37.9"}, {"dataElement": "cbDeTriage1", "value": "GREEN"}]),
+                ),
+                k if k + 1 == events_per => (
+                    "cbStgPharma",
+                    json!([{"dataElement": "cbDeDrug001", "value": "Paracetamol"},
+                    {"dataElement": "cbDeQty0001", "value": "10"}]),
+                ),
+                _ => (
+                    "cbStgConsul",
+                    json!([{"dataElement": "cbDeDiagnos", "value": "MALARIA"},
+                    {"dataElement": "cbDeNotes01", "value": "Fever and headache for two days, no vomiting."}]),
+                ),
             };
             ev.push(json!({"event": format!("v{round:02}{i:05}{k:03}"), "enrollment": en, "trackedEntity": te,
                 "program": OPD, "programStage": stage, "orgUnit": CLINIC_A, "status": "COMPLETED",
@@ -73,7 +82,12 @@ struct Bench {
 }
 
 impl Bench {
-    async fn call(&self, method: &str, uri: &str, body: Option<Vec<u8>>) -> anyhow::Result<(u16, Vec<u8>)> {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
         let mut b = Request::builder()
             .method(method)
             .uri(uri)
@@ -102,25 +116,42 @@ impl Bench {
     async fn upload_timed(&self, body: Vec<u8>) -> anyhow::Result<(Value, Duration, Duration)> {
         let started = Instant::now();
         let (status, bytes) = self
-            .call("POST", "/api/tracker?atomicMode=OBJECT&importStrategy=CREATE_AND_UPDATE", Some(body))
+            .call(
+                "POST",
+                "/api/tracker?atomicMode=OBJECT&importStrategy=CREATE_AND_UPDATE",
+                Some(body),
+            )
             .await?;
         let post = started.elapsed();
         let started = Instant::now();
-        anyhow::ensure!(status == 200, "POST: {status} {}", String::from_utf8_lossy(&bytes));
+        anyhow::ensure!(
+            status == 200,
+            "POST: {status} {}",
+            String::from_utf8_lossy(&bytes)
+        );
         let id = serde_json::from_slice::<Value>(&bytes)?["response"]["id"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let (status, _) = self.call("GET", &format!("/api/tracker/jobs/{id}"), None).await?;
+        let (status, _) = self
+            .call("GET", &format!("/api/tracker/jobs/{id}"), None)
+            .await?;
         anyhow::ensure!(status == 200, "job: {status}");
         let (_, report) = self
-            .call("GET", &format!("/api/tracker/jobs/{id}/report?reportMode=FULL"), None)
+            .call(
+                "GET",
+                &format!("/api/tracker/jobs/{id}/report?reportMode=FULL"),
+                None,
+            )
             .await?;
         Ok((serde_json::from_slice(&report)?, post, started.elapsed()))
     }
 }
 
-async fn open(dir: &std::path::Path, name: &str) -> anyhow::Result<(Store, ApiState, Tracker, Router)> {
+async fn open(
+    dir: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<(Store, ApiState, Tracker, Router)> {
     let (store, _) = Store::create(
         &dir.join(name),
         NewKeySlot::KeyFile {
@@ -138,23 +169,37 @@ async fn open(dir: &std::path::Path, name: &str) -> anyhow::Result<(Store, ApiSt
     let tracker = Tracker::start(state.clone(), TrackerConfig::default())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let app = clinicbox_tracker::router(tracker.clone()).merge(clinicbox_api::router(state.clone()));
+    let app =
+        clinicbox_tracker::router(tracker.clone()).merge(clinicbox_api::router(state.clone()));
     Ok((store, state, tracker, app))
 }
 
-/// The same records as one raw durable write: each object's JSON under its UID.
+/// The same records as one raw durable write: each object encoded as JSON and put under its
+/// UID, in one commit (encoding counts: it is part of writing a record).
 fn raw_write(store: &Store, p: &Value) -> anyhow::Result<Duration> {
     let mut recs = Vec::new();
     for (key, coll, id) in [
-        ("trackedEntities", Collection::TRACKED_ENTITIES, "trackedEntity"),
+        (
+            "trackedEntities",
+            Collection::TRACKED_ENTITIES,
+            "trackedEntity",
+        ),
         ("enrollments", Collection::ENROLLMENTS, "enrollment"),
         ("events", Collection::EVENTS, "event"),
     ] {
         for o in p[key].as_array().into_iter().flatten() {
-            recs.push((coll, o[id].as_str().unwrap_or_default().to_string(), serde_json::to_vec(o)?));
+            recs.push((
+                coll,
+                o[id].as_str().unwrap_or_default().to_string(),
+                o.clone(),
+            ));
         }
     }
     let started = Instant::now();
+    let recs: Vec<_> = recs
+        .into_iter()
+        .map(|(c, k, o)| serde_json::to_vec(&o).map(|b| (c, k, b)))
+        .collect::<Result<_, _>>()?;
     store
         .write_blocking(move |ctx| {
             for (c, k, b) in recs {
@@ -184,7 +229,9 @@ fn peak_rss_kib() -> u64 {
 }
 
 pub fn run(rounds: usize, search_tes: usize) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run_async(rounds, search_tes))
 }
 
@@ -194,8 +241,11 @@ async fn run_async(rounds: usize, search_tes: usize) -> anyhow::Result<()> {
         Some(b) => tempfile::tempdir_in(b)?,
         None => tempfile::tempdir()?,
     };
-    println!("clinicbox-bench tracker: {rounds} rounds; directory {}; {} cores",
-        dir.path().display(), std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "clinicbox-bench tracker: {rounds} rounds; directory {}; {} cores",
+        dir.path().display(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     let (store, _state, _tracker, app) = open(dir.path(), "api").await?;
     let (raw_store, _rs, _rt, _ra) = open(dir.path(), "raw").await?;
     let auth = format!(
@@ -214,8 +264,16 @@ async fn run_async(rounds: usize, search_tes: usize) -> anyhow::Result<()> {
         let body = serde_json::to_vec(&p)?;
         let (report, api, job) = b.upload_timed(body).await?;
         job_ms.push(job.as_secs_f64() * 1e3);
-        anyhow::ensure!(report["status"] == "OK", "import failed: {}", report["validationReport"]);
-        anyhow::ensure!(report["stats"]["created"] == 1400, "created {}", report["stats"]["created"]);
+        anyhow::ensure!(
+            report["status"] == "OK",
+            "import failed: {}",
+            report["validationReport"]
+        );
+        anyhow::ensure!(
+            report["stats"]["created"] == 1400,
+            "created {}",
+            report["stats"]["created"]
+        );
         let raw = {
             let store = raw_store.clone();
             tokio::task::spawn_blocking(move || raw_write(&store, &p)).await??
@@ -225,7 +283,9 @@ async fn run_async(rounds: usize, search_tes: usize) -> anyhow::Result<()> {
         println!(
             "  round {round}: POST {:.0} ms (validation {}), raw write {:.0} ms",
             api.as_secs_f64() * 1e3,
-            report["timingsStats"]["timers"]["validation"].as_str().unwrap_or("?"),
+            report["timingsStats"]["timers"]["validation"]
+                .as_str()
+                .unwrap_or("?"),
             raw.as_secs_f64() * 1e3
         );
     }
@@ -234,7 +294,11 @@ async fn run_async(rounds: usize, search_tes: usize) -> anyhow::Result<()> {
     // 2. Download of 500 TEs (SDK: 10 pages of 50) vs a raw scan of the same records.
     let dl_dir = tempfile::tempdir_in(dir.path())?;
     let (dl_store, _s2, _t2, dl_app) = open(dl_dir.path(), "dl").await?;
-    let dl = Bench { app: dl_app, auth: b.auth.clone(), store: dl_store };
+    let dl = Bench {
+        app: dl_app,
+        auth: b.auth.clone(),
+        store: dl_store,
+    };
     let report = dl.upload(serde_json::to_vec(&payload(90, 500, 3))?).await?;
     anyhow::ensure!(report["status"] == "OK", "download setup failed");
     let mut dl_ms = Vec::new();
@@ -259,7 +323,11 @@ async fn run_async(rounds: usize, search_tes: usize) -> anyhow::Result<()> {
         let started = Instant::now();
         let read = dl.store.read()?;
         let mut count = 0usize;
-        for c in [Collection::TRACKED_ENTITIES, Collection::ENROLLMENTS, Collection::EVENTS] {
+        for c in [
+            Collection::TRACKED_ENTITIES,
+            Collection::ENROLLMENTS,
+            Collection::EVENTS,
+        ] {
             for r in read.scan(c)? {
                 let (_, rec) = r?;
                 let _: Value = serde_json::from_slice(&rec.body)?;
@@ -273,13 +341,29 @@ async fn run_async(rounds: usize, search_tes: usize) -> anyhow::Result<()> {
 
     // 3. Search at `search_tes` tracked entities.
     let search_dir = tempfile::tempdir_in(dir.path())?;
-    let (s_store, _s3, _t3, s_app) = open(search_dir.path(), "search").await?;
-    let s = Bench { app: s_app, auth: b.auth.clone(), store: s_store };
+    let (s_store, s_state, _t3, s_app) = open(search_dir.path(), "search").await?;
+    let s = Bench {
+        app: s_app,
+        auth: b.auth.clone(),
+        store: s_store,
+    };
     let batch = 1000;
     for r in 0..search_tes.div_ceil(batch) {
-        let report = s.upload(serde_json::to_vec(&payload(r, batch.min(search_tes - r * batch), 0))?).await?;
+        let report = s
+            .upload(serde_json::to_vec(&payload(
+                r,
+                batch.min(search_tes - r * batch),
+                0,
+            ))?)
+            .await?;
         anyhow::ensure!(report["status"] == "OK", "search setup failed");
     }
+    // What a restart costs: the catalog is rebuilt from every tracker record.
+    let started = Instant::now();
+    Tracker::start(s_state.clone(), TrackerConfig::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rebuild_ms = started.elapsed().as_secs_f64() * 1e3;
     let mut like_ms = Vec::new();
     let mut eq_ms = Vec::new();
     for _ in 0..5 {
@@ -295,21 +379,46 @@ async fn run_async(rounds: usize, search_tes: usize) -> anyhow::Result<()> {
             .await?;
         anyhow::ensure!(st == 200, "search {st}");
         let v: Value = serde_json::from_slice(&body)?;
-        anyhow::ensure!(v["trackedEntities"].as_array().map_or(0, Vec::len) == usize::from(search_tes > 3042), "EQ hits");
+        anyhow::ensure!(
+            v["trackedEntities"].as_array().map_or(0, Vec::len) == usize::from(search_tes > 3042),
+            "EQ hits"
+        );
         eq_ms.push(started.elapsed().as_secs_f64() * 1e3);
     }
 
     println!();
-    println!("{:<64} {:>12}", "upload: one POST of 200 TEs + 200 enrollments + 1,000 events", "events/s");
-    println!("{:<64} {:>12.0}", "  POST /api/tracker (validate, merge, commit, job report)", api);
-    println!("{:<64} {:>12.0}", "  raw store write of the same 1,400 records (one commit)", raw);
+    println!(
+        "{:<64} {:>12}",
+        "upload: one POST of 200 TEs + 200 enrollments + 1,000 events", "events/s"
+    );
+    println!(
+        "{:<64} {:>12.0}",
+        "  POST /api/tracker (validate, merge, commit, job report)", api
+    );
+    println!(
+        "{:<64} {:>12.0}",
+        "  raw store write of the same 1,400 records (one commit)", raw
+    );
     println!("  ratio POST / raw write: {:.2} (target >= 0.5)", api / raw);
-    println!("  then job poll + report of 1,400 object reports: {:.0} ms", median(job_ms));
+    println!(
+        "  then job poll + report of 1,400 object reports: {:.0} ms",
+        median(job_ms)
+    );
     println!();
-    println!("download of 500 TEs (+500 enrollments, 1,500 events), SDK pages of 50: {dl_med:.0} ms");
-    println!("  raw scan + JSON parse of the same 2,500 records: {scan_med:.0} ms (ratio {:.2})", scan_med / dl_med);
+    println!(
+        "download of 500 TEs (+500 enrollments, 1,500 events), SDK pages of 50: {dl_med:.0} ms"
+    );
+    println!(
+        "  raw scan + JSON parse of the same 2,500 records: {scan_med:.0} ms (ratio {:.2})",
+        scan_med / dl_med
+    );
     println!();
-    println!("online search at {search_tes} TEs: LIKE {:.0} ms, EQ (unique ID) {:.1} ms (median of 5)", median(like_ms), median(eq_ms));
+    println!(
+        "online search at {search_tes} TEs: LIKE {:.0} ms, EQ (unique ID) {:.1} ms (median of 5)",
+        median(like_ms),
+        median(eq_ms)
+    );
+    println!("catalog rebuild at start with {search_tes} TEs + enrollments: {rebuild_ms:.0} ms");
     println!();
     println!("peak RSS: {:.1} MiB", peak_rss_kib() as f64 / 1024.0);
     Ok(())

@@ -1,0 +1,331 @@
+//! The in-memory catalog: for every tracker object, the few facts that queries filter, sort and
+//! validate on (type, org unit, program, status, parents, times, deletion) plus digests of
+//! attribute values for unique checks and exact-match search. It holds no readable personal
+//! data and lives only in memory; it is rebuilt from the store at start.
+//!
+//! Invariant: while the tracker's import lock is not held, the catalog describes exactly the
+//! committed store. Imports hold the lock from validation through the durable commit to
+//! [`Catalog::apply`], and readers take the lock only to copy candidate lists, so a tablet that
+//! read `serverDate` after a commit always finds that commit in the catalog.
+
+use std::collections::HashMap;
+
+use clinicbox_dhis2::Uid;
+use clinicbox_dhis2::tracker::{EnrollmentStatus, EventStatus, TrackerType};
+use clinicbox_store::{Collection, ReadView, StoreError};
+use sha2::{Digest, Sha256};
+
+use crate::model::{StoredEnrollment, StoredEvent, StoredRelationship, StoredTrackedEntity};
+
+/// 16 bytes of SHA-256 over an attribute's lower-cased value.
+pub type ValueDigest = [u8; 16];
+
+pub fn digest(attribute: &str, value: &str) -> ValueDigest {
+    let mut h = Sha256::new();
+    h.update(attribute.as_bytes());
+    h.update([0]);
+    h.update(value.to_lowercase().as_bytes());
+    let full = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+/// Store times and deletion of one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamps {
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TeMeta {
+    pub tet: Uid,
+    pub org_unit: Uid,
+    pub owners: Vec<(Uid, Uid)>,
+    pub values: Vec<(Uid, ValueDigest)>,
+    pub stamps: Stamps,
+}
+
+impl TeMeta {
+    /// The org unit that owns the entity for `program` (its registering org unit if none).
+    pub fn owner(&self, program: Option<Uid>) -> Uid {
+        program
+            .and_then(|p| self.owners.iter().find(|(pp, _)| *pp == p).map(|(_, o)| *o))
+            .unwrap_or(self.org_unit)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EnMeta {
+    pub te: Uid,
+    pub program: Uid,
+    pub org_unit: Uid,
+    pub status: EnrollmentStatus,
+    pub follow_up: bool,
+    pub enrolled_at: clinicbox_dhis2::Dhis2Timestamp,
+    pub occurred_at: Option<clinicbox_dhis2::Dhis2Timestamp>,
+    pub stamps: Stamps,
+}
+
+#[derive(Debug, Clone)]
+pub struct EvMeta {
+    pub enrollment: Option<Uid>,
+    pub te: Option<Uid>,
+    pub program: Uid,
+    pub stage: Uid,
+    pub org_unit: Uid,
+    pub status: EventStatus,
+    pub occurred_at: Option<clinicbox_dhis2::Dhis2Timestamp>,
+    pub scheduled_at: Option<clinicbox_dhis2::Dhis2Timestamp>,
+    pub stamps: Stamps,
+}
+
+#[derive(Debug, Clone)]
+pub struct RelMeta {
+    pub rel_type: Uid,
+    pub from: (TrackerType, Uid),
+    pub to: (TrackerType, Uid),
+    pub stamps: Stamps,
+}
+
+/// See the module docs.
+#[derive(Default)]
+pub struct Catalog {
+    pub tes: HashMap<Uid, TeMeta>,
+    pub enrollments: HashMap<Uid, EnMeta>,
+    pub events: HashMap<Uid, EvMeta>,
+    pub relationships: HashMap<Uid, RelMeta>,
+    pub te_enrollments: HashMap<Uid, Vec<Uid>>,
+    pub enrollment_events: HashMap<Uid, Vec<Uid>>,
+    pub item_relationships: HashMap<Uid, Vec<Uid>>,
+    /// (attribute, value digest) → tracked entities holding that value (tombstones excluded).
+    pub values: HashMap<(Uid, ValueDigest), Vec<Uid>>,
+}
+
+fn uid(s: &str) -> Option<Uid> {
+    Uid::try_from(s).ok()
+}
+
+fn push_unique(map: &mut HashMap<Uid, Vec<Uid>>, parent: Uid, child: Uid) {
+    let v = map.entry(parent).or_default();
+    if !v.contains(&child) {
+        v.push(child);
+    }
+}
+
+/// A change to apply after a commit.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Te(Uid, TeMeta),
+    Enrollment(Uid, EnMeta),
+    Event(Uid, EvMeta),
+    Relationship(Uid, RelMeta),
+}
+
+impl Change {
+    /// Fills the commit time into the stamps (0 = "this commit").
+    pub fn at(mut self, now: u64) -> Change {
+        let s = match &mut self {
+            Change::Te(_, m) => &mut m.stamps,
+            Change::Enrollment(_, m) => &mut m.stamps,
+            Change::Event(_, m) => &mut m.stamps,
+            Change::Relationship(_, m) => &mut m.stamps,
+        };
+        if s.created_ms == 0 {
+            s.created_ms = now;
+        }
+        s.updated_ms = now;
+        self
+    }
+}
+
+impl Catalog {
+    /// Reads every tracker record of a snapshot (done once at start).
+    pub fn build(read: &ReadView) -> Result<Catalog, StoreError> {
+        let mut c = Catalog::default();
+        for item in read.scan(Collection::TRACKED_ENTITIES)? {
+            let (key, rec) = item?;
+            let (Some(u), Ok(te)) = (uid(&key), rec.json::<StoredTrackedEntity>()) else {
+                tracing::warn!(tracked_entity.uid = %key, "skipping an unreadable tracked entity");
+                continue;
+            };
+            if let Some(m) = te_meta(&te, stamps(&rec)) {
+                c.put_te(u, m);
+            }
+        }
+        for item in read.scan(Collection::ENROLLMENTS)? {
+            let (key, rec) = item?;
+            let (Some(u), Ok(e)) = (uid(&key), rec.json::<StoredEnrollment>()) else {
+                tracing::warn!(enrollment.uid = %key, "skipping an unreadable enrollment");
+                continue;
+            };
+            if let Some(m) = en_meta(&e, stamps(&rec)) {
+                c.put_enrollment(u, m);
+            }
+        }
+        for item in read.scan(Collection::EVENTS)? {
+            let (key, rec) = item?;
+            let (Some(u), Ok(e)) = (uid(&key), rec.json::<StoredEvent>()) else {
+                tracing::warn!(event.uid = %key, "skipping an unreadable event");
+                continue;
+            };
+            if let Some(m) = ev_meta(&e, stamps(&rec)) {
+                c.put_event(u, m);
+            }
+        }
+        for item in read.scan(Collection::RELATIONSHIPS)? {
+            let (key, rec) = item?;
+            let (Some(u), Ok(r)) = (uid(&key), rec.json::<StoredRelationship>()) else {
+                tracing::warn!(relationship.uid = %key, "skipping an unreadable relationship");
+                continue;
+            };
+            if let Some(m) = rel_meta(&r, stamps(&rec)) {
+                c.put_relationship(u, m);
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn apply(&mut self, changes: Vec<Change>) {
+        for ch in changes {
+            match ch {
+                Change::Te(u, m) => self.put_te(u, m),
+                Change::Enrollment(u, m) => self.put_enrollment(u, m),
+                Change::Event(u, m) => self.put_event(u, m),
+                Change::Relationship(u, m) => self.put_relationship(u, m),
+            }
+        }
+    }
+
+    pub fn put_te(&mut self, u: Uid, m: TeMeta) {
+        if let Some(old) = self.tes.get(&u) {
+            for k in old.values.clone() {
+                if let Some(v) = self.values.get_mut(&k) {
+                    v.retain(|t| *t != u);
+                    if v.is_empty() {
+                        self.values.remove(&k);
+                    }
+                }
+            }
+        }
+        if !m.stamps.deleted {
+            for k in &m.values {
+                let v = self.values.entry(*k).or_default();
+                if !v.contains(&u) {
+                    v.push(u);
+                }
+            }
+        }
+        self.tes.insert(u, m);
+    }
+
+    pub fn put_enrollment(&mut self, u: Uid, m: EnMeta) {
+        push_unique(&mut self.te_enrollments, m.te, u);
+        self.enrollments.insert(u, m);
+    }
+
+    pub fn put_event(&mut self, u: Uid, m: EvMeta) {
+        if let Some(e) = m.enrollment {
+            push_unique(&mut self.enrollment_events, e, u);
+        }
+        self.events.insert(u, m);
+    }
+
+    pub fn put_relationship(&mut self, u: Uid, m: RelMeta) {
+        push_unique(&mut self.item_relationships, m.from.1, u);
+        push_unique(&mut self.item_relationships, m.to.1, u);
+        self.relationships.insert(u, m);
+    }
+
+    pub fn enrollments_of(&self, te: Uid) -> &[Uid] {
+        self.te_enrollments.get(&te).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn events_of(&self, enrollment: Uid) -> &[Uid] {
+        self.enrollment_events
+            .get(&enrollment)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    pub fn relationships_of(&self, item: Uid) -> &[Uid] {
+        self.item_relationships
+            .get(&item)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Live tracked entities holding `value` for `attribute` (case-insensitive).
+    pub fn holders(&self, attribute: Uid, value: &str) -> &[Uid] {
+        self.values
+            .get(&(attribute, digest(attribute.as_str(), value)))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+pub fn stamps(rec: &clinicbox_store::Record) -> Stamps {
+    Stamps {
+        created_ms: rec.created_ms,
+        updated_ms: rec.updated_ms,
+        deleted: rec.deleted,
+    }
+}
+
+pub fn te_meta(te: &StoredTrackedEntity, stamps: Stamps) -> Option<TeMeta> {
+    Some(TeMeta {
+        tet: uid(&te.tracked_entity_type)?,
+        org_unit: uid(&te.org_unit)?,
+        owners: te
+            .program_owners
+            .iter()
+            .filter_map(|o| Some((uid(&o.program)?, uid(&o.org_unit)?)))
+            .collect(),
+        values: te
+            .attributes
+            .iter()
+            .filter_map(|a| {
+                let au = uid(&a.attribute)?;
+                Some((au, digest(&a.attribute, &a.value)))
+            })
+            .collect(),
+        stamps,
+    })
+}
+
+pub fn en_meta(e: &StoredEnrollment, stamps: Stamps) -> Option<EnMeta> {
+    Some(EnMeta {
+        te: uid(&e.tracked_entity)?,
+        program: uid(&e.program)?,
+        org_unit: uid(&e.org_unit)?,
+        status: e.status,
+        follow_up: e.follow_up,
+        enrolled_at: e.enrolled_at,
+        occurred_at: e.occurred_at,
+        stamps,
+    })
+}
+
+pub fn ev_meta(e: &StoredEvent, stamps: Stamps) -> Option<EvMeta> {
+    Some(EvMeta {
+        enrollment: e.enrollment.as_deref().and_then(uid),
+        te: e.tracked_entity.as_deref().and_then(uid),
+        program: uid(&e.program)?,
+        stage: uid(&e.program_stage)?,
+        org_unit: uid(&e.org_unit)?,
+        status: e.status,
+        occurred_at: e.occurred_at,
+        scheduled_at: e.scheduled_at,
+        stamps,
+    })
+}
+
+pub fn rel_meta(r: &StoredRelationship, stamps: Stamps) -> Option<RelMeta> {
+    let (ft, fu) = r.from.single()?;
+    let (tt, tu) = r.to.single()?;
+    Some(RelMeta {
+        rel_type: uid(&r.relationship_type)?,
+        from: (ft, uid(&fu)?),
+        to: (tt, uid(&tu)?),
+        stamps,
+    })
+}

@@ -1,0 +1,141 @@
+//! `GET /api/tracker/relationships?trackedEntity=|enrollment=|event=` and
+//! `GET /api/tracker/relationships/{uid}`.
+
+use axum::Extension;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use clinicbox_api::error::json_response;
+use clinicbox_api::fields::{NoResolve, project};
+use clinicbox_api::query::Query;
+use clinicbox_api::{ApiError, ApiResult, ApiState, AuthUser};
+use clinicbox_dhis2::Uid;
+use clinicbox_dhis2::tracker::TrackerType;
+use clinicbox_store::Collection;
+
+use super::render::{Renderer, to_map};
+use super::tracked_entities::{live_rels, te_readable};
+use super::{PageLink, Paging, fields, page_body};
+use crate::Tracker;
+use crate::catalog::Catalog;
+
+const DEFAULT_FIELDS: &str = "relationship,relationshipType,relationshipName,bidirectional,createdAt,updatedAt,createdAtClient,deleted,from,to";
+
+/// Whether the user may read the object a relationship side points to.
+fn item_readable(user: &AuthUser, t: &Tracker, cat: &Catalog, (ty, u): (TrackerType, Uid)) -> bool {
+    let te = match ty {
+        TrackerType::TrackedEntity => Some(u),
+        TrackerType::Enrollment => cat.enrollments.get(&u).map(|m| m.te),
+        TrackerType::Event => match cat.events.get(&u) {
+            Some(m) => match m.te {
+                Some(te) => Some(te),
+                None => return user.can_search_in(m.org_unit.as_str()),
+            },
+            None => None,
+        },
+        TrackerType::Relationship => None,
+    };
+    te.and_then(|te| cat.tes.get(&te).map(|m| (te, m)))
+        .is_some_and(|(te, m)| te_readable(user, t, m, te, None).is_ok())
+}
+
+pub async fn list(
+    State(state): State<ApiState>,
+    Extension(t): Extension<Tracker>,
+    user: AuthUser,
+    q: Query,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+) -> ApiResult<Response> {
+    let fields = fields(&q, DEFAULT_FIELDS)?;
+    let paging = Paging::parse(&q)?;
+    let include_deleted = q.bool("includeDeleted", false)?;
+    let item = ["trackedEntity", "enrollment", "event"]
+        .iter()
+        .find_map(|k| {
+            q.get(k)
+                .filter(|v| !v.is_empty())
+                .map(|v| (*k, v.to_string()))
+        });
+    let Some((key, item)) = item else {
+        return Err(ApiError::BadRequest(
+            "One of parameters trackedEntity, enrollment or event is required".into(),
+        ));
+    };
+    let u = Uid::try_from(item.as_str())
+        .map_err(|_| ApiError::BadRequest(format!("Invalid UID for {key}: {item}")))?;
+    let mut uids = {
+        let cat = t.catalog().read().await;
+        let ty = match key {
+            "trackedEntity" => TrackerType::TrackedEntity,
+            "enrollment" => TrackerType::Enrollment,
+            _ => TrackerType::Event,
+        };
+        if !item_readable(&user, &t, &cat, (ty, u)) {
+            return Err(ApiError::NotFound(format!(
+                "{key} with id {item} could not be found."
+            )));
+        }
+        live_rels(&cat, u, include_deleted)
+    };
+    uids.sort();
+    let total = uids.len();
+    let page = paging.slice(&uids);
+    let read = t.store().read()?;
+    let r = Renderer {
+        state: &state,
+        snap: &user.snapshot,
+        read: &read,
+    };
+    let mut items = Vec::new();
+    for u in page {
+        if let Some(rec) = read.get(Collection::RELATIONSHIPS, u.as_str())? {
+            items.push(project(
+                &to_map(&r.relationship(u.as_str(), &rec)?)?,
+                &fields,
+                &NoResolve,
+            ));
+        }
+    }
+    let link = PageLink::new(&state, &headers, &uri);
+    Ok(json_response(
+        StatusCode::OK,
+        &page_body("relationships", items, &paging, total, &link),
+    ))
+}
+
+pub async fn get_one(
+    State(state): State<ApiState>,
+    Extension(t): Extension<Tracker>,
+    Path(uid): Path<String>,
+    user: AuthUser,
+    q: Query,
+) -> ApiResult<Response> {
+    let fields = fields(&q, DEFAULT_FIELDS)?;
+    let not_found =
+        || ApiError::NotFound(format!("Relationship with id {uid} could not be found."));
+    let u = Uid::try_from(uid.as_str()).map_err(|_| not_found())?;
+    {
+        let cat = t.catalog().read().await;
+        let m = cat.relationships.get(&u).ok_or_else(not_found)?;
+        if m.stamps.deleted
+            || !item_readable(&user, &t, &cat, m.from)
+            || !item_readable(&user, &t, &cat, m.to)
+        {
+            return Err(not_found());
+        }
+    }
+    let read = t.store().read()?;
+    let r = Renderer {
+        state: &state,
+        snap: &user.snapshot,
+        read: &read,
+    };
+    let rec = read
+        .get(Collection::RELATIONSHIPS, &uid)?
+        .ok_or_else(not_found)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &project(&to_map(&r.relationship(&uid, &rec)?)?, &fields, &NoResolve),
+    ))
+}

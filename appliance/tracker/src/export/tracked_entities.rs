@@ -1,0 +1,570 @@
+//! `GET /api/tracker/trackedEntities` (bulk download and online search) and
+//! `GET /api/tracker/trackedEntities/{uid}`.
+
+use std::collections::HashSet;
+
+use axum::Extension;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use clinicbox_api::error::json_response;
+use clinicbox_api::fields::{FieldList, NoResolve, project};
+use clinicbox_api::query::Query;
+use clinicbox_api::{ApiError, ApiResult, ApiState, AuthUser};
+use clinicbox_dhis2::Uid;
+use clinicbox_dhis2::tracker::EnrollmentStatus;
+use clinicbox_store::{Collection, ReadView};
+use serde_json::{Map, Value};
+
+use super::filters::ValueFilter;
+use super::render::{Renderer, to_map};
+use super::{
+    OrgUnitSelection, PageLink, Paging, SortKey, child, compare_by, date_param, fields, order,
+    page_body, ts_ms, uid_list, wants,
+};
+use crate::Tracker;
+use crate::catalog::{Catalog, TeMeta};
+use crate::meta::{Meta, data_read};
+use crate::model::StoredTrackedEntity;
+
+const DEFAULT_FIELDS: &str = "*,!relationships,!enrollments,!events,!programOwners";
+
+/// Whether the user may read a tracked entity (for `program`, when given): DHIS2's ownership
+/// rule (search scope for open programs, capture scope or an override for protected ones).
+pub fn te_readable(
+    user: &AuthUser,
+    t: &Tracker,
+    m: &TeMeta,
+    te: Uid,
+    program: Option<(&str, &Map<String, Value>)>,
+) -> Result<(), ApiError> {
+    let owner = m.owner(program.and_then(|(p, _)| Uid::try_from(p).ok()));
+    let ok = match program {
+        Some((p, obj)) => match Meta::access_level(obj) {
+            "PROTECTED" => {
+                user.can_capture_in(owner.as_str()) || t.has_override(&user.uid, te.as_str(), p)
+            }
+            "CLOSED" => user.can_capture_in(owner.as_str()),
+            _ => user.can_search_in(owner.as_str()),
+        },
+        None => user.can_search_in(owner.as_str()),
+    };
+    if ok {
+        Ok(())
+    } else if user.can_search_in(owner.as_str()) {
+        Err(ApiError::Forbidden("OWNERSHIP_ACCESS_DENIED".into()))
+    } else {
+        Err(ApiError::NotFound(format!(
+            "TrackedEntity with id {te} could not be found."
+        )))
+    }
+}
+
+struct Params {
+    program: Option<String>,
+    tet: Option<String>,
+    uids: Option<HashSet<Uid>>,
+    status: Option<EnrollmentStatus>,
+    follow_up: Option<bool>,
+    enrolled_after: Option<i64>,
+    enrolled_before: Option<i64>,
+    occurred_after: Option<i64>,
+    occurred_before: Option<i64>,
+    updated_after: Option<i64>,
+    updated_before: Option<i64>,
+    include_deleted: bool,
+    filters: Vec<ValueFilter>,
+}
+
+fn parse_status(q: &Query) -> Result<Option<EnrollmentStatus>, ApiError> {
+    match q.get("programStatus").or_else(|| q.get("enrollmentStatus")) {
+        None | Some("") => Ok(None),
+        Some(v) => serde_json::from_value(Value::from(v.to_ascii_uppercase()))
+            .map(Some)
+            .map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "Value '{v}' is not valid for parameter programStatus. Valid values are: [ACTIVE, COMPLETED, CANCELLED]"
+                ))
+            }),
+    }
+}
+
+pub async fn list(
+    State(state): State<ApiState>,
+    Extension(t): Extension<Tracker>,
+    user: AuthUser,
+    q: Query,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+) -> ApiResult<Response> {
+    let fields = fields(&q, DEFAULT_FIELDS)?;
+    let paging = Paging::parse(&q)?;
+    let order = order(&q)?;
+    let sel = OrgUnitSelection::parse(&q, &user, "orgUnits")?;
+    let p = Params {
+        program: q
+            .get("program")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        tet: q
+            .get("trackedEntityType")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        uids: uid_list(&q, &["trackedEntities", "trackedEntity"]),
+        status: parse_status(&q)?,
+        follow_up: match q.get("followUp") {
+            None | Some("") => None,
+            Some(_) => Some(q.bool("followUp", false)?),
+        },
+        enrolled_after: date_param(&state, &q, &["enrollmentEnrolledAfter", "programStartDate"])?,
+        enrolled_before: date_param(&state, &q, &["enrollmentEnrolledBefore", "programEndDate"])?,
+        occurred_after: date_param(&state, &q, &["enrollmentOccurredAfter"])?,
+        occurred_before: date_param(&state, &q, &["enrollmentOccurredBefore"])?,
+        updated_after: date_param(&state, &q, &["updatedAfter", "lastUpdatedStartDate"])?,
+        updated_before: date_param(&state, &q, &["updatedBefore", "lastUpdatedEndDate"])?,
+        include_deleted: q.bool("includeDeleted", false)?,
+        filters: q
+            .all("filter")
+            .filter(|f| !f.is_empty())
+            .map(ValueFilter::parse)
+            .collect::<Result<_, _>>()?,
+    };
+    if p.program.is_none() && p.tet.is_none() && p.uids.is_none() {
+        return Err(ApiError::BadRequest(
+            "Either `program`, `trackedEntityType` or `trackedEntities` should be specified".into(),
+        ));
+    }
+    let snap = &user.snapshot;
+    let prog = match &p.program {
+        Some(pu) => Some(snap.get("programs", pu).ok_or_else(|| {
+            ApiError::BadRequest(format!("Program is specified but does not exist: {pu}"))
+        })?),
+        None => None,
+    };
+    if let Some(obj) = prog {
+        if !data_read(&user, obj) {
+            return Err(ApiError::Forbidden(format!(
+                "User has no access to program: {}",
+                p.program.as_deref().unwrap_or_default()
+            )));
+        }
+    }
+    let tet_uid = p.tet.clone().or_else(|| prog.and_then(Meta::program_tet));
+    if let Some(tu) = &tet_uid {
+        let tet = snap.get("trackedEntityTypes", tu).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "Tracked entity type is specified but does not exist: {tu}"
+            ))
+        })?;
+        if !data_read(&user, tet) {
+            return Err(ApiError::Forbidden(format!(
+                "User has no access to tracked entity type: {tu}"
+            )));
+        }
+    }
+    // Search rules outside the capture scope: enough attributes, not too many results.
+    let searching = !p.filters.is_empty();
+    let rules_obj = prog.or_else(|| {
+        tet_uid
+            .as_ref()
+            .and_then(|t| snap.get("trackedEntityTypes", t))
+    });
+    if searching && !sel.within_capture(&user) {
+        if let Some(min) = rules_obj
+            .and_then(|o| o.get("minAttributesRequiredToSearch"))
+            .and_then(Value::as_u64)
+        {
+            let distinct: HashSet<Uid> = p.filters.iter().map(|f| f.uid).collect();
+            if (distinct.len() as u64) < min {
+                return Err(ApiError::Conflict(format!(
+                    "At least {min} attributes should be mentioned in the search criteria."
+                )));
+            }
+        }
+    }
+    let program_uid = p.program.as_deref().and_then(|s| Uid::try_from(s).ok());
+    let tet_u = tet_uid.as_deref().and_then(|s| Uid::try_from(s).ok());
+    // 1. Candidates from the catalog, sorted.
+    let mut candidates: Vec<(Uid, TeMeta, Option<i64>)> = {
+        let cat = t.catalog().read().await;
+        let exact = p
+            .filters
+            .iter()
+            .find_map(|f| f.exact().map(|v| (f.uid, v.to_string())));
+        let pool: Vec<Uid> = if let Some(list) = &p.uids {
+            list.iter().copied().collect()
+        } else if let Some((a, v)) = &exact {
+            cat.holders(*a, v).to_vec()
+        } else {
+            cat.tes.keys().copied().collect()
+        };
+        let mut out = Vec::new();
+        for u in pool {
+            let Some(m) = cat.tes.get(&u) else { continue };
+            if m.stamps.deleted && !p.include_deleted {
+                continue;
+            }
+            if tet_u.is_some_and(|tu| tu != m.tet) {
+                continue;
+            }
+            let enrolled = match program_uid {
+                Some(pu) => match enrollment_match(&state, &cat, u, pu, &p) {
+                    Some(e) => e,
+                    None => continue,
+                },
+                None => None,
+            };
+            if !sel.covers(&user, m.owner(program_uid)) {
+                continue;
+            }
+            let prog_ref = p.program.as_deref().zip(prog);
+            if te_readable(&user, &t, m, u, prog_ref).is_err() {
+                continue;
+            }
+            let up = i64::try_from(m.stamps.updated_ms).unwrap_or(i64::MAX);
+            if p.updated_after.is_some_and(|a| up < a) || p.updated_before.is_some_and(|b| up > b) {
+                continue;
+            }
+            out.push((u, m.clone(), enrolled));
+        }
+        out
+    };
+    let order = if order.is_empty() {
+        vec![super::OrderBy {
+            field: "createdAt".into(),
+            desc: true,
+        }]
+    } else {
+        order
+    };
+    candidates.sort_by(|a, b| {
+        compare_by(
+            a,
+            b,
+            &order,
+            |(u, m, en), f| match f {
+                "createdAt" | "createdAtClient" | "created" => {
+                    Some(SortKey::Num(m.stamps.created_ms as i64))
+                }
+                "updatedAt" | "updatedAtClient" | "lastUpdated" => {
+                    Some(SortKey::Num(m.stamps.updated_ms as i64))
+                }
+                "trackedEntity" => Some(SortKey::Text(u.to_string())),
+                "enrolledAt" => en.map(SortKey::Num),
+                "orgUnit" => Some(SortKey::Text(m.org_unit.to_string())),
+                _ => None,
+            },
+            |(u, _, _)| *u,
+        )
+    });
+    let read = t.store().read()?;
+    // 2. Value filters need the decrypted values.
+    let uids: Vec<Uid> = if searching {
+        let mut hits = Vec::new();
+        for (u, _, _) in &candidates {
+            let Some(rec) = read.get(Collection::TRACKED_ENTITIES, u.as_str())? else {
+                continue;
+            };
+            let Ok(te) = rec.json::<StoredTrackedEntity>() else {
+                continue;
+            };
+            if p.filters
+                .iter()
+                .all(|f| f.matches(te.attribute(f.uid.as_str()).map(|a| a.value.as_str())))
+            {
+                hits.push(*u);
+            }
+        }
+        hits
+    } else {
+        candidates.iter().map(|(u, _, _)| *u).collect()
+    };
+    if searching && !sel.within_capture(&user) {
+        let max = rules_obj
+            .and_then(|o| o.get("maxTeiCountToReturn"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if max > 0 && uids.len() as u64 > max {
+            return Err(ApiError::Conflict("maxteicountreached".into()));
+        }
+    }
+    let total = uids.len();
+    let page = paging.slice(&uids);
+    let renderer = Renderer {
+        state: &state,
+        snap,
+        read: &read,
+    };
+    let children = Children::collect(&t, &page, program_uid, p.include_deleted, &fields).await;
+    let mut items = Vec::with_capacity(page.len());
+    for u in &page {
+        if let Some(v) = render_te(
+            &renderer,
+            &children,
+            *u,
+            p.program.as_deref(),
+            &fields,
+            &read,
+        )? {
+            items.push(v);
+        }
+    }
+    let link = PageLink::new(&state, &headers, &uri);
+    Ok(json_response(
+        StatusCode::OK,
+        &page_body("trackedEntities", items, &paging, total, &link),
+    ))
+}
+
+/// For a program query: whether the entity has a matching enrollment, and its enrolment time.
+fn enrollment_match(
+    state: &ApiState,
+    cat: &Catalog,
+    te: Uid,
+    program: Uid,
+    p: &Params,
+) -> Option<Option<i64>> {
+    let mut found = None;
+    for en in cat.enrollments_of(te) {
+        let Some(m) = cat.enrollments.get(en) else {
+            continue;
+        };
+        if m.program != program || (m.stamps.deleted && !p.include_deleted) {
+            continue;
+        }
+        if p.status.is_some_and(|s| s != m.status || m.stamps.deleted) {
+            continue;
+        }
+        if p.follow_up.is_some_and(|f| f != m.follow_up) {
+            continue;
+        }
+        let enrolled = ts_ms(state, &m.enrolled_at);
+        if p.enrolled_after.is_some_and(|a| enrolled < a)
+            || p.enrolled_before.is_some_and(|b| enrolled > b)
+        {
+            continue;
+        }
+        let occurred = m.occurred_at.map(|o| ts_ms(state, &o)).unwrap_or(enrolled);
+        if p.occurred_after.is_some_and(|a| occurred < a)
+            || p.occurred_before.is_some_and(|b| occurred > b)
+        {
+            continue;
+        }
+        found = Some(found.map_or(enrolled, |f: i64| f.min(enrolled)));
+    }
+    found.map(Some)
+}
+
+/// The children of the entities on one page, copied from the catalog under its lock.
+/// An enrollment with its events and its relationships.
+type EnrollmentChildren = (Uid, Vec<Uid>, Vec<Uid>);
+
+pub struct Children {
+    enrollments: std::collections::HashMap<Uid, Vec<EnrollmentChildren>>,
+    relationships: std::collections::HashMap<Uid, Vec<Uid>>,
+    event_relationships: std::collections::HashMap<Uid, Vec<Uid>>,
+}
+
+impl Children {
+    pub async fn collect(
+        t: &Tracker,
+        tes: &[Uid],
+        program: Option<Uid>,
+        include_deleted: bool,
+        fields: &FieldList,
+    ) -> Children {
+        let want_en = wants(fields, "enrollments");
+        let want_rel = wants(fields, "relationships") || want_en;
+        let cat = t.catalog().read().await;
+        let mut enrollments = std::collections::HashMap::new();
+        let mut relationships = std::collections::HashMap::new();
+        let mut event_relationships = std::collections::HashMap::new();
+        for te in tes {
+            if want_en {
+                let mut list = Vec::new();
+                for en in cat.enrollments_of(*te) {
+                    let Some(m) = cat.enrollments.get(en) else {
+                        continue;
+                    };
+                    if program.is_some_and(|p| p != m.program)
+                        || (m.stamps.deleted && !include_deleted)
+                    {
+                        continue;
+                    }
+                    let events = cat
+                        .events_of(*en)
+                        .iter()
+                        .filter(|ev| {
+                            cat.events
+                                .get(*ev)
+                                .is_some_and(|m| include_deleted || !m.stamps.deleted)
+                        })
+                        .copied()
+                        .collect::<Vec<Uid>>();
+                    for ev in &events {
+                        let rels = live_rels(&cat, *ev, include_deleted);
+                        if !rels.is_empty() {
+                            event_relationships.insert(*ev, rels);
+                        }
+                    }
+                    let rels = live_rels(&cat, *en, include_deleted);
+                    list.push((*en, events, rels));
+                }
+                enrollments.insert(*te, list);
+            }
+            if want_rel {
+                relationships.insert(*te, live_rels(&cat, *te, include_deleted));
+            }
+        }
+        Children {
+            enrollments,
+            relationships,
+            event_relationships,
+        }
+    }
+}
+
+pub fn live_rels(cat: &Catalog, item: Uid, include_deleted: bool) -> Vec<Uid> {
+    cat.relationships_of(item)
+        .iter()
+        .filter(|r| {
+            cat.relationships
+                .get(*r)
+                .is_some_and(|m| include_deleted || !m.stamps.deleted)
+        })
+        .copied()
+        .collect()
+}
+
+fn render_te(
+    r: &Renderer<'_>,
+    children: &Children,
+    u: Uid,
+    program: Option<&str>,
+    fields: &FieldList,
+    read: &ReadView,
+) -> Result<Option<Value>, ApiError> {
+    let Some(rec) = read.get(Collection::TRACKED_ENTITIES, u.as_str())? else {
+        return Ok(None);
+    };
+    let (mut te, stored) =
+        r.tracked_entity(u.as_str(), &rec, program, wants(fields, "attributes"))?;
+    if wants(fields, "enrollments") {
+        let en_fields = child(fields, "enrollments");
+        let want_events = en_fields.is_none_or(|f| wants(f, "events"));
+        for (en, events, rels) in children
+            .enrollments
+            .get(&u)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            let Some(rec) = read.get(Collection::ENROLLMENTS, en.as_str())? else {
+                continue;
+            };
+            let mut e = r.enrollment(en.as_str(), &rec, Some(&stored))?;
+            if want_events {
+                for ev in events {
+                    if let Some(rec) = read.get(Collection::EVENTS, ev.as_str())? {
+                        let mut event = r.event(ev.as_str(), &rec)?;
+                        for rel in children
+                            .event_relationships
+                            .get(ev)
+                            .map(Vec::as_slice)
+                            .unwrap_or(&[])
+                        {
+                            if let Some(rec) = read.get(Collection::RELATIONSHIPS, rel.as_str())? {
+                                event
+                                    .relationships
+                                    .push(r.relationship(rel.as_str(), &rec)?);
+                            }
+                        }
+                        e.events.push(event);
+                    }
+                }
+            }
+            for rel in rels {
+                if let Some(rec) = read.get(Collection::RELATIONSHIPS, rel.as_str())? {
+                    e.relationships.push(r.relationship(rel.as_str(), &rec)?);
+                }
+            }
+            te.enrollments.push(e);
+        }
+    }
+    if wants(fields, "relationships") {
+        for rel in children
+            .relationships
+            .get(&u)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            if let Some(rec) = read.get(Collection::RELATIONSHIPS, rel.as_str())? {
+                te.relationships.push(r.relationship(rel.as_str(), &rec)?);
+            }
+        }
+    }
+    let mut map = to_map(&te)?;
+    // Empty collections are still written, as DHIS2 does.
+    for k in [
+        "attributes",
+        "enrollments",
+        "relationships",
+        "programOwners",
+    ] {
+        map.entry(k).or_insert(Value::Array(Vec::new()));
+    }
+    Ok(Some(project(&map, fields, &NoResolve)))
+}
+
+pub async fn get_one(
+    State(state): State<ApiState>,
+    Extension(t): Extension<Tracker>,
+    Path(uid): Path<String>,
+    user: AuthUser,
+    q: Query,
+) -> ApiResult<Response> {
+    let fields = fields(&q, DEFAULT_FIELDS)?;
+    let program = q
+        .get("program")
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let include_deleted = q.bool("includeDeleted", false)?;
+    let not_found =
+        || ApiError::NotFound(format!("TrackedEntity with id {uid} could not be found."));
+    let u = Uid::try_from(uid.as_str()).map_err(|_| not_found())?;
+    let snap = &user.snapshot;
+    let prog = match &program {
+        Some(p) => Some(snap.get("programs", p).ok_or_else(|| {
+            ApiError::BadRequest(format!("Program is specified but does not exist: {p}"))
+        })?),
+        None => None,
+    };
+    let program_uid = program.as_deref().and_then(|p| Uid::try_from(p).ok());
+    {
+        let cat = t.catalog().read().await;
+        let m = cat.tes.get(&u).ok_or_else(not_found)?;
+        if m.stamps.deleted && !include_deleted {
+            return Err(not_found());
+        }
+        if let Some(pu) = program_uid {
+            let enrolled = cat
+                .enrollments_of(u)
+                .iter()
+                .any(|e| cat.enrollments.get(e).is_some_and(|m| m.program == pu));
+            let owned = m.owners.iter().any(|(p, _)| *p == pu);
+            if !enrolled && !owned {
+                return Err(not_found());
+            }
+        }
+        te_readable(&user, &t, m, u, program.as_deref().zip(prog))?;
+    }
+    let read = t.store().read()?;
+    let renderer = Renderer {
+        state: &state,
+        snap,
+        read: &read,
+    };
+    let children = Children::collect(&t, &[u], program_uid, include_deleted, &fields).await;
+    let v = render_te(&renderer, &children, u, program.as_deref(), &fields, &read)?
+        .ok_or_else(not_found)?;
+    Ok(json_response(StatusCode::OK, &v))
+}

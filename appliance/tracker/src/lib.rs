@@ -1,0 +1,134 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod catalog;
+pub mod config;
+pub mod export;
+pub mod files;
+pub mod import;
+pub mod jobs;
+pub mod meta;
+pub mod model;
+pub mod ownership;
+pub mod reserved;
+mod routes;
+pub mod textpattern;
+pub mod values;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use axum::{Extension, Router};
+use clinicbox_api::{ApiError, ApiState};
+use clinicbox_dhis2::ServerTimeZone;
+use clinicbox_store::Store;
+
+pub use config::TrackerConfig;
+pub use import::{ImportParams, Imported};
+
+use crate::catalog::Catalog;
+
+struct Inner {
+    api: ApiState,
+    config: TrackerConfig,
+    /// The catalog; its write lock is also the import lock (see `catalog` module docs).
+    catalog: tokio::sync::RwLock<Catalog>,
+    /// One reservation of generated values at a time.
+    reserve_lock: tokio::sync::Mutex<()>,
+    /// "Break the glass" grants: (user, entity, program) → expiry (store ms).
+    overrides: Mutex<HashMap<(String, String, String), u64>>,
+}
+
+/// The tracker service: shared state of every tracker endpoint. Cheap to clone.
+#[derive(Clone)]
+pub struct Tracker {
+    inner: Arc<Inner>,
+}
+
+impl Tracker {
+    /// Builds the catalog from the store (reads every tracker record once).
+    pub async fn start(api: ApiState, config: TrackerConfig) -> Result<Tracker, ApiError> {
+        let store = api.store().clone();
+        let started = std::time::Instant::now();
+        let catalog = tokio::task::spawn_blocking(move || Catalog::build(&store.read()?))
+            .await
+            .map_err(|e| ApiError::Internal(format!("catalog build failed: {e}")))??;
+        tracing::info!(
+            tracked_entities = catalog.tes.len(),
+            enrollments = catalog.enrollments.len(),
+            events = catalog.events.len(),
+            relationships = catalog.relationships.len(),
+            duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "tracker catalog loaded"
+        );
+        Ok(Tracker {
+            inner: Arc::new(Inner {
+                api,
+                config,
+                catalog: tokio::sync::RwLock::new(catalog),
+                reserve_lock: tokio::sync::Mutex::new(()),
+                overrides: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn api(&self) -> &ApiState {
+        &self.inner.api
+    }
+    pub fn store(&self) -> &Store {
+        self.inner.api.store()
+    }
+    pub fn zone(&self) -> &ServerTimeZone {
+        self.inner.api.zone()
+    }
+    pub fn config(&self) -> &TrackerConfig {
+        &self.inner.config
+    }
+    pub fn catalog(&self) -> &tokio::sync::RwLock<Catalog> {
+        &self.inner.catalog
+    }
+
+    fn overrides_lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), u64>> {
+        self.inner
+            .overrides
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Grants `user` temporary ownership of `te` in `program`.
+    pub fn grant_override(&self, user: &str, te: &str, program: &str) {
+        let hours = u64::from(self.inner.config.ownership_override_hours.max(1));
+        let until = self.store().server_time_ms() + hours * 3_600_000;
+        self.overrides_lock()
+            .insert((user.into(), te.into(), program.into()), until);
+    }
+
+    pub fn has_override(&self, user: &str, te: &str, program: &str) -> bool {
+        let now = self.store().server_time_ms();
+        self.overrides_lock()
+            .get(&(user.into(), te.into(), program.into()))
+            .is_some_and(|until| *until > now)
+    }
+
+    /// The user's live overrides as (entity, program) pairs.
+    pub fn overrides_for(&self, user: &str) -> HashSet<(String, String)> {
+        let now = self.store().server_time_ms();
+        let mut map = self.overrides_lock();
+        map.retain(|_, until| *until > now);
+        map.keys()
+            .filter(|(u, _, _)| u == user)
+            .map(|(_, te, p)| (te.clone(), p.clone()))
+            .collect()
+    }
+}
+
+/// Every tracker route, for merging into the API router before its state is applied.
+pub fn routes(tracker: Tracker) -> Router<ApiState> {
+    routes::routes(tracker.inner.config.max_file_bytes).layer(Extension(tracker))
+}
+
+/// The tracker routes as a complete router (state applied), for merging into the daemon's.
+pub fn router(tracker: Tracker) -> Router {
+    let state = tracker.api().clone();
+    routes(tracker).with_state(state)
+}

@@ -1,0 +1,151 @@
+//! Program ownership: `PUT /api/tracker/ownership/transfer` and "break the glass"
+//! `POST /api/tracker/ownership/override` for protected programs.
+
+use axum::Extension;
+use axum::response::Response;
+use clinicbox_api::error::web_message_response;
+use clinicbox_api::query::Query;
+use clinicbox_api::{ApiError, ApiResult, AuthUser};
+use clinicbox_dhis2::{Uid, WebMessage};
+use clinicbox_store::{Collection, WriteError};
+
+use crate::Tracker;
+use crate::catalog::{self, Change, stamps};
+use crate::export::tracked_entities::te_readable;
+use crate::meta::Meta;
+use crate::model::{StoredOwner, StoredTrackedEntity};
+
+fn param<'a>(q: &'a Query, keys: &[&str]) -> Result<&'a str, ApiError> {
+    keys.iter()
+        .find_map(|k| q.get(k).filter(|v| !v.is_empty()))
+        .ok_or_else(|| ApiError::BadRequest(format!("Missing required parameter: {}", keys[0])))
+}
+
+fn uid(v: &str) -> Result<Uid, ApiError> {
+    Uid::try_from(v).map_err(|_| ApiError::BadRequest(format!("Invalid UID: {v}")))
+}
+
+/// `PUT /api/tracker/ownership/transfer?trackedEntity=&program=&ou=`.
+pub async fn transfer(
+    Extension(t): Extension<Tracker>,
+    user: AuthUser,
+    q: Query,
+) -> ApiResult<Response> {
+    let te = uid(param(&q, &["trackedEntity", "trackedEntityInstance"])?)?;
+    let program = param(&q, &["program"])?.to_string();
+    let ou = param(&q, &["ou", "orgUnit"])?.to_string();
+    let prog = user
+        .snapshot
+        .get("programs", &program)
+        .filter(|p| Meta::is_tracker_program(p))
+        .ok_or_else(|| ApiError::BadRequest(format!("Program {program} does not exist")))?;
+    if !user.snapshot.contains("organisationUnits", &ou) {
+        return Err(ApiError::BadRequest(format!(
+            "Organisation unit {ou} does not exist"
+        )));
+    }
+    if !Meta::new(&user.snapshot).program_in_org_unit(&program, &ou) {
+        return Err(ApiError::Conflict(format!(
+            "Program {program} is not assigned to organisation unit {ou}"
+        )));
+    }
+    if !user.can_search_in(&ou) {
+        return Err(ApiError::Forbidden(format!(
+            "Organisation unit is not part of the search scope: {ou}"
+        )));
+    }
+    // Under the import lock: the catalog and the store change together.
+    let mut cat = t.catalog().write().await;
+    let m = cat
+        .tes
+        .get(&te)
+        .filter(|m| !m.stamps.deleted)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("TrackedEntity with id {te} could not be found."))
+        })?;
+    te_readable(&user, &t, m, te, Some((program.as_str(), prog)))?;
+    let rec = t
+        .store()
+        .read()?
+        .get(Collection::TRACKED_ENTITIES, te.as_str())?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("TrackedEntity with id {te} could not be found."))
+        })?;
+    let mut stored: StoredTrackedEntity = rec
+        .json()
+        .map_err(|e| ApiError::Internal(format!("reading a tracked entity: {e}")))?;
+    match stored
+        .program_owners
+        .iter_mut()
+        .find(|o| o.program == program)
+    {
+        Some(o) => o.org_unit = ou.clone(),
+        None => stored.program_owners.push(StoredOwner {
+            program: program.clone(),
+            org_unit: ou.clone(),
+        }),
+    }
+    let body = stored.clone();
+    let key = te.to_string();
+    let committed = t
+        .store()
+        .write(move |ctx| ctx.put_json(Collection::TRACKED_ENTITIES, &key, &body))
+        .await
+        .map_err(|e| match e {
+            WriteError::Rejected(e) | WriteError::Store(e) => ApiError::Store(e),
+        })?;
+    let mut s = stamps(&rec);
+    s.updated_ms = committed.commit.at_ms;
+    if let Some(meta) = catalog::te_meta(&stored, s) {
+        cat.apply(vec![Change::Te(te, meta)]);
+    }
+    tracing::info!(tracked_entity.uid = %te, program.uid = %program, org_unit.uid = %ou, "ownership transferred");
+    Ok(web_message_response(&WebMessage::new(
+        200,
+        "Ownership transferred",
+    )))
+}
+
+/// `POST /api/tracker/ownership/override?trackedEntity=&program=&reason=`.
+pub async fn grant(
+    Extension(t): Extension<Tracker>,
+    user: AuthUser,
+    q: Query,
+) -> ApiResult<Response> {
+    let te = uid(param(&q, &["trackedEntity", "trackedEntityInstance"])?)?;
+    let program = param(&q, &["program"])?.to_string();
+    let reason = q.get("reason").unwrap_or("").trim();
+    if reason.is_empty() {
+        return Err(ApiError::BadRequest(
+            "Reason is required to break the glass".into(),
+        ));
+    }
+    let prog = user
+        .snapshot
+        .get("programs", &program)
+        .ok_or_else(|| ApiError::BadRequest(format!("Program {program} does not exist")))?;
+    {
+        let cat = t.catalog().read().await;
+        let m = cat
+            .tes
+            .get(&te)
+            .filter(|m| !m.stamps.deleted)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("TrackedEntity with id {te} could not be found."))
+            })?;
+        // Breaking the glass needs the entity in the search scope.
+        if !user.can_search_in(m.owner(Uid::try_from(program.as_str()).ok()).as_str()) {
+            return Err(ApiError::Forbidden(
+                "Organisation unit is not part of the search scope".into(),
+            ));
+        }
+    }
+    if Meta::access_level(prog) == "PROTECTED" {
+        t.grant_override(&user.uid, te.as_str(), &program);
+    }
+    tracing::info!(tracked_entity.uid = %te, program.uid = %program, user.uid = %user.uid, "ownership override granted");
+    Ok(web_message_response(&WebMessage::new(
+        200,
+        "Temporary Ownership granted",
+    )))
+}
