@@ -35,7 +35,7 @@ case "$cmd" in
     need_rust
     # The end-to-end tests start the real binary, so build it first.
     cargo build --workspace --locked --bins
-    cargo test --workspace --locked "$@"
+    cargo test --workspace --locked --no-fail-fast "$@"
     ;;
   run)
     need_rust
