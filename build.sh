@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
 die() { echo "build.sh: $*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 is missing: $2"; }
@@ -40,7 +41,7 @@ case "$cmd" in
   run)
     need_rust
     cargo build --locked -p clinicbox
-    exec "$ROOT/target/debug/clinicbox" serve --demo --data-dir "$ROOT/demo-data" "$@"
+    exec "$TARGET/debug/clinicbox" serve --demo --data-dir "$ROOT/demo-data" "$@"
     ;;
   bench)
     need_rust
@@ -61,7 +62,7 @@ case "$cmd" in
   release)
     need_rust
     cargo build --profile dist --locked -p clinicbox "$@"
-    echo "$ROOT/target/dist/clinicbox"
+    echo "$TARGET/dist/clinicbox"
     ;;
   image)
     need_rust
