@@ -36,6 +36,8 @@ pub fn apply_overrides(mut cfg: Config, o: &ServeOverrides) -> Config {
         cfg.store.credential = None;
         cfg.store.pin_file = None;
         cfg.store.key_file = None;
+        cfg.box_info.name = "clinicbox-demo".into();
+        cfg.box_info.clinic_name = "Riverside Clinic A (demo)".into();
     }
     if let Some(d) = &o.data_dir {
         cfg.data_dir = d.clone();
