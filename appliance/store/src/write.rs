@@ -125,17 +125,7 @@ impl WriteCtx<'_> {
     /// Writes a live record (creating it, updating it, or bringing back a tombstone; whether the
     /// latter is allowed is the caller's rule).
     pub fn put(&mut self, c: Collection, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
-        check_key(key)?;
-        let created_ms = self.get(c, key)?.map_or(self.now_ms, |r| r.created_ms);
-        let r = Record {
-            seq: 0,
-            created_ms,
-            updated_ms: self.now_ms,
-            deleted: false,
-            body,
-        };
-        self.mine.put(c, key.to_owned(), r);
-        Ok(())
+        self.write_record(c, key, body, false)
     }
 
     /// Serialises `value` as JSON and writes it.
@@ -174,13 +164,24 @@ impl WriteCtx<'_> {
         key: &str,
         body: Vec<u8>,
     ) -> Result<(), StoreError> {
+        self.write_record(c, key, body, true)
+    }
+
+    /// Buffers a record at this commit's time, keeping the first write's `created_ms`.
+    fn write_record(
+        &mut self,
+        c: Collection,
+        key: &str,
+        body: Vec<u8>,
+        deleted: bool,
+    ) -> Result<(), StoreError> {
         check_key(key)?;
         let created_ms = self.get(c, key)?.map_or(self.now_ms, |r| r.created_ms);
         let r = Record {
             seq: 0,
             created_ms,
             updated_ms: self.now_ms,
-            deleted: true,
+            deleted,
             body,
         };
         self.mine.put(c, key.to_owned(), r);
