@@ -13,11 +13,12 @@ use clinicbox_dhis2::tracker::{Enrollment, EnrollmentStatus};
 use clinicbox_store::{Collection, ReadView};
 use serde_json::Value;
 
+use super::listing::{page_response, relationships, renderer};
 use super::render::{Renderer, to_map};
 use super::tracked_entities::{live_rels, te_readable};
 use super::{
-    OrgUnitSelection, PageLink, Paging, SortKey, child, compare_by, date_param, fields, order,
-    page_body, uid_list, wants,
+    OrgUnitSelection, Paging, SortKey, child, compare_by, date_param, fields, order, uid_list,
+    wants,
 };
 use crate::Tracker;
 use crate::catalog::{Catalog, EnMeta};
@@ -88,11 +89,7 @@ fn render(
         }
     }
     if wants(fields, "relationships") {
-        for rel in &parts.rels {
-            if let Some(rec) = read.get(Collection::RELATIONSHIPS, rel.as_str())? {
-                e.relationships.push(r.relationship(rel.as_str(), &rec)?);
-            }
-        }
+        e.relationships.extend(relationships(r, &parts.rels)?);
     }
     let mut map = to_map(&e)?;
     for k in ["events", "attributes", "relationships", "notes"] {
@@ -200,11 +197,7 @@ pub async fn list(
     let total = uids.len();
     let page = paging.slice(&uids);
     let read = t.store().read()?;
-    let r = Renderer {
-        state: &state,
-        snap: &user.snapshot,
-        read: &read,
-    };
+    let r = renderer(&state, &user, &read);
     let mut items = Vec::new();
     for u in page {
         if let Some(p) = parts_of.get(&u) {
@@ -213,10 +206,14 @@ pub async fn list(
             }
         }
     }
-    let link = PageLink::new(&state, &headers, &uri);
-    Ok(json_response(
-        StatusCode::OK,
-        &page_body("enrollments", items, &paging, total, &link),
+    Ok(page_response(
+        &state,
+        &headers,
+        &uri,
+        "enrollments",
+        items,
+        &paging,
+        total,
     ))
 }
 
@@ -239,11 +236,7 @@ pub async fn get_one(
         parts(&cat, u, false)
     };
     let read = t.store().read()?;
-    let r = Renderer {
-        state: &state,
-        snap: &user.snapshot,
-        read: &read,
-    };
+    let r = renderer(&state, &user, &read);
     let v = render(&r, &read, u, &p, &fields)?.ok_or_else(not_found)?;
     Ok(json_response(StatusCode::OK, &v))
 }

@@ -14,11 +14,12 @@ use clinicbox_store::Collection;
 use serde_json::Value;
 
 use super::filters::ValueFilter;
-use super::render::{Renderer, to_map};
+use super::listing::{page_response, relationships, renderer};
+use super::render::to_map;
 use super::tracked_entities::{live_rels, te_readable};
 use super::{
-    OrgUnitSelection, PageLink, Paging, SortKey, compare_by, date_param, fields, order, page_body,
-    ts_ms, uid_list, wants,
+    OrgUnitSelection, Paging, SortKey, compare_by, date_param, fields, order, ts_ms, uid_list,
+    wants,
 };
 use crate::Tracker;
 use crate::catalog::{Catalog, EvMeta};
@@ -226,32 +227,24 @@ pub async fn list(
     } else {
         std::collections::HashMap::new()
     };
-    let renderer = Renderer {
-        state: &state,
-        snap: &user.snapshot,
-        read: &read,
-    };
+    let renderer = renderer(&state, &user, &read);
     let mut items = Vec::with_capacity(page.len());
     for u in &page {
         let Some(rec) = read.get(Collection::EVENTS, u.as_str())? else {
             continue;
         };
         let mut ev = renderer.event(u.as_str(), &rec)?;
-        for r in rels.get(u).map(Vec::as_slice).unwrap_or(&[]) {
-            if let Some(rec) = read.get(Collection::RELATIONSHIPS, r.as_str())? {
-                ev.relationships
-                    .push(renderer.relationship(r.as_str(), &rec)?);
-            }
-        }
+        ev.relationships.extend(relationships(
+            &renderer,
+            rels.get(u).map(Vec::as_slice).unwrap_or(&[]),
+        )?);
         let mut map = to_map(&ev)?;
         map.entry("relationships")
             .or_insert(Value::Array(Vec::new()));
         items.push(project(&map, &fields, &NoResolve));
     }
-    let link = PageLink::new(&state, &headers, &uri);
-    Ok(json_response(
-        StatusCode::OK,
-        &page_body("events", items, &paging, total, &link),
+    Ok(page_response(
+        &state, &headers, &uri, "events", items, &paging, total,
     ))
 }
 
@@ -274,20 +267,11 @@ pub async fn get_one(
         live_rels(&cat, u, false)
     };
     let read = t.store().read()?;
-    let renderer = Renderer {
-        state: &state,
-        snap: &user.snapshot,
-        read: &read,
-    };
+    let renderer = renderer(&state, &user, &read);
     let rec = read.get(Collection::EVENTS, &uid)?.ok_or_else(not_found)?;
     let mut ev = renderer.event(&uid, &rec)?;
     if wants(&fields, "relationships") {
-        for r in rels {
-            if let Some(rec) = read.get(Collection::RELATIONSHIPS, r.as_str())? {
-                ev.relationships
-                    .push(renderer.relationship(r.as_str(), &rec)?);
-            }
-        }
+        ev.relationships.extend(relationships(&renderer, &rels)?);
     }
     let map = to_map(&ev)?;
     Ok(json_response(

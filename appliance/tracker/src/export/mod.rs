@@ -8,6 +8,7 @@
 pub mod enrollments;
 pub mod events;
 pub mod filters;
+mod listing;
 pub mod relationships;
 pub mod render;
 pub mod tracked_entities;

@@ -13,9 +13,10 @@ use clinicbox_dhis2::Uid;
 use clinicbox_dhis2::tracker::TrackerType;
 use clinicbox_store::Collection;
 
-use super::render::{Renderer, to_map};
+use super::listing::{page_response, renderer};
+use super::render::to_map;
 use super::tracked_entities::{live_rels, te_readable};
-use super::{PageLink, Paging, fields, page_body};
+use super::{Paging, fields};
 use crate::Tracker;
 use crate::catalog::Catalog;
 
@@ -82,11 +83,7 @@ pub async fn list(
     let total = uids.len();
     let page = paging.slice(&uids);
     let read = t.store().read()?;
-    let r = Renderer {
-        state: &state,
-        snap: &user.snapshot,
-        read: &read,
-    };
+    let r = renderer(&state, &user, &read);
     let mut items = Vec::new();
     for u in page {
         if let Some(rec) = read.get(Collection::RELATIONSHIPS, u.as_str())? {
@@ -97,10 +94,14 @@ pub async fn list(
             ));
         }
     }
-    let link = PageLink::new(&state, &headers, &uri);
-    Ok(json_response(
-        StatusCode::OK,
-        &page_body("relationships", items, &paging, total, &link),
+    Ok(page_response(
+        &state,
+        &headers,
+        &uri,
+        "relationships",
+        items,
+        &paging,
+        total,
     ))
 }
 
@@ -126,11 +127,7 @@ pub async fn get_one(
         }
     }
     let read = t.store().read()?;
-    let r = Renderer {
-        state: &state,
-        snap: &user.snapshot,
-        read: &read,
-    };
+    let r = renderer(&state, &user, &read);
     let rec = read
         .get(Collection::RELATIONSHIPS, &uid)?
         .ok_or_else(not_found)?;

@@ -17,10 +17,11 @@ use clinicbox_store::{Collection, ReadView};
 use serde_json::{Map, Value};
 
 use super::filters::ValueFilter;
+use super::listing::{page_response, relationships, renderer};
 use super::render::{Renderer, to_map};
 use super::{
-    OrgUnitSelection, PageLink, Paging, SortKey, child, compare_by, date_param, fields, order,
-    page_body, ts_ms, uid_list, wants,
+    OrgUnitSelection, Paging, SortKey, child, compare_by, date_param, fields, order, ts_ms,
+    uid_list, wants,
 };
 use crate::Tracker;
 use crate::catalog::{Catalog, TeMeta};
@@ -290,11 +291,7 @@ pub async fn list(
     }
     let total = uids.len();
     let page = paging.slice(&uids);
-    let renderer = Renderer {
-        state: &state,
-        snap,
-        read: &read,
-    };
+    let renderer = renderer(&state, &user, &read);
     let children = Children::collect(&t, &page, program_uid, p.include_deleted, &fields).await;
     let mut items = Vec::with_capacity(page.len());
     for u in &page {
@@ -309,10 +306,14 @@ pub async fn list(
             items.push(v);
         }
     }
-    let link = PageLink::new(&state, &headers, &uri);
-    Ok(json_response(
-        StatusCode::OK,
-        &page_body("trackedEntities", items, &paging, total, &link),
+    Ok(page_response(
+        &state,
+        &headers,
+        &uri,
+        "trackedEntities",
+        items,
+        &paging,
+        total,
     ))
 }
 
@@ -466,41 +467,22 @@ fn render_te(
                 for ev in events {
                     if let Some(rec) = read.get(Collection::EVENTS, ev.as_str())? {
                         let mut event = r.event(ev.as_str(), &rec)?;
-                        for rel in children
-                            .event_relationships
-                            .get(ev)
-                            .map(Vec::as_slice)
-                            .unwrap_or(&[])
-                        {
-                            if let Some(rec) = read.get(Collection::RELATIONSHIPS, rel.as_str())? {
-                                event
-                                    .relationships
-                                    .push(r.relationship(rel.as_str(), &rec)?);
-                            }
-                        }
+                        let ev_rels = children.event_relationships.get(ev);
+                        event
+                            .relationships
+                            .extend(relationships(r, ev_rels.map(Vec::as_slice).unwrap_or(&[]))?);
                         e.events.push(event);
                     }
                 }
             }
-            for rel in rels {
-                if let Some(rec) = read.get(Collection::RELATIONSHIPS, rel.as_str())? {
-                    e.relationships.push(r.relationship(rel.as_str(), &rec)?);
-                }
-            }
+            e.relationships.extend(relationships(r, rels)?);
             te.enrollments.push(e);
         }
     }
     if wants(fields, "relationships") {
-        for rel in children
-            .relationships
-            .get(&u)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-        {
-            if let Some(rec) = read.get(Collection::RELATIONSHIPS, rel.as_str())? {
-                te.relationships.push(r.relationship(rel.as_str(), &rec)?);
-            }
-        }
+        let rels = children.relationships.get(&u);
+        te.relationships
+            .extend(relationships(r, rels.map(Vec::as_slice).unwrap_or(&[]))?);
     }
     let mut map = to_map(&te)?;
     // Empty collections are still written, as DHIS2 does.
@@ -558,11 +540,7 @@ pub async fn get_one(
         te_readable(&user, &t, m, u, program.as_deref().zip(prog))?;
     }
     let read = t.store().read()?;
-    let renderer = Renderer {
-        state: &state,
-        snap,
-        read: &read,
-    };
+    let renderer = renderer(&state, &user, &read);
     let children = Children::collect(&t, &[u], program_uid, include_deleted, &fields).await;
     let v = render_te(&renderer, &children, u, program.as_deref(), &fields, &read)?
         .ok_or_else(not_found)?;

@@ -1,0 +1,293 @@
+//! Plans enrollments: validation against the program and merge.
+
+use std::collections::HashSet;
+
+use clinicbox_dhis2::Uid;
+use clinicbox_dhis2::tracker::{
+    Enrollment, EnrollmentStatus, ImportStrategy, TrackerType, ValidationCode,
+};
+
+use super::{Errs, Exists, Kind, Planner, Slot, is_set};
+use crate::meta::{self, Meta};
+use crate::model::{StoredEnrollment, StoredOwner};
+
+use TrackerType::{Enrollment as EN, TrackedEntity as TE};
+use ValidationCode as C;
+
+impl Planner<'_> {
+    pub(super) fn enrollment(&mut self, index: usize, en: Enrollment) {
+        let uid = en.enrollment.clone().unwrap_or_default();
+        let mut e = Errs::new(EN, &uid);
+        if !Uid::is_valid(&uid) {
+            e.add(C::E1048, &["Enrollment", &uid]);
+            return self.fail(e, index);
+        }
+        let strategy = self.params.import_strategy;
+        let existing = match self.exists(EN, &uid) {
+            Exists::Deleted => {
+                e.add(C::E1113, &[&uid]);
+                return self.fail(e, index);
+            }
+            Exists::Live if strategy == ImportStrategy::Create => {
+                e.add(C::E1080, &[&uid]);
+                return self.fail(e, index);
+            }
+            Exists::Missing if strategy == ImportStrategy::Update => {
+                e.add(C::E1081, &[&uid]);
+                return self.fail(e, index);
+            }
+            Exists::Missing => None,
+            Exists::Live => match self.en_slot(&uid) {
+                Some(s) => Some((s.stored.clone(), s.created_ms)),
+                None => {
+                    e.add(C::E1081, &[&uid]);
+                    return self.fail(e, index);
+                }
+            },
+        };
+        let old = existing.as_ref().map(|(s, _)| s);
+        let program = is_set(&en.program)
+            .map(str::to_string)
+            .or_else(|| old.map(|s| s.program.clone()));
+        let te = is_set(&en.tracked_entity)
+            .map(str::to_string)
+            .or_else(|| old.map(|s| s.tracked_entity.clone()));
+        let org_unit = is_set(&en.org_unit)
+            .map(str::to_string)
+            .or_else(|| old.map(|s| s.org_unit.clone()));
+        for (v, name) in [
+            (&program, "program"),
+            (&te, "trackedEntity"),
+            (&org_unit, "orgUnit"),
+        ] {
+            if v.is_none() {
+                e.add(C::E1122, &[name]);
+            }
+        }
+        let (Some(program), Some(te), Some(org_unit)) = (program, te, org_unit) else {
+            return self.fail(e, index);
+        };
+        let Some(prog) = self.meta.program(&program) else {
+            e.add(C::E1069, &[&program]);
+            return self.fail(e, index);
+        };
+        if !Meta::is_tracker_program(prog) {
+            e.add(C::E1014, &[&program]);
+            return self.fail(e, index);
+        }
+        if self.failed.contains(&te) {
+            e.add(C::E5000, &["Enrollment", &uid, "TrackedEntity", &te]);
+            return self.fail(e, index);
+        }
+        if self.exists(TE, &te) != Exists::Live {
+            e.add(C::E1068, &[&te]);
+            return self.fail(e, index);
+        }
+        if !self.meta.org_unit_exists(&org_unit) {
+            e.add(C::E1070, &[&org_unit]);
+            return self.fail(e, index);
+        }
+        if !self.can_capture(&org_unit) {
+            e.add(C::E1000, &[&self.user.username, &org_unit]);
+        }
+        if !self.meta.program_in_org_unit(&program, &org_unit) {
+            e.add(C::E1041, &[&org_unit, &program]);
+        }
+        if let Some(o) = old {
+            if o.program != program {
+                e.add(C::E1127, &["program"]);
+            }
+            if o.tracked_entity != te {
+                e.add(C::E1127, &["trackedEntity"]);
+            }
+        }
+        if !self.can_write(&program, prog) {
+            e.add(C::E1091, &[&self.user.username, &program]);
+        }
+        let Some(te_stored) = self.te_slot(&te).map(|s| s.stored.clone()) else {
+            e.add(C::E1068, &[&te]);
+            return self.fail(e, index);
+        };
+        if Meta::program_tet(prog).as_deref() != Some(te_stored.tracked_entity_type.as_str()) {
+            e.add(C::E1022, &[&te, &program]);
+        }
+        let owner = te_stored
+            .owner(&program)
+            .unwrap_or(org_unit.as_str())
+            .to_string();
+        if !self.owner_ok(prog, &program, &owner, &te) {
+            e.add(C::E1102, &[&self.user.username, &te, &program]);
+        }
+        let enrolled_at = en.enrolled_at.or_else(|| old.map(|s| s.enrolled_at));
+        let Some(enrolled_at) = enrolled_at else {
+            e.add(C::E1025, &[]);
+            return self.fail(e, index);
+        };
+        if !meta::bool_of(prog, "selectEnrollmentDatesInFuture") && self.future(&enrolled_at) {
+            e.add(C::E1020, &[&enrolled_at.to_string()]);
+        }
+        let status = en
+            .status
+            .or_else(|| old.map(|s| s.status))
+            .unwrap_or(EnrollmentStatus::Active);
+        // Status rules against the entity's other enrollments in the program.
+        let becomes_active = status == EnrollmentStatus::Active
+            && old.is_none_or(|o| o.status != EnrollmentStatus::Active);
+        let others = self.other_enrollments(&te, &program, &uid);
+        if becomes_active && others.contains(&EnrollmentStatus::Active) {
+            e.add(C::E1015, &[&te, &program]);
+        }
+        if old.is_none() && meta::bool_of(prog, "onlyEnrollOnce") && !others.is_empty() {
+            e.add(C::E1016, &[&te, &program]);
+        }
+        // Program attributes are stored on the entity, as in DHIS2.
+        let program_attrs = Meta::program_attributes(prog);
+        let allowed: HashSet<String> = program_attrs.iter().map(|m| m.uid.clone()).collect();
+        let mut attrs = te_stored.attributes.clone();
+        self.merge_attributes(&mut e, &te, &mut attrs, &en.attributes, Some(&allowed));
+        if !e.any() {
+            for m in &program_attrs {
+                if m.mandatory && !attrs.iter().any(|a| a.attribute == m.uid) {
+                    e.add(C::E1018, &[&m.uid, &program, &uid]);
+                }
+            }
+        }
+        let aoc = is_set(&en.attribute_option_combo)
+            .map(str::to_string)
+            .or_else(|| old.and_then(|o| o.attribute_option_combo.clone()))
+            .or_else(|| self.default_coc());
+        if e.any() {
+            return self.fail(e, index);
+        }
+        let mut stored = old.cloned().unwrap_or_else(|| StoredEnrollment {
+            tracked_entity: te.clone(),
+            program: program.clone(),
+            org_unit: org_unit.clone(),
+            status,
+            enrolled_at,
+            occurred_at: None,
+            completed_at: None,
+            completed_by: None,
+            follow_up: false,
+            geometry: None,
+            attribute_option_combo: None,
+            notes: Vec::new(),
+            created_at_client: en.created_at_client,
+            updated_at_client: None,
+            created_by: Some(self.user.username.clone()),
+            updated_by: None,
+            complete_now: false,
+        });
+        stored.org_unit = org_unit.clone();
+        stored.enrolled_at = enrolled_at;
+        if en.occurred_at.is_some() {
+            stored.occurred_at = en.occurred_at;
+        }
+        if let Some(f) = en.follow_up {
+            stored.follow_up = f;
+        }
+        if en.geometry.is_some() {
+            stored.geometry = en.geometry.clone();
+        }
+        if en.updated_at_client.is_some() {
+            stored.updated_at_client = en.updated_at_client;
+        }
+        stored.attribute_option_combo = aoc;
+        let was = stored.status;
+        stored.status = status;
+        if status == EnrollmentStatus::Completed {
+            if en.completed_at.is_some() {
+                stored.completed_at = en.completed_at;
+            } else if was != EnrollmentStatus::Completed || stored.completed_at.is_none() {
+                stored.complete_now = true;
+            }
+            if was != EnrollmentStatus::Completed || stored.completed_by.is_none() {
+                stored.completed_by = Some(self.user.username.clone());
+            }
+        } else {
+            stored.completed_at = None;
+            stored.completed_by = None;
+        }
+        let mut notes = std::mem::take(&mut stored.notes);
+        self.merge_notes(EN, &uid, &mut notes, en.notes);
+        stored.notes = notes;
+        let changed = old.is_none_or(|o| *o != stored);
+        if changed && old.is_some() {
+            stored.updated_by = Some(self.user.username.clone());
+        }
+        // Entity side: merged attributes and, for a first enrollment, the program owner.
+        if let Some(slot) = self.te_slot(&te) {
+            if slot.stored.attributes != attrs {
+                slot.stored.attributes = attrs;
+                slot.dirty = true;
+            }
+            if slot.stored.owner(&program).is_none() {
+                slot.stored.program_owners.push(StoredOwner {
+                    program: program.clone(),
+                    org_unit: org_unit.clone(),
+                });
+                slot.dirty = true;
+            }
+            if changed {
+                slot.dirty = true;
+            }
+        }
+        let kind = if old.is_some() {
+            Kind::Updated
+        } else {
+            Kind::Created
+        };
+        let created_ms = existing.as_ref().and_then(|(_, c)| *c);
+        if !self.ens.contains_key(&uid) {
+            self.order.push((EN, uid.clone()));
+        }
+        self.planned_enrollments
+            .entry((te.clone(), program.clone()))
+            .or_default()
+            .insert(uid.clone());
+        self.ens.insert(
+            uid.clone(),
+            Slot {
+                stored,
+                created_ms,
+                dirty: changed,
+                deleted: false,
+            },
+        );
+        self.outcome(EN, &uid, index, kind);
+    }
+
+    /// Statuses of the entity's other live enrollments in `program` (store and payload).
+    fn other_enrollments(&self, te: &str, program: &str, me: &str) -> Vec<EnrollmentStatus> {
+        let mut out = Vec::new();
+        let key = (te.to_string(), program.to_string());
+        let planned = self.planned_enrollments.get(&key);
+        for uid in planned.into_iter().flatten() {
+            if let Some(s) = self.ens.get(uid) {
+                if uid != me && !s.deleted {
+                    out.push(s.stored.status);
+                }
+            }
+        }
+        if let (Ok(t), Ok(p)) = (Uid::try_from(te), Uid::try_from(program)) {
+            for en in self.cat.enrollments_of(t) {
+                if en.as_str() == me || planned.is_some_and(|set| set.contains(en.as_str())) {
+                    continue;
+                }
+                // A stored enrollment changed earlier in this payload counts as planned.
+                if let Some(s) = self.ens.get(en.as_str()) {
+                    if !s.deleted && s.stored.program == program {
+                        out.push(s.stored.status);
+                    }
+                    continue;
+                }
+                if let Some(m) = self.cat.enrollments.get(en) {
+                    if !m.stamps.deleted && m.program == p {
+                        out.push(m.status);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
