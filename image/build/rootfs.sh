@@ -1,0 +1,210 @@
+#!/bin/bash
+# Build (or take from the cache) the Debian root filesystem for one architecture.
+#
+#   rootfs.sh ARCH OUT_TARBALL
+#
+# The result is a zstd tarball of a debootstrapped bookworm with the packages of
+# image/packages/{common,ARCH}.list installed, pinned to image/packages/ARCH.lock
+# where possible. It holds nothing ClinicBox-specific: customise.sh adds that per
+# build. The tarball is cached under $CLINICBOX_IMAGE_CACHE, keyed by the hash of
+# the package lists, the lock, this script and the mirror settings, so a build
+# only re-runs debootstrap when one of those changes (arm64 under qemu-user takes
+# minutes).
+#
+# Env: CLINICBOX_DEBIAN_MIRROR (default http://deb.debian.org/debian),
+#      CLINICBOX_DEBIAN_SNAPSHOT (e.g. 20261120T000000Z: use snapshot.debian.org),
+#      CLINICBOX_IMAGE_STRICT_PINS=1 (fail instead of warn when a pin is gone),
+#      CLINICBOX_IMAGE_UPDATE_LOCK=1 (rewrite ARCH.lock from what was installed).
+set -euo pipefail
+
+ARCH=${1:?arch (amd64|arm64)}
+OUT=${2:?output tarball}
+HERE=$(cd "$(dirname "$0")" && pwd)
+IMAGE=$(dirname "$HERE")
+PKGDIR=$IMAGE/packages
+SUITE=bookworm
+CACHE=${CLINICBOX_IMAGE_CACHE:-/var/cache/clinicbox/image}
+
+if [[ -n ${CLINICBOX_DEBIAN_SNAPSHOT:-} ]]; then
+    MIRROR=https://snapshot.debian.org/archive/debian/$CLINICBOX_DEBIAN_SNAPSHOT
+    SECURITY=https://snapshot.debian.org/archive/debian-security/$CLINICBOX_DEBIAN_SNAPSHOT
+else
+    MIRROR=${CLINICBOX_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+    SECURITY=${CLINICBOX_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+fi
+
+log() { printf '[rootfs %s] %s\n' "$ARCH" "$*" >&2; }
+
+packages() {
+    sed -e 's/#.*//' -e 's/[[:space:]]//g' "$PKGDIR/common.list" "$PKGDIR/$ARCH.list" | grep -v '^$' | sort -u
+}
+
+# Packages only unpacked into the root (see $ARCH.unpack), never installed.
+unpack_packages() {
+    [[ -f $PKGDIR/$ARCH.unpack ]] || return 0
+    sed -e 's/#.*//' -e 's/[[:space:]]//g' "$PKGDIR/$ARCH.unpack" | grep -v '^$' | sort -u
+}
+
+LOCK=$PKGDIR/$ARCH.lock
+key=$( {
+    echo "$SUITE $MIRROR $SECURITY $ARCH"
+    packages
+    unpack_packages
+    [[ -f $LOCK ]] && cat "$LOCK"
+    cat "$0"
+} | sha256sum | cut -c1-16)
+CACHED=$CACHE/rootfs-$ARCH-$key.tar.zst
+
+if [[ -f $CACHED && -z ${CLINICBOX_IMAGE_UPDATE_LOCK:-} ]]; then
+    log "cache hit: $CACHED"
+    ln -f "$CACHED" "$OUT" 2>/dev/null || cp "$CACHED" "$OUT"
+    exit 0
+fi
+log "cache miss (key $key): building with debootstrap from $MIRROR"
+
+mkdir -p "$CACHE"
+WORK=$(mktemp -d "$CACHE/rootfs-$ARCH.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+R=$WORK/root
+
+if [[ $ARCH != "$(dpkg --print-architecture)" ]]; then
+    # Foreign root: maintainer scripts run under qemu-user through binfmt.
+    mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+    update-binfmts --enable "qemu-${ARCH/arm64/aarch64}" >/dev/null 2>&1 || true
+fi
+
+start=$(date +%s)
+debootstrap --arch="$ARCH" --variant=minbase --components=main,non-free-firmware \
+    "$SUITE" "$R" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
+    tail -30 "$WORK/debootstrap.log" >&2
+    exit 1
+}
+log "debootstrap: $(($(date +%s) - start)) s"
+
+cat >"$R/etc/apt/sources.list" <<EOF
+deb $MIRROR $SUITE main non-free-firmware
+deb $MIRROR $SUITE-updates main non-free-firmware
+deb $SECURITY $SUITE-security main non-free-firmware
+# Only for packages named "pkg/$SUITE-backports" in a list (the Pi kernel).
+deb $MIRROR $SUITE-backports main non-free-firmware
+EOF
+# Keep images small: no recommends, no docs, no translations.
+cat >"$R/etc/apt/apt.conf.d/90clinicbox" <<'EOF'
+APT::Install-Recommends "false";
+APT::Install-Suggests "false";
+Acquire::Languages "none";
+EOF
+cat >"$R/etc/dpkg/dpkg.cfg.d/90clinicbox-nodoc" <<'EOF'
+path-exclude=/usr/share/doc/*
+path-include=/usr/share/doc/*/copyright
+path-exclude=/usr/share/man/*
+path-exclude=/usr/share/info/*
+path-exclude=/usr/share/locale/*
+path-exclude=/usr/share/lintian/*
+EOF
+# The initramfs must find root on any disk controller, so not MODULES=dep (that
+# would follow the build host); zstd decompresses fastest on the Pi.
+mkdir -p "$R/etc/initramfs-tools/conf.d"
+printf 'MODULES=most\nCOMPRESS=zstd\n' >"$R/etc/initramfs-tools/conf.d/clinicbox.conf"
+# The initramfs is built once, after all packages (under qemu-user each build
+# takes minutes, and the kernel's postinst plus the trigger would build it
+# twice): INITRD=No below silences the kernel hook, this the trigger.
+mkdir -p "$R/etc/initramfs-tools"
+echo 'update_initramfs=no' >"$R/etc/initramfs-tools/update-initramfs.conf"
+# Placeholder host keys stop openssh-server's postinst from generating keys
+# (slow under emulation); customise.sh deletes them: each box makes its own.
+mkdir -p "$R/etc/ssh"
+for t in rsa ecdsa ed25519; do : >"$R/etc/ssh/ssh_host_${t}_key"; : >"$R/etc/ssh/ssh_host_${t}_key.pub"; done
+
+# Everything below runs in a private mount namespace, so no mount outlives it.
+PKGS=$(packages | tr '\n' ' ')
+UNPACK=$(unpack_packages | tr '\n' ' ')
+unshare --mount --propagation private env R="$R" PKGS="$PKGS" UNPACK="$UNPACK" LOCK="$LOCK" \
+    STRICT="${CLINICBOX_IMAGE_STRICT_PINS:-}" bash -euo pipefail -c '
+    mount -t proc proc "$R/proc"
+    mount -t sysfs sys "$R/sys"
+    mount --bind /dev "$R/dev"
+    mount -t devpts devpts "$R/dev/pts"
+    cp /etc/resolv.conf "$R/etc/resolv.conf"
+    printf "#!/bin/sh\nexit 101\n" >"$R/usr/sbin/policy-rc.d"; chmod +x "$R/usr/sbin/policy-rc.d"
+    export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 INITRD=No
+    chroot "$R" apt-get update -q >/dev/null
+    # Packages unpacked without installing (no maintainer scripts), e.g. the Pi
+    # firmware whose kernel hooks expect a mounted /boot/firmware. Fetched first:
+    # installing systemd-resolved later replaces the chroot'"'"'s resolv.conf.
+    if [[ -n $UNPACK ]]; then
+        chroot "$R" sh -c "cd /tmp && apt-get download -q $UNPACK" >"$R/../download.log" 2>&1 ||
+            { cat "$R/../download.log" >&2; exit 1; }
+        mkdir -p "$R/../debs"
+        mv "$R"/tmp/*.deb "$R/../debs/"
+    fi
+    # confold: keep the update-initramfs.conf written above.
+    chroot "$R" apt-get install -y -q -o Dpkg::Options::=--force-confold $PKGS >"$R/../install.log" 2>&1 || { tail -30 "$R/../install.log" >&2; exit 1; }
+    # Pin: move every package the lock names to its locked version.
+    if [[ -f $LOCK ]]; then
+        want=(); drift=()
+        while read -r name ver; do
+            [[ -z $name || $name == \#* ]] && continue
+            have=$(chroot "$R" dpkg-query -W -f="\${Version}" "$name" 2>/dev/null || true)
+            [[ -z $have || $have == "$ver" ]] && continue
+            if chroot "$R" apt-cache madison "$name" | awk -v v="$ver" "\$3==v{f=1} END{exit !f}"; then
+                want+=("$name=$ver")
+            else
+                drift+=("$name locked $ver, mirror has $have")
+            fi
+        done <"$LOCK"
+        if ((${#want[@]})); then
+            chroot "$R" apt-get install -y -q --allow-downgrades "${want[@]}" >>"$R/../install.log" 2>&1
+        fi
+        if ((${#drift[@]})); then
+            printf "PIN DRIFT: %s\n" "${drift[@]}" >&2
+            [[ -n $STRICT ]] && { echo "strict pins: refresh image/packages/*.lock (CLINICBOX_IMAGE_UPDATE_LOCK=1) and review" >&2; exit 1; }
+        fi
+    fi
+    printf "update_initramfs=yes\nbackup_initramfs=no\n" >"$R/etc/initramfs-tools/update-initramfs.conf"
+    rm -f "$R"/boot/initrd.img-*
+    chroot "$R" update-initramfs -c -k all >>"$R/../install.log" 2>&1
+    for deb in "$R"/../debs/*.deb; do
+        [[ -f $deb ]] || continue
+        dpkg-deb -x "$deb" "$R/../unpack"
+        dpkg-deb -f "$deb" Package Version | paste -sd" " >>"$R/../unpacked.txt"
+    done
+    chroot "$R" apt-get clean
+    rm -f "$R/usr/sbin/policy-rc.d" "$R/etc/resolv.conf"
+' || {
+    echo "[rootfs $ARCH] package stage failed; end of its log:" >&2
+    tail -30 "$WORK/install.log" >&2
+    exit 1
+}
+if [[ -d $WORK/unpack/usr/lib/raspi-firmware ]]; then
+    cp -r "$WORK/unpack/usr/lib/raspi-firmware" "$R/usr/lib/"
+    cp "$WORK/unpacked.txt" "$R/usr/lib/raspi-firmware/VERSION"
+fi
+log "packages installed: $(($(date +%s) - start)) s"
+
+chroot "$R" dpkg-query -W -f='${Package} ${Version}\n' | sort >"$WORK/installed.txt"
+if [[ -n ${CLINICBOX_IMAGE_UPDATE_LOCK:-} || ! -f $LOCK ]]; then
+    {
+        echo "# Exact package versions of the $ARCH root (debootstrap minbase + $ARCH.list + common.list)."
+        echo "# Written by image/build/rootfs.sh with CLINICBOX_IMAGE_UPDATE_LOCK=1; review diffs like code."
+        cat "$WORK/installed.txt"
+    } >"$LOCK"
+    log "wrote $LOCK"
+    # The lock is part of the key: store under the key the next build will compute.
+    key=$( {
+        echo "$SUITE $MIRROR $SECURITY $ARCH"
+        packages
+        unpack_packages
+        cat "$LOCK"
+        cat "$0"
+    } | sha256sum | cut -c1-16)
+    CACHED=$CACHE/rootfs-$ARCH-$key.tar.zst
+fi
+
+tar --numeric-owner --xattrs --xattrs-include='*' -C "$R" -cf - . | zstd -q -T0 -3 -o "$WORK/rootfs.tar.zst"
+mv "$WORK/rootfs.tar.zst" "$CACHED"
+cp "$WORK/installed.txt" "${CACHED%.tar.zst}.packages"
+# Old cache entries for this arch are dead weight (hundreds of MB each).
+find "$CACHE" -maxdepth 1 -name "rootfs-$ARCH-*" ! -name "$(basename "${CACHED%.tar.zst}").*" -delete
+ln -f "$CACHED" "$OUT" 2>/dev/null || cp "$CACHED" "$OUT"
+log "done in $(($(date +%s) - start)) s: $CACHED ($(du -h "$CACHED" | cut -f1))"

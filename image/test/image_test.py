@@ -1,0 +1,616 @@
+#!/usr/bin/env python3
+"""ClinicBox image test: boot the NUC image in QEMU and check it as a box.
+
+    image/test/image_test.py --image image/out/clinicbox-nuc-X.img [--work DIR]
+
+What it does, on a copy of the image (the built image is never changed):
+  1. adds the test agent (image/test/agent: a command runner on a virtio-serial
+     port, the only difference from the shipped image) and grows the disk by
+     1 GiB, as writing the image to a bigger SSD would;
+  2. boot 1 (first boot): qemu-system-x86_64, TCG, OVMF (UEFI), swtpm (TPM 2.0),
+     i6300esb watchdog, user-mode network with restrict=on and one port forward
+     127.0.0.1:PORT -> guest:80. Checks: services READY (serial console),
+     /health and GET /api/system/info over the forward, the data partition is
+     LUKS2 (sealed to the TPM), grown and mounted, the root slot is read-only,
+     the firewall is loaded, the services run sandboxed as their own users, the
+     hardware watchdog is armed, boot counting blessed the entry, a SIGSTOPped
+     service is restarted by its watchdog; writes records, then `poweroff`;
+  3. boot 2: unlocks with the TPM alone, the store opens cleanly with every
+     record; then writes continuously and kills QEMU (a power cut);
+  4. boot 3: every write the test saw acknowledged is there.
+Prints one PASS/FAIL line per check and "N passed, N failed" last; exit 1 on
+any failure. Needs root (the agent is copied in through a loop mount).
+"""
+
+import argparse
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+READY_LINE = re.compile(r"Started clinicbox\.service")
+# systemd's console lines when clinicbox.service cannot come up (the unit names
+# are shortened on the console; the descriptions end the line): stop waiting.
+BOOT_FAILED = re.compile(r"(Failed to start|Dependency failed for) .*(ClinicBox LAN service|ClinicBox data|ClinicBox first-boot setup)")
+NS = "clinicbox-imagetest"  # dataStore namespace of the records the test writes
+
+
+def log(msg):
+    print(f"[image-test {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Results:
+    def __init__(self):
+        self.passed, self.failed, self.notes, self.figures = [], [], [], {}
+
+    def check(self, name, ok, detail=""):
+        (self.passed if ok else self.failed).append(name)
+        print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}", flush=True)
+        return ok
+
+    def note(self, msg):
+        self.notes.append(msg)
+        print(f"NOTE {msg}", flush=True)
+
+
+R = Results()
+
+
+def sh(*cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def inject_agent(disk, partition=2):
+    """Copy the test agent into root-a of the test copy."""
+    start, sectors = sh("partx", "-g", "-o", "START,SECTORS", "--nr", str(partition), disk).split()
+    mnt = disk + ".mnt"
+    os.makedirs(mnt, exist_ok=True)
+    sh("mount", "-o", f"loop,offset={int(start) * 512},sizelimit={int(sectors) * 512}", disk, mnt)
+    try:
+        a = os.path.join(HERE, "agent")
+        shutil.copy(os.path.join(a, "clinicbox-test-agent"), f"{mnt}/usr/local/sbin/")
+        os.chmod(f"{mnt}/usr/local/sbin/clinicbox-test-agent", 0o755)
+        shutil.copy(os.path.join(a, "clinicbox-test-agent.service"), f"{mnt}/etc/systemd/system/")
+        shutil.copy(os.path.join(a, "99-clinicbox-test-agent.rules"), f"{mnt}/etc/udev/rules.d/")
+    finally:
+        sh("umount", mnt)
+        os.rmdir(mnt)
+
+
+class Guest:
+    """One boot of the test disk in QEMU."""
+
+    def __init__(self, work, disk, port, boot):
+        self.work, self.disk, self.port, self.boot = work, disk, port, boot
+        self.serial = os.path.join(work, f"serial-{boot}.log")
+        self.agent_sock = os.path.join(work, "agent.sock")
+        self.mon_sock = os.path.join(work, "monitor.sock")
+        self.tpm_sock = os.path.join(work, "swtpm.sock")
+        self.qemu = self.swtpm = None
+        self.t0 = None
+        self.agent_conn = None
+        self.agent_buf = b""
+        self.agent_seq = 0
+
+    def start(self):
+        for p in (self.agent_sock, self.mon_sock, self.tpm_sock, self.serial):
+            if os.path.exists(p):
+                os.unlink(p)
+        self.start_tpm()
+        self.t0 = time.monotonic()
+        self.qemu = subprocess.Popen(self.qemu_command(), stdout=subprocess.DEVNULL,
+                                     stderr=open(os.path.join(self.work, f"qemu-{self.boot}.log"), "w"))
+        log(f"boot {self.boot}: qemu pid {self.qemu.pid}, http://127.0.0.1:{self.port}/ -> guest:80")
+
+    def start_tpm(self):
+        tpmstate = os.path.join(self.work, "tpm")
+        os.makedirs(tpmstate, exist_ok=True)
+        self.swtpm = subprocess.Popen(
+            ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={tpmstate}",
+             "--ctrl", f"type=unixio,path={self.tpm_sock}", "--flags", "not-need-init,startup-clear"],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.work, "swtpm.log"), "a"))
+        for _ in range(50):
+            if os.path.exists(self.tpm_sock):
+                break
+            time.sleep(0.1)
+
+    def common_devices(self):
+        """Disk, watchdog, network (one port forward, restrict=on), agent port, serial, monitor."""
+        return [
+            # writeback: the guest's flushes reach the file; what the guest had
+            # not flushed is lost with its RAM when QEMU is killed.
+            "-drive", f"file={self.disk},format=raw,if=virtio,cache=writeback,discard=unmap",
+            "-device", "i6300esb", "-action", "watchdog=reset",
+            "-nic", f"user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:80",
+            "-device", "virtio-serial-pci",
+            "-chardev", f"socket,id=agent,path={self.agent_sock},server=on,wait=off",
+            "-device", "virtserialport,chardev=agent,name=org.clinicbox.testagent",
+            "-chardev", f"file,id=ser0,path={self.serial}", "-serial", "chardev:ser0",
+            "-monitor", f"unix:{self.mon_sock},server=on,wait=off",
+            "-display", "none", "-no-user-config", "-nodefaults",
+        ]
+
+    def qemu_command(self):
+        return [
+            "qemu-system-x86_64", "-machine", "q35", "-accel", "tcg,thread=multi", "-cpu", "max",
+            "-smp", "2", "-m", "1536",
+            "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,file={os.path.join(self.work, 'vars.fd')}",
+            "-chardev", f"socket,id=chrtpm,path={self.tpm_sock}",
+            "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0",
+        ] + self.common_devices()
+
+    def elapsed(self):
+        return time.monotonic() - self.t0
+
+    def serial_text(self):
+        try:
+            with open(self.serial, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def console(self):
+        """The serial console so far, without systemd's colour codes."""
+        return re.sub(r"\x1b\[[0-9;]*m", "", self.serial_text())
+
+    def wait_serial(self, pattern, timeout, fail=BOOT_FAILED):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.console()
+            if re.search(pattern, text):
+                return self.elapsed()
+            if fail and fail.search(text):
+                log(f"boot {self.boot}: a ClinicBox unit failed, see {self.serial}")
+                return None
+            if self.qemu.poll() is not None:
+                return None
+            time.sleep(0.25)
+        return None
+
+    # --- HTTP through the port forward ---------------------------------------
+    def http(self, path, method="GET", body=None, auth=None, timeout=10):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
+        if body is not None:
+            req.data = json.dumps(body).encode()
+            req.add_header("Content-Type", "application/json")
+        if auth:
+            req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode("utf-8", "replace")
+        except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, OSError) as e:
+            return None, str(e)
+
+    def wait_http(self, path, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, _ = self.http(path, timeout=3)
+            if status == 200:
+                return self.elapsed()
+            if self.qemu.poll() is not None:
+                return None
+            time.sleep(0.5)
+        return None
+
+    # --- the test agent --------------------------------------------------------
+    def run(self, command, timeout=60):
+        """Run a shell command in the guest; returns (rc, output)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.agent_conn is None:
+                    self.agent_conn = socket.socket(socket.AF_UNIX)
+                    self.agent_conn.connect(self.agent_sock)
+                    self.agent_buf = b""
+                self.agent_seq += 1
+                rid = f"{self.boot}.{self.agent_seq}"
+                line = f"{rid} {base64.b64encode(command.encode()).decode()}\n"
+                self.agent_conn.sendall(line.encode())
+                end = re.compile(rb"@@CLINICBOX-AGENT-END " + re.escape(rid.encode()) + rb" (\d+)@@\n")
+                while True:
+                    m = end.search(self.agent_buf)
+                    if m:
+                        out = self.agent_buf[:m.start()]
+                        # Drop replies to earlier, timed-out requests.
+                        out = out.rsplit(b"@@\n", 1)[-1]
+                        self.agent_buf = self.agent_buf[m.end():]
+                        return int(m.group(1)), out.decode("utf-8", "replace").rstrip("\n")
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(f"agent: no reply to {command!r}")
+                    self.agent_conn.settimeout(min(left, 5))
+                    try:
+                        chunk = self.agent_conn.recv(65536)
+                    except socket.timeout:
+                        # QEMU holds the request until the agent opens its port.
+                        continue
+                    if not chunk:
+                        raise ConnectionError("agent socket closed")
+                    self.agent_buf += chunk
+            except (ConnectionError, FileNotFoundError, ConnectionRefusedError, OSError) as e:
+                if self.agent_conn:
+                    self.agent_conn.close()
+                    self.agent_conn = None
+                if time.monotonic() >= deadline or self.qemu.poll() is not None:
+                    raise TimeoutError(f"agent unavailable: {e}") from e
+                time.sleep(1)
+
+    def run_ok(self, command, timeout=60):
+        rc, out = self.run(command, timeout)
+        return rc == 0, out
+
+    # --- ending a boot -----------------------------------------------------------
+    def wait_exit(self, timeout):
+        try:
+            self.qemu.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def poweroff(self, timeout=180):
+        try:
+            self.run("systemctl --no-block poweroff", timeout=20)
+        except TimeoutError:
+            pass
+        ok = self.wait_exit(timeout)
+        self.cleanup()
+        return ok
+
+    def kill(self):
+        """Power cut: QEMU dies; whatever the guest had not flushed is gone."""
+        self.qemu.send_signal(signal.SIGKILL)
+        self.qemu.wait()
+        self.cleanup()
+
+    def cleanup(self):
+        if self.agent_conn:
+            self.agent_conn.close()
+            self.agent_conn = None
+        if self.qemu and self.qemu.poll() is None:
+            self.qemu.kill()
+            self.qemu.wait()
+        if self.swtpm and self.swtpm.poll() is None:
+            self.swtpm.terminate()
+            try:
+                self.swtpm.wait(5)
+            except subprocess.TimeoutExpired:
+                self.swtpm.kill()
+
+
+# --- the checks ---------------------------------------------------------------------
+
+def svc(g, unit, *props):
+    _, out = g.run(f"systemctl show {unit} " + " ".join(f"-p {p}" for p in props))
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def wait_until(fn, timeout, every=1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(every)
+    return fn()
+
+
+def check_boot_ready(g, label, timeout):
+    t_ready = g.wait_serial(READY_LINE.pattern, timeout)
+    R.check(f"{label}: clinicbox.service READY (Type=notify)", t_ready is not None,
+            f"{t_ready:.1f} s after power-on" if t_ready else f"not within {timeout} s; see {g.serial}")
+    if t_ready:
+        R.figures[f"{label} boot-to-READY s"] = round(t_ready, 1)
+    t_http = g.wait_http("/health", 60)
+    R.check(f"{label}: /health answers through the port forward", t_http is not None,
+            f"{t_http:.1f} s after power-on" if t_http else "")
+    return t_ready
+
+
+def check_system_info(g):
+    status, body = g.http("/api/system/info")
+    if status == 404:
+        R.note("/api/system/info not served by this build yet; /health was used instead")
+        return
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    R.check("GET /api/system/info answers (DHIS2: 401 WebMessage without credentials)",
+            status in (200, 401) and doc is not None, f"HTTP {status}: {body[:160]}")
+
+
+def check_storage(g, first_boot):
+    ok, out = g.run_ok("cryptsetup status clinicdata")
+    dev = re.search(r"device:\s+(\S+)", out)
+    R.check("data partition is open as /dev/mapper/clinicdata", ok and "LUKS2" in out, out.replace("\n", " | ")[:200])
+    if not dev:
+        return
+    _, dump = g.run(f"cryptsetup luksDump {dev.group(1)}")
+    R.check("data partition is LUKS2 with AES-XTS",
+            re.search(r"Version:\s+2", dump) is not None and "aes-xts-plain64" in dump, "" if "aes-xts" in dump else dump[:300])
+    R.check("data partition key is sealed to the TPM (systemd-tpm2 token)", "systemd-tpm2" in dump,
+            "" if "systemd-tpm2" in dump else dump[:300])
+    ok, out = g.run_ok("findmnt -no SOURCE,FSTYPE,OPTIONS /data")
+    R.check("/data is mounted from the LUKS2 volume (ext4)", ok and out.startswith("/dev/mapper/clinicdata ext4"), out)
+    _, size = g.run(f"blockdev --getsize64 {dev.group(1)}")
+    grown = size.strip().isdigit() and int(size) > 512 * 2**20
+    R.check("data partition grew to the end of the disk at first boot", grown, f"{int(size) >> 20} MiB" if size.strip().isdigit() else size)
+    _, status = g.run("/usr/lib/clinicbox/data-setup status")
+    R.check("data partition unlock method is tpm2", "method=tpm2" in status, status.replace("\n", " "))
+
+
+def check_root_readonly(g):
+    ok, out = g.run_ok("findmnt -no OPTIONS /")
+    R.check("root slot is mounted read-only", ok and out.split(",")[0] == "ro", out)
+    rc, out = g.run("touch /usr/lib/clinicbox/.write-test")
+    R.check("writing to the root slot fails (read-only file system)", rc != 0 and "Read-only" in out, out)
+    _, cmdline = g.run("cat /proc/cmdline")
+    R.check("booted from slot A", "clinicbox.slot=a" in cmdline, cmdline)
+
+
+def check_units(g):
+    p = svc(g, "clinicbox.service", "Type", "WatchdogUSec", "Restart", "User", "MainPID", "ProtectSystem",
+            "NoNewPrivileges", "PrivateTmp", "CapabilityBoundingSet", "ReadWritePaths", "ActiveState", "StatusText")
+    R.check("clinicbox.service: Type=notify with a watchdog, Restart=always",
+            p.get("Type") == "notify" and p.get("WatchdogUSec", "0") not in ("0", "infinity") and p.get("Restart") == "always",
+            f"{p.get('Type')} watchdog={p.get('WatchdogUSec')} restart={p.get('Restart')} status={p.get('StatusText')!r}")
+    R.check("clinicbox.service: sandboxed (ProtectSystem=strict, NoNewPrivileges, PrivateTmp, only CAP_NET_BIND_SERVICE)",
+            p.get("ProtectSystem") == "strict" and p.get("NoNewPrivileges") == "yes" and p.get("PrivateTmp") == "yes"
+            and p.get("CapabilityBoundingSet") == "cap_net_bind_service" and "/data/clinicbox" in p.get("ReadWritePaths", ""),
+            " ".join(f"{k}={p.get(k)}" for k in ("ProtectSystem", "NoNewPrivileges", "PrivateTmp", "CapabilityBoundingSet", "ReadWritePaths")))
+    _, user = g.run(f"stat -c %U /proc/{p.get('MainPID', '0')}")
+    R.check("clinicbox runs as its own system user", user == "clinicbox", user)
+    _, power = g.run("systemctl is-enabled clinicbox-power.service 2>/dev/null; systemctl is-active clinicbox-power.service")
+    if "enabled" in power:
+        q = svc(g, "clinicbox-power.service", "Type", "WatchdogUSec", "User", "ActiveState")
+        R.check("clinicbox-power.service: active, Type=notify with a watchdog, own user",
+                q.get("ActiveState") == "active" and q.get("Type") == "notify" and q.get("User") == "clinicbox-power", str(q))
+    else:
+        R.note("this build has no `clinicbox power`: clinicbox-power.service is not in the image")
+    ok, out = g.run_ok("nft list chain inet clinicbox input")
+    R.check("nftables: input policy drop, LAN services open on lan0", ok and "policy drop" in out and "lan0" in out, out[:200] if not ok else "")
+    _, ifs = g.run("ip -br link")
+    R.check("LAN port is named lan0", re.search(r"^lan0\s", ifs, re.M) is not None, ifs.replace("\n", " | "))
+    _, wd = g.run("cat /sys/class/watchdog/watchdog0/state /sys/class/watchdog/watchdog0/timeout 2>&1; systemctl show -p RuntimeWatchdogUSec")
+    R.check("hardware watchdog armed by systemd (RuntimeWatchdogSec)", wd.startswith("active") and "RuntimeWatchdogUSec=30s" in wd,
+            wd.replace("\n", " "))
+    _, journal = g.run("journalctl --header | grep -E 'File path|Disk usage' ; findmnt -no FSTYPE /var/log; ls /var/log/journal 2>&1 | head -1")
+    R.check("journal is volatile (RAM, capped)", "/run/log/journal" in journal, journal.replace("\n", " | ")[:200])
+    _, failed = g.run("systemctl --failed --no-legend --plain")
+    R.check("no failed units", failed.strip() == "", failed.replace("\n", " | "))
+
+
+def check_boot_counting(g):
+    ok = wait_until(lambda: g.run("systemctl is-active clinicbox-mark-good.service")[1] == "active", 120, 2)
+    R.check("clinicbox-mark-good passed (services healthy)", bool(ok), g.run("systemctl status --no-pager -n 5 clinicbox-mark-good.service")[1][-300:] if not ok else "")
+    blessed = wait_until(lambda: g.run("systemctl is-active systemd-bless-boot.service")[1] == "active", 60, 2)
+    _, entries = g.run("ls /efi/loader/entries/")
+    R.check("systemd-bless-boot marked slot A good (entry renamed without its +tries counter)",
+            bool(blessed) and entries.split() == ["clinicbox-a.conf"], entries.replace("\n", " "))
+
+
+def check_watchdog_restart(g):
+    p = svc(g, "clinicbox.service", "MainPID", "NRestarts", "WatchdogUSec")
+    pid, n0 = p["MainPID"], int(p["NRestarts"])
+    g.run(f"kill -STOP {pid}")
+    t0 = time.monotonic()
+
+    def restarted():
+        q = svc(g, "clinicbox.service", "MainPID", "NRestarts", "ActiveState")
+        return q if int(q["NRestarts"]) > n0 and q["MainPID"] not in ("0", pid) and q["ActiveState"] == "active" else None
+
+    q = wait_until(restarted, 150, 2)
+    _, why = g.run("journalctl -b -u clinicbox.service --no-pager | grep -iE 'watchdog timeout|result .watchdog' | tail -2")
+    R.check("SIGSTOPped clinicbox is killed by its watchdog and restarted", bool(q) and "atchdog" in why,
+            f"{time.monotonic() - t0:.0f} s, NRestarts {n0} -> {q['NRestarts'] if q else '?'}; {why.strip()[:160]}")
+    R.check("API answers again after the watchdog restart", g.wait_http("/health", 90) is not None)
+
+
+# --- writes ---------------------------------------------------------------------------
+
+class Api:
+    """Acknowledged writes through the tablet API (dataStore values, admin user)."""
+
+    def __init__(self, auth):
+        self.auth = auth
+
+    def write(self, g, i):
+        status, body = g.http(f"/api/dataStore/{NS}/r{i:06d}", "POST", {"n": i, "pad": "x" * 200}, self.auth, timeout=10)
+        return status in (200, 201)
+
+    def read(self, g, i):
+        status, body = g.http(f"/api/dataStore/{NS}/r{i:06d}", auth=self.auth, timeout=10)
+        if status != 200:
+            return False
+        try:
+            return json.loads(body).get("n") == i
+        except ValueError:
+            return False
+
+
+def setup_writer(g):
+    """An admin account for the writes, made the way a technician would:
+    `clinicbox user add --superuser` with the service stopped (it holds the store)."""
+    user, password = "imagetest", "ImageTest-2026!"
+    rc, out = g.run(
+        "systemctl stop clinicbox.service && "
+        f"printf '%s\\n' '{password}' | runuser -u clinicbox -- /usr/bin/clinicbox "
+        f"--config /etc/clinicbox/clinicbox.toml user add {user} --superuser; rc=$?; "
+        "systemctl start clinicbox.service; exit $rc", timeout=180)
+    if rc != 0:
+        R.check("admin user created with `clinicbox user add`", False, out[-300:])
+        return None
+    if g.wait_http("/health", 90) is None:
+        R.check("service back after adding the admin user", False)
+        return None
+    api = Api((user, password))
+    if api.write(g, 0):
+        return api
+    status, body = g.http(f"/api/dataStore/{NS}/r{0:06d}", "POST", {"n": 0}, api.auth)
+    R.check("dataStore write with the new admin user", False, f"HTTP {status}: {body[:200]}")
+    return None
+
+
+def write_records(g, api, start, count):
+    acked = []
+    for i in range(start, start + count):
+        if api.write(g, i):
+            acked.append(i)
+    return acked
+
+
+class Writer(threading.Thread):
+    """Writes records back to back until stopped; remembers what was acknowledged."""
+
+    def __init__(self, g, api, start, limit=100000, seconds=120):
+        super().__init__(daemon=True)
+        self.g, self.api, self.next, self.limit, self.seconds = g, api, start, limit, seconds
+        self.acked, self.stop = [], threading.Event()
+
+    def run(self):
+        t_end = time.monotonic() + self.seconds
+        while not self.stop.is_set() and len(self.acked) < self.limit and time.monotonic() < t_end:
+            i = self.next
+            self.next += 1
+            if self.api.write(self.g, i):
+                self.acked.append(i)
+
+
+def missing_records(g, api, ids):
+    return [i for i in ids if not api.read(g, i)]
+
+
+# --- main ------------------------------------------------------------------------------
+
+def main():
+    # Ctrl-C / SIGTERM: unwind so every Guest.cleanup() stops its QEMU and swtpm.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--image", required=True)
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--boot-timeout", type=int, default=300)
+    args = ap.parse_args()
+
+    work = args.work or os.path.join(os.path.dirname(os.path.abspath(args.image)), "image-test")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    disk = os.path.join(work, "disk.img")
+    log(f"copying {args.image} to {disk}")
+    sh("cp", "--sparse=always", args.image, disk)
+    inject_agent(disk)
+    # A bigger disk than the image, as on a real SSD: first boot grows /data.
+    sh("truncate", "-s", "+1G", disk)
+    shutil.copy(OVMF_VARS, os.path.join(work, "vars.fd"))
+    port = free_port()
+    api = None
+    acked_clean = []
+
+    # ---------------- boot 1: first boot ----------------
+    g = Guest(work, disk, port, 1)
+    g.start()
+    try:
+        if check_boot_ready(g, "first boot", args.boot_timeout):
+            check_system_info(g)
+            check_storage(g, first_boot=True)
+            check_root_readonly(g)
+            check_units(g)
+            check_boot_counting(g)
+            check_watchdog_restart(g)
+            api = setup_writer(g)
+            if api:
+                status, body = g.http("/api/system/info", auth=api.auth)
+                R.check("GET /api/system/info as a logged-in user: 200 with the server's version",
+                        status == 200 and '"version"' in body, f"HTTP {status}: {body[:160]}")
+                acked_clean = [0] + write_records(g, api, 1, 49)
+                R.check("50 records written and acknowledged before a clean poweroff", len(acked_clean) == 50, str(len(acked_clean)))
+        # The journal is in RAM: copy clinicbox's log lines to the serial console
+        # until the service has stopped (Before= orders this unit's stop after it).
+        g.run("systemd-run --unit=imagetest-journal -p DefaultDependencies=no -p Before=clinicbox.service "
+              "sh -c 'exec journalctl -f -n0 -u clinicbox.service -o cat | sed -u s/^/clinicbox-log:\\ / >/dev/ttyS0'")
+        time.sleep(2)
+        t = time.monotonic()
+        ok = g.poweroff()
+        serial = g.console()
+        # serve exits 0 only when its store closed cleanly ("the store did not close cleanly" otherwise).
+        closed = "clinicbox-log: store closed" in serial
+        clean_exit = "clinicbox-log: clinicbox.service: Deactivated successfully" in serial
+        R.check("clean poweroff: serve closes the store and exits 0 before /data is unmounted",
+                ok and closed and clean_exit and serial.find("Deactivated successfully") < serial.find("Unmounted data.mount")
+                and "reboot: Power down" in serial,
+                f"{time.monotonic() - t:.1f} s; store closed={closed}, exit 0={clean_exit}")
+    finally:
+        g.cleanup()
+
+    # ---------------- boot 2: TPM unlock, consistency, power cut ----------------
+    g = Guest(work, disk, port, 2)
+    g.start()
+    writer = None
+    try:
+        if check_boot_ready(g, "second boot", args.boot_timeout):
+            _, status = g.run("/usr/lib/clinicbox/data-setup status")
+            R.check("second boot unlocked /data with the TPM alone", "method=tpm2" in status, status.replace("\n", " "))
+            if api:
+                miss = missing_records(g, api, acked_clean)
+                R.check("every record acknowledged before the clean poweroff is there", not miss, f"missing {miss[:10]}")
+                writer = Writer(g, api, 1000)
+                writer.start()
+                time.sleep(8)
+                log(f"power cut after {len(writer.acked)} acknowledged writes (writes in flight)")
+        if writer:
+            g.kill()
+            writer.stop.set()
+            writer.join(30)
+            R.figures["records acknowledged before the power cut"] = len(writer.acked)
+        else:
+            g.kill()
+    finally:
+        g.cleanup()
+
+    # ---------------- boot 3: after the power cut ----------------
+    g = Guest(work, disk, port, 3)
+    g.start()
+    try:
+        if check_boot_ready(g, "boot after power cut", args.boot_timeout):
+            if writer:
+                miss = missing_records(g, api, acked_clean + writer.acked)
+                R.check("after the power cut every acknowledged record is there",
+                        not miss and len(writer.acked) > 0,
+                        f"{len(acked_clean) + len(writer.acked)} checked, missing {miss[:10]}")
+            _, failed = g.run("systemctl --failed --no-legend --plain")
+            R.check("no failed units after the power cut", failed.strip() == "", failed.replace("\n", " | "))
+        g.poweroff()
+    finally:
+        g.cleanup()
+
+    print()
+    for k, v in R.figures.items():
+        print(f"FIGURE {k}: {v}")
+    for n in R.notes:
+        print(f"NOTE {n}")
+    print(f"nuc boot test: {len(R.passed)} passed, {len(R.failed)} failed")
+    return 1 if R.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

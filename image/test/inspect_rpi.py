@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Inspect a Raspberry Pi image without booting it (no Pi firmware emulator exists).
+
+    image/test/inspect_rpi.py --image image/out/clinicbox-pi4-X.img --board pi4
+
+Checks the MBR layout the Pi firmware's A/B boot needs, autoboot.txt, the boot
+partition (firmware, kernel, initrd, device tree, config.txt, cmdline.txt naming
+root-a), and the root slot (aarch64 binary, the board's LUKS2 cipher, units).
+Reads FAT partitions with mtools and mounts root-a read-only through a loop
+device (root). Prints PASS/FAIL lines.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tomllib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+DISK_ID = "0xc11cb0c5"
+failed = 0
+
+
+def check(name, ok, detail=""):
+    global failed
+    failed += 0 if ok else 1
+    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}", flush=True)
+
+
+def run(*cmd):
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--image", required=True)
+    ap.add_argument("--board", required=True)
+    a = ap.parse_args()
+    with open(os.path.join(REPO, "hw", f"{a.board}.toml"), "rb") as f:
+        hw = tomllib.load(f)
+    b = a.board
+
+    dump = run("sfdisk", "-d", a.image).stdout
+    parts = {int(m.group(1)): m.group(2) for m in re.finditer(r"\.img(\d+) : (.*)", dump)}
+    types = {n: re.search(r"type=(\w+)", p).group(1) for n, p in parts.items()}
+    check(f"{b}: MBR with disk id {DISK_ID}", "label: dos" in dump and f"label-id: {DISK_ID}" in dump)
+    check(f"{b}: partitions 1-3 FAT (autoboot, boot-a, boot-b), 4 extended, 5-7 Linux (root-a, root-b, data)",
+          types == {1: "c", 2: "c", 3: "c", 4: "f", 5: "83", 6: "83", 7: "83"}, str(types))
+
+    def start(n):
+        return int(re.search(r"start=\s*(\d+)", parts[n]).group(1)) * 512
+
+    def mtype(n, path):
+        return run("mtype", "-i", f"{a.image}@@{start(n)}", f"::{path}").stdout
+
+    def mdir(n):
+        return run("mdir", "-b", "-i", f"{a.image}@@{start(n)}", "::/").stdout
+
+    ab = mtype(1, "/autoboot.txt")
+    check(f"{b}: autoboot.txt boots partition 2, tryboots partition 3 (tryboot_a_b)",
+          "tryboot_a_b=1" in ab and re.search(r"\[all\][^[]*boot_partition=2", ab) is not None
+          and re.search(r"\[tryboot\][^[]*boot_partition=3", ab) is not None, f"{len(ab.encode())} bytes")
+    check(f"{b}: autoboot.txt within the firmware's 512 bytes", 0 < len(ab.encode()) <= 512)
+
+    files = {os.path.basename(x.strip()) for x in mdir(2).splitlines()}
+    dtb = hw["board"]["device_tree"]
+    need = {"config.txt", "cmdline.txt", "vmlinuz", "initrd.img", dtb}
+    if b == "pi4":
+        need |= {"start4.elf", "fixup4.dat"}
+    check(f"{b}: boot-a has firmware, kernel, initrd, {dtb}, config.txt, cmdline.txt", need <= files,
+          f"missing {sorted(need - files)}" if not need <= files else "")
+    cfg = mtype(2, "/config.txt")
+    check(f"{b}: config.txt: 64-bit, kernel + initramfs, device tree, watchdog",
+          all(s in cfg for s in ("arm_64bit=1", "kernel=vmlinuz", "initramfs initrd.img", f"device_tree={dtb}", "dtparam=watchdog=on")))
+    cmdline = mtype(2, "/cmdline.txt")
+    check(f"{b}: cmdline.txt mounts root-a read-only by PARTUUID", "root=PARTUUID=c11cb0c5-05 ro" in cmdline
+          and "clinicbox.slot=a" in cmdline, cmdline.strip())
+    check(f"{b}: boot-b is an empty FAT for updates", [x for x in mdir(3).splitlines() if x.strip()] == [])
+
+    # root-a, read-only
+    p5 = parts[5]
+    off = start(5)
+    size = int(re.search(r"size=\s*(\d+)", p5).group(1)) * 512
+    mnt = a.image + ".root-a"
+    os.makedirs(mnt, exist_ok=True)
+    r = run("mount", "-o", f"ro,loop,offset={off},sizelimit={size}", a.image, mnt)
+    if r.returncode != 0:
+        check(f"{b}: root-a mounts (ext4)", False, r.stderr.strip())
+        return
+    try:
+        with open(f"{mnt}/usr/bin/clinicbox", "rb") as f:
+            head = f.read(20)
+        check(f"{b}: /usr/bin/clinicbox is an aarch64 ELF", head[:4] == b"\x7fELF" and head[18:20] == b"\xb7\x00")
+        env = open(f"{mnt}/usr/lib/clinicbox/storage.env").read()
+        cipher = hw["storage"]["cipher"]
+        check(f"{b}: data partition will be LUKS2 {cipher}", f"CIPHER='{cipher}'" in env and "DATA_PARTITION='7'" in env
+              and "PARTITION_TABLE='dos'" in env, env.replace("\n", " ")[:200])
+        units = os.listdir(f"{mnt}/usr/lib/systemd/system")
+        want = {"clinicbox.service", "clinicbox-data.service", "data.mount", "clinicbox-firstboot.service", "clinicbox-mark-good.service"}
+        check(f"{b}: ClinicBox units installed", want <= set(units), str(sorted(want - set(units))))
+        sysconf = open(f"{mnt}/etc/systemd/system.conf.d/clinicbox.conf").read()
+        check(f"{b}: RuntimeWatchdogSec={hw['watchdog']['runtime_sec']}s (bcm2835_wdt limit)",
+              f"RuntimeWatchdogSec={hw['watchdog']['runtime_sec']}s" in sysconf)
+        boot = open(f"{mnt}/usr/lib/clinicbox/boot.env").read()
+        check(f"{b}: boot check commits Pi tryboot", "BOOT_SCHEME='rpi-tryboot'" in boot)
+        osr = open(f"{mnt}/usr/lib/os-release").read()
+        check(f"{b}: version and commit recorded", "IMAGE_VERSION=" in osr and "CLINICBOX_COMMIT=" in osr)
+        check(f"{b}: manifest inside", os.path.getsize(f"{mnt}/usr/share/clinicbox/manifest.json") > 1000)
+        kmods = run("sh", "-c", f"ls {mnt}/usr/lib/modules/*/kernel/drivers/watchdog/bcm2835_wdt.ko* {mnt}/usr/lib/modules/*/kernel/crypto/adiantum.ko* 2>/dev/null").stdout
+        check(f"{b}: kernel has the Pi watchdog and Adiantum", "bcm2835_wdt" in kmods and "adiantum" in kmods, kmods.replace(mnt, "").replace("\n", " "))
+    finally:
+        run("umount", mnt)
+        os.rmdir(mnt)
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(1 if failed else 0)
