@@ -388,6 +388,11 @@ def check_units(g):
                 q.get("ActiveState") == "active" and q.get("Type") == "notify" and q.get("User") == "clinicbox-power", str(q))
     else:
         R.note("this build has no `clinicbox power`: clinicbox-power.service is not in the image")
+    _, socks = g.run("ss -Hlunp; ss -Hltnp")
+    ours = [l for l in socks.splitlines() if '"clinicbox"' in l]
+    R.check("clinicbox listens for DNS (53) and mDNS (5353) besides HTTP (80)",
+            any(":53 " in l for l in ours) and any(":5353 " in l for l in ours) and any(":80 " in l for l in ours),
+            " | ".join(" ".join(l.split()[3:5]) for l in ours)[:240])
     ok, out = g.run_ok("nft list chain inet clinicbox input")
     R.check("nftables: input policy drop, LAN services open on lan0", ok and "policy drop" in out and "lan0" in out, out[:200] if not ok else "")
     _, ifs = g.run("ip -br link")
