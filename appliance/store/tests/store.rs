@@ -154,6 +154,9 @@ fn change_log_answers_updated_after_queries() {
     store
         .write_blocking(|ctx| ctx.put(Collection::EVENTS, "old00000001", b"x".to_vec()))
         .expect("w");
+    // `updatedAfter` is inclusive (>=): a commit in the same millisecond as the serverDate read
+    // comes back again, which is harmless. Step past the old write's millisecond first.
+    std::thread::sleep(std::time::Duration::from_millis(3));
     let server_date = store.server_time_ms();
     std::thread::sleep(std::time::Duration::from_millis(3));
     store
@@ -169,6 +172,17 @@ fn change_log_answers_updated_after_queries() {
     assert_eq!(keys, vec!["new00000001".to_owned()]);
     let all = r.keys_changed_since(Collection::EVENTS, 0).expect("keys");
     assert_eq!(all.len(), 2);
+    // Inclusive at the boundary: asking from the old commit's own time returns it.
+    let old_ms = r
+        .get(Collection::EVENTS, "old00000001")
+        .expect("get")
+        .expect("present")
+        .updated_ms;
+    assert!(
+        r.keys_changed_since(Collection::EVENTS, old_ms)
+            .expect("keys")
+            .contains(&"old00000001".to_owned())
+    );
 }
 
 #[test]
