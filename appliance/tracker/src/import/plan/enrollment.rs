@@ -3,11 +3,9 @@
 use std::collections::HashSet;
 
 use clinicbox_dhis2::Uid;
-use clinicbox_dhis2::tracker::{
-    Enrollment, EnrollmentStatus, ImportStrategy, TrackerType, ValidationCode,
-};
+use clinicbox_dhis2::tracker::{Enrollment, EnrollmentStatus, TrackerType, ValidationCode};
 
-use super::{Errs, Exists, Kind, Planner, Slot, is_set};
+use super::{Admission, Errs, Exists, Kind, Planner, Slot, is_set};
 use crate::meta::{self, Meta};
 use crate::model::{StoredEnrollment, StoredOwner};
 
@@ -17,33 +15,25 @@ use ValidationCode as C;
 impl Planner<'_> {
     pub(super) fn enrollment(&mut self, index: usize, en: Enrollment) {
         let uid = en.enrollment.clone().unwrap_or_default();
-        let mut e = Errs::new(EN, &uid);
-        if !Uid::is_valid(&uid) {
-            e.add(C::E1048, &["Enrollment", &uid]);
-            return self.fail(e, index);
-        }
-        let strategy = self.params.import_strategy;
-        let existing = match self.exists(EN, &uid) {
-            Exists::Deleted => {
-                e.add(C::E1113, &[&uid]);
-                return self.fail(e, index);
-            }
-            Exists::Live if strategy == ImportStrategy::Create => {
-                e.add(C::E1080, &[&uid]);
-                return self.fail(e, index);
-            }
-            Exists::Missing if strategy == ImportStrategy::Update => {
-                e.add(C::E1081, &[&uid]);
-                return self.fail(e, index);
-            }
-            Exists::Missing => None,
-            Exists::Live => match self.en_slot(&uid) {
+        let admission = Admission {
+            label: "Enrollment",
+            deleted: C::E1113,
+            exists: C::E1080,
+            missing: C::E1081,
+        };
+        let Some((mut e, live)) = self.admit(Errs::new(EN, &uid), index, &admission) else {
+            return;
+        };
+        let existing = if live {
+            match self.en_slot(&uid) {
                 Some(s) => Some((s.stored.clone(), s.created_ms)),
                 None => {
                     e.add(C::E1081, &[&uid]);
                     return self.fail(e, index);
                 }
-            },
+            }
+        } else {
+            None
         };
         let old = existing.as_ref().map(|(s, _)| s);
         let program = is_set(&en.program)

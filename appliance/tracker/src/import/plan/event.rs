@@ -1,12 +1,10 @@
 //! Plans events: validation against the program stage and data-value merge.
 
 use clinicbox_dhis2::Uid;
-use clinicbox_dhis2::tracker::{
-    DataValue, Event, EventStatus, ImportStrategy, TrackerType, ValidationCode,
-};
+use clinicbox_dhis2::tracker::{DataValue, Event, EventStatus, TrackerType, ValidationCode};
 use clinicbox_store::Collection;
 
-use super::{Errs, Exists, Kind, Obj, Planner, Slot, is_set};
+use super::{Admission, Errs, Exists, Kind, Obj, Planner, Slot, is_set};
 use crate::meta::{self, Meta, ref_id, str_of};
 use crate::model::{StoredDataValue, StoredEvent};
 
@@ -16,33 +14,25 @@ use ValidationCode as C;
 impl Planner<'_> {
     pub(super) fn event(&mut self, index: usize, ev: Event) {
         let uid = ev.event.clone().unwrap_or_default();
-        let mut e = Errs::new(EV, &uid);
-        if !Uid::is_valid(&uid) {
-            e.add(C::E1048, &["Event", &uid]);
-            return self.fail(e, index);
-        }
-        let strategy = self.params.import_strategy;
-        let existing = match self.exists(EV, &uid) {
-            Exists::Deleted => {
-                e.add(C::E1082, &[&uid]);
-                return self.fail(e, index);
-            }
-            Exists::Live if strategy == ImportStrategy::Create => {
-                e.add(C::E1030, &[&uid]);
-                return self.fail(e, index);
-            }
-            Exists::Missing if strategy == ImportStrategy::Update => {
-                e.add(C::E1032, &[&uid]);
-                return self.fail(e, index);
-            }
-            Exists::Missing => None,
-            Exists::Live => match self.load::<StoredEvent>(Collection::EVENTS, &uid) {
+        let admission = Admission {
+            label: "Event",
+            deleted: C::E1082,
+            exists: C::E1030,
+            missing: C::E1032,
+        };
+        let Some((mut e, live)) = self.admit(Errs::new(EV, &uid), index, &admission) else {
+            return;
+        };
+        let existing = if live {
+            match self.load::<StoredEvent>(Collection::EVENTS, &uid) {
                 Some(x) => Some(x),
                 None => {
                     e.add(C::E1032, &[&uid]);
                     return self.fail(e, index);
                 }
-            },
+            }
+        } else {
+            None
         };
         let existing =
             existing.map(|(s, c)| (self.evs.get(&uid).map(|s| s.stored.clone()).unwrap_or(s), c));

@@ -125,6 +125,18 @@ pub struct Planner<'a> {
 }
 
 /// Errors of one object, collected before deciding whether it passes.
+/// A type's error codes for the checks in [`Planner::admit`].
+struct Admission {
+    /// The type's name in E1048's message.
+    label: &'static str,
+    /// The UID was deleted and cannot be re-created.
+    deleted: ValidationCode,
+    /// CREATE, but the object exists.
+    exists: ValidationCode,
+    /// UPDATE, but the object does not exist (or cannot be loaded).
+    missing: ValidationCode,
+}
+
 struct Errs {
     t: TrackerType,
     uid: String,
@@ -267,6 +279,29 @@ impl<'a> Planner<'a> {
             v.push((e.uid.clone(), index, Kind::Ignored));
         }
         self.errors.extend(e.list);
+    }
+
+    /// The checks every tracked entity, enrollment and event starts with: a valid UID, and
+    /// existence against the import strategy. On failure the errors are recorded and `None`
+    /// returned; otherwise the error list back and whether a live object exists.
+    fn admit(&mut self, mut e: Errs, index: usize, codes: &Admission) -> Option<(Errs, bool)> {
+        let uid = e.uid.clone();
+        if !Uid::is_valid(&uid) {
+            e.add(ValidationCode::E1048, &[codes.label, &uid]);
+        } else {
+            let strategy = self.params.import_strategy;
+            match self.exists(e.t, &uid) {
+                Exists::Deleted => e.add(codes.deleted, &[&uid]),
+                Exists::Live if strategy == ImportStrategy::Create => e.add(codes.exists, &[&uid]),
+                Exists::Missing if strategy == ImportStrategy::Update => {
+                    e.add(codes.missing, &[&uid])
+                }
+                Exists::Missing => return Some((e, false)),
+                Exists::Live => return Some((e, true)),
+            }
+        }
+        self.fail(e, index);
+        None
     }
 
     fn outcome(&mut self, t: TrackerType, uid: &str, index: usize, kind: Kind) {

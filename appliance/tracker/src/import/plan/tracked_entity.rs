@@ -3,11 +3,9 @@
 use std::collections::HashSet;
 
 use clinicbox_dhis2::Uid;
-use clinicbox_dhis2::tracker::{
-    Attribute, ImportStrategy, TrackedEntity, TrackerType, ValidationCode,
-};
+use clinicbox_dhis2::tracker::{Attribute, TrackedEntity, TrackerType, ValidationCode};
 
-use super::{Errs, Exists, Kind, Planner, Slot, is_set};
+use super::{Admission, Errs, Kind, Planner, Slot, is_set};
 use crate::meta::{self, Meta, str_of};
 use crate::model::{StoredAttribute, StoredTrackedEntity};
 
@@ -17,33 +15,25 @@ use ValidationCode as C;
 impl Planner<'_> {
     pub(super) fn tracked_entity(&mut self, index: usize, te: TrackedEntity) {
         let uid = te.tracked_entity.clone().unwrap_or_default();
-        let mut e = Errs::new(TE, &uid);
-        if !Uid::is_valid(&uid) {
-            e.add(C::E1048, &["TrackedEntity", &uid]);
-            return self.fail(e, index);
-        }
-        let strategy = self.params.import_strategy;
-        let existing = match self.exists(TE, &uid) {
-            Exists::Deleted => {
-                e.add(C::E1114, &[&uid]);
-                return self.fail(e, index);
-            }
-            Exists::Live if strategy == ImportStrategy::Create => {
-                e.add(C::E1002, &[&uid]);
-                return self.fail(e, index);
-            }
-            Exists::Missing if strategy == ImportStrategy::Update => {
-                e.add(C::E1063, &[&uid]);
-                return self.fail(e, index);
-            }
-            Exists::Missing => None,
-            Exists::Live => match self.te_slot(&uid) {
+        let admission = Admission {
+            label: "TrackedEntity",
+            deleted: C::E1114,
+            exists: C::E1002,
+            missing: C::E1063,
+        };
+        let Some((mut e, live)) = self.admit(Errs::new(TE, &uid), index, &admission) else {
+            return;
+        };
+        let existing = if live {
+            match self.te_slot(&uid) {
                 Some(s) => Some((s.stored.clone(), s.created_ms)),
                 None => {
                     e.add(C::E1063, &[&uid]);
                     return self.fail(e, index);
                 }
-            },
+            }
+        } else {
+            None
         };
         let tet = is_set(&te.tracked_entity_type)
             .map(str::to_string)
