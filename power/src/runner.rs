@@ -131,6 +131,7 @@ impl<S: PowerSource> PowerLoop<S> {
                         self.source.lock().await.read().await
                     })
                     .await;
+                    let mut absent = false;
                     let reading = match read {
                         Ok(Ok(r)) => {
                             last_response = Instant::now();
@@ -144,6 +145,7 @@ impl<S: PowerSource> PowerLoop<S> {
                             if !matches!(e, SourceError::Stuck(_)) {
                                 last_response = Instant::now();
                             }
+                            absent = matches!(e, SourceError::Absent(_));
                             note_error(&mut last_error, &self.describe, &e.to_string());
                             None
                         }
@@ -155,7 +157,13 @@ impl<S: PowerSource> PowerLoop<S> {
                     if let Some(r) = &reading {
                         tracing::debug!(power.status = %r.raw_status, charge = ?r.charge_percent, "reading");
                     }
-                    let a = policy.observe(Instant::now(), reading.as_ref());
+                    let mut a = policy.observe(Instant::now(), reading.as_ref());
+                    if absent && a.state == PowerState::Unknown {
+                        a.detail = format!(
+                            "No UPS found ({}): the box runs without battery protection",
+                            last_error.as_deref().unwrap_or("not there")
+                        );
+                    }
                     mains_tx.send_replace(a.mains_back);
                     if a.state != last_state {
                         log_transition(last_state, &a);

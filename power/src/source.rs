@@ -1,7 +1,7 @@
 //! The one small trait every power source implements, and the source chosen by configuration.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{PowerConfig, SourceConfig};
 use crate::gauge::{GaugeSource, Ina219Gauge, Max1704xGauge};
@@ -24,6 +24,9 @@ pub enum SourceError {
     NoData(String),
     #[error("the power source refused: {0}")]
     Refused(String),
+    /// The configured source is not there at all (a UPS HAT not fitted).
+    #[error("no UPS gauge found: {0}")]
+    Absent(String),
     #[error("this power source cannot {0}")]
     Unsupported(&'static str),
     #[error("power source I/O error: {0}")]
@@ -83,12 +86,81 @@ pub enum AnySource {
     Ina219(GaugeSource<Ina219Gauge<linux_embedded_hal::I2cdev>>),
     Max1704x(GaugeSource<Max1704xGauge<linux_embedded_hal::I2cdev>>),
     None(NoSource),
+    /// A gauge whose I2C bus is not there (a Pi running without its UPS HAT, or before the
+    /// I2C driver loaded): looked for again every [`absent_retry`] until it appears.
+    Absent(AbsentSource),
+}
+
+/// How often a missing I2C bus is looked for again: every 15 polls (30 s by default).
+pub fn absent_retry(cfg: &PowerConfig) -> Duration {
+    cfg.policy.poll_interval() * 15
+}
+
+/// The configured gauge, not yet found.
+pub struct AbsentSource {
+    cfg: PowerConfig,
+    error: String,
+    retry_at: Instant,
+}
+
+impl AbsentSource {
+    /// Try again once the retry time has come: the opened source, or why not (yet).
+    fn reopen(&mut self) -> Result<AnySource, SourceError> {
+        if Instant::now() < self.retry_at {
+            return Err(SourceError::Absent(self.error.clone()));
+        }
+        self.retry_at = Instant::now() + absent_retry(&self.cfg);
+        match AnySource::open_present(&self.cfg) {
+            Ok(source) => Ok(source),
+            Err(OpenError::BusMissing(e)) => {
+                self.error = e;
+                Err(SourceError::Absent(self.error.clone()))
+            }
+            Err(OpenError::Source(e)) => Err(e),
+        }
+    }
+}
+
+/// Why [`AnySource::open_present`] failed.
+enum OpenError {
+    /// The I2C bus device is not there; worth waiting for.
+    BusMissing(String),
+    /// Anything else: a configuration mistake.
+    Source(SourceError),
+}
+
+impl From<SourceError> for OpenError {
+    fn from(e: SourceError) -> Self {
+        OpenError::Source(e)
+    }
 }
 
 impl AnySource {
-    /// Open the configured source. I2C buses are opened here so that a wrong bus path fails at
-    /// start-up, loudly.
+    /// Open the configured source. Configuration mistakes fail here, at start-up, loudly. A
+    /// gauge whose I2C bus does not exist is not a mistake the daemon can fix by restarting:
+    /// the box runs on without battery protection (the loop reports the power state as
+    /// unknown, the status page says why) and looks for the bus again every [`absent_retry`].
     pub fn open(cfg: &PowerConfig) -> Result<Self, SourceError> {
+        match Self::open_present(cfg) {
+            Ok(source) => Ok(source),
+            Err(OpenError::Source(e)) => Err(e),
+            Err(OpenError::BusMissing(error)) => {
+                tracing::warn!(
+                    error = %error,
+                    "the configured UPS gauge is not there ({error}); running without battery \
+                     protection, looking for it again every {} s",
+                    absent_retry(cfg).as_secs()
+                );
+                Ok(AnySource::Absent(AbsentSource {
+                    cfg: cfg.clone(),
+                    error,
+                    retry_at: Instant::now() + absent_retry(cfg),
+                }))
+            }
+        }
+    }
+
+    fn open_present(cfg: &PowerConfig) -> Result<Self, OpenError> {
         let poll = cfg.policy.poll_interval();
         Ok(match &cfg.source {
             SourceConfig::Nut(n) => AnySource::Nut(NutSource::new(n.clone())?),
@@ -120,9 +192,15 @@ fn io_timeout(poll: Duration) -> Duration {
     poll.max(Duration::from_secs(2))
 }
 
-fn open_i2c(path: &std::path::Path) -> Result<linux_embedded_hal::I2cdev, SourceError> {
+fn open_i2c(path: &std::path::Path) -> Result<linux_embedded_hal::I2cdev, OpenError> {
+    if !path.exists() {
+        return Err(OpenError::BusMissing(format!(
+            "no I2C bus {}",
+            path.display()
+        )));
+    }
     linux_embedded_hal::I2cdev::new(path)
-        .map_err(|e| SourceError::Io(format!("cannot open I2C bus {}: {e}", path.display())))
+        .map_err(|e| SourceError::Io(format!("cannot open I2C bus {}: {e}", path.display())).into())
 }
 
 impl PowerSource for AnySource {
@@ -133,15 +211,25 @@ impl PowerSource for AnySource {
             AnySource::Ina219(s) => s.describe(),
             AnySource::Max1704x(s) => s.describe(),
             AnySource::None(s) => s.describe(),
+            AnySource::Absent(a) => match a.cfg.source {
+                SourceConfig::Ina219(_) => "i2c:ina219".into(),
+                SourceConfig::Max1704x(_) => "i2c:max1704x".into(),
+                _ => "absent".into(),
+            },
         }
     }
     async fn read(&mut self) -> Result<Reading, SourceError> {
+        if let AnySource::Absent(a) = self {
+            *self = a.reopen()?;
+            tracing::info!(power.source = %self.describe(), "the UPS gauge has appeared");
+        }
         match self {
             AnySource::Nut(s) => s.read().await,
             AnySource::Sysfs(s) => s.read().await,
             AnySource::Ina219(s) => s.read().await,
             AnySource::Max1704x(s) => s.read().await,
             AnySource::None(s) => s.read().await,
+            AnySource::Absent(a) => Err(SourceError::Absent(a.error.clone())),
         }
     }
     async fn set_forced_shutdown(&mut self) -> Result<(), SourceError> {
