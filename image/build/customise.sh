@@ -219,7 +219,9 @@ chroot "$R" ldconfig
     printf '  "kernel": "%s",\n' "$kver"
     printf '  "clinicbox_sha256": "%s",\n' "$(sha256sum "$R/usr/bin/clinicbox" | cut -d' ' -f1)"
     printf '  "packages": {\n'
-    chroot "$R" dpkg-query -W -f='${Package} ${Version}\n' | sort |
+    { chroot "$R" dpkg-query -W -f='${Package} ${Version}\n'
+      # Unpacked, not installed (rootfs.sh): the Pi firmware and kernel.
+      cat "$R/usr/share/clinicbox/unpacked-packages.txt" 2>/dev/null || true; } | sort |
         awk '{printf "%s    \"%s\": \"%s\"", (NR>1?",\n":""), $1, $2} END{print ""}'
     printf '  }\n}\n'
 } >"$R/usr/share/clinicbox/manifest.json"

@@ -45,11 +45,19 @@ unpack_packages() {
     sed -e 's/#.*//' -e 's/[[:space:]]//g' "$PKGDIR/$ARCH.unpack" | grep -v '^$' | sort -u
 }
 
+# The kernel, when it does not come from $SUITE (see $ARCH.kernel): a metapackage
+# named pkg/suite whose files are unpacked, not installed.
+kernel_package() {
+    [[ -f $PKGDIR/$ARCH.kernel ]] || return 0
+    sed -e 's/#.*//' -e 's/[[:space:]]//g' "$PKGDIR/$ARCH.kernel" | grep -v '^$' | head -1
+}
+
 LOCK=$PKGDIR/$ARCH.lock
 key=$( {
     echo "$SUITE $MIRROR $SECURITY $ARCH"
     packages
     unpack_packages
+    kernel_package
     [[ -f $LOCK ]] && cat "$LOCK"
     cat "$0"
 } | sha256sum | cut -c1-16)
@@ -85,8 +93,9 @@ cat >"$R/etc/apt/sources.list" <<EOF
 deb $MIRROR $SUITE main non-free-firmware
 deb $MIRROR $SUITE-updates main non-free-firmware
 deb $SECURITY $SUITE-security main non-free-firmware
-# Only for packages named "pkg/$SUITE-backports" in a list (the Pi kernel).
+# Only for packages named "pkg/suite" in a list: the Pi kernel (arm64.kernel).
 deb $MIRROR $SUITE-backports main non-free-firmware
+deb $MIRROR trixie-backports main
 EOF
 # Keep images small: no recommends, no docs, no translations.
 cat >"$R/etc/apt/apt.conf.d/90clinicbox" <<'EOF'
@@ -119,7 +128,8 @@ for t in rsa ecdsa ed25519; do : >"$R/etc/ssh/ssh_host_${t}_key"; : >"$R/etc/ssh
 # Everything below runs in a private mount namespace, so no mount outlives it.
 PKGS=$(packages | tr '\n' ' ')
 UNPACK=$(unpack_packages | tr '\n' ' ')
-unshare --mount --propagation private env R="$R" PKGS="$PKGS" UNPACK="$UNPACK" LOCK="$LOCK" \
+KERNEL=$(kernel_package)
+unshare --mount --propagation private env R="$R" PKGS="$PKGS" UNPACK="$UNPACK" KERNEL="$KERNEL" LOCK="$LOCK" \
     STRICT="${CLINICBOX_IMAGE_STRICT_PINS:-}" bash -euo pipefail -c '
     mount -t proc proc "$R/proc"
     mount -t sysfs sys "$R/sys"
@@ -161,6 +171,31 @@ unshare --mount --propagation private env R="$R" PKGS="$PKGS" UNPACK="$UNPACK" L
             [[ -n $STRICT ]] && { echo "strict pins: refresh image/packages/*.lock (CLINICBOX_IMAGE_UPDATE_LOCK=1) and review" >&2; exit 1; }
         fi
     fi
+    # A kernel from a newer suite (the Pis: trixie-backports) has maintainer scripts
+    # that need that suite'"'"'s tools, so its files are unpacked and set up here as
+    # its scripts would: /boot files, module index. The image is replaced whole on
+    # update, never by apt, so dpkg not knowing these files costs nothing.
+    if [[ -n $KERNEL ]]; then
+        chroot "$R" apt-get install -y -q --download-only "$KERNEL" >>"$R/../install.log" 2>&1
+        kv=
+        for deb in "$R"/var/cache/apt/archives/linux-{base,binary,modules}-[0-9]*.deb; do
+            [[ -f $deb ]] || continue
+            dpkg-deb -x "$deb" "$R"
+            dpkg-deb -f "$deb" Package Version | paste -sd" " >>"$R/../unpacked.txt"
+            name=$(dpkg-deb -f "$deb" Package)
+            [[ $name == linux-modules-* ]] && kv=${name#linux-modules-}
+        done
+        [[ -n $kv && -f $R/usr/lib/modules/$kv/vmlinuz ]] || { echo "kernel $KERNEL: no modules package or vmlinuz" >&2; exit 1; }
+        for f in vmlinuz config System.map; do
+            cp "$R/usr/lib/modules/$kv/$f" "$R/boot/$f-$kv"
+        done
+        chroot "$R" depmod -a "$kv"
+        # Forced into the initramfs, in this order: on a Pi 5 the RP1 south bridge
+        # (Ethernet, USB, GPIO) probes only if the BCM2712 MIP interrupt controller
+        # is already there; the SD host and Ethernet follow. Harmless elsewhere.
+        printf "%s\n" irq-bcm2712-mip rp1_pci clk-rp1 pinctrl-rp1 pinctrl-brcmstb \
+            pinctrl-brcmstb-bcm2712 gpio-brcmstb sdhci-brcmstb macb >>"$R/etc/initramfs-tools/modules"
+    fi
     printf "update_initramfs=yes\nbackup_initramfs=no\n" >"$R/etc/initramfs-tools/update-initramfs.conf"
     rm -f "$R"/boot/initrd.img-*
     chroot "$R" update-initramfs -c -k all >>"$R/../install.log" 2>&1
@@ -178,7 +213,12 @@ unshare --mount --propagation private env R="$R" PKGS="$PKGS" UNPACK="$UNPACK" L
 }
 if [[ -d $WORK/unpack/usr/lib/raspi-firmware ]]; then
     cp -r "$WORK/unpack/usr/lib/raspi-firmware" "$R/usr/lib/"
-    cp "$WORK/unpacked.txt" "$R/usr/lib/raspi-firmware/VERSION"
+    grep raspi-firmware "$WORK/unpacked.txt" >"$R/usr/lib/raspi-firmware/VERSION"
+fi
+# What is in the root without dpkg knowing: the manifest lists it (customise.sh).
+if [[ -f $WORK/unpacked.txt ]]; then
+    mkdir -p "$R/usr/share/clinicbox"
+    sort -u "$WORK/unpacked.txt" >"$R/usr/share/clinicbox/unpacked-packages.txt"
 fi
 log "packages installed: $(($(date +%s) - start)) s"
 
@@ -195,6 +235,7 @@ if [[ -n ${CLINICBOX_IMAGE_UPDATE_LOCK:-} || ! -f $LOCK ]]; then
         echo "$SUITE $MIRROR $SECURITY $ARCH"
         packages
         unpack_packages
+        kernel_package
         cat "$LOCK"
         cat "$0"
     } | sha256sum | cut -c1-16)

@@ -77,6 +77,18 @@ def main():
     cmdline = mtype(2, "/cmdline.txt")
     check(f"{b}: cmdline.txt mounts root-a read-only by PARTUUID", "root=PARTUUID=c11cb0c5-05 ro" in cmdline
           and "clinicbox.slot=a" in cmdline, cmdline.strip())
+    # The Pi 5 boots from SD/USB/NVMe and reaches its Ethernet only through RP1, whose
+    # drivers must be in the initramfs (the MIP interrupt controller first).
+    initrd = a.image + ".initrd"
+    run("mcopy", "-n", "-i", f"{a.image}@@{start(2)}", "::/initrd.img", initrd)
+    try:
+        names = initramfs_names(initrd)
+    finally:
+        os.remove(initrd)
+    mods = {os.path.basename(n).split(".ko")[0] for n in names if ".ko" in n}
+    want = {"irq-bcm2712-mip", "rp1_pci", "clk-rp1", "pinctrl-rp1", "sdhci-brcmstb", "macb"}
+    check(f"{b}: initramfs has the Pi 5 RP1/MIP, SD and Ethernet drivers", want <= mods,
+          f"missing {sorted(want - mods)}" if not want <= mods else f"{len(mods)} modules")
     check(f"{b}: boot-b is an empty FAT for updates", [x for x in mdir(3).splitlines() if x.strip()] == [])
 
     # root-a, read-only
@@ -113,6 +125,37 @@ def main():
     finally:
         run("umount", mnt)
         os.rmdir(mnt)
+
+
+def cpio_names(data, off=0):
+    """Names in the newc cpio archive at data[off:], and the offset after its trailer."""
+    names = []
+    while data[off:off + 6] == b"070701":
+        namesize = int(data[off + 94:off + 102], 16)
+        filesize = int(data[off + 54:off + 62], 16)
+        name = data[off + 110:off + 110 + namesize - 1].decode("utf-8", "replace")
+        off = (off + 110 + namesize + 3) & ~3
+        off = (off + filesize + 3) & ~3
+        if name == "TRAILER!!!":
+            break
+        names.append(name)
+    return names, off
+
+
+def initramfs_names(path):
+    """File names in an initramfs: any leading uncompressed archives, then one
+    zstd-compressed archive (rootfs.sh sets COMPRESS=zstd)."""
+    data = open(path, "rb").read()
+    names, off = [], 0
+    while data[off:off + 6] == b"070701":
+        more, off = cpio_names(data, off)
+        names += more
+        while off < len(data) and data[off] == 0:
+            off += 1
+    if off < len(data):
+        rest = subprocess.run(["zstd", "-dc"], input=data[off:], capture_output=True).stdout
+        names += cpio_names(rest)[0]
+    return names
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
-//! What the `clinicbox user …` and `clinicbox metadata import` commands call.
+//! What the `clinicbox user …` and `clinicbox metadata import` commands and the status page's
+//! setup call.
 
 use std::path::Path;
 
 use clinicbox_dhis2::ImportReport;
 
+use crate::ApiState;
 use crate::error::ApiError;
-use crate::metadata::MetadataService;
 use crate::metadata::import::{ImportParams, import};
+use crate::metadata::{MetadataService, bump_revision};
+use crate::system::SYSTEM_SETTINGS;
 
 pub use crate::users::{NewUser, UserSummary, add_user, list_users, set_disabled, set_password};
 
@@ -34,4 +37,37 @@ pub fn summarize(r: &ImportReport) -> String {
         "import {status}: {} created, {} updated, {} deleted, {} ignored ({} objects)",
         r.stats.created, r.stats.updated, r.stats.deleted, r.stats.ignored, r.stats.total
     )
+}
+
+/// The system setting that holds the clinic's name (DHIS2's application title, which the
+/// Capture app shows).
+pub const CLINIC_NAME_SETTING: &str = "applicationTitle";
+
+/// The clinic's name as set on this box, if it has been.
+pub fn clinic_name(state: &ApiState) -> Result<Option<String>, ApiError> {
+    let read = state.store().read()?;
+    Ok(read
+        .get(SYSTEM_SETTINGS, CLINIC_NAME_SETTING)?
+        .filter(|r| !r.deleted)
+        .and_then(|r| r.json::<String>().ok()))
+}
+
+/// Names the clinic (1–120 characters, no control characters).
+pub async fn set_clinic_name(state: &ApiState, name: &str) -> Result<(), ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 120 || name.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "The clinic name must have 1 to 120 characters".into(),
+        ));
+    }
+    let value = serde_json::Value::String(name.to_string());
+    state
+        .store()
+        .write(move |ctx| -> Result<(), clinicbox_store::StoreError> {
+            ctx.put_json(SYSTEM_SETTINGS, CLINIC_NAME_SETTING, &value)?;
+            bump_revision(ctx)
+        })
+        .await
+        .map_err(|e| e.flatten())?;
+    Ok(())
 }

@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod presence;
 pub mod serve;
+pub mod setup;
 pub mod systemd;
 pub mod tls;
 pub mod unlock;

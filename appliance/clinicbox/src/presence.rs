@@ -120,6 +120,10 @@ pub fn prepare(
         .store(store.clone())
         .tablets(tablets.clone())
         .admin(admin_check(api.clone()))
+        .setup(Arc::new(crate::setup::BoxSetup::new(
+            api.clone(),
+            crate::setup::keys_dir(&cfg.data_dir),
+        )))
         .power(power)
         .discovery(Arc::new(move || {
             discovery_view(view.lock().unwrap_or_else(PoisonError::into_inner).as_ref())

@@ -2,6 +2,7 @@
 
 pub mod metrics;
 mod page;
+pub mod setup;
 pub mod tablets;
 
 use std::future::Future;
@@ -20,6 +21,7 @@ use clinicbox_store::{Store, StoreStats};
 use serde::{Deserialize, Serialize};
 
 pub use metrics::Metrics;
+pub use setup::{SetupActions, SetupStatus};
 pub use tablets::{TabletSeen, Tablets};
 
 /// `[status]` in `clinicbox.toml`.
@@ -132,6 +134,7 @@ struct Inner {
     tablets: Tablets,
     metrics: Metrics,
     admin: Option<AdminCheck>,
+    setup: Option<Arc<dyn SetupActions>>,
 }
 
 /// Builds a [`StatusState`].
@@ -156,6 +159,7 @@ impl StatusBuilder {
                 tablets: Tablets::default(),
                 metrics: Metrics::default(),
                 admin: None,
+                setup: None,
             },
         }
     }
@@ -189,6 +193,11 @@ impl StatusBuilder {
         self.inner.admin = Some(check);
         self
     }
+    /// First-boot setup at `/setup` (needs [`Self::admin`] for the steps after the claim).
+    pub fn setup(mut self, actions: Arc<dyn SetupActions>) -> Self {
+        self.inner.setup = Some(actions);
+        self
+    }
     pub fn build(self) -> StatusState {
         StatusState {
             inner: Arc::new(self.inner),
@@ -209,8 +218,14 @@ impl StatusState {
         let i = &self.inner;
         let store = i.store.as_ref().and_then(|s| s.stats().ok());
         let (requests, errors) = i.metrics.totals();
+        let setup = i.setup.as_ref().map(|s| s.status());
+        let mut info = i.info.clone();
+        if let Some(name) = setup.as_ref().and_then(|s| s.clinic_name.clone()) {
+            info.clinic_name = name;
+        }
         Snapshot {
-            info: i.info.clone(),
+            info,
+            setup,
             capture_url: (i.capture_url)(),
             served_urls: (i.served_urls)(),
             uptime_secs: i.started.elapsed().as_secs(),
@@ -231,6 +246,8 @@ impl StatusState {
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
     pub info: BoxInfo,
+    /// How far first-boot setup has got (None: setup is not offered).
+    pub setup: Option<SetupStatus>,
     pub capture_url: String,
     pub served_urls: Vec<String>,
     pub uptime_secs: u64,
@@ -260,7 +277,8 @@ pub fn router(state: StatusState) -> Router {
             .route("/status.json", get(status_json))
             .route("/admin", get(admin_page))
             .route("/admin/tablets/forget", post(forget_tablet))
-            .route("/admin/certificate/recheck", post(recheck_certificate));
+            .route("/admin/certificate/recheck", post(recheck_certificate))
+            .merge(setup::routes());
     }
     if state.inner.config.metrics != MetricsAccess::Off {
         r = r.route("/metrics", get(metrics));

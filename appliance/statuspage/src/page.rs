@@ -77,7 +77,7 @@ a{color:#135e8c}
 button{font:inherit;padding:6px 14px;border-radius:6px;border:1px solid #135e8c;background:#fff;color:#135e8c}
 "#;
 
-fn head(out: &mut String, title: &str, refresh: bool) {
+pub(crate) fn head(out: &mut String, title: &str, refresh: bool) {
     let _ = write!(
         out,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -175,6 +175,10 @@ pub fn render(s: &Snapshot) -> String {
         esc(&title),
         esc(&s.info.box_id)
     );
+
+    if let Some(setup) = &s.setup {
+        crate::setup::render_todo(&mut o, setup);
+    }
 
     // Connect a tablet.
     let _ = write!(

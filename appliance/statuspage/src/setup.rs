@@ -1,0 +1,425 @@
+//! First-boot setup, guided by the status page: a new box comes up with no users, no metadata
+//! and recovery keys nobody has seen. `/setup` walks whoever sets it up through, in order:
+//!
+//! 1. **Claim**: the clinic's name and the first admin account. Open to anyone on the LAN
+//!    while the box has no user at all (as a new appliance's onboarding is), and never again.
+//! 2. **Recovery keys**: shown to that person right away, then to an admin until someone
+//!    confirms they are written down; then they are deleted from the box.
+//! 3. **Metadata package**: the programs, forms and org units the tablets will download,
+//!    uploaded as the JSON file exported from the national DHIS2.
+//!
+//! The daemon does the work ([`SetupActions`]); this module only serves the pages.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Multipart, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use crate::page::{esc, head};
+use crate::{StatusState, challenge, is_admin, same_origin};
+
+/// A boxed future, so that [`SetupActions`] can be a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Largest metadata package accepted through the page (a national package is tens of MB).
+pub const MAX_PACKAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How far setup has got.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SetupStatus {
+    /// Any user account exists (then the box can no longer be claimed from the LAN).
+    pub has_users: bool,
+    /// The clinic's name as set during setup (None: the configured default is shown).
+    pub clinic_name: Option<String>,
+    /// Recovery keys waiting to be written down.
+    pub pending_keys: usize,
+    /// Programs + data sets the tablets can download.
+    pub forms: usize,
+}
+
+impl SetupStatus {
+    /// Nothing left for `/setup` to guide.
+    pub fn complete(&self) -> bool {
+        self.has_users && self.pending_keys == 0 && self.forms > 0
+    }
+}
+
+/// A recovery key to hand over once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingKey {
+    /// What it unlocks, for people.
+    pub label: String,
+    pub key: String,
+}
+
+/// The first admin and the clinic, from the claim form.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Claim {
+    pub clinic_name: String,
+    pub username: String,
+    pub password: String,
+}
+
+/// Why a setup action was refused: shown to the person on the page.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetupError {
+    /// The box already has users: it cannot be claimed again.
+    #[error("this box is already set up: log in as its admin instead")]
+    AlreadyClaimed,
+    /// The input was not acceptable (message says why).
+    #[error("{0}")]
+    Invalid(String),
+    /// The box could not do it (message says why).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What the daemon does for the setup pages.
+pub trait SetupActions: Send + Sync + 'static {
+    fn status(&self) -> SetupStatus;
+    /// Creates the first admin and names the clinic, only while the box has no user at all.
+    fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<(), SetupError>>;
+    fn pending_keys(&self) -> Vec<PendingKey>;
+    /// The keys are written down: delete them from the box.
+    fn keys_written_down(&self) -> Result<(), SetupError>;
+    /// Imports a metadata package (DHIS2 metadata JSON); returns a one-line summary.
+    fn import_metadata(&self, package: Vec<u8>) -> BoxFuture<'_, Result<String, SetupError>>;
+}
+
+pub(crate) fn routes() -> Router<StatusState> {
+    Router::new()
+        .route("/setup", get(setup_page))
+        .route("/setup/claim", post(claim))
+        .route("/setup/keys/done", post(keys_done))
+        .route(
+            "/setup/metadata",
+            post(upload_metadata).layer(DefaultBodyLimit::max(MAX_PACKAGE_BYTES)),
+        )
+}
+
+fn actions(state: &StatusState) -> Option<&Arc<dyn SetupActions>> {
+    state.inner.setup.as_ref()
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    let mut r = (status, Html(body)).into_response();
+    let h = r.headers_mut();
+    // Recovery keys and forms: never cached, never framed, no script.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    r
+}
+
+fn refused(status: StatusCode, title: &str, why: &str) -> Response {
+    let mut o = String::new();
+    head(&mut o, "ClinicBox setup", false);
+    o.push_str("<header><h1>Set up this box</h1></header><main><section>");
+    o.push_str(&format!(
+        "<h2>{}</h2><p class=\"bad\" data-figure=\"setup-error\">{}</p><p><a href=\"/setup\">Back to setup</a></p>",
+        esc(title),
+        esc(why)
+    ));
+    o.push_str("</section></main></body></html>");
+    html(status, o)
+}
+
+/// `GET /setup`: the claim form on a new box; for an admin, what is left to do.
+async fn setup_page(
+    State(state): State<StatusState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(setup) = actions(&state) else {
+        return refused(
+            StatusCode::NOT_FOUND,
+            "Setup",
+            "Setup is not available on this box.",
+        );
+    };
+    let st = setup.status();
+    if !st.has_users {
+        return html(StatusCode::OK, render_claim(&state.snapshot().info.box_id));
+    }
+    if !is_admin(&state, &headers, addr).await {
+        return challenge();
+    }
+    html(StatusCode::OK, render_progress(&st, &setup.pending_keys()))
+}
+
+/// `POST /setup/claim`: the first admin. On success, the recovery keys are shown at once.
+async fn claim(
+    State(state): State<StatusState>,
+    headers: HeaderMap,
+    Form(form): Form<ClaimForm>,
+) -> Response {
+    let Some(setup) = actions(&state) else {
+        return refused(StatusCode::NOT_FOUND, "Setup", "Setup is not available.");
+    };
+    if !same_origin(&headers) {
+        return refused(StatusCode::FORBIDDEN, "Refused", "Cross-site form refused.");
+    }
+    if form.password != form.confirm {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "Not saved",
+            "The two passwords differ.",
+        );
+    }
+    let claim = Claim {
+        clinic_name: form.clinic_name.trim().to_string(),
+        username: form.username.trim().to_string(),
+        password: form.password,
+    };
+    let username = claim.username.clone();
+    match setup.claim(claim).await {
+        Ok(()) => {
+            tracing::info!("setup: the box was claimed; first admin account created");
+            let st = setup.status();
+            html(
+                StatusCode::OK,
+                render_claimed(&username, &st, &setup.pending_keys()),
+            )
+        }
+        Err(SetupError::AlreadyClaimed) => refused(
+            StatusCode::CONFLICT,
+            "Already set up",
+            &SetupError::AlreadyClaimed.to_string(),
+        ),
+        Err(e) => refused(StatusCode::BAD_REQUEST, "Not saved", &e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ClaimForm {
+    clinic_name: String,
+    username: String,
+    password: String,
+    confirm: String,
+}
+
+/// `POST /setup/keys/done` (admin): the keys are written down; delete them from the box.
+async fn keys_done(
+    State(state): State<StatusState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(setup) = actions(&state) else {
+        return refused(StatusCode::NOT_FOUND, "Setup", "Setup is not available.");
+    };
+    if !is_admin(&state, &headers, addr).await {
+        return challenge();
+    }
+    if !same_origin(&headers) {
+        return refused(StatusCode::FORBIDDEN, "Refused", "Cross-site form refused.");
+    }
+    match setup.keys_written_down() {
+        Ok(()) => {
+            tracing::info!("setup: recovery keys confirmed written down and deleted from the box");
+            (StatusCode::SEE_OTHER, [(header::LOCATION, "/setup")]).into_response()
+        }
+        Err(e) => refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Keys not deleted",
+            &e.to_string(),
+        ),
+    }
+}
+
+/// `POST /setup/metadata` (admin, multipart with a `package` file).
+async fn upload_metadata(
+    State(state): State<StatusState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    mut multipart: Multipart,
+) -> Response {
+    let Some(setup) = actions(&state) else {
+        return refused(StatusCode::NOT_FOUND, "Setup", "Setup is not available.");
+    };
+    if !is_admin(&state, &headers, addr).await {
+        return challenge();
+    }
+    if !same_origin(&headers) {
+        return refused(StatusCode::FORBIDDEN, "Refused", "Cross-site form refused.");
+    }
+    let mut package = None;
+    loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) if field.name() == Some("package") => match field.bytes().await {
+                Ok(b) => package = Some(b.to_vec()),
+                Err(e) => {
+                    return refused(
+                        StatusCode::BAD_REQUEST,
+                        "Not imported",
+                        &format!("The upload did not arrive whole: {e}"),
+                    );
+                }
+            },
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => {
+                return refused(
+                    StatusCode::BAD_REQUEST,
+                    "Not imported",
+                    &format!("The upload could not be read: {e}"),
+                );
+            }
+        }
+    }
+    let Some(package) = package.filter(|p| !p.is_empty()) else {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "Not imported",
+            "Choose the metadata package file first.",
+        );
+    };
+    match setup.import_metadata(package).await {
+        Ok(summary) => {
+            tracing::info!("setup: metadata package imported ({summary})");
+            let mut o = String::new();
+            head(&mut o, "ClinicBox setup", false);
+            o.push_str(&format!(
+                "<header><h1>Metadata package imported</h1></header><main><section><h2>Done</h2>\
+                 <p class=\"ok\" data-figure=\"import-summary\">{}</p>\
+                 <p>Tablets download it at their next sync.</p><p><a href=\"/setup\">Back to setup</a> · <a href=\"/\">Status page</a></p>\
+                 </section></main></body></html>",
+                esc(&summary)
+            ));
+            html(StatusCode::OK, o)
+        }
+        Err(e) => refused(StatusCode::CONFLICT, "Not imported", &e.to_string()),
+    }
+}
+
+fn render_claim(box_id: &str) -> String {
+    let mut o = String::new();
+    head(&mut o, "Set up this ClinicBox", false);
+    o.push_str(&format!(
+        "<header><h1>Set up this box</h1><p>ClinicBox {}: new, no accounts yet</p></header><main>\
+         <section><h2>1. The clinic and its administrator</h2>\
+         <p>The account made here can manage the box and log in from the DHIS2 Capture app. \
+         Only the first person to fill this in can do so.</p>\
+         <form method=\"post\" action=\"/setup/claim\" data-figure=\"claim-form\">\
+         <p><label>Clinic name<br><input name=\"clinic_name\" required maxlength=\"120\" autocomplete=\"organization\"></label></p>\
+         <p><label>Admin username<br><input name=\"username\" required value=\"admin\" autocomplete=\"username\"></label></p>\
+         <p><label>Password (8 to 72 characters)<br><input name=\"password\" type=\"password\" required minlength=\"8\" maxlength=\"72\" autocomplete=\"new-password\"></label></p>\
+         <p><label>Password again<br><input name=\"confirm\" type=\"password\" required minlength=\"8\" maxlength=\"72\" autocomplete=\"new-password\"></label></p>\
+         <p><button>Create the admin account</button></p></form></section>{}</main></body></html>",
+        esc(box_id),
+        steps_to_come()
+    ));
+    o
+}
+
+fn steps_to_come() -> &'static str {
+    "<section><h2>Then</h2><ol><li>Write down the recovery keys the box shows once.</li>\
+     <li>Upload the metadata package (the JSON file exported from the national DHIS2).</li></ol></section>"
+}
+
+fn render_claimed(username: &str, st: &SetupStatus, keys: &[PendingKey]) -> String {
+    let mut o = String::new();
+    head(&mut o, "ClinicBox setup", false);
+    o.push_str(&format!(
+        "<header><h1>{}</h1><p>Admin account <b data-figure=\"admin-username\">{}</b> created</p></header><main>",
+        esc(st.clinic_name.as_deref().unwrap_or("ClinicBox")),
+        esc(username)
+    ));
+    keys_section(&mut o, keys);
+    o.push_str(
+        "<section><h2>Next</h2><p><a href=\"/setup\">Continue setup</a> (log in with the account you just made).</p></section>\
+         </main></body></html>",
+    );
+    o
+}
+
+fn keys_section(o: &mut String, keys: &[PendingKey]) {
+    if keys.is_empty() {
+        return;
+    }
+    o.push_str(
+        "<section><h2>2. Write down the recovery keys</h2>\
+         <p>If this box's key stick, TPM or board fails, these are the only way to read its data. \
+         Write them on paper and keep them locked away, not next to the box. \
+         They are shown until you confirm, then deleted from the box.</p><dl>",
+    );
+    for k in keys {
+        o.push_str(&format!(
+            "<dt>{}</dt><dd><code class=\"url\" data-figure=\"recovery-key\">{}</code></dd>",
+            esc(&k.label),
+            esc(&k.key)
+        ));
+    }
+    o.push_str(
+        "</dl><form method=\"post\" action=\"/setup/keys/done\"><p>\
+         <button>I have written them down: delete them from the box</button></p></form></section>",
+    );
+}
+
+fn render_progress(st: &SetupStatus, keys: &[PendingKey]) -> String {
+    let mut o = String::new();
+    head(&mut o, "ClinicBox setup", false);
+    o.push_str(&format!(
+        "<header><h1>Set up {}</h1><p><a style=\"color:#fff\" href=\"/\">Status page</a></p></header><main>",
+        esc(st.clinic_name.as_deref().unwrap_or("this box"))
+    ));
+    o.push_str(
+        "<section><h2>1. The clinic and its administrator</h2><p class=\"ok\">Done.</p></section>",
+    );
+    if keys.is_empty() {
+        o.push_str("<section><h2>2. Recovery keys</h2><p class=\"ok\" data-figure=\"keys-done\">Written down and deleted from the box.</p></section>");
+    } else {
+        keys_section(&mut o, keys);
+    }
+    o.push_str("<section><h2>3. Metadata package</h2>");
+    if st.forms > 0 {
+        o.push_str(&format!(
+            "<p class=\"ok\" data-figure=\"forms\">{} programs and data sets loaded.</p><p>Upload a newer package to replace them:</p>",
+            st.forms
+        ));
+    } else {
+        o.push_str("<p class=\"warn\" data-figure=\"forms\">None yet: tablets can log in but have no forms.</p>");
+    }
+    o.push_str(
+        "<form method=\"post\" action=\"/setup/metadata\" enctype=\"multipart/form-data\">\
+         <p><input type=\"file\" name=\"package\" accept=\".json,application/json\" required></p>\
+         <p><button>Import the metadata package</button></p></form></section>",
+    );
+    if st.complete() {
+        o.push_str("<section><h2>Ready</h2><p class=\"ok\" data-figure=\"setup-complete\">This box is set up. Connect the tablets from the <a href=\"/\">status page</a>.</p></section>");
+    }
+    o.push_str("</main></body></html>");
+    o
+}
+
+/// The status page's "Set up this box" panel: what is left, with a link.
+pub(crate) fn render_todo(o: &mut String, st: &SetupStatus) {
+    if st.complete() {
+        return;
+    }
+    let mut todo = Vec::new();
+    if !st.has_users {
+        todo.push("create the admin account");
+    }
+    if st.pending_keys > 0 {
+        todo.push("write down the recovery keys");
+    }
+    if st.forms == 0 {
+        todo.push("upload the metadata package");
+    }
+    o.push_str(&format!(
+        "<section class=\"connect\" data-figure=\"setup-todo\"><div><h2>Set up this box</h2>\
+         <p class=\"warn\">Still to do: {}.</p><p><a class=\"url\" href=\"/setup\">Open setup</a></p></div></section>",
+        esc(&todo.join(", "))
+    ));
+}

@@ -1,0 +1,287 @@
+//! First-boot setup through the status page, on a box made the way the image's first boot
+//! makes it: a store with a key-file slot, no users, no metadata, and recovery keys left in
+//! `keys/*.pending`. The person setting it up claims it (clinic name + first admin), is shown
+//! the keys once and confirms them, then uploads the metadata package, and the tablets' users
+//! from that package can log in. Refused steps change nothing.
+
+use std::path::Path;
+
+use base64::Engine;
+use clinicbox_tests::{BoxBuilder, RunningBox, run_admin};
+
+const ADMIN: &str = "nurse.admin";
+const PASSWORD: &str = "Clinic-2026!";
+const CLINIC: &str = "Kisumu <East> Health Centre";
+const LUKS_KEY: &str = "abcde-fghij-klmno-pqrst-uvwxy-z0123-45678-9abcd";
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// A store and pending keys as `image/scripts/firstboot` leaves them; returns the store's key.
+fn first_boot(data: &Path) -> String {
+    let keys = data.join("keys");
+    std::fs::create_dir_all(&keys).expect("keys dir");
+    let (st, out, err) = run_admin(
+        &[
+            "--data-dir",
+            &data.display().to_string(),
+            "keys",
+            "init",
+            "--key-file",
+            &keys.join("store.key").display().to_string(),
+        ],
+        "",
+    );
+    assert!(st.success(), "{out}{err}");
+    let recovery = out
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() > 20 && !l.contains(' '))
+        .expect("recovery key printed")
+        .to_owned();
+    std::fs::write(
+        keys.join("store-recovery-key.pending"),
+        format!("{recovery}\n"),
+    )
+    .expect("w");
+    std::fs::write(
+        keys.join("data-recovery-key.pending"),
+        format!("{LUKS_KEY}\n"),
+    )
+    .expect("w");
+    recovery
+}
+
+fn start(data: &Path) -> RunningBox {
+    BoxBuilder::new()
+        .config(&format!(
+            "data_dir = \"{}\"\n[store]\nkey_file = \"{}\"\n",
+            data.display(),
+            data.join("keys/store.key").display()
+        ))
+        .start()
+}
+
+fn form_post(b: &RunningBox, path: &str, auth: Option<&str>, body: &str) -> (u16, String) {
+    let origin = b.url().to_owned();
+    let mut headers = vec![
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Origin", origin.as_str()),
+    ];
+    if let Some(a) = auth {
+        headers.push(("Authorization", a));
+    }
+    let r = b.request("POST", path, &headers, body.as_bytes());
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
+}
+
+fn get(b: &RunningBox, path: &str, auth: Option<&str>) -> (u16, String) {
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+    let r = b.request("GET", path, &headers, b"");
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
+}
+
+fn claim_body(clinic: &str, user: &str, password: &str, confirm: &str) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|c| match c {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                    (c as char).to_string()
+                }
+                b' ' => "+".into(),
+                _ => format!("%{c:02X}"),
+            })
+            .collect::<String>()
+    };
+    format!(
+        "clinic_name={}&username={}&password={}&confirm={}",
+        enc(clinic),
+        enc(user),
+        enc(password),
+        enc(confirm)
+    )
+}
+
+fn multipart(file: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "----clinicbox-test-7MA4YWxkTrZu0gW";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"package\"; filename=\"metadata.json\"\r\n\
+         Content-Type: application/json\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn upload(b: &RunningBox, auth: &str, file: &[u8]) -> (u16, String) {
+    let (ctype, body) = multipart(file);
+    let origin = b.url().to_owned();
+    let r = b.request(
+        "POST",
+        "/setup/metadata",
+        &[
+            ("Content-Type", ctype.as_str()),
+            ("Origin", origin.as_str()),
+            ("Authorization", auth),
+        ],
+        &body,
+    );
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
+}
+
+#[test]
+fn a_new_box_is_claimed_given_its_keys_and_loaded_through_the_status_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let recovery = first_boot(&data);
+    let b = start(&data);
+    let admin = basic(ADMIN, PASSWORD);
+
+    // A new box says what is left to do, and offers the claim form to anyone on the LAN.
+    let (st, page) = get(&b, "/", None);
+    assert_eq!(st, 200);
+    assert!(page.contains("data-figure=\"setup-todo\""), "{page}");
+    assert!(page.contains("create the admin account"), "{page}");
+    let (st, page) = get(&b, "/setup", None);
+    assert_eq!(st, 200);
+    assert!(page.contains("data-figure=\"claim-form\""), "{page}");
+    assert!(!page.contains(&recovery), "keys before the claim");
+
+    // Refused claims change nothing: a cross-site post, passwords that differ, a short one.
+    let good = claim_body(CLINIC, ADMIN, PASSWORD, PASSWORD);
+    let r = b.request(
+        "POST",
+        "/setup/claim",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        good.as_bytes(),
+    );
+    assert_eq!(r.status, 403, "a claim without Origin/Referer");
+    let (st, page) = form_post(
+        &b,
+        "/setup/claim",
+        None,
+        &claim_body(CLINIC, ADMIN, PASSWORD, "Clinic-2027!"),
+    );
+    assert_eq!(st, 400, "{page}");
+    assert!(page.contains("The two passwords differ"), "{page}");
+    let (st, page) = form_post(
+        &b,
+        "/setup/claim",
+        None,
+        &claim_body(CLINIC, ADMIN, "short", "short"),
+    );
+    assert_eq!(st, 400, "{page}");
+    let (st, page) = form_post(
+        &b,
+        "/setup/claim",
+        None,
+        &claim_body(CLINIC, "bad name!", PASSWORD, PASSWORD),
+    );
+    assert_eq!(st, 400, "{page}");
+    assert_eq!(get(&b, "/api/me", Some(&admin)).0, 401);
+    let (_, page) = get(&b, "/setup", None);
+    assert!(
+        page.contains("data-figure=\"claim-form\""),
+        "still unclaimed"
+    );
+    let (_, settings) = get(&b, "/api/systemSettings", Some(&admin));
+    assert!(
+        !settings.contains("Kisumu"),
+        "a refused claim named the clinic"
+    );
+
+    // The claim: the admin exists, the clinic is named, and both recovery keys are shown.
+    let (st, page) = form_post(&b, "/setup/claim", None, &good);
+    assert_eq!(st, 200, "{page}");
+    assert!(page.contains(&recovery), "store recovery key shown");
+    assert!(page.contains(LUKS_KEY), "LUKS recovery key shown");
+    assert!(page.contains(ADMIN));
+    assert_eq!(get(&b, "/api/me", Some(&admin)).0, 200);
+    let (_, title) = get(&b, "/api/systemSettings/applicationTitle", Some(&admin));
+    assert!(title.contains("Kisumu <East> Health Centre"), "{title}");
+
+    // Never again: a second claim is refused and its user does not exist.
+    let (st, page) = form_post(
+        &b,
+        "/setup/claim",
+        None,
+        &claim_body("Other", "intruder", PASSWORD, PASSWORD),
+    );
+    assert_eq!(st, 409, "{page}");
+    assert_eq!(
+        get(&b, "/api/me", Some(&basic("intruder", PASSWORD))).0,
+        401
+    );
+
+    // The status page now carries the clinic's name and what is still to do.
+    let (_, page) = get(&b, "/", None);
+    assert!(page.contains("Kisumu &lt;East&gt; Health Centre"), "{page}");
+    assert!(page.contains("write down the recovery keys"), "{page}");
+    assert!(page.contains("upload the metadata package"), "{page}");
+    assert!(!page.contains(&recovery), "keys on the public page");
+
+    // After the claim, setup is for the admin only; the keys stay until confirmed.
+    assert_eq!(get(&b, "/setup", None).0, 401);
+    let (st, page) = get(&b, "/setup", Some(&admin));
+    assert_eq!(st, 200);
+    assert!(page.contains(&recovery) && page.contains(LUKS_KEY));
+    let (st, _) = form_post(&b, "/setup/keys/done", None, "");
+    assert_eq!(st, 401, "confirming the keys needs the admin");
+    assert!(data.join("keys/store-recovery-key.pending").exists());
+    let (st, _) = form_post(&b, "/setup/keys/done", Some(&admin), "");
+    assert_eq!(st, 303);
+    assert!(!data.join("keys/store-recovery-key.pending").exists());
+    assert!(!data.join("keys/data-recovery-key.pending").exists());
+    assert!(
+        data.join("keys/store.key").exists(),
+        "the key file must stay"
+    );
+    let (_, page) = get(&b, "/setup", Some(&admin));
+    assert!(page.contains("data-figure=\"keys-done\""), "{page}");
+    assert!(!page.contains(&recovery));
+
+    // A file that is not a metadata package is refused and imports nothing.
+    let (st, page) = upload(&b, &admin, b"name,age\nAmina,31\n");
+    assert_eq!(st, 409, "{page}");
+    assert!(page.contains("not a DHIS2 metadata package"), "{page}");
+    let (_, programs) = get(&b, "/api/programs?fields=id", Some(&admin));
+    assert!(programs.contains("\"programs\":[]"), "{programs}");
+
+    // The package: programs for the tablets, and its users can log in.
+    let package = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../appliance/api/demo/metadata.json"),
+    )
+    .expect("demo package");
+    let (st, page) = upload(&b, &admin, &package);
+    assert_eq!(st, 200, "{page}");
+    assert!(page.contains("data-figure=\"import-summary\""), "{page}");
+    let (_, programs) = get(&b, "/api/programs?fields=id", Some(&admin));
+    assert!(!programs.contains("\"programs\":[]"), "{programs}");
+    assert_eq!(
+        get(&b, "/api/me", Some(&basic("android", "Android123"))).0,
+        200
+    );
+    let (_, page) = get(&b, "/setup", Some(&admin));
+    assert!(page.contains("data-figure=\"setup-complete\""), "{page}");
+    let (_, page) = get(&b, "/", None);
+    assert!(!page.contains("setup-todo"), "setup is done: {page}");
+
+    // All of it survives a restart.
+    b.stop();
+    let b = start(&data);
+    assert_eq!(get(&b, "/api/me", Some(&admin)).0, 200);
+    let (_, page) = get(&b, "/", None);
+    assert!(page.contains("Kisumu &lt;East&gt; Health Centre"));
+    assert!(!page.contains("setup-todo"));
+    assert_eq!(
+        get(&b, "/setup", None).0,
+        401,
+        "a restarted box is not claimable"
+    );
+    b.stop();
+}
