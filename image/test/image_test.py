@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -187,15 +188,21 @@ class Guest:
         return None
 
     # --- HTTP through the port forward ---------------------------------------
-    def http(self, path, method="GET", body=None, auth=None, timeout=10):
+    def http(self, path, method="GET", body=None, auth=None, timeout=10, raw=None, headers=None):
+        """One request through the port forward: `body` is sent as JSON, `raw` as it is
+        (with its Content-Type in `headers`). Redirects are not followed."""
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
         if body is not None:
             req.data = json.dumps(body).encode()
             req.add_header("Content-Type", "application/json")
+        if raw is not None:
+            req.data = raw
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
         if auth:
             req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with NO_REDIRECTS.open(req, timeout=timeout) as r:
                 return r.status, r.read().decode("utf-8", "replace")
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode("utf-8", "replace")
@@ -432,6 +439,70 @@ def check_watchdog_restart(g):
     R.check("API answers again after the watchdog restart", g.wait_http("/health", 90) is not None)
 
 
+# --- first setup, as a person does it on the status page -------------------------------
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+NO_REDIRECTS = urllib.request.build_opener(_NoRedirect)
+DEMO_PACKAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../appliance/api/demo/metadata.json")
+
+
+def first_setup(g, user, password):
+    """Claims the new box at /setup (clinic name + first admin), checks that the recovery keys
+    it shows once really open the data partition and the store, confirms them, and uploads
+    the metadata package. Returns True when the admin can log in."""
+    status, page = g.http("/")
+    R.check("first boot: the status page asks for setup", status == 200 and 'data-figure="setup-todo"' in page,
+            f"HTTP {status}")
+    origin = {"Origin": f"http://127.0.0.1:{g.port}", "Content-Type": "application/x-www-form-urlencoded"}
+    form = urllib.parse.urlencode({"clinic_name": "Image Test Clinic", "username": user,
+                                   "password": password, "confirm": password}).encode()
+    status, page = g.http("/setup/claim", "POST", raw=form, headers=origin)
+    keys = dict(re.findall(r'<dt>([^<]+)</dt><dd><code class="url" data-figure="recovery-key">([^<]+)<', page))
+    R.check("setup: the box is claimed with the clinic name and its first admin", status == 200, f"HTTP {status}")
+    if status != 200:
+        return False
+    luks = next((k for label, k in keys.items() if label.startswith("Data partition")), None)
+    store = next((k for label, k in keys.items() if label.startswith("Store")), None)
+    R.check("setup: both recovery keys shown once (store; LUKS2 from systemd-cryptenroll)", bool(luks and store),
+            f"{sorted(keys)}")
+    if luks:
+        rc, out = g.run("dev=$(/usr/lib/clinicbox/data-setup status | tr ' ' '\\n' | sed -n 's/^device=//p'); "
+                        f"printf '%s' '{luks}' | cryptsetup open --test-passphrase --key-file=- \"$dev\" && echo opened")
+        R.check("setup: the LUKS2 recovery key shown opens the data partition", rc == 0 and "opened" in out, out[-200:])
+    if store:
+        rc, out = g.run("systemctl stop clinicbox.service && "
+                        f"printf '%s\\n' '{store}' | runuser -u clinicbox -- /usr/bin/clinicbox "
+                        "--config /etc/clinicbox/clinicbox.toml keys list --unlock-recovery; rc=$?; "
+                        "systemctl start clinicbox.service; exit $rc", timeout=180)
+        R.check("setup: the store recovery key shown unlocks the store", rc == 0 and "Recovery" in out, out[-200:])
+        if g.wait_http("/health", 90) is None:
+            R.check("service back after the recovery key check", False)
+            return False
+    admin = {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    status, _ = g.http("/setup/keys/done", "POST", raw=b"", headers={**origin, **admin})
+    _, left = g.run("ls /data/clinicbox/keys")
+    R.check("setup: keys confirmed written down are deleted from the box", status == 303 and ".pending" not in left,
+            f"HTTP {status}; keys dir: {left.split()}")
+    boundary = "clinicbox-image-test-boundary"
+    package = open(DEMO_PACKAGE, "rb").read()
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"package\"; filename=\"metadata.json\"\r\n"
+            f"Content-Type: application/json\r\n\r\n").encode() + package + f"\r\n--{boundary}--\r\n".encode()
+    status, page = g.http("/setup/metadata", "POST", raw=body, timeout=60,
+                          headers={**admin, "Origin": origin["Origin"],
+                                   "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    R.check("setup: the metadata package uploads and imports", status == 200 and "import-summary" in page,
+            re.sub(r"<[^>]+>", " ", page)[-200:] if status != 200 else "")
+    status, page = g.http("/setup", headers=admin)
+    R.check("setup: complete; a tablet user from the package logs in",
+            'data-figure="setup-complete"' in page and g.http("/api/me", auth=("android", "Android123"))[0] == 200,
+            f"HTTP {status}")
+    return g.http("/api/me", auth=(user, password))[0] == 200
+
+
 # --- writes ---------------------------------------------------------------------------
 
 class Api:
@@ -455,19 +526,9 @@ class Api:
 
 
 def setup_writer(g):
-    """An admin account for the writes, made the way a technician would:
-    `clinicbox user add --superuser` with the service stopped (it holds the store)."""
+    """The admin made at first setup writes the records."""
     user, password = "imagetest", "ImageTest-2026!"
-    rc, out = g.run(
-        "systemctl stop clinicbox.service && "
-        f"printf '%s\\n' '{password}' | runuser -u clinicbox -- /usr/bin/clinicbox "
-        f"--config /etc/clinicbox/clinicbox.toml user add {user} --superuser; rc=$?; "
-        "systemctl start clinicbox.service; exit $rc", timeout=180)
-    if rc != 0:
-        R.check("admin user created with `clinicbox user add`", False, out[-300:])
-        return None
-    if g.wait_http("/health", 90) is None:
-        R.check("service back after adding the admin user", False)
+    if not first_setup(g, user, password):
         return None
     api = Api((user, password))
     if api.write(g, 0):
