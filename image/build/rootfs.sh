@@ -148,6 +148,16 @@ unshare --mount --propagation private env R="$R" PKGS="$PKGS" UNPACK="$UNPACK" K
         mkdir -p "$R/../debs"
         mv "$R"/tmp/*.deb "$R/../debs/"
     fi
+    # The kernel from a newer suite (see below), fetched now for the same reason.
+    if [[ -n $KERNEL ]]; then
+        chroot "$R" apt-get install -y -q --download-only "$KERNEL" >>"$R/../download.log" 2>&1 ||
+            { cat "$R/../download.log" >&2; exit 1; }
+        mkdir -p "$R/../kernel-debs"
+        for deb in "$R"/var/cache/apt/archives/linux-{base,binary,modules}-[0-9]*.deb; do
+            [[ -f $deb ]] || continue
+            mv "$deb" "$R/../kernel-debs/"
+        done
+    fi
     # confold: keep the update-initramfs.conf written above.
     chroot "$R" apt-get install -y -q -o Dpkg::Options::=--force-confold $PKGS >"$R/../install.log" 2>&1 || { tail -30 "$R/../install.log" >&2; exit 1; }
     # Pin: move every package the lock names to its locked version.
@@ -176,9 +186,8 @@ unshare --mount --propagation private env R="$R" PKGS="$PKGS" UNPACK="$UNPACK" K
     # its scripts would: /boot files, module index. The image is replaced whole on
     # update, never by apt, so dpkg not knowing these files costs nothing.
     if [[ -n $KERNEL ]]; then
-        chroot "$R" apt-get install -y -q --download-only "$KERNEL" >>"$R/../install.log" 2>&1
         kv=
-        for deb in "$R"/var/cache/apt/archives/linux-{base,binary,modules}-[0-9]*.deb; do
+        for deb in "$R"/../kernel-debs/*.deb; do
             [[ -f $deb ]] || continue
             dpkg-deb -x "$deb" "$R"
             dpkg-deb -f "$deb" Package Version | paste -sd" " >>"$R/../unpacked.txt"

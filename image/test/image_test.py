@@ -101,6 +101,7 @@ class Guest:
 
     def __init__(self, work, disk, port, boot):
         self.work, self.disk, self.port, self.boot = work, disk, port, boot
+        self.wan_port = free_port()
         self.serial = os.path.join(work, f"serial-{boot}.log")
         self.agent_sock = os.path.join(work, "agent.sock")
         self.mon_sock = os.path.join(work, "monitor.sock")
@@ -157,6 +158,11 @@ class Guest:
             "-drive", f"if=pflash,format=raw,file={os.path.join(self.work, 'vars.fd')}",
             "-chardev", f"socket,id=chrtpm,path={self.tpm_sock}",
             "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0",
+            # An LTE dongle in CDC-Ethernet mode: a USB network device on its own user-mode
+            # network, with a port forward to the box's port 80 that the firewall must drop.
+            "-device", "qemu-xhci,id=xhci",
+            "-netdev", f"user,id=wan,restrict=on,net=10.0.3.0/24,hostfwd=tcp:127.0.0.1:{self.wan_port}-:80",
+            "-device", "usb-net,netdev=wan,bus=xhci.0",
         ] + self.common_devices()
 
     def elapsed(self):
@@ -404,6 +410,7 @@ def check_units(g):
     R.check("nftables: input policy drop, LAN services open on lan0", ok and "policy drop" in out and "lan0" in out, out[:200] if not ok else "")
     _, ifs = g.run("ip -br link")
     R.check("LAN port is named lan0", re.search(r"^lan0\s", ifs, re.M) is not None, ifs.replace("\n", " | "))
+    check_uplink_firewall(g)
     _, wd = g.run("cat /sys/class/watchdog/watchdog0/state /sys/class/watchdog/watchdog0/timeout 2>&1; systemctl show -p RuntimeWatchdogUSec")
     R.check("hardware watchdog armed by systemd (RuntimeWatchdogSec)", wd.startswith("active") and "RuntimeWatchdogUSec=30s" in wd,
             wd.replace("\n", " "))
@@ -437,6 +444,36 @@ def check_watchdog_restart(g):
     R.check("SIGSTOPped clinicbox is killed by its watchdog and restarted", bool(q) and "atchdog" in why,
             f"{time.monotonic() - t0:.0f} s, NRestarts {n0} -> {q['NRestarts'] if q else '?'}; {why.strip()[:160]}")
     R.check("API answers again after the watchdog restart", g.wait_http("/health", 90) is not None)
+
+
+def check_uplink_firewall(g):
+    """The USB "LTE dongle" becomes wan0; nothing inbound answers on it, and the LAN service's
+    user cannot send through it."""
+    _, ifs = g.run("ip -br link")
+    if not R.check("USB Ethernet dongle is named wan0 (uplink)", re.search(r"^wan0\s", ifs, re.M) is not None,
+                   ifs.replace("\n", " | ")):
+        return
+    lan, _ = g.http("/health", timeout=10)
+    try:
+        with socket.create_connection(("127.0.0.1", g.wan_port), timeout=10) as c:
+            c.settimeout(15)
+            c.sendall(b"GET /health HTTP/1.1\r\nHost: box\r\nConnection: close\r\n\r\n")
+            answer = c.recv(64)
+    except OSError as e:
+        answer = f"({type(e).__name__})".encode()
+    R.check("firewall: port 80 answers on lan0 and not on wan0 (nothing inbound on the uplink)",
+            lan == 200 and not answer.startswith(b"HTTP/"), f"lan0 HTTP {lan}; wan0 {answer[:40]!r}")
+    g.run("for i in $(seq 30); do ip -4 -br addr show wan0 | grep -q 10.0.3 && break; sleep 1; done")
+    before = nft_drops(g)
+    g.run("runuser -u clinicbox -- timeout 5 bash -c 'exec 3<>/dev/tcp/10.0.3.2/80' ; true", timeout=30)
+    after = nft_drops(g)
+    R.check("firewall: the LAN service's user cannot send through wan0", after > before, f"dropped packets {before} -> {after}")
+
+
+def nft_drops(g):
+    _, out = g.run("nft list chain inet clinicbox output")
+    m = re.search(r'skuid .*counter packets (\d+)', out)
+    return int(m.group(1)) if m else -1
 
 
 # --- first setup, as a person does it on the status page -------------------------------
