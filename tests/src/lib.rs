@@ -54,6 +54,18 @@ pub fn run_admin(args: &[&str], stdin: &str) -> (ExitStatus, String, String) {
     )
 }
 
+/// `clinicbox keys init --key-file KEY` for a new store in `data` (as the image's first boot
+/// does), with `extra` arguments (e.g. `--no-recovery`). Panics if it fails; returns what it
+/// printed (the recovery key, unless `--no-recovery`).
+pub fn init_store(data: &Path, key_file: &Path, extra: &[&str]) -> String {
+    let (data, key) = (data.display().to_string(), key_file.display().to_string());
+    let mut args = vec!["--data-dir", &data, "keys", "init", "--key-file", &key];
+    args.extend_from_slice(extra);
+    let (st, out, err) = run_admin(&args, "");
+    assert!(st.success(), "keys init: {out}{err}");
+    out
+}
+
 /// How to start a box.
 pub struct BoxBuilder {
     args: Vec<String>,

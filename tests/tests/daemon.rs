@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clinicbox_tests::{BoxBuilder, run_admin};
+use clinicbox_tests::{BoxBuilder, init_store, run_admin};
 
 #[test]
 fn demo_box_reports_ready_serves_and_stops_cleanly_on_sigterm() {
@@ -54,18 +54,7 @@ fn a_wrong_key_file_stops_the_start_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let key = dir.path().join("store.key");
-    let (st, out, err) = run_admin(
-        &[
-            "--data-dir",
-            &data.display().to_string(),
-            "keys",
-            "init",
-            "--key-file",
-            &key.display().to_string(),
-        ],
-        "",
-    );
-    assert!(st.success(), "{out}{err}");
+    let out = init_store(&data, &key, &[]);
     assert!(out.contains("recovery key"), "{out}");
     let wrong = dir.path().join("wrong.key");
     std::fs::write(&wrong, [1u8; 32]).expect("write");

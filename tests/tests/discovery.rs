@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use clinicbox_tests::{BoxBuilder, RunningBox, http_request, run_admin};
+use clinicbox_tests::{BoxBuilder, RunningBox, http_request, init_store};
 
 const BOX_IP: &str = "10.231.0.1";
 const CLIENT_IP: &str = "10.231.0.2";
@@ -549,20 +549,7 @@ fn start_box(lan: &Lan, dir: &Path, extra: &str) -> RunningBox {
         .config(&box_config(extra).replace("{dir}", &dir.display().to_string()));
     let data = dir.join("data");
     if !data.join(clinicbox_store::DB_FILE).exists() {
-        let key = dir.join("store.key");
-        let (st, out, err) = run_admin(
-            &[
-                "--data-dir",
-                &data.display().to_string(),
-                "keys",
-                "init",
-                "--key-file",
-                &key.display().to_string(),
-                "--no-recovery",
-            ],
-            "",
-        );
-        assert!(st.success(), "keys init: {out}{err}");
+        init_store(&data, &dir.join("store.key"), &["--no-recovery"]);
     }
     b.start()
 }

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use base64::Engine;
-use clinicbox_tests::{BoxBuilder, RunningBox, run_admin};
+use clinicbox_tests::{BoxBuilder, RunningBox, init_store};
 
 const ADMIN: &str = "nurse.admin";
 const PASSWORD: &str = "Clinic-2026!";
@@ -25,19 +25,7 @@ fn basic(user: &str, password: &str) -> String {
 fn first_boot(data: &Path) -> String {
     let keys = data.join("keys");
     std::fs::create_dir_all(&keys).expect("keys dir");
-    let (st, out, err) = run_admin(
-        &[
-            "--data-dir",
-            &data.display().to_string(),
-            "keys",
-            "init",
-            "--key-file",
-            &keys.join("store.key").display().to_string(),
-        ],
-        "",
-    );
-    assert!(st.success(), "{out}{err}");
-    let recovery = out
+    let recovery = init_store(data, &keys.join("store.key"), &[])
         .lines()
         .map(str::trim)
         .find(|l| l.len() > 20 && !l.contains(' '))

@@ -108,6 +108,32 @@ fn actions(state: &StatusState) -> Option<&Arc<dyn SetupActions>> {
     state.inner.setup.as_ref()
 }
 
+/// The gate of every admin form: setup offered, an admin login, and a same-origin post.
+async fn admin_form<'a>(
+    state: &'a StatusState,
+    headers: &HeaderMap,
+    addr: SocketAddr,
+) -> Result<&'a Arc<dyn SetupActions>, Response> {
+    let Some(setup) = actions(state) else {
+        return Err(refused(
+            StatusCode::NOT_FOUND,
+            "Setup",
+            "Setup is not available.",
+        ));
+    };
+    if !is_admin(state, headers, addr).await {
+        return Err(challenge());
+    }
+    if !same_origin(headers) {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "Cross-site form refused.",
+        ));
+    }
+    Ok(setup)
+}
+
 fn html(status: StatusCode, body: String) -> Response {
     let mut r = (status, Html(body)).into_response();
     let h = r.headers_mut();
@@ -215,15 +241,10 @@ async fn keys_done(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(setup) = actions(&state) else {
-        return refused(StatusCode::NOT_FOUND, "Setup", "Setup is not available.");
+    let setup = match admin_form(&state, &headers, addr).await {
+        Ok(s) => s,
+        Err(refusal) => return refusal,
     };
-    if !is_admin(&state, &headers, addr).await {
-        return challenge();
-    }
-    if !same_origin(&headers) {
-        return refused(StatusCode::FORBIDDEN, "Refused", "Cross-site form refused.");
-    }
     match setup.keys_written_down() {
         Ok(()) => {
             tracing::info!("setup: recovery keys confirmed written down and deleted from the box");
@@ -244,15 +265,10 @@ async fn upload_metadata(
     headers: HeaderMap,
     mut multipart: Multipart,
 ) -> Response {
-    let Some(setup) = actions(&state) else {
-        return refused(StatusCode::NOT_FOUND, "Setup", "Setup is not available.");
+    let setup = match admin_form(&state, &headers, addr).await {
+        Ok(s) => s,
+        Err(refusal) => return refusal,
     };
-    if !is_admin(&state, &headers, addr).await {
-        return challenge();
-    }
-    if !same_origin(&headers) {
-        return refused(StatusCode::FORBIDDEN, "Refused", "Cross-site form refused.");
-    }
     let mut package = None;
     loop {
         match multipart.next_field().await {
