@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use base64::Engine;
-use clinicbox_tests::{BoxBuilder, RunningBox, init_store};
+use clinicbox_tests::{BoxBuilder, RunningBox, http_request, init_store};
 
 const ADMIN: &str = "nurse.admin";
 const PASSWORD: &str = "Clinic-2026!";
@@ -47,7 +47,8 @@ fn first_boot(data: &Path) -> String {
 fn start(data: &Path) -> RunningBox {
     BoxBuilder::new()
         .config(&format!(
-            "data_dir = \"{}\"\n[store]\nkey_file = \"{}\"\n",
+            // HTTPS on a port of its own: tests run boxes side by side.
+            "data_dir = \"{}\"\n[store]\nkey_file = \"{}\"\n[tls]\nlisten = [\"127.0.0.1:0\"]\n",
             data.display(),
             data.join("keys/store.key").display()
         ))
@@ -271,5 +272,60 @@ fn a_new_box_is_claimed_given_its_keys_and_loaded_through_the_status_page() {
         401,
         "a restarted box is not claimable"
     );
+    b.stop();
+}
+
+#[test]
+fn of_claims_sent_at_once_exactly_one_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    first_boot(&data);
+    let b = start(&data);
+    let origin = b.url().to_owned();
+    let host = origin.trim_start_matches("http://").to_owned();
+    let all_ready = std::sync::Arc::new(std::sync::Barrier::new(6));
+    let claims: Vec<_> = (0..6)
+        .map(|i| {
+            let (origin, host, all_ready) = (origin.clone(), host.clone(), all_ready.clone());
+            std::thread::spawn(move || {
+                let user = format!("admin{i}");
+                let body = claim_body(&format!("Clinic {i}"), &user, PASSWORD, PASSWORD);
+                all_ready.wait();
+                let r = http_request(
+                    &host,
+                    "POST",
+                    "/setup/claim",
+                    &[
+                        ("Content-Type", "application/x-www-form-urlencoded"),
+                        ("Origin", origin.as_str()),
+                    ],
+                    body.as_bytes(),
+                );
+                (user, r.status)
+            })
+        })
+        .collect();
+    let results: Vec<(String, u16)> = claims
+        .into_iter()
+        .map(|t| t.join().expect("claim thread"))
+        .collect();
+    let winners: Vec<&String> = results
+        .iter()
+        .filter(|(_, st)| *st == 200)
+        .map(|(u, _)| u)
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert!(
+        results.iter().all(|(_, st)| *st == 200 || *st == 409),
+        "{results:?}"
+    );
+    for (user, _) in &results {
+        let expected = if user == winners[0] { 200 } else { 401 };
+        assert_eq!(
+            get(&b, "/api/me", Some(&basic(user, PASSWORD))).0,
+            expected,
+            "{user}"
+        );
+    }
     b.stop();
 }
