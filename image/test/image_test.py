@@ -498,7 +498,7 @@ def first_setup(g, user, password):
     form = urllib.parse.urlencode({"clinic_name": "Image Test Clinic", "username": user,
                                    "password": password, "confirm": password}).encode()
     status, page = g.http("/setup/claim", "POST", raw=form, headers=origin)
-    keys = dict(re.findall(r'<dt>([^<]+)</dt><dd><code class="url" data-figure="recovery-key">([^<]+)<', page))
+    keys = dict(re.findall(r'data-figure="recovery-key-label">([^<]+)</p><p><code[^>]*data-figure="recovery-key">([^<]+)<', page))
     R.check("setup: the box is claimed with the clinic name and its first admin", status == 200, f"HTTP {status}")
     if status != 200:
         return False

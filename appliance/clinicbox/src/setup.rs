@@ -58,7 +58,7 @@ impl BoxSetup {
 fn label(file: &Path) -> String {
     match file.file_stem().and_then(|s| s.to_str()) {
         Some("store-recovery-key") => {
-            "Store recovery key (opens the encrypted database: clinicbox keys … --recovery-key)"
+            "Store recovery key (opens the encrypted database: clinicbox keys … --unlock-recovery)"
                 .into()
         }
         Some("data-recovery-key") => {

@@ -56,6 +56,7 @@ header p{margin:4px 0 0;opacity:.9}
 main{display:grid;grid-template-columns:repeat(auto-fit,minmax(330px,1fr));gap:16px;padding:16px;max-width:1200px;margin:auto}
 section{background:#fff;border-radius:10px;padding:16px 18px;box-shadow:0 1px 3px rgba(0,0,0,.12)}
 section h2{margin:0 0 10px;font-size:1.15em;color:#135e8c}
+.wide{grid-column:1/-1}
 .connect{grid-column:1/-1;display:flex;flex-wrap:wrap;gap:18px;align-items:center}
 .connect .qr{background:#fff;padding:6px;border:1px solid #d6dde3;border-radius:8px;line-height:0}
 .connect .qr svg{width:232px;height:232px}
@@ -75,6 +76,10 @@ ul{margin:4px 0;padding-left:20px}
 footer{text-align:center;padding:8px 0 20px;color:#4a5a68;font-size:.85em}
 a{color:#135e8c}
 button{font:inherit;padding:6px 14px;border-radius:6px;border:1px solid #135e8c;background:#fff;color:#135e8c}
+input{font:inherit;padding:6px 8px;width:100%;max-width:420px;border:1px solid #9fb0bd;border-radius:6px}
+input[type=file]{border:0;padding:0}
+a.action{display:inline-block;font-weight:600;padding:8px 16px;border-radius:6px;background:#135e8c;color:#fff;text-decoration:none}
+code.key{font:700 1.15em/1.3 ui-monospace,Menlo,Consolas,monospace;word-break:break-all;background:#fff8e6;border:2px solid #8a4b00;border-radius:6px;padding:6px 8px;display:inline-block}
 "#;
 
 pub(crate) fn head(out: &mut String, title: &str, refresh: bool) {

@@ -364,20 +364,20 @@ fn keys_section(o: &mut String, keys: &[PendingKey]) {
         return;
     }
     o.push_str(
-        "<section><h2>2. Write down the recovery keys</h2>\
+        "<section class=\"wide\"><h2>2. Write down the recovery keys</h2>\
          <p>If this box's key stick, TPM or board fails, these are the only way to read its data. \
          Write them on paper and keep them locked away, not next to the box. \
-         They are shown until you confirm, then deleted from the box.</p><dl>",
+         They are shown until you confirm, then deleted from the box.</p>",
     );
     for k in keys {
         o.push_str(&format!(
-            "<dt>{}</dt><dd><code class=\"url\" data-figure=\"recovery-key\">{}</code></dd>",
+            "<p class=\"small\" data-figure=\"recovery-key-label\">{}</p><p><code class=\"key\" data-figure=\"recovery-key\">{}</code></p>",
             esc(&k.label),
             esc(&k.key)
         ));
     }
     o.push_str(
-        "</dl><form method=\"post\" action=\"/setup/keys/done\"><p>\
+        "<form method=\"post\" action=\"/setup/keys/done\"><p>\
          <button>I have written them down: delete them from the box</button></p></form></section>",
     );
 }
@@ -404,7 +404,7 @@ fn render_progress(st: &SetupStatus, keys: &[PendingKey]) -> String {
             st.forms
         ));
     } else {
-        o.push_str("<p class=\"warn\" data-figure=\"forms\">None yet: tablets can log in but have no forms.</p>");
+        o.push_str("<p class=\"warn\" data-figure=\"forms\">None yet: the tablets have no forms to download.</p>");
     }
     o.push_str(
         "<form method=\"post\" action=\"/setup/metadata\" enctype=\"multipart/form-data\">\
@@ -435,7 +435,7 @@ pub(crate) fn render_todo(o: &mut String, st: &SetupStatus) {
     }
     o.push_str(&format!(
         "<section class=\"connect\" data-figure=\"setup-todo\"><div><h2>Set up this box</h2>\
-         <p class=\"warn\">Still to do: {}.</p><p><a class=\"url\" href=\"/setup\">Open setup</a></p></div></section>",
+         <p class=\"warn\">Still to do: {}.</p><p><a class=\"action\" href=\"/setup\">Open setup</a></p></div></section>",
         esc(&todo.join(", "))
     ));
 }
