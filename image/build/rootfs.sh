@@ -148,10 +148,23 @@ unshare --mount --propagation private env R="$R" PKGS="$PKGS" UNPACK="$UNPACK" K
         mkdir -p "$R/../debs"
         mv "$R"/tmp/*.deb "$R/../debs/"
     fi
-    # The kernel from a newer suite (see below), fetched now for the same reason.
+    # The kernel from a newer suite (see below), fetched now for the same reason,
+    # at the version in the lock when the mirror still has it.
     if [[ -n $KERNEL ]]; then
-        chroot "$R" apt-get install -y -q --download-only "$KERNEL" >>"$R/../download.log" 2>&1 ||
+        name=${KERNEL%%/*} suite=${KERNEL#*/}
+        want=$KERNEL
+        locked=$(awk -v n="$name" "\$1==n{print \$2}" "$LOCK" 2>/dev/null || true)
+        if [[ -n $locked ]] && chroot "$R" apt-cache madison "$name" | awk -v v="$locked" "\$3==v{f=1} END{exit !f}"; then
+            want="$name=$locked"
+        elif [[ -n $locked ]]; then
+            echo "PIN DRIFT: $name locked $locked, not on the mirror" >&2
+            [[ -n $STRICT ]] && exit 1
+        fi
+        chroot "$R" apt-get install -y -q --download-only -t "$suite" "$want" >>"$R/../download.log" 2>&1 ||
             { cat "$R/../download.log" >&2; exit 1; }
+        for deb in "$R"/var/cache/apt/archives/"${name}"_*.deb; do
+            dpkg-deb -f "$deb" Package Version | paste -sd" " >"$R/../kernel-version"
+        done
         mkdir -p "$R/../kernel-debs"
         for deb in "$R"/var/cache/apt/archives/linux-{base,binary,modules}-[0-9]*.deb; do
             [[ -f $deb ]] || continue
@@ -237,6 +250,8 @@ if [[ -n ${CLINICBOX_IMAGE_UPDATE_LOCK:-} || ! -f $LOCK ]]; then
         echo "# Exact package versions of the $ARCH root (debootstrap minbase + $ARCH.list + common.list)."
         echo "# Written by image/build/rootfs.sh with CLINICBOX_IMAGE_UPDATE_LOCK=1; review diffs like code."
         cat "$WORK/installed.txt"
+        # The kernel unpacked from a newer suite (arm64.kernel): pinned, not installed.
+        cat "$WORK/kernel-version" 2>/dev/null || true
     } >"$LOCK"
     log "wrote $LOCK"
     # The lock is part of the key: store under the key the next build will compute.
