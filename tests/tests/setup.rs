@@ -241,6 +241,20 @@ fn a_new_box_is_claimed_given_its_keys_and_loaded_through_the_status_page() {
     let (_, programs) = get(&b, "/api/programs?fields=id", Some(&admin));
     assert!(programs.contains("\"programs\":[]"), "{programs}");
 
+    // A package that clashes with the box (its admin's username) is refused whole, with why.
+    let clash = format!(
+        r#"{{"organisationUnits":[{{"id":"ClashOu0001","name":"Clash","shortName":"Clash","openingDate":"2020-01-01"}}],
+            "users":[{{"id":"ClashUs0001","username":"{ADMIN}","password":"Clash-2026!","firstName":"A","surname":"B"}}]}}"#
+    );
+    let (st, page) = upload(&b, &admin, clash.as_bytes());
+    assert_eq!(st, 409, "{page}");
+    assert!(
+        page.contains("nothing changed") && page.contains("already exists"),
+        "{page}"
+    );
+    let (_, ous) = get(&b, "/api/organisationUnits?fields=id", Some(&admin));
+    assert!(!ous.contains("ClashOu0001"), "{ous}");
+
     // The package: programs for the tablets, and its users can log in.
     let package = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../appliance/api/demo/metadata.json"),
@@ -259,6 +273,56 @@ fn a_new_box_is_claimed_given_its_keys_and_loaded_through_the_status_page() {
     assert!(page.contains("data-figure=\"setup-complete\""), "{page}");
     let (_, page) = get(&b, "/", None);
     assert!(!page.contains("setup-todo"), "setup is done: {page}");
+
+    // A tablet user for one of the package's org units, with one of its roles.
+    let pkg: serde_json::Value = serde_json::from_slice(&package).expect("package json");
+    let ou = pkg["organisationUnits"][1]["id"]
+        .as_str()
+        .expect("org unit");
+    let role = pkg["userRoles"][0]["id"].as_str().expect("role");
+    let (_, page) = get(&b, "/setup", Some(&admin));
+    assert!(
+        page.contains("data-figure=\"add-user-form\"") && page.contains(ou),
+        "{page}"
+    );
+    let add = |org_unit: &str| {
+        format!(
+            "username=amina.w&first_name=Amina&surname=Wanjiru&password=Triage-2026&confirm=Triage-2026&org_unit={org_unit}&role={role}"
+        )
+    };
+    let (st, page) = form_post(&b, "/setup/users", Some(&admin), &add("NoSuchOrgU1"));
+    assert_eq!(st, 400, "an unknown org unit: {page}");
+    assert_eq!(
+        get(&b, "/api/me", Some(&basic("amina.w", "Triage-2026"))).0,
+        401
+    );
+    let (st, _) = form_post(&b, "/setup/users", None, &add(ou));
+    assert_eq!(st, 401, "adding users needs the admin");
+    let (st, page) = form_post(&b, "/setup/users", Some(&admin), &add(ou));
+    assert_eq!(st, 303, "{page}");
+    let (st, me) = get(
+        &b,
+        "/api/me?fields=organisationUnits[id]",
+        Some(&basic("amina.w", "Triage-2026")),
+    );
+    assert_eq!(st, 200);
+    assert!(me.contains(ou), "{me}");
+    // Amina forgot her password: the admin sets a new one.
+    let (st, _) = form_post(
+        &b,
+        "/setup/users/password",
+        Some(&admin),
+        "username=amina.w&password=Pharmacy-2026&confirm=Pharmacy-2026",
+    );
+    assert_eq!(st, 303);
+    assert_eq!(
+        get(&b, "/api/me", Some(&basic("amina.w", "Triage-2026"))).0,
+        401
+    );
+    assert_eq!(
+        get(&b, "/api/me", Some(&basic("amina.w", "Pharmacy-2026"))).0,
+        200
+    );
 
     // All of it survives a restart.
     b.stop();

@@ -1,6 +1,6 @@
 //! The daemon's side of first-boot setup (`/setup` on the status page): claiming a new box,
-//! handing over the recovery keys that `clinicbox-firstboot` left, and importing the first
-//! metadata package.
+//! handing over the recovery keys that `clinicbox-firstboot` left, importing the metadata
+//! package, and the tablet users.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +9,9 @@ use clinicbox_api::admin::{self, NewUser};
 use clinicbox_api::error::ApiError;
 use clinicbox_api::metadata::import::{ImportParams, import};
 use clinicbox_dhis2::ImportStatus;
-use clinicbox_statuspage::setup::{BoxFuture, Claim, PendingKey, SetupError};
+use clinicbox_statuspage::setup::{
+    BoxFuture, Choice, Claim, NewTabletUser, PendingKey, SetupError, UserChoices, UserRow,
+};
 use clinicbox_statuspage::{SetupActions, SetupStatus};
 
 /// Recovery keys waiting for the status page: `<keys dir>/<name>.pending`, one key per file,
@@ -85,11 +87,20 @@ impl SetupActions for BoxSetup {
                 return SetupStatus::default();
             }
         };
+        let tablet_users = snap
+            .objects("users")
+            .filter(|(_, u)| {
+                u.get("organisationUnits")
+                    .and_then(serde_json::Value::as_array)
+                    .is_some_and(|a| !a.is_empty())
+            })
+            .count();
         SetupStatus {
             has_users: snap.count("users") > 0,
             clinic_name: admin::clinic_name(&self.api).ok().flatten(),
             pending_keys: self.pending_files().len(),
             forms: snap.count("programs") + snap.count("dataSets"),
+            tablet_users,
         }
     }
 
@@ -163,11 +174,96 @@ impl SetupActions for BoxSetup {
                 .map_err(failed)?;
             let summary = admin::summarize(&report);
             if report.status == ImportStatus::Error {
+                // Nothing was imported (atomic, as DHIS2 does by default): say why.
+                let mut why: Vec<String> = report
+                    .error_reports()
+                    .take(5)
+                    .map(|e| format!("{}: {}", e.error_code, e.message))
+                    .collect();
+                let more = report.error_reports().count().saturating_sub(why.len());
+                if more > 0 {
+                    why.push(format!("and {more} more"));
+                }
                 return Err(SetupError::Invalid(format!(
-                    "The package was not imported: {summary}"
+                    "The package was not imported, nothing changed ({summary}). {}",
+                    why.join("; ")
                 )));
             }
             Ok(summary)
+        })
+    }
+
+    fn users(&self) -> Vec<UserRow> {
+        admin::list_users(self.api.metadata())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| UserRow {
+                username: u.username,
+                name: u.name,
+                roles: u.roles,
+                org_units: u.org_units,
+                disabled: u.disabled,
+            })
+            .collect()
+    }
+
+    fn user_choices(&self) -> UserChoices {
+        let Ok(snap) = self.api.metadata().snapshot() else {
+            return UserChoices::default();
+        };
+        let choices = |plural: &str| -> Vec<Choice> {
+            let mut v: Vec<Choice> = snap
+                .objects(plural)
+                .map(|(id, o)| Choice {
+                    id: id.clone(),
+                    name: o
+                        .get("name")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or(id)
+                        .to_string(),
+                })
+                .collect();
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+            v
+        };
+        UserChoices {
+            org_units: choices("organisationUnits"),
+            roles: choices("userRoles"),
+        }
+    }
+
+    fn add_user(&self, user: NewTabletUser) -> BoxFuture<'_, Result<(), SetupError>> {
+        Box::pin(async move {
+            let new = NewUser {
+                username: user.username.trim().to_string(),
+                password: user.password,
+                first_name: user.first_name.trim().to_string(),
+                surname: user.surname.trim().to_string(),
+                roles: vec![user.role],
+                org_units: vec![user.org_unit],
+                ..NewUser::default()
+            };
+            if new.first_name.is_empty() || new.surname.is_empty() {
+                return Err(SetupError::Invalid(
+                    "First name and surname are needed".into(),
+                ));
+            }
+            admin::add_user(self.api.metadata(), &new)
+                .await
+                .map(|_| ())
+                .map_err(failed)
+        })
+    }
+
+    fn set_password(
+        &self,
+        username: String,
+        password: String,
+    ) -> BoxFuture<'_, Result<(), SetupError>> {
+        Box::pin(async move {
+            admin::set_password(self.api.metadata(), &username, &password)
+                .await
+                .map_err(failed)
         })
     }
 }

@@ -76,7 +76,8 @@ ul{margin:4px 0;padding-left:20px}
 footer{text-align:center;padding:8px 0 20px;color:#4a5a68;font-size:.85em}
 a{color:#135e8c}
 button{font:inherit;padding:6px 14px;border-radius:6px;border:1px solid #135e8c;background:#fff;color:#135e8c}
-input{font:inherit;padding:6px 8px;width:100%;max-width:420px;border:1px solid #9fb0bd;border-radius:6px}
+input,select{font:inherit;padding:6px 8px;width:100%;max-width:420px;border:1px solid #9fb0bd;border-radius:6px;background:#fff}
+td form input{max-width:160px;margin:2px 0}
 input[type=file]{border:0;padding:0}
 a.action{display:inline-block;font-weight:600;padding:8px 16px;border-radius:6px;background:#135e8c;color:#fff;text-decoration:none}
 code.key{font:700 1.15em/1.3 ui-monospace,Menlo,Consolas,monospace;word-break:break-all;background:#fff8e6;border:2px solid #8a4b00;border-radius:6px;padding:6px 8px;display:inline-block}

@@ -7,6 +7,9 @@
 //!    confirms they are written down; then they are deleted from the box.
 //! 3. **Metadata package**: the programs, forms and org units the tablets will download,
 //!    uploaded as the JSON file exported from the national DHIS2.
+//! 4. **Tablet users**: the accounts the staff log in with on the tablets, assigned to one of
+//!    the package's org units with one of its roles (a package may bring its own), and their
+//!    passwords reset when someone forgets theirs.
 //!
 //! The daemon does the work ([`SetupActions`]); this module only serves the pages.
 
@@ -42,13 +45,53 @@ pub struct SetupStatus {
     pub pending_keys: usize,
     /// Programs + data sets the tablets can download.
     pub forms: usize,
+    /// Users assigned to an org unit: the ones who can capture data on a tablet.
+    pub tablet_users: usize,
 }
 
 impl SetupStatus {
     /// Nothing left for `/setup` to guide.
     pub fn complete(&self) -> bool {
-        self.has_users && self.pending_keys == 0 && self.forms > 0
+        self.has_users && self.pending_keys == 0 && self.forms > 0 && self.tablet_users > 0
     }
+}
+
+/// A user, as the setup page lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub username: String,
+    pub name: String,
+    pub roles: Vec<String>,
+    pub org_units: Vec<String>,
+    pub disabled: bool,
+}
+
+/// Something to pick in a form: an org unit or a user role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub id: String,
+    pub name: String,
+}
+
+/// What a new tablet user can be given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserChoices {
+    pub org_units: Vec<Choice>,
+    pub roles: Vec<Choice>,
+}
+
+/// A tablet user, from the add-user form.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NewTabletUser {
+    pub username: String,
+    pub first_name: String,
+    pub surname: String,
+    pub password: String,
+    pub confirm: String,
+    /// Org unit UID.
+    pub org_unit: String,
+    /// User role UID.
+    pub role: String,
 }
 
 /// A recovery key to hand over once.
@@ -91,6 +134,14 @@ pub trait SetupActions: Send + Sync + 'static {
     fn keys_written_down(&self) -> Result<(), SetupError>;
     /// Imports a metadata package (DHIS2 metadata JSON); returns a one-line summary.
     fn import_metadata(&self, package: Vec<u8>) -> BoxFuture<'_, Result<String, SetupError>>;
+    fn users(&self) -> Vec<UserRow>;
+    fn user_choices(&self) -> UserChoices;
+    fn add_user(&self, user: NewTabletUser) -> BoxFuture<'_, Result<(), SetupError>>;
+    fn set_password(
+        &self,
+        username: String,
+        password: String,
+    ) -> BoxFuture<'_, Result<(), SetupError>>;
 }
 
 pub(crate) fn routes() -> Router<StatusState> {
@@ -98,6 +149,8 @@ pub(crate) fn routes() -> Router<StatusState> {
         .route("/setup", get(setup_page))
         .route("/setup/claim", post(claim))
         .route("/setup/keys/done", post(keys_done))
+        .route("/setup/users", post(add_user))
+        .route("/setup/users/password", post(reset_password))
         .route(
             "/setup/metadata",
             post(upload_metadata).layer(DefaultBodyLimit::max(MAX_PACKAGE_BYTES)),
@@ -181,7 +234,84 @@ async fn setup_page(
     if !is_admin(&state, &headers, addr).await {
         return challenge();
     }
-    html(StatusCode::OK, render_progress(&st, &setup.pending_keys()))
+    let users = UsersView {
+        users: setup.users(),
+        choices: setup.user_choices(),
+    };
+    html(
+        StatusCode::OK,
+        render_progress(&st, &setup.pending_keys(), &users),
+    )
+}
+
+/// `POST /setup/users` (admin): a new tablet user.
+async fn add_user(
+    State(state): State<StatusState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(user): Form<NewTabletUser>,
+) -> Response {
+    let setup = match admin_form(&state, &headers, addr).await {
+        Ok(s) => s,
+        Err(refusal) => return refusal,
+    };
+    if user.password != user.confirm {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "User not added",
+            "The two passwords differ.",
+        );
+    }
+    match setup.add_user(user).await {
+        Ok(()) => {
+            tracing::info!("setup: tablet user added");
+            (StatusCode::SEE_OTHER, [(header::LOCATION, "/setup#users")]).into_response()
+        }
+        Err(e) => refused(StatusCode::BAD_REQUEST, "User not added", &e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    username: String,
+    password: String,
+    confirm: String,
+}
+
+/// `POST /setup/users/password` (admin): a forgotten password replaced.
+async fn reset_password(
+    State(state): State<StatusState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<PasswordForm>,
+) -> Response {
+    let setup = match admin_form(&state, &headers, addr).await {
+        Ok(s) => s,
+        Err(refusal) => return refusal,
+    };
+    if form.password != form.confirm {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "Password not changed",
+            "The two passwords differ.",
+        );
+    }
+    match setup.set_password(form.username, form.password).await {
+        Ok(()) => {
+            tracing::info!("setup: a user's password was reset by an admin");
+            (StatusCode::SEE_OTHER, [(header::LOCATION, "/setup#users")]).into_response()
+        }
+        Err(e) => refused(
+            StatusCode::BAD_REQUEST,
+            "Password not changed",
+            &e.to_string(),
+        ),
+    }
+}
+
+struct UsersView {
+    users: Vec<UserRow>,
+    choices: UserChoices,
 }
 
 /// `POST /setup/claim`: the first admin. On success, the recovery keys are shown at once.
@@ -382,7 +512,7 @@ fn keys_section(o: &mut String, keys: &[PendingKey]) {
     );
 }
 
-fn render_progress(st: &SetupStatus, keys: &[PendingKey]) -> String {
+fn render_progress(st: &SetupStatus, keys: &[PendingKey], users: &UsersView) -> String {
     let mut o = String::new();
     head(&mut o, "ClinicBox setup", false);
     o.push_str(&format!(
@@ -393,7 +523,7 @@ fn render_progress(st: &SetupStatus, keys: &[PendingKey]) -> String {
         "<section><h2>1. The clinic and its administrator</h2><p class=\"ok\">Done.</p></section>",
     );
     if keys.is_empty() {
-        o.push_str("<section><h2>2. Recovery keys</h2><p class=\"ok\" data-figure=\"keys-done\">Written down and deleted from the box.</p></section>");
+        o.push_str("<section><h2>2. Recovery keys</h2><p class=\"ok\" data-figure=\"keys-done\">None waiting: the keys were written down and deleted from the box.</p></section>");
     } else {
         keys_section(&mut o, keys);
     }
@@ -411,11 +541,61 @@ fn render_progress(st: &SetupStatus, keys: &[PendingKey]) -> String {
          <p><input type=\"file\" name=\"package\" accept=\".json,application/json\" required></p>\
          <p><button>Import the metadata package</button></p></form></section>",
     );
+    if st.forms > 0 {
+        users_section(&mut o, users);
+    }
     if st.complete() {
         o.push_str("<section><h2>Ready</h2><p class=\"ok\" data-figure=\"setup-complete\">This box is set up. Connect the tablets from the <a href=\"/\">status page</a>.</p></section>");
     }
     o.push_str("</main></body></html>");
     o
+}
+
+fn options(choices: &[Choice]) -> String {
+    choices
+        .iter()
+        .map(|c| format!("<option value=\"{}\">{}</option>", esc(&c.id), esc(&c.name)))
+        .collect()
+}
+
+fn users_section(o: &mut String, v: &UsersView) {
+    o.push_str("<section class=\"wide\" id=\"users\"><h2>4. Tablet users</h2>");
+    o.push_str("<p>The accounts staff log in with in the DHIS2 Capture app. Each sees the data of its org unit.</p>");
+    o.push_str("<table><tr><th>Username</th><th>Name</th><th>Org units</th><th>Roles</th><th>New password</th></tr>");
+    for u in &v.users {
+        o.push_str(&format!(
+            "<tr data-figure=\"user\"><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>\
+             <form method=\"post\" action=\"/setup/users/password\">\
+             <input type=\"hidden\" name=\"username\" value=\"{}\">\
+             <input name=\"password\" type=\"password\" required minlength=\"8\" maxlength=\"72\" placeholder=\"new password\" autocomplete=\"new-password\">\
+             <input name=\"confirm\" type=\"password\" required minlength=\"8\" maxlength=\"72\" placeholder=\"again\" autocomplete=\"new-password\">\
+             <button>Set</button></form></td></tr>",
+            esc(&u.username),
+            if u.disabled { " <span class=\"bad\">(disabled)</span>" } else { "" },
+            esc(&u.name),
+            esc(&u.org_units.join(", ")),
+            esc(&u.roles.join(", ")),
+            esc(&u.username),
+        ));
+    }
+    o.push_str("</table>");
+    if v.choices.org_units.is_empty() || v.choices.roles.is_empty() {
+        o.push_str("<p class=\"warn\">The metadata package has no org units or no user roles: a tablet user needs both.</p></section>");
+        return;
+    }
+    o.push_str(&format!(
+        "<h3>Add a tablet user</h3><form method=\"post\" action=\"/setup/users\" data-figure=\"add-user-form\">\
+         <p><label>Username<br><input name=\"username\" required autocomplete=\"off\"></label></p>\
+         <p><label>First name<br><input name=\"first_name\" required></label></p>\
+         <p><label>Surname<br><input name=\"surname\" required></label></p>\
+         <p><label>Password (8 to 72 characters)<br><input name=\"password\" type=\"password\" required minlength=\"8\" maxlength=\"72\" autocomplete=\"new-password\"></label></p>\
+         <p><label>Password again<br><input name=\"confirm\" type=\"password\" required minlength=\"8\" maxlength=\"72\" autocomplete=\"new-password\"></label></p>\
+         <p><label>Org unit<br><select name=\"org_unit\" required>{}</select></label></p>\
+         <p><label>Role<br><select name=\"role\" required>{}</select></label></p>\
+         <p><button>Add the user</button></p></form></section>",
+        options(&v.choices.org_units),
+        options(&v.choices.roles)
+    ));
 }
 
 /// The status page's "Set up this box" panel: what is left, with a link.
@@ -432,6 +612,9 @@ pub(crate) fn render_todo(o: &mut String, st: &SetupStatus) {
     }
     if st.forms == 0 {
         todo.push("upload the metadata package");
+    }
+    if st.tablet_users == 0 {
+        todo.push("add the tablet users");
     }
     o.push_str(&format!(
         "<section class=\"connect\" data-figure=\"setup-todo\"><div><h2>Set up this box</h2>\
