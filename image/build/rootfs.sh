@@ -138,6 +138,7 @@ unshare --mount --propagation private env R="$R" PKGS="$PKGS" UNPACK="$UNPACK" K
     cp /etc/resolv.conf "$R/etc/resolv.conf"
     printf "#!/bin/sh\nexit 101\n" >"$R/usr/sbin/policy-rc.d"; chmod +x "$R/usr/sbin/policy-rc.d"
     export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 INITRD=No
+    pkgver() { printf "%s %s\n" "$(dpkg-deb -f "$1" Package)" "$(dpkg-deb -f "$1" Version)"; }
     chroot "$R" apt-get update -q >/dev/null
     # Packages unpacked without installing (no maintainer scripts), e.g. the Pi
     # firmware whose kernel hooks expect a mounted /boot/firmware. Fetched first:
@@ -154,7 +155,9 @@ unshare --mount --propagation private env R="$R" PKGS="$PKGS" UNPACK="$UNPACK" K
         name=${KERNEL%%/*} suite=${KERNEL#*/}
         want=$KERNEL
         locked=$(awk -v n="$name" "\$1==n{print \$2}" "$LOCK" 2>/dev/null || true)
-        if [[ -n $locked ]] && chroot "$R" apt-cache madison "$name" | awk -v v="$locked" "\$3==v{f=1} END{exit !f}"; then
+        # Only a version the kernel'"'"'s own suite has (an older lock may name another suite'"'"'s).
+        if [[ -n $locked ]] && chroot "$R" apt-cache madison "$name" |
+            awk -v v="$locked" -v s=" $suite/" "\$3==v && index(\$0, s){f=1} END{exit !f}"; then
             want="$name=$locked"
         elif [[ -n $locked ]]; then
             echo "PIN DRIFT: $name locked $locked, not on the mirror" >&2
@@ -163,7 +166,7 @@ unshare --mount --propagation private env R="$R" PKGS="$PKGS" UNPACK="$UNPACK" K
         chroot "$R" apt-get install -y -q --download-only -t "$suite" "$want" >>"$R/../download.log" 2>&1 ||
             { cat "$R/../download.log" >&2; exit 1; }
         for deb in "$R"/var/cache/apt/archives/"${name}"_*.deb; do
-            dpkg-deb -f "$deb" Package Version | paste -sd" " >"$R/../kernel-version"
+            pkgver "$deb" >"$R/../kernel-version"
         done
         mkdir -p "$R/../kernel-debs"
         for deb in "$R"/var/cache/apt/archives/linux-{base,binary,modules}-[0-9]*.deb; do
@@ -203,7 +206,7 @@ unshare --mount --propagation private env R="$R" PKGS="$PKGS" UNPACK="$UNPACK" K
         for deb in "$R"/../kernel-debs/*.deb; do
             [[ -f $deb ]] || continue
             dpkg-deb -x "$deb" "$R"
-            dpkg-deb -f "$deb" Package Version | paste -sd" " >>"$R/../unpacked.txt"
+            pkgver "$deb" >>"$R/../unpacked.txt"
             name=$(dpkg-deb -f "$deb" Package)
             [[ $name == linux-modules-* ]] && kv=${name#linux-modules-}
         done
@@ -224,7 +227,7 @@ unshare --mount --propagation private env R="$R" PKGS="$PKGS" UNPACK="$UNPACK" K
     for deb in "$R"/../debs/*.deb; do
         [[ -f $deb ]] || continue
         dpkg-deb -x "$deb" "$R/../unpack"
-        dpkg-deb -f "$deb" Package Version | paste -sd" " >>"$R/../unpacked.txt"
+        pkgver "$deb" >>"$R/../unpacked.txt"
     done
     chroot "$R" apt-get clean
     rm -f "$R/usr/sbin/policy-rc.d" "$R/etc/resolv.conf"
