@@ -52,14 +52,21 @@ pub fn clinic_name(state: &ApiState) -> Result<Option<String>, ApiError> {
         .and_then(|r| r.json::<String>().ok()))
 }
 
-/// Names the clinic (1–120 characters, no control characters).
-pub async fn set_clinic_name(state: &ApiState, name: &str) -> Result<(), ApiError> {
+/// A clinic name as it will be stored (trimmed), or why it cannot be one: 1–120 characters,
+/// no control characters.
+pub fn check_clinic_name(name: &str) -> Result<&str, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 120 || name.chars().any(char::is_control) {
         return Err(ApiError::BadRequest(
             "The clinic name must have 1 to 120 characters".into(),
         ));
     }
+    Ok(name)
+}
+
+/// Names the clinic (see [`check_clinic_name`]).
+pub async fn set_clinic_name(state: &ApiState, name: &str) -> Result<(), ApiError> {
+    let name = check_clinic_name(name)?;
     let value = serde_json::Value::String(name.to_string());
     state
         .store()

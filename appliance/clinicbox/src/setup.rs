@@ -110,17 +110,9 @@ impl SetupActions for BoxSetup {
             if self.has_users().map_err(failed)? {
                 return Err(SetupError::AlreadyClaimed);
             }
-            // Checked before anything is written, so a refused claim changes nothing.
-            if !clinicbox_dhis2::user::valid_username(&claim.username) {
-                return Err(SetupError::Invalid(format!(
-                    "Invalid username {:?}: use letters, digits and . _ - @",
-                    claim.username
-                )));
-            }
-            clinicbox_api::users::check_password(&claim.password).map_err(failed)?;
-            admin::set_clinic_name(&self.api, &claim.clinic_name)
-                .await
-                .map_err(failed)?;
+            // The name is checked first and `add_user` checks the account before it writes, so
+            // a refused claim changes nothing; only a store failure can leave the name unset.
+            admin::check_clinic_name(&claim.clinic_name).map_err(failed)?;
             let user = NewUser {
                 username: claim.username,
                 password: claim.password,
@@ -130,6 +122,9 @@ impl SetupActions for BoxSetup {
                 ..NewUser::default()
             };
             admin::add_user(self.api.metadata(), &user)
+                .await
+                .map_err(failed)?;
+            admin::set_clinic_name(&self.api, &claim.clinic_name)
                 .await
                 .map_err(failed)?;
             Ok(())
