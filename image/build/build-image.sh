@@ -37,6 +37,22 @@ BOARD_FILE=$REPO/hw/$TARGET.toml
 log() { printf '[image %s] %s\n' "$TARGET" "$*" >&2; }
 t0=$(date +%s)
 stamp() { log "$1 ($(($(date +%s) - t0)) s)"; }
+STAGE_LOG=$(mktemp "${TMPDIR:-/var/tmp}/clinicbox-image-stage.XXXXXX")
+WORK= img=
+# A failed build leaves no image behind that could pass for a finished one.
+trap 'rc=$?; rm -rf "$STAGE_LOG" ${WORK:+"$WORK"}; ((rc == 0)) || rm -f ${img:+"$img"}' EXIT
+# stage NAME CMD...: run one step of the build. A step that fails stops the build,
+# and the last line printed names the step and its own last words (the reason).
+stage() {
+    local name=$1 rc=0
+    shift
+    # stdout stays stdout; stderr goes to the terminal and, for the reason, to a file.
+    { "$@" 2>&1 1>&3 3>&- | tee "$STAGE_LOG" >&2; } 3>&1 || rc=$?
+    if ((rc != 0)); then
+        log "FAILED in $name (exit $rc): $(grep -v '^[[:space:]]*$' "$STAGE_LOG" | tail -1)"
+        exit "$rc"
+    fi
+}
 
 profile=$("$HERE/profile.py" "$BOARD_FILE")
 eval "$profile"
@@ -57,17 +73,16 @@ log "ClinicBox $IMAGE_VERSION ($IMAGE_COMMIT) for $HW_BOARD_DESCRIPTION"
 # --- the binary -----------------------------------------------------------------
 if [[ -z ${CLINICBOX_BIN:-} ]]; then
     # Size-optimised release profile (fat LTO, stripped), cross-compiled for arm64.
-    (cd "$REPO" && cargo build --locked --profile dist -p clinicbox --target "$HW_BOARD_RUST_TARGET" >&2)
+    stage "the release build" cargo build --manifest-path "$REPO/Cargo.toml" --locked --profile dist -p clinicbox --target "$HW_BOARD_RUST_TARGET"
     CLINICBOX_BIN=${CARGO_TARGET_DIR:-$REPO/target}/$HW_BOARD_RUST_TARGET/dist/clinicbox
     stamp "built $CLINICBOX_BIN ($(du -h "$CLINICBOX_BIN" | cut -f1))"
 fi
-[[ -x $CLINICBOX_BIN ]] || { echo "no binary at $CLINICBOX_BIN" >&2; exit 1; }
+[[ -x $CLINICBOX_BIN ]] || { log "FAILED: no binary at $CLINICBOX_BIN"; exit 1; }
 export CLINICBOX_BIN
 
 # --- root ----------------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/clinicbox-image-$TARGET.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-"$HERE/rootfs.sh" "$HW_BOARD_ARCH" "$WORK/rootfs.tar.zst"
+stage "the Debian root (rootfs.sh $HW_BOARD_ARCH)" "$HERE/rootfs.sh" "$HW_BOARD_ARCH" "$WORK/rootfs.tar.zst"
 stamp "Debian root ready"
 mkdir "$WORK/root"
 zstd -dc "$WORK/rootfs.tar.zst" | tar --numeric-owner --xattrs --xattrs-include='*' -C "$WORK/root" -xf -
@@ -85,16 +100,17 @@ binary_has() { # binary_has SUBCOMMAND: does `clinicbox SUBCOMMAND --help` work?
 export CLINICBOX_HAS_POWER=0
 if binary_has power; then CLINICBOX_HAS_POWER=1; else log "WARNING: this clinicbox has no 'power' subcommand yet: clinicbox-power.service is left out"; fi
 
-"$HERE/customise.sh" "$WORK/root"
+stage "customising the root (customise.sh)" "$HERE/customise.sh" "$WORK/root"
 stamp "root customised"
 
 # --- disk ----------------------------------------------------------------------
 mkdir -p "$OUT_DIR"
 name=clinicbox-$TARGET-$IMAGE_VERSION
 img=$OUT_DIR/$name.img
+rm -f "$img"
 case $HW_IMAGE_BOOT in
-systemd-boot) "$HERE/assemble-nuc.sh" "$WORK/root" "$WORK" "$img" ;;
-rpi-tryboot) "$HERE/assemble-rpi.sh" "$WORK/root" "$WORK" "$img" ;;
+systemd-boot) stage "assembling the disk (assemble-nuc.sh)" "$HERE/assemble-nuc.sh" "$WORK/root" "$WORK" "$img" ;;
+rpi-tryboot) stage "assembling the disk (assemble-rpi.sh)" "$HERE/assemble-rpi.sh" "$WORK/root" "$WORK" "$img" ;;
 esac
 # Zero runs (empty slots, unused space copied by repart) become holes again.
 fallocate --dig-holes "$img"

@@ -223,7 +223,13 @@ chroot "$R" ldconfig
       # Unpacked, not installed (rootfs.sh): the Pi firmware and kernel.
       cat "$R/usr/share/clinicbox/unpacked-packages.txt" 2>/dev/null || true; } | sort |
         awk '{printf "%s    \"%s\": \"%s\"", (NR>1?",\n":""), $1, $2} END{print ""}'
-    printf '  }\n}\n'
+    printf '  },\n'
+    # Where the image differs from packages/<arch>.lock (rootfs.sh: newer security or
+    # stable updates kept, never downgraded), one "name locked -> installed (suite)" each.
+    printf '  "lock_drift": ['
+    awk '{gsub(/["\\]/, ""); printf "%s\n    \"%s\"", (NR>1?",":""), $0} END{if (NR) printf "\n  "}' \
+        "$R/usr/share/clinicbox/lock-drift.txt" 2>/dev/null || true
+    printf ']\n}\n'
 } >"$R/usr/share/clinicbox/manifest.json"
 python3 -m json.tool "$R/usr/share/clinicbox/manifest.json" >/dev/null
 chroot "$R" /lib/systemd/systemd-update-done >/dev/null 2>&1 ||

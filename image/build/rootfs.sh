@@ -11,10 +11,16 @@
 # only re-runs debootstrap when one of those changes (arm64 under qemu-user takes
 # minutes).
 #
+# Lock policy (image/README.md, "Package versions"): the lock is a floor and a
+# reviewed record, never a ceiling. A package the mirror (bookworm, -updates,
+# -security) offers newer than the lock is kept and reported as LOCK DRIFT; the
+# build never downgrades below what Debian currently ships.
+#
 # Env: CLINICBOX_DEBIAN_MIRROR (default http://deb.debian.org/debian),
 #      CLINICBOX_DEBIAN_SNAPSHOT (e.g. 20261120T000000Z: use snapshot.debian.org),
-#      CLINICBOX_IMAGE_STRICT_PINS=1 (fail instead of warn when a pin is gone),
-#      CLINICBOX_IMAGE_UPDATE_LOCK=1 (rewrite ARCH.lock from what was installed).
+#      CLINICBOX_IMAGE_STRICT_PINS=1 (fail on any drift from the lock: release builds),
+#      CLINICBOX_IMAGE_UPDATE_LOCK=1 (rewrite ARCH.lock from what was installed),
+#      CLINICBOX_IMAGE_EXTRA_PACKAGES="a b" (one-off extra packages, e.g. debug tools).
 set -euo pipefail
 
 ARCH=${1:?arch (amd64|arm64)}
@@ -36,7 +42,8 @@ fi
 log() { printf '[rootfs %s] %s\n' "$ARCH" "$*" >&2; }
 
 packages() {
-    sed -e 's/#.*//' -e 's/[[:space:]]//g' "$PKGDIR/common.list" "$PKGDIR/$ARCH.list" | grep -v '^$' | sort -u
+    { sed -e 's/#.*//' -e 's/[[:space:]]//g' "$PKGDIR/common.list" "$PKGDIR/$ARCH.list"
+      printf '%s\n' ${CLINICBOX_IMAGE_EXTRA_PACKAGES:-}; } | grep -v '^$' | sort -u
 }
 
 # Packages only unpacked into the root (see $ARCH.unpack), never installed.
@@ -81,12 +88,24 @@ if [[ $ARCH != "$(dpkg --print-architecture)" ]]; then
     update-binfmts --enable "qemu-${ARCH/arm64/aarch64}" >/dev/null 2>&1 || true
 fi
 
-start=$(date +%s)
-debootstrap --arch="$ARCH" --variant=minbase --components=main,non-free-firmware \
-    "$SUITE" "$R" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
-    tail -30 "$WORK/debootstrap.log" >&2
+# The last line a failure prints is its reason: the build stops there.
+fail() {
+    log "$*"
     exit 1
 }
+
+start=$(date +%s)
+# A mirror hiccup is retried (debootstrap has no retry of its own); a mirror that
+# stays down fails the stage with debootstrap's own last words.
+for try in 1 2 3; do
+    rm -rf "$R"
+    debootstrap --arch="$ARCH" --variant=minbase --components=main,non-free-firmware \
+        "$SUITE" "$R" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 && break
+    tail -5 "$WORK/debootstrap.log" >&2
+    ((try < 3)) || fail "debootstrap failed 3 times: $(grep -E '^(E|W):' "$WORK/debootstrap.log" | tail -1)"
+    log "debootstrap failed (try $try of 3); retrying in $((try * 15)) s"
+    sleep $((try * 15))
+done
 log "debootstrap: $(($(date +%s) - start)) s"
 
 cat >"$R/etc/apt/sources.list" <<EOF
@@ -102,6 +121,8 @@ cat >"$R/etc/apt/apt.conf.d/90clinicbox" <<'EOF'
 APT::Install-Recommends "false";
 APT::Install-Suggests "false";
 Acquire::Languages "none";
+// A mirror hiccup is retried with backoff before the stage gives up.
+Acquire::Retries "5";
 EOF
 cat >"$R/etc/dpkg/dpkg.cfg.d/90clinicbox-nodoc" <<'EOF'
 path-exclude=/usr/share/doc/*
@@ -131,43 +152,46 @@ UNPACK=$(unpack_packages | tr '\n' ' ')
 KERNEL=$(kernel_package)
 unshare --mount --propagation private env R="$R" PKGS="$PKGS" UNPACK="$UNPACK" KERNEL="$KERNEL" LOCK="$LOCK" \
     STRICT="${CLINICBOX_IMAGE_STRICT_PINS:-}" bash -euo pipefail -c '
+    # What the stage is doing, for the failure line; the log it writes to.
+    stage() { printf "%s\n" "$*" >"$R/../stage"; }
     mount -t proc proc "$R/proc"
     mount -t sysfs sys "$R/sys"
     mount --bind /dev "$R/dev"
     mount -t devpts devpts "$R/dev/pts"
-    cp /etc/resolv.conf "$R/etc/resolv.conf"
+    # Before every step that downloads: installing systemd-resolved turns the
+    # chroot'"'"'s resolv.conf into a link into /run, which is empty here.
+    resolver() { rm -f "$R/etc/resolv.conf"; cp /etc/resolv.conf "$R/etc/resolv.conf"; }
+    resolver
     printf "#!/bin/sh\nexit 101\n" >"$R/usr/sbin/policy-rc.d"; chmod +x "$R/usr/sbin/policy-rc.d"
     export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 INITRD=No
     pkgver() { printf "%s %s\n" "$(dpkg-deb -f "$1" Package)" "$(dpkg-deb -f "$1" Version)"; }
-    chroot "$R" apt-get update -q >/dev/null
+    stage "apt-get update"
+    chroot "$R" apt-get update -q >"$R/../install.log" 2>&1
     # Packages unpacked without installing (no maintainer scripts), e.g. the Pi
     # firmware whose kernel hooks expect a mounted /boot/firmware. Fetched first:
     # installing systemd-resolved later replaces the chroot'"'"'s resolv.conf.
     if [[ -n $UNPACK ]]; then
-        chroot "$R" sh -c "cd /tmp && apt-get download -q $UNPACK" >"$R/../download.log" 2>&1 ||
-            { cat "$R/../download.log" >&2; exit 1; }
+        stage "downloading $UNPACK"
+        chroot "$R" sh -c "cd /tmp && apt-get download -q $UNPACK" >>"$R/../install.log" 2>&1
         mkdir -p "$R/../debs"
         mv "$R"/tmp/*.deb "$R/../debs/"
     fi
-    # The kernel from a newer suite (see below), fetched now for the same reason,
-    # at the version in the lock when the mirror still has it.
+    # The kernel from a newer suite (see below), fetched now for the same reason:
+    # the suite'"'"'s newest, like every other package (its security fixes land
+    # there), compared with the lock afterwards.
     if [[ -n $KERNEL ]]; then
         name=${KERNEL%%/*} suite=${KERNEL#*/}
         want=$KERNEL
-        locked=$(awk -v n="$name" "\$1==n{print \$2}" "$LOCK" 2>/dev/null || true)
-        # Only a version the kernel'"'"'s own suite has (an older lock may name another suite'"'"'s).
-        if [[ -n $locked ]] && chroot "$R" apt-cache madison "$name" |
-            awk -v v="$locked" -v s=" $suite/" "\$3==v && index(\$0, s){f=1} END{exit !f}"; then
-            want="$name=$locked"
-        elif [[ -n $locked ]]; then
-            echo "PIN DRIFT: $name locked $locked, not on the mirror" >&2
-            [[ -n $STRICT ]] && exit 1
-        fi
-        chroot "$R" apt-get install -y -q --download-only -t "$suite" "$want" >>"$R/../download.log" 2>&1 ||
-            { cat "$R/../download.log" >&2; exit 1; }
+        stage "downloading the kernel $want"
+        chroot "$R" apt-get install -y -q --download-only -t "$suite" "$want" >>"$R/../install.log" 2>&1
         for deb in "$R"/var/cache/apt/archives/"${name}"_*.deb; do
             pkgver "$deb" >"$R/../kernel-version"
         done
+        read -r _ got <"$R/../kernel-version"
+        locked=$(awk -v n="$name" "\$1==n{print \$2}" "$LOCK" 2>/dev/null || true)
+        if [[ -n $locked && $got != "$locked" ]]; then
+            echo "$name $locked -> $got ($suite)" >>"$R/../drift.txt"
+        fi
         mkdir -p "$R/../kernel-debs"
         for deb in "$R"/var/cache/apt/archives/linux-{base,binary,modules}-[0-9]*.deb; do
             [[ -f $deb ]] || continue
@@ -175,26 +199,35 @@ unshare --mount --propagation private env R="$R" PKGS="$PKGS" UNPACK="$UNPACK" K
         done
     fi
     # confold: keep the update-initramfs.conf written above.
-    chroot "$R" apt-get install -y -q -o Dpkg::Options::=--force-confold $PKGS >"$R/../install.log" 2>&1 || { tail -30 "$R/../install.log" >&2; exit 1; }
-    # Pin: move every package the lock names to its locked version.
+    stage "installing the package lists"
+    chroot "$R" apt-get install -y -q -o Dpkg::Options::=--force-confold $PKGS >>"$R/../install.log" 2>&1
+    # The lock is a floor, never a ceiling: a package older than its lock is raised
+    # to it; one newer than its lock (a Debian security or stable update) is kept
+    # and reported as drift, never downgraded.
     if [[ -f $LOCK ]]; then
-        want=(); drift=()
+        stage "checking installed versions against $(basename "$LOCK")"
+        resolver
+        raise=()
         while read -r name ver; do
             [[ -z $name || $name == \#* ]] && continue
             have=$(chroot "$R" dpkg-query -W -f="\${Version}" "$name" 2>/dev/null || true)
             [[ -z $have || $have == "$ver" ]] && continue
-            if chroot "$R" apt-cache madison "$name" | awk -v v="$ver" "\$3==v{f=1} END{exit !f}"; then
-                want+=("$name=$ver")
+            if dpkg --compare-versions "$have" gt "$ver"; then
+                from=$(chroot "$R" apt-cache madison "$name" | awk -v v="$have" "\$3==v{print \$6; exit}")
+                echo "$name $ver -> $have (${from:-installed})" >>"$R/../drift.txt"
+            elif chroot "$R" apt-cache madison "$name" | awk -v v="$ver" "\$3==v{f=1} END{exit !f}"; then
+                raise+=("$name=$ver")
             else
-                drift+=("$name locked $ver, mirror has $have")
+                echo "$name $ver -> $have (locked version not on the mirror)" >>"$R/../drift.txt"
             fi
         done <"$LOCK"
-        if ((${#want[@]})); then
-            chroot "$R" apt-get install -y -q --allow-downgrades "${want[@]}" >>"$R/../install.log" 2>&1
+        if ((${#raise[@]})); then
+            stage "raising ${#raise[@]} packages to their locked versions"
+            chroot "$R" apt-get install -y -q "${raise[@]}" >>"$R/../install.log" 2>&1
         fi
-        if ((${#drift[@]})); then
-            printf "PIN DRIFT: %s\n" "${drift[@]}" >&2
-            [[ -n $STRICT ]] && { echo "strict pins: refresh image/packages/*.lock (CLINICBOX_IMAGE_UPDATE_LOCK=1) and review" >&2; exit 1; }
+        if [[ -s $R/../drift.txt ]]; then
+            sed "s/^/LOCK DRIFT: /" "$R/../drift.txt" >&2
+            [[ -z $STRICT ]] || { stage "strict pins: $(wc -l <"$R/../drift.txt") packages differ from the lock: refresh image/packages/*.lock (CLINICBOX_IMAGE_UPDATE_LOCK=1) and review"; exit 1; }
         fi
     fi
     # A kernel from a newer suite (the Pis: trixie-backports) has maintainer scripts
@@ -221,6 +254,7 @@ unshare --mount --propagation private env R="$R" PKGS="$PKGS" UNPACK="$UNPACK" K
         printf "%s\n" irq-bcm2712-mip rp1_pci clk-rp1 pinctrl-rp1 pinctrl-brcmstb \
             pinctrl-brcmstb-bcm2712 gpio-brcmstb sdhci-brcmstb macb >>"$R/etc/initramfs-tools/modules"
     fi
+    stage "building the initramfs"
     printf "update_initramfs=yes\nbackup_initramfs=no\n" >"$R/etc/initramfs-tools/update-initramfs.conf"
     rm -f "$R"/boot/initrd.img-*
     chroot "$R" update-initramfs -c -k all >>"$R/../install.log" 2>&1
@@ -232,18 +266,24 @@ unshare --mount --propagation private env R="$R" PKGS="$PKGS" UNPACK="$UNPACK" K
     chroot "$R" apt-get clean
     rm -f "$R/usr/sbin/policy-rc.d" "$R/etc/resolv.conf"
 ' || {
-    echo "[rootfs $ARCH] package stage failed; end of its log:" >&2
     tail -30 "$WORK/install.log" >&2
-    exit 1
+    # The reason: what the stage was doing, and apt'"'"'s (or the tool'"'"'s) last error.
+    why=$(grep -E '^E: ' "$WORK/install.log" 2>/dev/null | tail -1 || true)
+    fail "package stage failed: $(cat "$WORK/stage" 2>/dev/null || echo mounting the chroot)${why:+: $why}"
 }
 if [[ -d $WORK/unpack/usr/lib/raspi-firmware ]]; then
     cp -r "$WORK/unpack/usr/lib/raspi-firmware" "$R/usr/lib/"
     grep raspi-firmware "$WORK/unpacked.txt" >"$R/usr/lib/raspi-firmware/VERSION"
 fi
-# What is in the root without dpkg knowing: the manifest lists it (customise.sh).
+# What is in the root without dpkg knowing, and how it differs from the lock:
+# the manifest lists both (customise.sh).
+mkdir -p "$R/usr/share/clinicbox"
 if [[ -f $WORK/unpacked.txt ]]; then
-    mkdir -p "$R/usr/share/clinicbox"
     sort -u "$WORK/unpacked.txt" >"$R/usr/share/clinicbox/unpacked-packages.txt"
+fi
+if [[ -s $WORK/drift.txt ]]; then
+    sort -u "$WORK/drift.txt" >"$R/usr/share/clinicbox/lock-drift.txt"
+    log "$(wc -l <"$WORK/drift.txt") packages newer than (or missing from) $(basename "$LOCK"): listed in the manifest's lock_drift"
 fi
 log "packages installed: $(($(date +%s) - start)) s"
 

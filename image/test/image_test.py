@@ -614,6 +614,10 @@ def main():
     ap.add_argument("--work", default=None)
     ap.add_argument("--boot-timeout", type=int, default=300)
     args = ap.parse_args()
+    if not args.image or not os.path.isfile(args.image):
+        R.check("the image to boot exists", False, repr(args.image))
+        print(f"nuc boot test: {len(R.passed)} passed, {len(R.failed)} failed")
+        sys.exit(1)
 
     work = args.work or os.path.join(os.path.dirname(os.path.abspath(args.image)), "image-test")
     shutil.rmtree(work, ignore_errors=True)
