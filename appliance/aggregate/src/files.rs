@@ -97,27 +97,16 @@ pub async fn get(State(state): State<ApiState>, user: AuthUser, q: Query) -> Api
         .ok_or_else(|| {
             ApiError::Conflict(format!("File resource `{uid}` is not stored on this box"))
         })?;
-    let content_type = meta
-        .get("contentType")
-        .and_then(Value::as_str)
-        .unwrap_or("application/octet-stream");
-    let name: String = meta
+    let name = meta
         .get("name")
         .and_then(Value::as_str)
         .unwrap_or(&uid)
-        .chars()
-        .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
-        .collect();
+        .to_owned();
+    let mut headers = axum::http::HeaderMap::new();
+    clinicbox_api::files::download_headers(&mut headers, &name, &blob.body);
     let mut resp = (StatusCode::OK, blob.body).into_response();
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(content_type)
-            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!("filename=\"{name}\"")) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
+    h.extend(headers);
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, private"),

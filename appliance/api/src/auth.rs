@@ -1,10 +1,13 @@
 //! HTTP Basic authentication on every call: Argon2id password hashes, a verification cache so
 //! Basic-on-every-request stays cheap, and failed-login limits per username and per address.
 //!
-//! Order of checks: a credential already verified (cache hit) passes even while the username is
-//! locked, so someone guessing passwords cannot lock a clinic's tablets out; otherwise address
-//! limit, user lock, then one Argon2id verification off the async threads. "Account disabled"
-//! is sent only after the password was right and the account really is disabled.
+//! Order of checks: a credential already verified (cache hit) passes; then the address limit
+//! (an address that keeps failing gets 429s); then, for a username with many recent failures, a
+//! slow-down — never a lock — that spares the devices that logged in as that user before: a
+//! stranger guessing passwords can slow guessing down for new devices, but cannot lock a
+//! clinic's tablets or staff out. Then one Argon2id verification off the async threads.
+//! "Account disabled" is sent only after the password was right and the account really is
+//! disabled.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, USER_AGENT};
 use axum::http::request::Parts;
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -45,13 +48,18 @@ fn decoy_hash() -> &'static str {
 /// Limits for failed logins (also the `api` config section's fields).
 #[derive(Debug, Clone, Copy)]
 pub struct LoginLimits {
-    /// Failed logins for one username within `window` before it is locked for `window`.
+    /// Failed logins for one username within `window` before attempts for it from devices that
+    /// never logged in as it are slowed down to one per `slowdown`.
     pub per_user: usize,
     /// Failed logins from one client address within `window` before it gets 429s.
     pub per_address: usize,
     pub window: Duration,
     /// How long a verified credential stays in the cache.
     pub cache_ttl: Duration,
+    /// While a username is slowed down: one attempt per this from unknown devices.
+    pub slowdown: Duration,
+    /// How long an address that logged in as a user counts as that user's known device.
+    pub known_device_ttl: Duration,
 }
 
 impl Default for LoginLimits {
@@ -61,6 +69,8 @@ impl Default for LoginLimits {
             per_address: 30,
             window: Duration::from_secs(15 * 60),
             cache_ttl: Duration::from_secs(60 * 60),
+            slowdown: Duration::from_secs(30),
+            known_device_ttl: Duration::from_secs(30 * 24 * 60 * 60),
         }
     }
 }
@@ -102,10 +112,6 @@ impl Failures {
             q.pop_front();
         }
     }
-
-    fn clear(&mut self, key: &str) {
-        self.by_key.remove(key);
-    }
 }
 
 struct CacheEntry {
@@ -129,6 +135,10 @@ struct AuthInner {
     cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
     users: Mutex<Failures>,
     addresses: Mutex<Failures>,
+    /// `(username, address)` pairs that logged in, with when: exempt from the slow-down.
+    known_devices: Mutex<HashMap<(String, String), Instant>>,
+    /// Per slowed-down username: when an unknown device last got its one attempt.
+    last_slowed_attempt: Mutex<HashMap<String, Instant>>,
 }
 
 fn digest(parts: &[&[u8]]) -> [u8; 32] {
@@ -152,6 +162,8 @@ impl Authenticator {
                 cache: Mutex::new(HashMap::new()),
                 users: Mutex::new(Failures::default()),
                 addresses: Mutex::new(Failures::default()),
+                known_devices: Mutex::new(HashMap::new()),
+                last_slowed_attempt: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -206,12 +218,9 @@ impl Authenticator {
             }
         }
         let username = candidates.first().map(|c| c.0.clone()).unwrap_or_default();
-        {
-            let mut u = inner.users.lock().unwrap_or_else(|p| p.into_inner());
-            if u.count(&username, inner.limits.window, now) >= inner.limits.per_user {
-                tracing::warn!(client.addr = %addr_key, "login refused: username locked after failures");
-                return Err(ApiError::AccountLocked);
-            }
+        if self.slowed_down(&username, &addr_key, now) {
+            tracing::warn!(client.addr = %addr_key, "login refused: slowed down after failures for this username");
+            return Err(ApiError::AccountLocked);
         }
         // 3. Argon2id, off the async threads.
         let mut jobs = Vec::new();
@@ -235,11 +244,9 @@ impl Authenticator {
         .map_err(|e| ApiError::Internal(format!("password check task failed: {e}")))?;
         match verified {
             Some((username, password, Some(cred), hash)) => {
-                inner
-                    .users
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clear(&username);
+                // The username's failures stay counted until they expire: a stranger's guesses
+                // stay slowed down while the nurse logs in from her known devices.
+                self.remember_device(&username, &addr_key, now);
                 let mut cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
                 if cache.len() >= MAX_CACHED {
                     let ttl = inner.limits.cache_ttl;
@@ -280,6 +287,81 @@ impl Authenticator {
         }
     }
 }
+
+impl Authenticator {
+    /// Whether this attempt must wait: the username has `per_user` recent failures, the address
+    /// is not one of its known devices, and an unknown device already had its one attempt in
+    /// this `slowdown` interval.
+    fn slowed_down(&self, username: &str, addr_key: &str, now: Instant) -> bool {
+        let inner = &self.inner;
+        let failures = inner.users.lock().unwrap_or_else(|p| p.into_inner()).count(
+            username,
+            inner.limits.window,
+            now,
+        );
+        if failures < inner.limits.per_user {
+            return false;
+        }
+        let known = inner
+            .known_devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(username.to_string(), addr_key.to_string()))
+            .is_some_and(|at| now.duration_since(*at) < inner.limits.known_device_ttl);
+        if known {
+            return false;
+        }
+        let mut last = inner
+            .last_slowed_attempt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last
+            .get(username)
+            .is_some_and(|at| now.duration_since(*at) < inner.limits.slowdown)
+        {
+            return true;
+        }
+        if last.len() >= MAX_TRACKED {
+            let slowdown = inner.limits.slowdown;
+            last.retain(|_, at| now.duration_since(*at) < slowdown);
+        }
+        last.insert(username.to_string(), now);
+        false
+    }
+
+    fn remember_device(&self, username: &str, addr_key: &str, now: Instant) {
+        let inner = &self.inner;
+        let mut known = inner
+            .known_devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if known.len() >= MAX_TRACKED {
+            let ttl = inner.limits.known_device_ttl;
+            known.retain(|_, at| now.duration_since(*at) < ttl);
+            if known.len() >= MAX_TRACKED {
+                // Bounded memory: forget the stalest device.
+                if let Some(k) = known
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(k, _)| k.clone())
+                {
+                    known.remove(&k);
+                }
+            }
+        }
+        known.insert((username.to_string(), addr_key.to_string()), now);
+    }
+}
+
+/// An `/api` call whose credentials were verified: who, from which app, from where.
+pub struct LoginSeen<'a> {
+    pub username: &'a str,
+    pub user_agent: Option<&'a str>,
+    pub addr: Option<IpAddr>,
+}
+
+/// See [`ApiState::observe_logins`].
+pub type LoginObserver = Arc<dyn Fn(&LoginSeen<'_>) + Send + Sync>;
 
 /// Decodes an `Authorization: Basic …` header into `(username, password)` candidates: UTF-8
 /// first, then ISO-8859-1 when that reads differently (the SDK's login call uses ISO-8859-1,
@@ -332,6 +414,15 @@ impl FromRequestParts<ApiState> for AuthUser {
         let snap = state.metadata().snapshot()?;
         let user = AuthUser::load(&snap, &uid)
             .ok_or_else(|| ApiError::Unauthorized("Unauthorized".into()))?;
+        if let Some(observe) = state.login_observer()
+            && parts.uri.path().starts_with("/api")
+        {
+            observe(&LoginSeen {
+                username: &user.username,
+                user_agent: parts.headers.get(USER_AGENT).and_then(|h| h.to_str().ok()),
+                addr,
+            });
+        }
         parts.extensions.insert(user.clone());
         Ok(user)
     }
@@ -402,8 +493,5 @@ mod tests {
             f.count("u", Duration::from_secs(60), t0 + Duration::from_secs(61)),
             0
         );
-        f.record("u", t0, 5);
-        f.clear("u");
-        assert_eq!(f.count("u", Duration::from_secs(60), t0), 0);
     }
 }

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod fields;
+pub mod files;
 pub mod filter;
 pub mod metadata;
 pub mod query;
@@ -54,7 +55,9 @@ pub struct ApiConfig {
     pub application_description: String,
     /// `contextPath` served in `system/info` (default: `http://<Host header>`).
     pub public_url: Option<String>,
-    /// Failed logins per username within `login_window_secs` before it is locked (default 5).
+    /// Failed logins per username within `login_window_secs` before devices that never logged in
+    /// as it are slowed down to one attempt per 30 s (default 5). Never a lock: devices that
+    /// logged in as the user before are not slowed.
     pub failed_logins_per_user: usize,
     /// Failed logins per client address within the window before 429 (default 30).
     pub failed_logins_per_address: usize,
@@ -108,6 +111,7 @@ struct Inner {
     auth: Authenticator,
     system_id: String,
     metrics: Metrics,
+    logins: std::sync::OnceLock<auth::LoginObserver>,
 }
 
 /// Shared state of every API handler. Cheap to clone.
@@ -146,6 +150,7 @@ impl ApiState {
             per_address: config.failed_logins_per_address.max(1),
             window: Duration::from_secs(config.login_window_secs.max(1)),
             cache_ttl: Duration::from_secs(config.credential_cache_secs),
+            ..LoginLimits::default()
         });
         Ok(ApiState {
             inner: Arc::new(Inner {
@@ -156,6 +161,7 @@ impl ApiState {
                 auth,
                 system_id,
                 metrics: Metrics::default(),
+                logins: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -174,6 +180,14 @@ impl ApiState {
     }
     pub fn auth(&self) -> &Authenticator {
         &self.inner.auth
+    }
+    /// Tells `observer` of every `/api` call whose credentials were verified (the status
+    /// page's "tablets seen"). Set once; later calls are ignored.
+    pub fn observe_logins(&self, observer: auth::LoginObserver) {
+        let _ = self.inner.logins.set(observer);
+    }
+    pub(crate) fn login_observer(&self) -> Option<&auth::LoginObserver> {
+        self.inner.logins.get()
     }
     pub fn system_id(&self) -> &str {
         &self.inner.system_id

@@ -2,6 +2,7 @@
 //! so tests can run the same code in-process.
 
 pub mod config;
+pub mod headers;
 pub mod keys;
 pub mod lifecycle;
 pub mod logging;

@@ -86,6 +86,15 @@ pub fn prepare(
         None
     };
     let tablets = Tablets::persistent(cfg.data_dir.join("tablets-seen.json"));
+    {
+        let tablets = tablets.clone();
+        api.observe_logins(Arc::new(move |seen| {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            tablets.record(seen.username, seen.user_agent, seen.addr, now_ms);
+        }));
+    }
     let urls: Arc<Mutex<Urls>> = Arc::default();
     let discovery: SharedDiscovery = Arc::default();
 
@@ -267,13 +276,15 @@ fn lan_port(bound: &[SocketAddr], lan: &[IpAddr]) -> Option<u16> {
 }
 
 impl Prepared {
-    /// Adds `/`, `/metrics`, `/status.json` and `/admin` to `app`, and counts every request.
+    /// Adds `/`, `/metrics`, `/status.json` and `/admin` to `app`, counts every request, and
+    /// puts the box's security headers on every answer.
     pub fn wrap(&self, app: Router) -> Router {
         app.merge(clinicbox_statuspage::router(self.status.clone()))
             .layer(axum::middleware::from_fn_with_state(
                 self.status.clone(),
                 clinicbox_statuspage::track,
             ))
+            .layer(axum::middleware::from_fn(crate::headers::security_headers))
     }
 
     /// The status page's state (tests, other wiring).
@@ -427,7 +438,7 @@ impl Presence {
         self.discovery.shutdown().await;
         self.handle.graceful_shutdown(Some(drain));
         for t in self.https_tasks {
-            let _ = tokio::time::timeout(drain + Duration::from_secs(1), t).await;
+            let _ = tokio::time::timeout(drain, t).await;
         }
         if let Some(r) = self.reloader {
             r.abort();

@@ -60,6 +60,9 @@ fn demo_key_path(data_dir: &Path) -> PathBuf {
 
 /// Runs the daemon until SIGTERM/SIGINT (or a shutdown request), then stops cleanly.
 pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
+    // Before anything else: a SIGTERM that arrives while the store opens or the listeners
+    // bind is held here and acted on once there is something to stop cleanly.
+    let signals = Signals::install()?;
     let store = open_store(&cfg, demo).await?;
     let api = clinicbox_api::ApiState::new(store.clone(), cfg.api.clone())
         .await
@@ -71,6 +74,7 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
         .await
         .context("starting the tracker")?;
     let lc = Lifecycle::new(store.clone(), cfg.http.retry_after_secs);
+    signals.forward_to(lc.clone());
     // The power process's latest report (control socket), for the status page.
     let power = PowerShared::default();
 
@@ -102,7 +106,6 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     // HTTPS, DNS-SD, LAN DNS and the status page (presence.rs).
     let presence = presence.start(app.clone(), &http_bound).await?;
 
-    spawn_signal_handler(lc.clone())?;
     spawn_watchdog(lc.clone());
     spawn_control_socket(&cfg, lc.clone(), power.clone()).await;
     systemd::ready(&format!("serving {} listener(s)", servers.len()));
@@ -116,9 +119,12 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     lc.shutdown_requested().await;
     systemd::stopping();
     tracing::info!("shutting down: finishing in-flight requests");
-    let drain = Duration::from_secs(cfg.http.drain_secs);
-    presence.shutdown(drain).await;
-    let drained = tokio::time::timeout(drain, futures_all(servers))
+    // One deadline for the whole stop (`drain_secs`, below the unit's TimeoutStopSec), however
+    // many slow clients hold connections open: each step gets what the earlier ones left.
+    let stop_by = tokio::time::Instant::now() + Duration::from_secs(cfg.http.drain_secs);
+    let left = || stop_by.saturating_duration_since(tokio::time::Instant::now());
+    presence.shutdown(left()).await;
+    let drained = tokio::time::timeout(left(), futures_all(servers))
         .await
         .is_ok();
     if !drained {
@@ -127,7 +133,8 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
             "requests still running at the drain deadline"
         );
     }
-    let report = lc.quiesce(drain).await;
+    // The writes still running get what is left, and the store always gets its close.
+    let report = lc.quiesce(left()).await;
     if !report.store_closed {
         anyhow::bail!("the store did not close cleanly");
     }
@@ -216,18 +223,31 @@ async fn load_demo(api: &clinicbox_api::ApiState) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn_signal_handler(lc: Arc<Lifecycle>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-        }
-        lc.request_shutdown();
-    });
-    Ok(())
+/// SIGTERM and SIGINT, caught from the first instant of `serve` on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    /// From now on a signal (including one already received) asks `lc` to shut down.
+    fn forward_to(mut self, lc: Arc<Lifecycle>) {
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = self.term.recv() => tracing::info!("SIGTERM received"),
+                _ = self.int.recv() => tracing::info!("SIGINT received"),
+            }
+            lc.request_shutdown();
+        });
+    }
 }
 
 /// Pets systemd's watchdog while the runtime answers and the store's writer is alive; a hung or

@@ -769,6 +769,7 @@ pub enum ValidationCode {
     E4016,
     E4017,
     E4018,
+    E4020,
     E5000,
 }
 
@@ -876,6 +877,7 @@ impl ValidationCode {
             E4016 => "Relationship: `{0}` do not exist.",
             E4017 => "Relationship: `{0}` is already deleted and cannot be modified.",
             E4018 => "Relationship: `{0}` linking {1}: `{2}` to {3}: `{4}` already exists.",
+            E4020 => "User: `{0}`, has no write access to relationship: `{1}`.",
             E5000 => {
                 "{0} `{1}` cannot be created because {2} `{3}` referenced by it could not be created."
             }

@@ -286,8 +286,8 @@ pub fn router(state: StatusState) -> Router {
     r.with_state(state)
 }
 
-/// Middleware for the daemon's whole router: counts every request for `/metrics` and notes
-/// which user on which tablet made a successful authenticated `/api` call.
+/// Middleware for the daemon's whole router: counts every request for `/metrics`. (Tablets
+/// are recorded by the API once their credentials were verified, never from a header alone.)
 pub async fn track(State(state): State<StatusState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().as_str().to_owned();
@@ -295,42 +295,13 @@ pub async fn track(State(state): State<StatusState>, req: Request, next: Next) -
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let api = req.uri().path() == "/api" || req.uri().path().starts_with("/api/");
-    let user = api
-        .then(|| {
-            req.headers()
-                .get(header::AUTHORIZATION)?
-                .to_str()
-                .ok()
-                .and_then(tablets::basic_username)
-        })
-        .flatten();
-    let agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let addr = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-
     let response = next.run(req).await;
-
-    let status = response.status();
-    state
-        .inner
-        .metrics
-        .observe(&method, &route, status.as_u16(), started.elapsed());
-    // Success with Basic credentials means the API accepted them: a 401 is never recorded.
-    if let Some(user) = user
-        && status.is_success()
-    {
-        state
-            .inner
-            .tablets
-            .record(&user, agent.as_deref(), addr, now_ms());
-    }
+    state.inner.metrics.observe(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
 
@@ -347,8 +318,21 @@ async fn index(State(state): State<StatusState>) -> Response {
     resp
 }
 
-async fn status_json(State(state): State<StatusState>) -> Json<Snapshot> {
-    Json(state.snapshot())
+/// The figures for anyone on the LAN; who uses which tablet from where only for an admin
+/// (Basic), since staff names and addresses are nobody else's business.
+async fn status_json(
+    State(state): State<StatusState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Json<Snapshot> {
+    let mut snap = state.snapshot();
+    if !(headers.contains_key(header::AUTHORIZATION) && is_admin(&state, &headers, addr).await) {
+        for t in &mut snap.tablets {
+            t.username.clear();
+            t.address = None;
+        }
+    }
+    Json(snap)
 }
 
 async fn metrics(
@@ -692,37 +676,52 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_successful_authenticated_api_calls_record_tablets() {
-        let s = state(MetricsAccess::Localhost, None);
+    async fn made_up_credentials_record_no_tablet_and_status_json_hides_who() {
+        let check: AdminCheck = Arc::new(|h: HeaderMap, _| {
+            Box::pin(async move {
+                h.get(header::AUTHORIZATION)
+                    .is_some_and(|v| v == "Basic YWRtaW46ZGlzdHJpY3Q=") // admin:district
+            })
+        });
+        let s = state(MetricsAccess::Localhost, Some(check));
         let a = app(s.clone());
-        let basic = "Basic bnVyc2UxOnNlY3JldA=="; // nurse1:secret
-        let mut r = req("/api/me", [10, 0, 0, 9]);
-        r.headers_mut()
-            .insert(header::AUTHORIZATION, HeaderValue::from_static(basic));
-        r.headers_mut().insert(
-            header::USER_AGENT,
-            HeaderValue::from_static("com.dhis2/1.14.0/3.4.1/Android_34"),
-        );
-        a.clone().oneshot(r).await.expect("resp");
-        let mut r = req("/api/nothing-here", [10, 0, 0, 9]);
-        r.headers_mut().insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Basic ZXZlOng="),
-        ); // eve:x
-        assert_eq!(
-            a.clone().oneshot(r).await.expect("resp").status(),
-            StatusCode::NOT_FOUND
-        );
+        // A header alone records nothing: only the API does, after verifying it.
         let mut r = req("/", [10, 0, 0, 9]);
         r.headers_mut().insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Basic ZXZlOng="),
+        ); // eve:x
+        a.clone().oneshot(r).await.expect("resp");
+        assert!(s.tablets().list().is_empty());
+        s.tablets()
+            .record("nurse1", None, Some([10, 0, 0, 9].into()), 1);
+        let body = |r: Response| async move {
+            let b = axum::body::to_bytes(r.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            String::from_utf8(b.to_vec()).expect("utf8")
+        };
+        let anon = body(
+            a.clone()
+                .oneshot(req("/status.json", [10, 0, 0, 7]))
+                .await
+                .expect("resp"),
+        )
+        .await;
+        assert!(
+            !anon.contains("nurse1") && !anon.contains("10.0.0.9"),
+            "{anon}"
         );
-        a.oneshot(r).await.expect("resp");
-        let t = s.tablets().list();
-        assert_eq!(t.len(), 1, "{t:?}");
-        assert_eq!(t[0].username, "nurse1");
-        assert_eq!(t[0].address, Some([10, 0, 0, 9].into()));
+        let mut r = req("/status.json", [10, 0, 0, 7]);
+        r.headers_mut().insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YWRtaW46ZGlzdHJpY3Q="),
+        );
+        let admin = body(a.oneshot(r).await.expect("resp")).await;
+        assert!(
+            admin.contains("nurse1") && admin.contains("10.0.0.9"),
+            "{admin}"
+        );
     }
 
     #[tokio::test]

@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
@@ -149,25 +148,6 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// The username in an `Authorization: Basic` header; `None` for other schemes or garbage.
-pub fn basic_username(header: &str) -> Option<String> {
-    let (scheme, b64) = header.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .ok()?;
-    let colon = raw.iter().position(|b| *b == b':')?;
-    let user = &raw[..colon];
-    // The SDK's login call encodes ISO-8859-1, later calls UTF-8: accept both.
-    let name = match std::str::from_utf8(user) {
-        Ok(s) => s.to_owned(),
-        Err(_) => user.iter().map(|c| char::from(*c)).collect(),
-    };
-    (!name.is_empty()).then_some(name)
-}
-
 /// `com.dhis2/1.14.0/3.4.1/Android_34` → `DHIS2 Capture 3.4.1 · Android 14`; anything else is
 /// kept as sent, shortened.
 pub fn describe_device(user_agent: Option<&str>) -> String {
@@ -216,27 +196,6 @@ fn clean(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn usernames_from_basic() {
-        let h = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("nurse1:secret")
-        );
-        assert_eq!(basic_username(&h).as_deref(), Some("nurse1"));
-        let latin1 = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(b"jos\xe9:pw")
-        );
-        assert_eq!(basic_username(&latin1).as_deref(), Some("josé"));
-        assert_eq!(basic_username("Bearer abc"), None);
-        assert_eq!(basic_username("Basic !!!"), None);
-        let empty = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(":pw")
-        );
-        assert_eq!(basic_username(&empty), None);
-    }
 
     #[test]
     fn capture_user_agent_is_readable() {

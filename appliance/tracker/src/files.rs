@@ -44,20 +44,6 @@ const DOMAINS: &[&str] = &[
     "JOB_DATA",
 ];
 
-fn guess_type(name: &str) -> &'static str {
-    let ext = name.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
-    match ext.as_str() {
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "pdf" => "application/pdf",
-        "txt" => "text/plain",
-        "csv" => "text/csv",
-        _ => "application/octet-stream",
-    }
-}
-
 fn describe(
     state: &ApiState,
     uid: &str,
@@ -103,14 +89,8 @@ pub async fn upload(
         match field.name() {
             Some("file") => {
                 let name = field.file_name().unwrap_or("file").to_string();
-                let ct = field
-                    .content_type()
-                    .map(str::to_string)
-                    .filter(|c| {
-                        !c.is_empty() && c != "application/octet-stream" && !c.ends_with("/*")
-                    })
-                    .unwrap_or_else(|| guess_type(&name).to_string());
                 let bytes = field.bytes().await.map_err(|_| ApiError::PayloadTooLarge)?;
+                let ct = clinicbox_api::files::content_type_of(&bytes).to_string();
                 file = Some((name, ct, bytes.to_vec()));
             }
             Some("domain") => {
@@ -181,18 +161,67 @@ fn load(t: &Tracker, uid: &str) -> Result<(StoredFile, Record), ApiError> {
     Ok((f, rec))
 }
 
+/// Who may read a file resource through `/api/fileResources/{uid}`: a superuser, its uploader,
+/// and users who may read the records of the uploader's clinic (capture or search scope over
+/// one of the uploader's capture org units). Everyone else is told it does not exist. (The
+/// record-bound download paths check the record itself.)
+fn file_readable(user: &AuthUser, f: &StoredFile) -> bool {
+    if user.is_superuser() || f.created_by.as_deref() == Some(user.username.as_str()) {
+        return true;
+    }
+    let Some(uploader) = f
+        .created_by
+        .as_deref()
+        .and_then(|name| user.snapshot.credential(name))
+        .and_then(|c| AuthUser::load(&user.snapshot, &c.uid))
+    else {
+        return false;
+    };
+    uploader
+        .scope
+        .capture
+        .iter()
+        .any(|ou| user.scope.can_search(&ou.path))
+}
+
+fn load_readable(
+    t: &Tracker,
+    user: &AuthUser,
+    uid: &str,
+) -> Result<(StoredFile, Record), ApiError> {
+    let (f, rec) = load(t, uid)?;
+    if !file_readable(user, &f) {
+        return Err(ApiError::NotFound(format!(
+            "FileResource with id {uid} could not be found."
+        )));
+    }
+    Ok((f, rec))
+}
+
 /// `GET /api/fileResources/{uid}`.
 pub async fn meta(
     State(state): State<ApiState>,
     Extension(t): Extension<Tracker>,
-    _user: AuthUser,
+    user: AuthUser,
     Path(uid): Path<String>,
 ) -> ApiResult<Response> {
-    let (f, rec) = load(&t, &uid)?;
+    let (mut f, rec) = load_readable(&t, &user, &uid)?;
+    f.content_type = served_type(&t, &uid)?.to_string();
     Ok(json_response(
         StatusCode::OK,
         &describe(&state, &uid, &f, &rec)?,
     ))
+}
+
+/// The type a stored file is served with (`clinicbox_api::files`); decided again from the
+/// bytes, since files stored before this rule kept their declared type.
+fn served_type(t: &Tracker, uid: &str) -> Result<&'static str, ApiError> {
+    let rec = t
+        .store()
+        .read()?
+        .get(Collection::FILE_BLOBS, uid)?
+        .ok_or_else(|| ApiError::NotFound(format!("FileResource with id {uid} has no content.")))?;
+    Ok(clinicbox_api::files::content_type_of(&rec.body))
 }
 
 fn blob(t: &Tracker, uid: &str) -> Result<Response, ApiError> {
@@ -202,11 +231,12 @@ fn blob(t: &Tracker, uid: &str) -> Result<Response, ApiError> {
         .read()?
         .get(Collection::FILE_BLOBS, uid)?
         .ok_or_else(|| ApiError::NotFound(format!("FileResource with id {uid} has no content.")))?;
+    let mut headers = axum::http::HeaderMap::new();
+    clinicbox_api::files::download_headers(&mut headers, &f.name, &rec.body);
     let mut r = Body::from(rec.body).into_response();
-    let ct = HeaderValue::from_str(&f.content_type)
-        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
-    r.headers_mut().insert(header::CONTENT_TYPE, ct);
-    r.headers_mut().insert(
+    let h = r.headers_mut();
+    h.extend(headers);
+    h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=3600"),
     );
@@ -216,9 +246,10 @@ fn blob(t: &Tracker, uid: &str) -> Result<Response, ApiError> {
 /// `GET /api/fileResources/{uid}/data`.
 pub async fn data(
     Extension(t): Extension<Tracker>,
-    _user: AuthUser,
+    user: AuthUser,
     Path(uid): Path<String>,
 ) -> ApiResult<Response> {
+    load_readable(&t, &user, &uid)?;
     blob(&t, &uid)
 }
 

@@ -120,29 +120,39 @@ pub async fn grant(
             "Reason is required to break the glass".into(),
         ));
     }
+    // DHIS2 2.42's refusals, in its order: 403 "Temporary ownership not created. …".
+    let refuse = |why: &str| ApiError::Forbidden(format!("Temporary ownership not created. {why}"));
     let prog = user
         .snapshot
         .get("programs", &program)
-        .ok_or_else(|| ApiError::BadRequest(format!("Program {program} does not exist")))?;
+        .ok_or_else(|| refuse("Program supplied does not exist."))?;
     {
         let cat = t.catalog().read().await;
         let m = cat
             .tes
             .get(&te)
             .filter(|m| !m.stamps.deleted)
-            .ok_or_else(|| {
-                ApiError::NotFound(format!("TrackedEntity with id {te} could not be found."))
-            })?;
-        // Breaking the glass needs the entity in the search scope.
+            .ok_or_else(|| refuse("Tracked entity supplied does not exist."))?;
+        if user.is_superuser() {
+            return Err(refuse("Current user is a superuser."));
+        }
+        if !Meta::is_tracker_program(prog) {
+            return Err(refuse("Program supplied is not a tracker program."));
+        }
+        let level = Meta::access_level(prog);
+        if level != "PROTECTED" {
+            return Err(refuse(&format!(
+                "Temporary ownership can only be granted to protected programs. {program} access level is {level}."
+            )));
+        }
+        // Breaking the glass needs the entity's owner in the search scope.
         if !user.can_search_in(m.owner(Uid::try_from(program.as_str()).ok()).as_str()) {
-            return Err(ApiError::Forbidden(
-                "Organisation unit is not part of the search scope".into(),
+            return Err(refuse(
+                "The owner of the entity-program combination is not in the user's search scope.",
             ));
         }
     }
-    if Meta::access_level(prog) == "PROTECTED" {
-        t.grant_override(&user.uid, te.as_str(), &program);
-    }
+    t.grant_override(&user.uid, te.as_str(), &program);
     tracing::info!(tracked_entity.uid = %te, program.uid = %program, user.uid = %user.uid, "ownership override granted");
     Ok(web_message_response(&WebMessage::new(
         200,

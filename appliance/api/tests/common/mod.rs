@@ -148,6 +148,35 @@ impl Box {
         }
     }
 
+    /// GET as a client at `addr` (what axum's `ConnectInfo` tells the login limits).
+    pub async fn get_from(&self, uri: &str, who: (&str, &str), addr: [u8; 4]) -> Resp {
+        let mut req = Request::builder()
+            .uri(uri)
+            .header("host", "10.0.0.1:8080")
+            .header("authorization", basic(who.0, who.1))
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                addr, 40000,
+            ))));
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Resp {
+            status,
+            headers,
+            bytes,
+        }
+    }
+
     pub async fn get(&self, uri: &str, who: (&str, &str)) -> Resp {
         self.call(Method::GET, uri, Some(basic(who.0, who.1)), None)
             .await

@@ -96,6 +96,10 @@ impl Planner<'_> {
                 self.touch(stored.tracked_entity.as_deref());
             }
             REL => {
+                if !self.rel_deletable(uid) {
+                    e.add(C::E4020, &[&self.user.username, uid]);
+                    return self.fail(e, index);
+                }
                 let te = self.rel_tes(uid);
                 self.tombstone(REL, uid);
                 for t in te {
@@ -104,6 +108,22 @@ impl Planner<'_> {
             }
         }
         self.outcome(t, uid, index, Kind::Deleted);
+    }
+
+    /// Deleting a relationship needs write access to its `from` end, and to its `to` end too
+    /// when it shows on both sides (DHIS2 2.42), as the ends are stored.
+    fn rel_deletable(&self, rel: &str) -> bool {
+        let Some(m) = Uid::try_from(rel)
+            .ok()
+            .and_then(|u| self.cat.relationships.get(&u))
+        else {
+            return false;
+        };
+        let bidirectional = self
+            .load::<StoredRelationship>(Collection::RELATIONSHIPS, rel)
+            .is_some_and(|(r, _)| r.bidirectional);
+        self.item_writable(m.from.0, m.from.1.as_str())
+            && (!bidirectional || self.item_writable(m.to.0, m.to.1.as_str()))
     }
 
     fn rel_tes(&self, rel: &str) -> Vec<String> {

@@ -77,8 +77,10 @@ impl Planner<'_> {
             e.add(C::E1070, &[&org_unit]);
             return self.fail(e, index);
         }
-        if !self.can_capture(&org_unit) {
-            e.add(C::E1000, &[&self.user.username, &org_unit]);
+        if let Some(denied) =
+            self.org_unit_denied(old.map(|o| o.org_unit.as_str()), &org_unit, true)
+        {
+            e.add(C::E1000, &[&self.user.username, &denied]);
         }
         if !self.meta.program_in_org_unit(&program, &org_unit) {
             e.add(C::E1041, &[&org_unit, &program]);
@@ -101,8 +103,11 @@ impl Planner<'_> {
         if Meta::program_tet(prog).as_deref() != Some(te_stored.tracked_entity_type.as_str()) {
             e.add(C::E1022, &[&te, &program]);
         }
+        // Without an owner record the owner is where the enrollment is now (as stored), never
+        // where the payload says it is.
         let owner = te_stored
             .owner(&program)
+            .or(old.map(|o| o.org_unit.as_str()))
             .unwrap_or(org_unit.as_str())
             .to_string();
         if !self.owner_ok(prog, &program, &owner, &te) {

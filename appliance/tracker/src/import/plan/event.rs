@@ -80,8 +80,11 @@ impl Planner<'_> {
             e.add(C::E1011, &[&org_unit]);
             return self.fail(e, index);
         }
-        if !self.can_capture(&org_unit) {
-            e.add(C::E1000, &[&self.user.username, &org_unit]);
+        let tracker = Meta::is_tracker_program(prog);
+        if let Some(denied) =
+            self.org_unit_denied(old.map(|o| o.org_unit.as_str()), &org_unit, tracker)
+        {
+            e.add(C::E1000, &[&self.user.username, &denied]);
         }
         if !self.meta.program_in_org_unit(&program, &org_unit) {
             e.add(C::E1029, &[&org_unit, &program]);
@@ -91,7 +94,6 @@ impl Planner<'_> {
                 e.add(C::E1128, &["programStage"]);
             }
         }
-        let tracker = Meta::is_tracker_program(prog);
         let mut enrollment = None;
         let mut te = None;
         if tracker {

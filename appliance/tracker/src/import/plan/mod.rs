@@ -420,6 +420,36 @@ impl<'a> Planner<'a> {
         c
     }
 
+    /// The org unit a write fails on, if any (reported as E1000), for an enrollment or event
+    /// that lives in `stored` (None: being created) and that the payload puts in `target`, as
+    /// DHIS2 2.42's ownership validators decide it — always against the object as stored, never
+    /// only against what the payload claims:
+    /// - create: the capture scope must hold `target`;
+    /// - update in place: the capture scope must hold `stored`, unless `owned` — a tracker
+    ///   program's update is governed by program ownership (checked by the caller, with
+    ///   temporary ownership) instead;
+    /// - a move to another org unit: the capture scope must hold both.
+    fn org_unit_denied(&self, stored: Option<&str>, target: &str, owned: bool) -> Option<String> {
+        let denied = |ou: &str| (!self.can_capture(ou)).then(|| ou.to_string());
+        match stored {
+            None => denied(target),
+            Some(now) if now != target => denied(now).or_else(|| denied(target)),
+            Some(_) if owned => None,
+            Some(now) => denied(now),
+        }
+    }
+
+    /// Write access to a stored tracked entity: its org unit or one of its program owners in the
+    /// capture scope, or a temporary ownership (break the glass) of it.
+    fn te_writable(&self, uid: &str, stored: &StoredTrackedEntity) -> bool {
+        self.can_capture(&stored.org_unit)
+            || stored
+                .program_owners
+                .iter()
+                .any(|o| self.can_capture(&o.org_unit))
+            || self.overrides.iter().any(|(te, _)| te == uid)
+    }
+
     /// Ownership rule of DHIS2: open programs need the owner in the search scope, protected and
     /// closed ones in the capture scope (or a "break the glass" override for protected ones).
     fn owner_ok(&self, program: &Obj, program_uid: &str, owner_ou: &str, te: &str) -> bool {

@@ -100,6 +100,18 @@ impl Planner<'_> {
         if !self.can_write(&rt, rt_obj) {
             e.add(C::E4006, &[&rt]);
         }
+        // Write access to where `from` lives, and to `to` as well when the link shows on both
+        // sides; read access to `to` otherwise (DHIS2 2.42) — as the ends are stored.
+        if !e.any()
+            && !(self.item_writable(f.0, &f.1)
+                && if bidirectional {
+                    self.item_writable(t.0, &t.1)
+                } else {
+                    self.item_readable(t.0, &t.1)
+                })
+        {
+            e.add(C::E4020, &[&self.user.username, &uid]);
+        }
         if e.any() {
             return self.fail(e, index);
         }
@@ -125,6 +137,55 @@ impl Planner<'_> {
             },
         );
         self.outcome(REL, &uid, index, Kind::Created);
+    }
+
+    /// The org units an item lives in, as stored (or as planned by this payload): its own, and
+    /// for a tracked entity the owners of its programs (a patient transferred in is written by
+    /// its new owner).
+    fn item_org_units(&self, t: TrackerType, uid: &str) -> Vec<String> {
+        let planned = match t {
+            TE => self.tes.get(uid).map(|s| {
+                let mut ous = vec![s.stored.org_unit.clone()];
+                ous.extend(s.stored.program_owners.iter().map(|o| o.org_unit.clone()));
+                ous
+            }),
+            EN => self.ens.get(uid).map(|s| vec![s.stored.org_unit.clone()]),
+            EV => self.evs.get(uid).map(|s| vec![s.stored.org_unit.clone()]),
+            REL => None,
+        };
+        if let Some(p) = planned {
+            return p;
+        }
+        let Ok(u) = Uid::try_from(uid) else {
+            return Vec::new();
+        };
+        let stored = match t {
+            TE => self.cat.tes.get(&u).map(|m| {
+                let mut ous = vec![m.org_unit];
+                ous.extend(m.owners.iter().map(|(_, o)| *o));
+                ous
+            }),
+            EN => self.cat.enrollments.get(&u).map(|m| vec![m.org_unit]),
+            EV => self.cat.events.get(&u).map(|m| vec![m.org_unit]),
+            REL => None,
+        };
+        stored
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    pub(super) fn item_writable(&self, t: TrackerType, uid: &str) -> bool {
+        self.item_org_units(t, uid)
+            .iter()
+            .any(|ou| self.can_capture(ou))
+    }
+
+    fn item_readable(&self, t: TrackerType, uid: &str) -> bool {
+        self.item_org_units(t, uid)
+            .iter()
+            .any(|ou| self.can_capture(ou) || self.user.can_search_in(ou))
     }
 
     fn te_tet(&self, te: &str) -> Option<String> {

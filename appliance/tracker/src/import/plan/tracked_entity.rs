@@ -61,15 +61,29 @@ impl Planner<'_> {
             e.add(C::E1049, &[&org_unit]);
             return self.fail(e, index);
         }
-        if !self.can_capture(&org_unit) {
-            e.add(C::E1000, &[&self.user.username, &org_unit]);
-        }
-        if let Some((old, _)) = &existing {
-            if old.tracked_entity_type != tet {
-                e.add(C::E1126, &["trackedEntityType"]);
+        match existing.as_ref().map(|(old, _)| old) {
+            None => {
+                if !self.can_capture(&org_unit) {
+                    e.add(C::E1000, &[&self.user.username, &org_unit]);
+                }
             }
-            if old.org_unit != org_unit && !self.can_capture(&old.org_unit) {
-                e.add(C::E1003, &[&self.user.username, &uid]);
+            Some(old) => {
+                if old.tracked_entity_type != tet {
+                    e.add(C::E1126, &["trackedEntityType"]);
+                }
+                // A move needs both org units; an update in place, write access to the entity
+                // as stored (DHIS2's E1003), which its program owners and temporary owners have.
+                if old.org_unit != org_unit && !self.can_capture(&org_unit) {
+                    e.add(C::E1000, &[&self.user.username, &org_unit]);
+                }
+                let writable = if old.org_unit == org_unit {
+                    self.te_writable(&uid, old)
+                } else {
+                    self.can_capture(&old.org_unit)
+                };
+                if !writable {
+                    e.add(C::E1003, &[&self.user.username, &uid]);
+                }
             }
         }
         if !self.can_write(&tet, tet_obj) {
