@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 /// download, so it never runs on the box's origin (beside `/admin` and `/setup`).
 pub fn content_type_of(bytes: &[u8]) -> &'static str {
     match bytes {
-        [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, ..] => "image/png",
+        [0x89, b'P', b'N', b'G', ..] => "image/png",
         [0xff, 0xd8, 0xff, ..] => "image/jpeg",
         [b'G', b'I', b'F', b'8', b'7' | b'9', b'a', ..] => "image/gif",
         [
