@@ -102,14 +102,13 @@ impl Planner<'_> {
         }
         // Write access to where `from` lives, and to `to` as well when the link shows on both
         // sides; read access to `to` otherwise (DHIS2 2.42) — as the ends are stored.
-        if !e.any()
-            && !(self.item_writable(f.0, &f.1)
-                && if bidirectional {
-                    self.item_writable(t.0, &t.1)
-                } else {
-                    self.item_readable(t.0, &t.1)
-                })
-        {
+        let to_ok = if bidirectional {
+            self.item_writable(t.0, &t.1)
+        } else {
+            self.item_readable(t.0, &t.1)
+        };
+        let allowed = self.item_writable(f.0, &f.1) && to_ok;
+        if !allowed && !e.any() {
             e.add(C::E4020, &[&self.user.username, &uid]);
         }
         if e.any() {
