@@ -158,7 +158,23 @@ impl BoxBuilder {
     }
 
     /// Starts the box and waits until it reported READY (at most 60 s).
+    /// Starts the box and waits for READY and its HTTP URL.
     pub fn start(self) -> RunningBox {
+        let mut b = self.spawn();
+        b.wait_for_notification("READY=1", Duration::from_secs(60));
+        b.url = b
+            .stdout_until(
+                |l| l.starts_with("ClinicBox: serving http://"),
+                Duration::from_secs(5),
+            )
+            .trim_start_matches("ClinicBox: serving ")
+            .trim_end_matches('/')
+            .to_owned();
+        b
+    }
+
+    /// Starts the box and returns at once (no READY yet, no URL).
+    pub fn spawn(self) -> RunningBox {
         let notify_path = self.dir.path().join("notify.sock");
         let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
         notify
@@ -202,7 +218,7 @@ impl BoxBuilder {
                 }
             }
         });
-        let mut b = RunningBox {
+        RunningBox {
             child: Some(child),
             dir: self.dir,
             notify,
@@ -211,17 +227,7 @@ impl BoxBuilder {
             stdout: Vec::new(),
             url: String::new(),
             log_path,
-        };
-        b.wait_for_notification("READY=1", Duration::from_secs(60));
-        b.url = b
-            .stdout_until(
-                |l| l.starts_with("ClinicBox: serving http://"),
-                Duration::from_secs(5),
-            )
-            .trim_start_matches("ClinicBox: serving ")
-            .trim_end_matches('/')
-            .to_owned();
-        b
+        }
     }
 }
 
@@ -365,11 +371,17 @@ impl RunningBox {
     }
 
     /// Sends SIGTERM and waits for exit; asserts exit 0 and no panic in the log.
-    pub fn stop(mut self) -> String {
+    pub fn stop(self) -> String {
+        self.stop_within(Duration::from_secs(60))
+    }
+
+    /// As [`Self::stop`], and the box must have exited within `limit` of the signal (a unit's
+    /// `TimeoutStopSec`: past it systemd kills the process).
+    pub fn stop_within(mut self, limit: Duration) -> String {
         let mut child = self.child.take().expect("running");
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-        let status = wait_with_timeout(&mut child, Duration::from_secs(60));
+        let status = wait_with_timeout(&mut child, limit);
         let log = self.log();
         assert!(
             status.success(),

@@ -42,6 +42,49 @@ fn a_demo_box_restarts_on_its_existing_store() {
     drop(kept);
 }
 
+/// A SIGTERM that arrives the instant the box starts answering (before READY) still closes the
+/// store: the handler is installed before the store opens. Ten starts, signalled at once.
+#[test]
+fn a_sigterm_right_at_start_still_closes_the_store() {
+    for round in 0..10 {
+        let mut b = BoxBuilder::demo().spawn();
+        b.stdout_until(
+            |l| l.starts_with("ClinicBox: serving http://"),
+            Duration::from_secs(60),
+        );
+        let log = b.stop();
+        assert!(
+            log.contains("store closed"),
+            "round {round}: the store was not closed:\n{log}"
+        );
+    }
+}
+
+/// Clients that send half a header, or a body slowly, hold neither the write gate nor the
+/// stop: SIGTERM finishes well inside the unit's `TimeoutStopSec=30s`.
+#[test]
+fn slow_clients_do_not_hold_a_stop() {
+    use std::io::Write;
+    let b = BoxBuilder::demo()
+        .config("[http]\ndrain_secs = 5\nheader_timeout_secs = 3\nbody_idle_secs = 20\n")
+        .start();
+    let addr = b.url().trim_start_matches("http://").to_owned();
+    let mut half_header = std::net::TcpStream::connect(&addr).expect("connect");
+    half_header
+        .write_all(b"GET /api/me HTTP/1.1\r\nHost: box\r\nAuthoriz")
+        .expect("write");
+    let mut slow_body = std::net::TcpStream::connect(&addr).expect("connect");
+    slow_body
+        .write_all(
+            b"POST /api/tracker HTTP/1.1\r\nHost: box\r\nAuthorization: Basic YW5kcm9pZDpBbmRyb2lkMTIz\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"trackedEntities\": [",
+        )
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(500));
+    let log = b.stop_within(Duration::from_secs(15));
+    assert!(log.contains("store closed"), "{log}");
+    drop((half_header, slow_body));
+}
+
 #[test]
 fn the_watchdog_is_petted_when_systemd_asks_for_one() {
     let mut b = BoxBuilder::demo().watchdog(400_000).start();

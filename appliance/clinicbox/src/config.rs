@@ -95,6 +95,17 @@ pub struct HttpConfig {
     pub drain_secs: u64,
     /// `Retry-After` seconds sent with 503 while the box is quiescing. Default 120.
     pub retry_after_secs: u64,
+    /// A request's header must arrive within this many seconds, or the connection is closed.
+    /// Default 10.
+    pub header_timeout_secs: u64,
+    /// A request body that sends nothing for this many seconds is refused with 408. Default 30.
+    pub body_idle_secs: u64,
+    /// The largest request body any route takes, in bytes (each route has its own, lower or
+    /// equal limit). Default 67108864 (64 MiB).
+    pub max_body_bytes: usize,
+    /// The longest request target (path and query) served, in bytes; longer ones get 414.
+    /// Default 16384.
+    pub max_uri_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -103,6 +114,10 @@ impl Default for HttpConfig {
             listen: vec![SocketAddr::from(([0, 0, 0, 0], 80))],
             drain_secs: 20,
             retry_after_secs: 120,
+            header_timeout_secs: 10,
+            body_idle_secs: 30,
+            max_body_bytes: 64 * 1024 * 1024,
+            max_uri_bytes: 16 * 1024,
         }
     }
 }

@@ -7,17 +7,23 @@
 //!
 //! Every write acknowledged before step 1 is already durable: the store acknowledges only after
 //! an fsynced commit. `resume` undoes a quiesce when mains power came back in time.
+//!
+//! A write request counts as running only once its body is in: the gate reads the body first,
+//! under an idle deadline and a size bound, so a client that sends its body slowly holds up
+//! neither a quiesce nor a shutdown.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use clinicbox_dhis2::WebMessage;
 use clinicbox_store::Store;
+use http_body_util::BodyExt;
 use tokio::sync::Notify;
 
 /// Shared by the HTTP layer, the control socket and the signal handler.
@@ -29,7 +35,26 @@ pub struct Lifecycle {
     shutdown: Notify,
     shutting_down: AtomicBool,
     retry_after_secs: u64,
+    bodies: BodyLimits,
     started: Instant,
+}
+
+/// How the write gate reads request bodies.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// A body that sends nothing for this long is refused with 408.
+    pub idle: Duration,
+    /// The largest body any route takes (routes have their own, lower limits).
+    pub max_bytes: usize,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        BodyLimits {
+            idle: Duration::from_secs(30),
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 /// What a quiesce achieved.
@@ -42,7 +67,7 @@ pub struct QuiesceReport {
 }
 
 impl Lifecycle {
-    pub fn new(store: Store, retry_after_secs: u64) -> Arc<Lifecycle> {
+    pub fn new(store: Store, retry_after_secs: u64, bodies: BodyLimits) -> Arc<Lifecycle> {
         Arc::new(Lifecycle {
             store,
             accepting_writes: AtomicBool::new(true),
@@ -51,6 +76,7 @@ impl Lifecycle {
             shutdown: Notify::new(),
             shutting_down: AtomicBool::new(false),
             retry_after_secs,
+            bodies,
             started: Instant::now(),
         })
     }
@@ -146,6 +172,12 @@ pub async fn write_gate(State(lc): State<Arc<Lifecycle>>, req: Request, next: Ne
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
     }
+    let (parts, body) = req.into_parts();
+    let body = match read_body(body, lc.bodies).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
+    };
+    let req = Request::from_parts(parts, Body::from(body));
     // Count first, then check: a quiesce that starts in between waits for this request.
     lc.writes_in_flight.fetch_add(1, Ordering::AcqRel);
     let guard = InFlight(&lc);
@@ -156,6 +188,50 @@ pub async fn write_gate(State(lc): State<Arc<Lifecycle>>, req: Request, next: Ne
     let response = next.run(req).await;
     drop(guard);
     response
+}
+
+/// The whole body, or the answer that refuses it: 413 past `max_bytes`, 408 when it stalls for
+/// `idle`, 400 when the connection breaks.
+async fn read_body(mut body: Body, limits: BodyLimits) -> Result<Bytes, Response> {
+    let mut buf = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(limits.idle, body.frame()).await {
+            Err(_) => {
+                return Err(refuse(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "The request body stalled for {} s; send it again",
+                        limits.idle.as_secs()
+                    ),
+                ));
+            }
+            Ok(None) => return Ok(Bytes::from(buf)),
+            Ok(Some(Err(_))) => {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    "The request body could not be read".into(),
+                ));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limits.max_bytes {
+                return Err(refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "Request body too large: this box takes at most {} bytes",
+                        limits.max_bytes
+                    ),
+                ));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+}
+
+fn refuse(status: StatusCode, message: String) -> Response {
+    let msg = WebMessage::new(status.as_u16(), message);
+    (status, axum::Json(msg)).into_response()
 }
 
 fn unavailable(retry_after_secs: u64) -> Response {

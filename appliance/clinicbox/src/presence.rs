@@ -276,24 +276,18 @@ fn lan_port(bound: &[SocketAddr], lan: &[IpAddr]) -> Option<u16> {
 }
 
 impl Prepared {
-    /// Adds `/`, `/metrics`, `/status.json` and `/admin` to `app`, counts every request, and
-    /// puts the box's security headers on every answer.
-    pub fn wrap(&self, app: Router) -> Router {
-        app.merge(clinicbox_statuspage::router(self.status.clone()))
-            .layer(axum::middleware::from_fn_with_state(
-                self.status.clone(),
-                clinicbox_statuspage::track,
-            ))
-            .layer(axum::middleware::from_fn(crate::headers::security_headers))
-    }
-
     /// The status page's state (tests, other wiring).
     pub fn status(&self) -> &StatusState {
         &self.status
     }
 
     /// Binds HTTPS, prints every URL, and starts discovery. `http` are the bound HTTP addresses.
-    pub async fn start(self, app: Router, http: &[SocketAddr]) -> anyhow::Result<Presence> {
+    pub async fn start(
+        self,
+        app: Router,
+        http: &[SocketAddr],
+        limits: crate::listen::ConnectionLimits,
+    ) -> anyhow::Result<Presence> {
         let handle = axum_server::Handle::new();
         let mut https_tasks = Vec::new();
         let mut https_bound = Vec::new();
@@ -301,8 +295,8 @@ impl Prepared {
         if let Some(certs) = &self.certs {
             let config = certs.server_config()?;
             for addr in &self.cfg.tls.listen {
-                let listener =
-                    tls::bind(*addr).with_context(|| format!("cannot listen on {addr} (HTTPS)"))?;
+                let listener = crate::listen::bind(*addr)
+                    .with_context(|| format!("cannot listen on {addr} (HTTPS)"))?;
                 let local = listener.local_addr()?;
                 tracing::info!(url = %format!("https://{local}/"), "serving HTTPS");
                 // Tests and technicians read this line; keep its shape.
@@ -310,7 +304,9 @@ impl Prepared {
                 https_bound.push(local);
                 let (config, app, handle) = (Arc::clone(&config), app.clone(), handle.clone());
                 https_tasks.push(tokio::spawn(async move {
-                    if let Err(e) = tls::serve(listener, config, app, handle).await {
+                    if let Err(e) =
+                        crate::listen::serve_https(listener, config, app, handle, limits).await
+                    {
                         tracing::error!(error = %e, "HTTPS server failed");
                     }
                 }));

@@ -6,13 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
-use axum::routing::get;
 use clinicbox_store::{NewKeySlot, Store, Unlock};
-use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::lifecycle::{self, Lifecycle};
+use crate::lifecycle::Lifecycle;
 use crate::{systemd, unlock};
 
 /// Where `--demo` keeps its data when no `--data-dir` is given: under the working directory.
@@ -73,38 +70,48 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     let tracker = clinicbox_tracker::Tracker::start(api.clone(), cfg.tracker.clone())
         .await
         .context("starting the tracker")?;
-    let lc = Lifecycle::new(store.clone(), cfg.http.retry_after_secs);
+    let lc = Lifecycle::new(
+        store.clone(),
+        cfg.http.retry_after_secs,
+        crate::lifecycle::BodyLimits {
+            idle: Duration::from_secs(cfg.http.body_idle_secs.max(1)),
+            max_bytes: cfg.http.max_body_bytes,
+        },
+    );
     signals.forward_to(lc.clone());
     // The power process's latest report (control socket), for the status page.
     let power = PowerShared::default();
 
     let presence = crate::presence::prepare(&cfg, &store, &api, power_view(&power))?;
-    let app = presence.wrap(router(lc.clone(), api, tracker));
+    let app = crate::app::router(crate::app::AppParts {
+        lifecycle: lc.clone(),
+        api,
+        tracker,
+        status: presence.status().clone(),
+        limits: crate::app::RequestLimits {
+            max_uri_bytes: cfg.http.max_uri_bytes,
+        },
+    });
+    let limits = connection_limits(&cfg);
+    let http = axum_server::Handle::new();
     let mut http_bound = Vec::new();
     let mut servers = Vec::new();
     for addr in &cfg.http.listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        let listener =
+            crate::listen::bind(*addr).with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
         http_bound.push(local);
         tracing::info!(url = %format!("http://{local}/"), "serving HTTP");
         // Tests and technicians read this line; keep its shape.
         println!("ClinicBox: serving http://{local}/");
-        let app = app.clone();
-        let lc = lc.clone();
+        let (app, handle) = (app.clone(), http.clone());
         servers.push(tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { lc.shutdown_requested().await })
-            .await
+            crate::listen::serve_http(listener, app, handle, limits).await
         }));
     }
 
     // HTTPS, DNS-SD, LAN DNS and the status page (presence.rs).
-    let presence = presence.start(app.clone(), &http_bound).await?;
+    let presence = presence.start(app.clone(), &http_bound, limits).await?;
 
     spawn_watchdog(lc.clone());
     spawn_control_socket(&cfg, lc.clone(), power.clone()).await;
@@ -124,6 +131,8 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     let stop_by = tokio::time::Instant::now() + Duration::from_secs(cfg.http.drain_secs);
     let left = || stop_by.saturating_duration_since(tokio::time::Instant::now());
     presence.shutdown(left()).await;
+    // Running requests finish; idle and slow connections are closed at the deadline.
+    http.graceful_shutdown(Some(left()));
     let drained = tokio::time::timeout(left(), futures_all(servers))
         .await
         .is_ok();
@@ -152,34 +161,11 @@ async fn futures_all(handles: Vec<tokio::task::JoinHandle<std::io::Result<()>>>)
     }
 }
 
-/// The daemon's HTTP surface: every router merged, behind the write gate.
-pub fn router(
-    lc: Arc<Lifecycle>,
-    api: clinicbox_api::ApiState,
-    tracker: clinicbox_tracker::Tracker,
-) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .with_state(lc.clone())
-        .merge(clinicbox_aggregate::router(api.clone()))
-        .merge(clinicbox_tracker::router(tracker))
-        .merge(clinicbox_api::router(api))
-        .layer(axum::middleware::from_fn_with_state(
-            lc,
-            lifecycle::write_gate,
-        ))
-}
-
-async fn health(
-    axum::extract::State(lc): axum::extract::State<Arc<Lifecycle>>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let body = serde_json::json!({
-        "status": if lc.store().is_healthy() { "ok" } else { "degraded" },
-        "acceptingWrites": lc.accepting_writes(),
-        "uptimeSeconds": lc.uptime().as_secs(),
-    });
-    axum::Json(body).into_response()
+/// The connection rules of every listener, from `[http]`.
+fn connection_limits(cfg: &Config) -> crate::listen::ConnectionLimits {
+    crate::listen::ConnectionLimits {
+        header_timeout: Duration::from_secs(cfg.http.header_timeout_secs.max(1)),
+    }
 }
 
 async fn open_store(cfg: &Config, demo: bool) -> anyhow::Result<Store> {

@@ -553,27 +553,6 @@ pub fn format_utc(secs: i64) -> String {
     )
 }
 
-/// Binds an HTTPS listener (non-blocking, for axum-server).
-pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let l = std::net::TcpListener::bind(addr)?;
-    l.set_nonblocking(true)?;
-    Ok(l)
-}
-
-/// Serves `app` over TLS on `listener` until `handle` is told to shut down.
-pub async fn serve(
-    listener: std::net::TcpListener,
-    config: Arc<ServerConfig>,
-    app: axum::Router,
-    handle: axum_server::Handle<SocketAddr>,
-) -> io::Result<()> {
-    let tls = axum_server::tls_rustls::RustlsConfig::from_config(config);
-    axum_server::from_tcp_rustls(listener, tls)?
-        .handle(handle)
-        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-        .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,8 +169,14 @@ async fn open(
     let tracker = Tracker::start(state.clone(), TrackerConfig::default())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let app =
-        clinicbox_tracker::router(tracker.clone()).merge(clinicbox_api::router(state.clone()));
+    // The daemon's own app, layers and all: what is measured is what runs.
+    let app = clinicbox::app::router(clinicbox::app::AppParts {
+        lifecycle: clinicbox::lifecycle::Lifecycle::new(store.clone(), 120, Default::default()),
+        api: state.clone(),
+        tracker: tracker.clone(),
+        status: clinicbox::app::status_without_presence(&store),
+        limits: Default::default(),
+    });
     Ok((store, state, tracker, app))
 }
 

@@ -6,7 +6,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use base64::Engine;
-use clinicbox_api::{ApiConfig, ApiState, router};
+use clinicbox_api::{ApiConfig, ApiState};
 use clinicbox_store::{NewKeySlot, Store};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -101,7 +101,16 @@ impl Box {
         .unwrap();
         let state = ApiState::new(store.clone(), config).await.unwrap();
         clinicbox_api::demo::load_demo(&state).await.unwrap();
-        let app = router(state.clone());
+        // The daemon's own app, layers and all.
+        let app = clinicbox::app::router(clinicbox::app::AppParts {
+            lifecycle: clinicbox::lifecycle::Lifecycle::new(store.clone(), 120, Default::default()),
+            api: state.clone(),
+            tracker: clinicbox_tracker::Tracker::start(state.clone(), Default::default())
+                .await
+                .unwrap(),
+            status: clinicbox::app::status_without_presence(&store),
+            limits: Default::default(),
+        });
         Box {
             state,
             app,

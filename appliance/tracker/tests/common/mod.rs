@@ -117,8 +117,14 @@ impl TestBox {
         config: TrackerConfig,
     ) -> TestBox {
         let tracker = Tracker::start(state.clone(), config).await.unwrap();
-        let app =
-            clinicbox_tracker::router(tracker.clone()).merge(clinicbox_api::router(state.clone()));
+        // The daemon's own app, layers and all.
+        let app = clinicbox::app::router(clinicbox::app::AppParts {
+            lifecycle: clinicbox::lifecycle::Lifecycle::new(store.clone(), 120, Default::default()),
+            api: state.clone(),
+            tracker: tracker.clone(),
+            status: clinicbox::app::status_without_presence(&store),
+            limits: Default::default(),
+        });
         TestBox {
             state,
             tracker,
