@@ -36,6 +36,10 @@ pub enum ApiError {
     Import(Box<ImportReport>),
     #[error("Request body too large")]
     PayloadTooLarge,
+    /// A bound of the box's (objects per import, …) that the request goes over; the message
+    /// names the limit.
+    #[error("{0}")]
+    LimitExceeded(String),
     #[error("Unsupported media type: {0}")]
     UnsupportedMediaType(String),
     #[error("storage failure: {0}")]
@@ -59,7 +63,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) | ApiError::Import(_) => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge | ApiError::LimitExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -12,7 +12,11 @@ use crate::error::ApiError;
 /// A JSON request body.
 pub struct Json<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<ApiState> for Json<T> {
+/// A JSON request body, not parsed yet (checked for its content type and size), for routes
+/// that look at it before building the whole value (counting objects first).
+pub struct JsonBytes(pub axum::body::Bytes);
+
+impl FromRequest<ApiState> for JsonBytes {
     type Rejection = ApiError;
 
     async fn from_request(req: Request<Body>, state: &ApiState) -> Result<Self, ApiError> {
@@ -23,15 +27,41 @@ impl<T: DeserializeOwned> FromRequest<ApiState> for Json<T> {
                 || essence.ends_with("+json")
                 || essence == "text/json")
             {
-                return Err(ApiError::UnsupportedMediaType(essence));
+                return Err(ApiError::UnsupportedMediaType(short(&essence, 80)));
             }
         }
         let limit = state.config().max_body_bytes;
         let bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
             .map_err(|_| ApiError::PayloadTooLarge)?;
-        serde_json::from_slice(&bytes)
-            .map(Json)
-            .map_err(|e| ApiError::BadRequest(format!("Invalid JSON payload: {e}")))
+        Ok(JsonBytes(bytes))
     }
+}
+
+impl<T: DeserializeOwned> FromRequest<ApiState> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request<Body>, state: &ApiState) -> Result<Self, ApiError> {
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
+        parse(&bytes).map(Json)
+    }
+}
+
+/// Parses a JSON body; the error names the problem without quoting more than a few dozen
+/// characters of what was sent (serde quotes offending strings whole).
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "Invalid JSON payload: {}",
+            short(&e.to_string(), 200)
+        ))
+    })
+}
+
+fn short(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().take(max).collect();
+    if s.chars().count() > max {
+        out.push('…');
+    }
+    out
 }

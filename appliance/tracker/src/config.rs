@@ -20,6 +20,10 @@ pub struct TrackerConfig {
     pub max_file_bytes: usize,
     /// Hours a "break the glass" ownership override lasts (DHIS2's default is 3).
     pub ownership_override_hours: u32,
+    /// Most objects one `POST /api/tracker` may hold, counting attribute values, data values
+    /// and notes; larger payloads are refused whole with 413 before they are parsed. DHIS2 has
+    /// no such limit; the Capture app sends far fewer. Default 50000.
+    pub max_objects_per_import: usize,
 }
 
 impl Default for TrackerConfig {
@@ -30,6 +34,7 @@ impl Default for TrackerConfig {
             reserved_value_expiry_days: 60,
             max_file_bytes: 10_000_000,
             ownership_override_hours: 3,
+            max_objects_per_import: 50_000,
         }
     }
 }

@@ -9,6 +9,10 @@
 //! Storage is a ring of [`RING`] slots in the `trackerJobs` collection, so job reports use
 //! bounded space without tombstones. The job id encodes its slot: `J` + 3 base-62 digits + 7
 //! random characters (a valid 11-character UID); an id whose slot was reused answers 404.
+//! Reports are bounded by bytes as well as by count: when the ring's reports would pass
+//! [`MAX_TOTAL_BYTES`], the oldest are dropped first (a tablet polls its report within
+//! minutes; posts of refused objects must not fill the disk with reports). A report is never
+//! trimmed: the Capture app takes an object missing from the errors as synced.
 
 use clinicbox_dhis2::tracker::{JobNotification, TrackerImportReport};
 use clinicbox_dhis2::{Dhis2Timestamp, ServerTimeZone, Uid};
@@ -20,7 +24,11 @@ use crate::import::ImportParams;
 pub const JOBS: Collection = Collection::named("trackerJobs");
 /// Jobs kept; at 50 syncs an hour this is more than three days of a busy clinic.
 pub const RING: u32 = 4096;
+/// Bytes the stored reports may take together.
+pub const MAX_TOTAL_BYTES: u64 = 32 * 1024 * 1024;
 const NEXT: &str = "next";
+/// The stored size of each slot's report (a `Vec<u32>` of `RING` entries).
+const SIZES: &str = "sizes";
 const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
 /// A finished import as stored.
@@ -77,9 +85,45 @@ pub fn store_job(ctx: &mut WriteCtx<'_>, mut job: JobRecord) -> Result<String, S
         .unwrap_or(0);
     let slot = u32::try_from(next % u64::from(RING)).unwrap_or(0);
     job.id = new_id(slot);
+    let body = serde_json::to_vec(&job).map_err(|source| StoreError::Json {
+        collection: JOBS.name().into(),
+        key: slot_key(slot),
+        source,
+    })?;
+    let mut sizes = ctx
+        .get(JOBS, SIZES)?
+        .and_then(|r| r.json::<Vec<u32>>().ok())
+        .filter(|s| s.len() == RING as usize)
+        .unwrap_or_else(|| vec![0; RING as usize]);
+    sizes[slot as usize] = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    for old in evictions(&sizes, slot) {
+        // Overwritten, not deleted: the ring stays free of tombstones; its id answers 404.
+        ctx.put(JOBS, &slot_key(old), b"{}".to_vec())?;
+        sizes[old as usize] = 0;
+    }
+    ctx.put_json(JOBS, SIZES, &sizes)?;
     ctx.put_json(JOBS, NEXT, &(next + 1))?;
-    ctx.put_json(JOBS, &slot_key(slot), &job)?;
+    ctx.put(JOBS, &slot_key(slot), body)?;
     Ok(job.id)
+}
+
+/// The slots to drop, oldest first (the ones after `newest` in ring order), so that the
+/// reports together stay within [`MAX_TOTAL_BYTES`]; the newest is always kept.
+fn evictions(sizes: &[u32], newest: u32) -> Vec<u32> {
+    let mut total: u64 = sizes.iter().map(|s| u64::from(*s)).sum();
+    let mut out = Vec::new();
+    for step in 1..RING {
+        if total <= MAX_TOTAL_BYTES {
+            break;
+        }
+        let slot = (newest + step) % RING;
+        let size = u64::from(sizes[slot as usize]);
+        if size > 0 {
+            total -= size;
+            out.push(slot);
+        }
+    }
+    out
 }
 
 /// The job with this id, if it is still in the ring.
@@ -132,6 +176,25 @@ pub fn notifications(job: &JobRecord, done_ms: u64, zone: &ServerTimeZone) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_oldest_reports_go_first_when_the_ring_passes_its_byte_bound() {
+        let mut sizes = vec![0u32; RING as usize];
+        let big = u32::try_from(MAX_TOTAL_BYTES / 4).unwrap();
+        // Slots 10..=14 hold big reports; 14 is the newest.
+        for s in 10..=14 {
+            sizes[s] = big;
+        }
+        // Five quarters: the oldest (10) goes.
+        assert_eq!(evictions(&sizes, 14), vec![10]);
+        // Within the bound: nothing goes.
+        sizes[10] = 0;
+        assert!(evictions(&sizes, 14).is_empty());
+        // A single huge report is kept even alone; all older ones go.
+        let mut sizes = vec![1u32; RING as usize];
+        sizes[7] = u32::MAX;
+        assert_eq!(evictions(&sizes, 7).len(), RING as usize - 1);
+    }
 
     #[test]
     fn job_ids_are_uids_that_name_their_slot() {

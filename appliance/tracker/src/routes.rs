@@ -6,7 +6,7 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Extension, Router};
 use clinicbox_api::error::{json_response, web_message_response};
-use clinicbox_api::extract::Json;
+use clinicbox_api::extract::JsonBytes;
 use clinicbox_api::query::Query;
 use clinicbox_api::{ApiError, ApiResult, ApiState, AuthUser};
 use clinicbox_dhis2::WebMessage;
@@ -100,9 +100,17 @@ async fn import(
     user: AuthUser,
     q: Query,
     headers: HeaderMap,
-    Json(payload): Json<TrackerPayload>,
+    JsonBytes(body): JsonBytes,
 ) -> ApiResult<Response> {
     let params = ImportParams::from_query(&q)?;
+    let max = t.config().max_objects_per_import;
+    let objects = crate::import::count::objects(&body);
+    if objects > max {
+        return Err(ApiError::LimitExceeded(format!(
+            "The payload holds {objects} objects (with their values and notes); this box imports at most {max} in one request"
+        )));
+    }
+    let payload: TrackerPayload = clinicbox_api::extract::parse(&body)?;
     if params.run_async {
         let done = t.import(user, params, payload, true).await?;
         let id = done
