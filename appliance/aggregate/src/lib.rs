@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use clinicbox_api::error::web_message_response;
-use clinicbox_api::extract::Json;
+use clinicbox_api::extract::JsonBytes;
 use clinicbox_api::query::Query;
 use clinicbox_api::{ApiError, ApiResult, ApiState, AuthUser};
 use clinicbox_dhis2::WebMessage;
@@ -63,14 +63,25 @@ pub(crate) fn summary_response(s: &ImportSummary) -> Response {
     )
 }
 
+/// Most values one `POST /api/dataValueSets` may hold (a month's report of a big clinic is a few
+/// thousand); more is refused whole, before parsing.
+pub const MAX_VALUES_PER_IMPORT: usize = 100_000;
+
 /// `POST /api/dataValueSets`.
 async fn post_data_value_sets(
     State(state): State<ApiState>,
     user: AuthUser,
     q: Query,
-    Json(set): Json<DataValueSet>,
+    JsonBytes(body): JsonBytes,
 ) -> ApiResult<Response> {
     let params = import::ImportParams::from_query(&q)?;
+    let values = clinicbox_api::count::objects(&body, &["dataValues"]);
+    if values > MAX_VALUES_PER_IMPORT {
+        return Err(ApiError::LimitExceeded(format!(
+            "The data value set holds {values} values; this box imports at most {MAX_VALUES_PER_IMPORT} in one request"
+        )));
+    }
+    let set: DataValueSet = clinicbox_api::extract::parse(&body)?;
     let now = now(&state)?;
     let plan = {
         let read = state.store().read()?;

@@ -8,7 +8,6 @@
 //! thread free of validation work and makes unique-value, non-repeatable-stage and
 //! single-active-enrollment checks race-free across tablets.
 
-pub mod count;
 mod plan;
 
 use std::time::Instant;

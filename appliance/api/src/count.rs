@@ -1,42 +1,32 @@
-//! Counting a tracker payload's objects before it is parsed: a request's cost must be bounded
-//! before the box builds it in memory (300,000 empty `{}` fit in 900 KB of JSON and cost
-//! hundreds of MB as structs). The count walks the JSON once and allocates nothing per object.
+//! Counting a payload's objects before it is parsed: a request's cost must be bounded before
+//! the box builds it in memory (300,000 empty `{}` fit in 900 KB of JSON and cost hundreds of MB
+//! as structs). The count walks the JSON once and allocates nothing per object.
 
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-/// The lists that hold tracker objects, flat or nested (DHIS2's payload shapes).
-const LISTS: &[&str] = &[
-    "trackedEntities",
-    "enrollments",
-    "events",
-    "relationships",
-    "notes",
-    "attributes",
-    "dataValues",
-];
-
-/// How many objects (and their attribute values, data values and notes) `json` holds. A body
-/// that is not JSON counts as 0: the parse that follows reports it.
-pub fn objects(json: &[u8]) -> usize {
+/// How many elements the lists named `lists` hold in `json`, at any depth (a tracker payload
+/// nests events in enrollments in tracked entities). A body that is not JSON counts as 0: the
+/// parse that follows reports it.
+pub fn objects(json: &[u8], lists: &[&str]) -> usize {
     let mut de = serde_json::Deserializer::from_slice(json);
     let mut n = 0;
-    let _ = Counter(&mut n).deserialize(&mut de);
+    let _ = Counter(&mut n, lists).deserialize(&mut de);
     n
 }
 
-/// Counts the elements of object lists inside one JSON value.
-struct Counter<'a>(&'a mut usize);
+/// Counts the elements of the named lists inside one JSON value.
+struct Counter<'a, 'l>(&'a mut usize, &'l [&'l str]);
 
-impl<'de> DeserializeSeed<'de> for Counter<'_> {
+impl<'de> DeserializeSeed<'de> for Counter<'_, '_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Counter<'_> {
+impl<'de> Visitor<'de> for Counter<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -45,8 +35,8 @@ impl<'de> Visitor<'de> for Counter<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if LISTS.contains(&key.as_ref()) {
-                map.next_value_seed(List(&mut *self.0))?;
+            if self.1.contains(&key.as_ref()) {
+                map.next_value_seed(List(&mut *self.0, self.1))?;
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -80,16 +70,16 @@ impl<'de> Visitor<'de> for Counter<'_> {
 }
 
 /// A list of objects: each element counts one, and is searched for nested lists.
-struct List<'a>(&'a mut usize);
+struct List<'a, 'l>(&'a mut usize, &'l [&'l str]);
 
-impl<'de> DeserializeSeed<'de> for List<'_> {
+impl<'de> DeserializeSeed<'de> for List<'_, '_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for List<'_> {
+impl<'de> Visitor<'de> for List<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -99,7 +89,10 @@ impl<'de> Visitor<'de> for List<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         loop {
             *self.0 += 1;
-            if seq.next_element_seed(Counter(&mut *self.0))?.is_none() {
+            if seq
+                .next_element_seed(Counter(&mut *self.0, self.1))?
+                .is_none()
+            {
                 *self.0 -= 1;
                 return Ok(());
             }
@@ -108,7 +101,7 @@ impl<'de> Visitor<'de> for List<'_> {
 
     // Anything else where a list belongs is for the parse to refuse; it counts nothing.
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        Counter(self.0).visit_map(map)
+        Counter(self.0, self.1).visit_map(map)
     }
     fn visit_str<E>(self, _: &str) -> Result<(), E> {
         Ok(())
@@ -133,6 +126,18 @@ impl<'de> Visitor<'de> for List<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LISTS: &[&str] = &[
+        "trackedEntities",
+        "enrollments",
+        "events",
+        "notes",
+        "attributes",
+        "dataValues",
+    ];
+    fn objects(json: &[u8]) -> usize {
+        super::objects(json, LISTS)
+    }
 
     #[test]
     fn counts_flat_and_nested_objects_and_their_values() {
