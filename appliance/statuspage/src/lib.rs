@@ -276,9 +276,16 @@ pub fn router(state: StatusState) -> Router {
             .route("/", get(index))
             .route("/status.json", get(status_json))
             .route("/admin", get(admin_page))
-            .route("/admin/tablets/forget", post(forget_tablet))
-            .route("/admin/certificate/recheck", post(recheck_certificate))
-            .merge(setup::routes());
+            .merge(
+                Router::new()
+                    .route("/admin/tablets/forget", post(forget_tablet))
+                    .route("/admin/certificate/recheck", post(recheck_certificate))
+                    .route_layer(axum::middleware::from_fn_with_state(
+                        state.clone(),
+                        admin_gate,
+                    )),
+            )
+            .merge(setup::routes(&state));
     }
     if state.inner.config.metrics != MetricsAccess::Off {
         r = r.route("/metrics", get(metrics));
@@ -531,34 +538,30 @@ struct ForgetForm {
     device: String,
 }
 
-async fn forget_tablet(
+/// The gate of every admin form, before its body is read or parsed: an admin login (else the
+/// Basic challenge) and a same-origin post (else refused).
+pub(crate) async fn admin_gate(
     State(state): State<StatusState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(form): Form<ForgetForm>,
+    req: Request,
+    next: Next,
 ) -> Response {
-    if !is_admin(&state, &headers, addr).await {
+    if !is_admin(&state, req.headers(), addr).await {
         return challenge();
     }
-    if !same_origin(&headers) {
-        return (StatusCode::FORBIDDEN, "cross-site form refused\n").into_response();
+    if !same_origin(req.headers()) {
+        return setup::cross_site();
     }
+    next.run(req).await
+}
+
+async fn forget_tablet(State(state): State<StatusState>, Form(form): Form<ForgetForm>) -> Response {
     state.inner.tablets.forget(&form.username, &form.device);
     state.inner.tablets.flush();
     redirect_admin()
 }
 
-async fn recheck_certificate(
-    State(state): State<StatusState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if !is_admin(&state, &headers, addr).await {
-        return challenge();
-    }
-    if !same_origin(&headers) {
-        return (StatusCode::FORBIDDEN, "cross-site form refused\n").into_response();
-    }
+async fn recheck_certificate(State(state): State<StatusState>) -> Response {
     if let Some(recheck) = &state.inner.recheck_certificate {
         recheck();
     }
@@ -740,6 +743,33 @@ mod tests {
             admin.contains("nurse1") && admin.contains("10.0.0.9"),
             "{admin}"
         );
+    }
+
+    #[tokio::test]
+    async fn admin_forms_are_not_read_before_the_login_is_checked() {
+        let check: AdminCheck = Arc::new(|h: HeaderMap, _| {
+            Box::pin(async move { h.contains_key(header::AUTHORIZATION) })
+        });
+        let s = state(MetricsAccess::Localhost, Some(check));
+        for uri in [
+            "/admin/tablets/forget",
+            "/setup/users",
+            "/setup/users/password",
+        ] {
+            let mut r = Request::builder()
+                .method("POST")
+                .uri(uri)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::HOST, "box.lan")
+                .header(header::ORIGIN, "http://box.lan")
+                .body(Body::from("%%%not a form&&&=="))
+                .expect("req");
+            r.extensions_mut()
+                .insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 9], 1))));
+            // A stranger's garbage is answered with the login challenge, not a parse error.
+            let resp = app(s.clone()).oneshot(r).await.expect("r");
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{uri}");
+        }
     }
 
     #[tokio::test]

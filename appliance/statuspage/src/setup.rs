@@ -144,10 +144,8 @@ pub trait SetupActions: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(), SetupError>>;
 }
 
-pub(crate) fn routes() -> Router<StatusState> {
-    Router::new()
-        .route("/setup", get(setup_page))
-        .route("/setup/claim", post(claim))
+pub(crate) fn routes(state: &StatusState) -> Router<StatusState> {
+    let admin = Router::new()
         .route("/setup/keys/done", post(keys_done))
         .route("/setup/users", post(add_user))
         .route("/setup/users/password", post(reset_password))
@@ -155,36 +153,29 @@ pub(crate) fn routes() -> Router<StatusState> {
             "/setup/metadata",
             post(upload_metadata).layer(DefaultBodyLimit::max(MAX_PACKAGE_BYTES)),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::admin_gate,
+        ));
+    Router::new()
+        .route("/setup", get(setup_page))
+        .route("/setup/claim", post(claim))
+        .merge(admin)
 }
 
 fn actions(state: &StatusState) -> Option<&Arc<dyn SetupActions>> {
     state.inner.setup.as_ref()
 }
 
-/// The gate of every admin form: setup offered, an admin login, and a same-origin post.
-async fn admin_form<'a>(
-    state: &'a StatusState,
-    headers: &HeaderMap,
-    addr: SocketAddr,
-) -> Result<&'a Arc<dyn SetupActions>, Response> {
-    let Some(setup) = actions(state) else {
-        return Err(refused(
-            StatusCode::NOT_FOUND,
-            "Setup",
-            "Setup is not available.",
-        ));
-    };
-    if !is_admin(state, headers, addr).await {
-        return Err(challenge());
-    }
-    if !same_origin(headers) {
-        return Err(refused(
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "Cross-site form refused.",
-        ));
-    }
-    Ok(setup)
+/// The setup actions, when setup is offered (the login and origin were checked by
+/// [`crate::admin_gate`] before the form was read).
+fn admin_form(state: &StatusState) -> Result<&Arc<dyn SetupActions>, Response> {
+    actions(state).ok_or_else(|| refused(StatusCode::NOT_FOUND, "Setup", "Setup is not available."))
+}
+
+/// The page for a cross-site form, for [`crate::admin_gate`].
+pub(crate) fn cross_site() -> Response {
+    refused(StatusCode::FORBIDDEN, "Refused", "Cross-site form refused.")
 }
 
 fn html(status: StatusCode, body: String) -> Response {
@@ -245,13 +236,8 @@ async fn setup_page(
 }
 
 /// `POST /setup/users` (admin): a new tablet user.
-async fn add_user(
-    State(state): State<StatusState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(user): Form<NewTabletUser>,
-) -> Response {
-    let setup = match admin_form(&state, &headers, addr).await {
+async fn add_user(State(state): State<StatusState>, Form(user): Form<NewTabletUser>) -> Response {
+    let setup = match admin_form(&state) {
         Ok(s) => s,
         Err(refusal) => return refusal,
     };
@@ -281,11 +267,9 @@ struct PasswordForm {
 /// `POST /setup/users/password` (admin): a forgotten password replaced.
 async fn reset_password(
     State(state): State<StatusState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Form(form): Form<PasswordForm>,
 ) -> Response {
-    let setup = match admin_form(&state, &headers, addr).await {
+    let setup = match admin_form(&state) {
         Ok(s) => s,
         Err(refusal) => return refusal,
     };
@@ -366,12 +350,8 @@ struct ClaimForm {
 }
 
 /// `POST /setup/keys/done` (admin): the keys are written down; delete them from the box.
-async fn keys_done(
-    State(state): State<StatusState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let setup = match admin_form(&state, &headers, addr).await {
+async fn keys_done(State(state): State<StatusState>) -> Response {
+    let setup = match admin_form(&state) {
         Ok(s) => s,
         Err(refusal) => return refusal,
     };
@@ -389,13 +369,8 @@ async fn keys_done(
 }
 
 /// `POST /setup/metadata` (admin, multipart with a `package` file).
-async fn upload_metadata(
-    State(state): State<StatusState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    mut multipart: Multipart,
-) -> Response {
-    let setup = match admin_form(&state, &headers, addr).await {
+async fn upload_metadata(State(state): State<StatusState>, mut multipart: Multipart) -> Response {
+    let setup = match admin_form(&state) {
         Ok(s) => s,
         Err(refusal) => return refusal,
     };
