@@ -433,8 +433,47 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let mut s =
-        TcpStream::connect(host_port).unwrap_or_else(|e| panic!("connect {host_port}: {e}"));
+    let s = TcpStream::connect(host_port).unwrap_or_else(|e| panic!("connect {host_port}: {e}"));
+    exchange(s, host_port, method, path, headers, body)
+}
+
+/// [`http_request`] from the local address `src` (any of 127.0.0.0/8): another device on the
+/// LAN, as far as the box can tell.
+pub fn http_request_from(
+    src: std::net::Ipv4Addr,
+    host_port: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    use std::os::fd::AsRawFd;
+    let dst: std::net::SocketAddrV4 = host_port.parse().expect("an IPv4 host:port");
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .expect("socket");
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(src, 0)),
+    )
+    .expect("bind the source address");
+    connect(fd.as_raw_fd(), &SockaddrIn::from(dst)).expect("connect");
+    exchange(TcpStream::from(fd), host_port, method, path, headers, body)
+}
+
+fn exchange(
+    mut s: TcpStream,
+    host_port: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     s.set_read_timeout(Some(Duration::from_secs(120)))
         .expect("timeout");
     let mut req = format!(
