@@ -53,6 +53,9 @@ case "$cmd" in
     # Tracker: one POST of 200 TEs + 200 enrollments + 1,000 events vs the store's raw write,
     # download of 500 TEs, search at 10k TEs, peak RSS.
     cargo run --release --locked -p clinicbox-bench -- tracker
+    # What one logged-in tablet can cost (a 12 MB value, stored reports, 300,000 empty
+    # objects) next to an ordinary upload: answer size, store growth, memory.
+    cargo run --release --locked -p clinicbox-bench -- exhaustion
     ;;
   lint)
     need_rust

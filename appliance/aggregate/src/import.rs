@@ -14,6 +14,7 @@ use clinicbox_dhis2::aggregate::{
     ConflictCode, DataValue, DataValueSet, ImportConflict, ImportCount, ImportStrategy,
     ImportSummary, ImportSummaryStatus,
 };
+use clinicbox_dhis2::value_type::{self, MAX_STORED_BY_LENGTH, MAX_VALUE_LENGTH, ValueError};
 use clinicbox_store::{Collection, DataValueKey, ReadView, StoreError, WriteCtx};
 use serde_json::{Value, json};
 
@@ -22,7 +23,6 @@ use crate::periods::Now;
 use crate::records::{AUDIT, AuditEntry, AuditType, DATA_VALUES, StoredDataValue};
 use crate::registrations;
 use crate::rules::{Categories, DataSetRules, Lock, data_sets_for, element_combo, option_codes};
-use crate::value_type::{self, MAX_LENGTH, MAX_STORED_BY};
 
 /// Query parameters of an import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,14 +153,32 @@ struct Checker<'a> {
 
 type Conflict = (ConflictCode, Vec<(&'static str, String)>);
 
+/// A conflict of one value. Every object is cut to a short excerpt (the wire crate's helper,
+/// as in tracker reports), so nothing a tablet posted is echoed whole into the summary.
 fn conflict(code: ConflictCode, objects: &[(&'static str, &str)]) -> Conflict {
     (
         code,
         objects
             .iter()
-            .map(|(k, v)| (*k, (*v).to_string()))
+            .map(|(k, v)| (*k, value_type::excerpt(v).into_owned()))
             .collect(),
     )
+}
+
+/// The value to store, checked with the wire crate's value-type checker: `None` when blank or
+/// missing (no value), else the value trimmed (as DHIS2's data value import trims) and
+/// normalised. The checks every value gets run on the value as posted, so a control character
+/// at either end is refused rather than trimmed away.
+fn checked_value(value_type: &str, posted: Option<&str>) -> Result<Option<String>, ValueError> {
+    let Some(posted) = posted else {
+        return Ok(None);
+    };
+    value_type::check_text(posted)?;
+    let trimmed = posted.trim();
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    value_type::check(value_type, trimmed).map(|v| Some(v.into_owned()))
 }
 
 impl Checker<'_> {
@@ -282,20 +300,22 @@ impl Checker<'_> {
             .unwrap_or("TEXT");
         let comment = v.comment.clone().filter(|c| !c.trim().is_empty());
         let mut value = trimmed(&v.value).map(str::to_string);
-        if let (Some(raw), false) = (value.clone(), deleted) {
-            match value_type::check(value_type, &raw) {
-                Ok(normalised) => value = Some(normalised),
+        if !deleted {
+            value = match checked_value(value_type, v.value.as_deref()) {
+                Ok(value) => value,
                 Err(reason) => {
                     return Ok(Err(conflict(
                         ConflictCode::E7619,
-                        &[("dataElement", de_id), ("value", reason)],
+                        &[("dataElement", de_id), ("value", &reason.to_string())],
                     )));
                 }
-            }
+            };
+        }
+        if let (Some(raw), false) = (value.as_deref(), deleted) {
             if value_type::is_file(value_type)
                 && self
                     .read
-                    .get(Collection::FILE_RESOURCES, &raw)?
+                    .get(Collection::FILE_RESOURCES, raw)?
                     .is_none_or(|r| r.deleted)
             {
                 return Ok(Err(conflict(
@@ -306,7 +326,7 @@ impl Checker<'_> {
         }
         if comment
             .as_ref()
-            .is_some_and(|c| c.chars().count() > MAX_LENGTH)
+            .is_some_and(|c| value_type::longer_than(c, MAX_VALUE_LENGTH))
         {
             return Ok(Err(conflict(
                 ConflictCode::E7620,
@@ -393,7 +413,7 @@ impl Checker<'_> {
             }
         }
         let stored_by = trimmed(&v.stored_by).unwrap_or(&user.username).to_string();
-        if stored_by.chars().count() > MAX_STORED_BY {
+        if stored_by.chars().count() > MAX_STORED_BY_LENGTH {
             return Ok(Err(conflict(
                 ConflictCode::E7637,
                 &[("storedBy", "stored_by_length_greater_than_max_length")],

@@ -10,7 +10,6 @@ pub mod records;
 pub mod registrations;
 pub mod rules;
 pub mod selection;
-pub mod value_type;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -75,10 +74,10 @@ async fn post_data_value_sets(
     JsonBytes(body): JsonBytes,
 ) -> ApiResult<Response> {
     let params = import::ImportParams::from_query(&q)?;
-    let values = clinicbox_api::count::objects(&body, &["dataValues"]);
-    if values > MAX_VALUES_PER_IMPORT {
+    let items = clinicbox_api::count::items(&body);
+    if items > MAX_VALUES_PER_IMPORT {
         return Err(ApiError::LimitExceeded(format!(
-            "The data value set holds {values} values; this box imports at most {MAX_VALUES_PER_IMPORT} in one request"
+            "The data value set holds {items} items; this box imports at most {MAX_VALUES_PER_IMPORT} values in one request"
         )));
     }
     let set: DataValueSet = clinicbox_api::extract::parse(&body)?;

@@ -91,7 +91,12 @@ impl ApiError {
                     .with_status(status)
                     .with_response(serde_json::to_value(report.as_ref()).unwrap_or_default())
             }
-            _ => WebMessage::new(code, self.to_string()),
+            // Messages may quote what a request sent (a filter, a path, a field list): never
+            // more than a short prefix of it goes back.
+            _ => WebMessage::new(
+                code,
+                clinicbox_dhis2::value_type::excerpt_message(&self.to_string()),
+            ),
         }
     }
 }

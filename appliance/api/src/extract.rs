@@ -27,7 +27,7 @@ impl FromRequest<ApiState> for JsonBytes {
                 || essence.ends_with("+json")
                 || essence == "text/json")
             {
-                return Err(ApiError::UnsupportedMediaType(short(&essence, 80)));
+                return Err(ApiError::UnsupportedMediaType(essence));
             }
         }
         let limit = state.config().max_body_bytes;
@@ -47,21 +47,8 @@ impl<T: DeserializeOwned> FromRequest<ApiState> for Json<T> {
     }
 }
 
-/// Parses a JSON body; the error names the problem without quoting more than a few dozen
-/// characters of what was sent (serde quotes offending strings whole).
+/// Parses a JSON body (serde quotes offending strings whole; the WebMessage cuts them short).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "Invalid JSON payload: {}",
-            short(&e.to_string(), 200)
-        ))
-    })
-}
-
-fn short(s: &str, max: usize) -> String {
-    let mut out: String = s.chars().take(max).collect();
-    if s.chars().count() > max {
-        out.push('…');
-    }
-    out
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("Invalid JSON payload: {e}")))
 }

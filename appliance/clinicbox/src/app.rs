@@ -129,7 +129,9 @@ async fn shape_errors(State(limits): State<RequestLimits>, req: Request, next: N
     }
     let (mut head, body) = resp.into_parts();
     let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
-    let message = short(String::from_utf8_lossy(&text).trim());
+    let message =
+        clinicbox_dhis2::value_type::excerpt_message(String::from_utf8_lossy(&text).trim())
+            .into_owned();
     let message = if message.is_empty() {
         status.canonical_reason().unwrap_or("Error").to_owned()
     } else {
@@ -157,15 +159,6 @@ fn plain(status: StatusCode, message: String) -> Response {
     (status, message).into_response()
 }
 
-/// At most 200 characters of an error text: a rejection may quote what the client sent.
-fn short(s: &str) -> String {
-    let mut out: String = s.chars().filter(|c| !c.is_control()).take(200).collect();
-    if s.chars().count() > 200 {
-        out.push('…');
-    }
-    out
-}
-
 fn page(status: StatusCode, message: &str) -> String {
     let esc = |s: &str| {
         s.replace('&', "&amp;")
@@ -187,9 +180,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn error_texts_are_cut_short_and_pages_escape() {
-        let long = "x".repeat(10_000);
-        assert_eq!(short(&long).chars().count(), 201);
+    fn pages_escape() {
         let p = page(StatusCode::PAYLOAD_TOO_LARGE, "<script>");
         assert!(p.contains("&lt;script&gt;") && !p.contains("<script>"));
     }

@@ -342,7 +342,9 @@ pub struct DataValueSet {
 }
 
 /// One data value (DHIS2 `DataValueEntry`). On input every field may be missing (the importer
-/// reports what is); `value` and `comment` accept JSON numbers and booleans, as DHIS2 does.
+/// reports what is); `value` and `comment` accept JSON numbers and booleans, as DHIS2 does. An
+/// object or array as `value` is refused for that value only (E7619), an object or array as
+/// `comment` fails the payload (400).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DataValue {
@@ -358,7 +360,7 @@ pub struct DataValue {
     pub attribute_option_combo: Option<String>,
     #[serde(
         default,
-        deserialize_with = "lenient_string",
+        deserialize_with = "crate::value_type::deserialize_value",
         skip_serializing_if = "Option::is_none"
     )]
     pub value: Option<String>,
@@ -524,8 +526,19 @@ mod tests {
         assert_eq!(s.data_values[1].value.as_deref(), Some("7"));
         assert_eq!(s.data_values[1].followup, Some(true));
         assert_eq!(s.data_values[2].value.as_deref(), Some("true"));
+        // An array or object is never a value's text: refused for that value only.
+        let s: DataValueSet =
+            serde_json::from_value(json!({"dataValues": [{"value": [1]}, {"value": {"a": 1}}]}))
+                .unwrap();
+        for v in &s.data_values {
+            assert_eq!(
+                crate::value_type::check("TEXT", v.value.as_deref().unwrap()),
+                Err(crate::ValueError::NotScalar)
+            );
+        }
+        // A comment is not a value: an array there still fails the payload.
         assert!(
-            serde_json::from_value::<DataValueSet>(json!({"dataValues": [{"value": [1]}]}))
+            serde_json::from_value::<DataValueSet>(json!({"dataValues": [{"comment": [1]}]}))
                 .is_err()
         );
         let empty: DataValueSet = serde_json::from_value(json!({"dataValues": null})).unwrap();

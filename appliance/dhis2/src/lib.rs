@@ -11,6 +11,8 @@
 //! - [`schema`]: the metadata types, their klass names and references.
 //! - [`user`]: user objects in metadata packages.
 //! - [`tracker`]: tracker payloads, export objects, import reports, jobs, files, reserved values.
+//! - [`value_type`]: the one DHIS2 value-type checker (tracker and aggregate values), and the
+//!   excerpt every error message uses when it echoes a payload's text.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod aggregate;
@@ -23,6 +25,7 @@ pub mod timestamp;
 pub mod tracker;
 pub mod uid;
 pub mod user;
+pub mod value_type;
 pub mod webmessage;
 
 pub use import_report::{ErrorReport, ImportReport, ImportStatus, ObjectReport, Stats, TypeReport};
@@ -32,4 +35,5 @@ pub use system_info::{DHIS2_VERSION, LoginConfig, LoginPageLayout, SystemInfo};
 pub use timestamp::{Dhis2Timestamp, ServerTimeZone, TimestampError};
 pub use uid::{Uid, UidError};
 pub use user::{UserPayload, UserPayloadError};
+pub use value_type::ValueError;
 pub use webmessage::{Status, WebMessage};

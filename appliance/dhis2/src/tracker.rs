@@ -78,8 +78,9 @@ impl EventStatus {
     }
 }
 
-/// A value as tablets send it: a string, a number or a boolean becomes its text; `null` (and
-/// a missing value) means "delete this value".
+/// A note's text as tablets send it: a string, a number or a boolean becomes its text; `null`
+/// (and a missing value) means no note. (Attribute and data values use
+/// [`crate::value_type::deserialize_value`], which refuses objects and arrays per value.)
 fn de_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(match Option::<Value>::deserialize(d)? {
         None | Some(Value::Null) => None,
@@ -129,8 +130,10 @@ pub struct Attribute {
     pub stored_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_type: Option<String>,
-    /// `None` on the way in deletes the value; always written on the way out.
-    #[serde(default, deserialize_with = "de_value")]
+    /// `None` on the way in deletes the value; always written on the way out. An object or
+    /// array sent here is marked so the import refuses this value (E1007), see
+    /// [`crate::value_type::deserialize_value`].
+    #[serde(default, deserialize_with = "crate::value_type::deserialize_value")]
     pub value: Option<String>,
 }
 
@@ -140,7 +143,9 @@ pub struct Attribute {
 pub struct DataValue {
     #[serde(default)]
     pub data_element: String,
-    #[serde(default, deserialize_with = "de_value")]
+    /// `None` on the way in deletes the value; an object or array is refused per value
+    /// (E1302), see [`crate::value_type::deserialize_value`].
+    #[serde(default, deserialize_with = "crate::value_type::deserialize_value")]
     pub value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provided_elsewhere: Option<bool>,
@@ -729,6 +734,7 @@ pub enum ValidationCode {
     E1069,
     E1070,
     E1076,
+    E1077,
     E1079,
     E1080,
     E1081,
@@ -819,6 +825,9 @@ impl ValidationCode {
             E1069 => "Could not find Program: `{0}` linked to Enrollment.",
             E1070 => "Could not find OrganisationUnit: `{0}` linked to Enrollment.",
             E1076 => "`{0}` `{1}` is mandatory and must be specified.",
+            // DHIS2's template names `{0}` twice; the box passes the attribute UID there
+            // (never the value) and the limit as `{1}`.
+            E1077 => "Attribute: `{0}`, text value exceed the maximum allowed length: `{0}`.",
             E1079 => {
                 "Event: `{0}` program: `{1}` is different from Program defined in Enrollment `{2}`."
             }
@@ -930,6 +939,31 @@ mod tests {
     }
 
     #[test]
+    fn object_and_array_values_are_refused_per_value_not_per_payload() {
+        let p: TrackerPayload = serde_json::from_value(json!({
+            "trackedEntities": [{
+                "trackedEntity": "PQfMcpmXeFE",
+                "attributes": [{"attribute": "w75KJ2mc4zz", "value": {"nested": ["x"]}}]
+            }],
+            "events": [{"dataValues": [{"dataElement": "a3kGcGDCuk6", "value": [1, 2]}],
+                        "notes": [{"value": "seen"}]}]
+        }))
+        .unwrap();
+        let attr = p.tracked_entities[0].attributes[0]
+            .value
+            .as_deref()
+            .unwrap();
+        let dv = p.events[0].data_values[0].value.as_deref().unwrap();
+        for v in [attr, dv] {
+            assert_eq!(
+                crate::value_type::check_attribute("TEXT", v),
+                Err(crate::ValueError::NotScalar)
+            );
+        }
+        assert_eq!(p.events[0].notes[0].value.as_deref(), Some("seen"));
+    }
+
+    #[test]
     fn bad_enums_and_dates_fail_the_payload() {
         assert!(
             serde_json::from_value::<TrackerPayload>(json!({"events":[{"status":"DONE"}]}))
@@ -1003,6 +1037,10 @@ mod tests {
         assert_eq!(
             ValidationCode::E1000.message(&["android", "cbClinicB01"]),
             "User: `android` has no write access to OrganisationUnit: `cbClinicB01`."
+        );
+        assert_eq!(
+            ValidationCode::E1077.message(&["cbAttrFirst", "1200"]),
+            "Attribute: `cbAttrFirst`, text value exceed the maximum allowed length: `cbAttrFirst`."
         );
     }
 }

@@ -169,8 +169,14 @@ fn actions(state: &StatusState) -> Option<&Arc<dyn SetupActions>> {
 
 /// The setup actions, when setup is offered (the login and origin were checked by
 /// [`crate::admin_gate`] before the form was read).
-fn admin_form(state: &StatusState) -> Result<&Arc<dyn SetupActions>, Response> {
-    actions(state).ok_or_else(|| refused(StatusCode::NOT_FOUND, "Setup", "Setup is not available."))
+fn admin_form(state: &StatusState) -> Result<&Arc<dyn SetupActions>, Box<Response>> {
+    actions(state).ok_or_else(|| {
+        Box::new(refused(
+            StatusCode::NOT_FOUND,
+            "Setup",
+            "Setup is not available.",
+        ))
+    })
 }
 
 /// The page for a cross-site form, for [`crate::admin_gate`].
@@ -239,7 +245,7 @@ async fn setup_page(
 async fn add_user(State(state): State<StatusState>, Form(user): Form<NewTabletUser>) -> Response {
     let setup = match admin_form(&state) {
         Ok(s) => s,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     if user.password != user.confirm {
         return refused(
@@ -271,7 +277,7 @@ async fn reset_password(
 ) -> Response {
     let setup = match admin_form(&state) {
         Ok(s) => s,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     if form.password != form.confirm {
         return refused(
@@ -353,7 +359,7 @@ struct ClaimForm {
 async fn keys_done(State(state): State<StatusState>) -> Response {
     let setup = match admin_form(&state) {
         Ok(s) => s,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     match setup.keys_written_down() {
         Ok(()) => {
@@ -372,7 +378,7 @@ async fn keys_done(State(state): State<StatusState>) -> Response {
 async fn upload_metadata(State(state): State<StatusState>, mut multipart: Multipart) -> Response {
     let setup = match admin_form(&state) {
         Ok(s) => s,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let mut package = None;
     loop {

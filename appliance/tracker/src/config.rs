@@ -20,9 +20,10 @@ pub struct TrackerConfig {
     pub max_file_bytes: usize,
     /// Hours a "break the glass" ownership override lasts (DHIS2's default is 3).
     pub ownership_override_hours: u32,
-    /// Most objects one `POST /api/tracker` may hold, counting attribute values, data values
-    /// and notes; larger payloads are refused whole with 413 before they are parsed. DHIS2 has
-    /// no such limit; the Capture app sends far fewer. Default 50000.
+    /// Most items one `POST /api/tracker` may hold: every array element at any depth (objects,
+    /// attribute and data values, notes, program owners, geometry coordinates). Larger payloads
+    /// are refused whole with 413 before they are parsed. DHIS2 has no such limit; the Capture
+    /// app sends far fewer. Default 50000.
     pub max_objects_per_import: usize,
 }
 

@@ -182,9 +182,7 @@ mod tests {
         let mut sizes = vec![0u32; RING as usize];
         let big = u32::try_from(MAX_TOTAL_BYTES / 4).unwrap();
         // Slots 10..=14 hold big reports; 14 is the newest.
-        for s in 10..=14 {
-            sizes[s] = big;
-        }
+        sizes[10..=14].fill(big);
         // Five quarters: the oldest (10) goes.
         assert_eq!(evictions(&sizes, 14), vec![10]);
         // Within the bound: nothing goes.

@@ -13,7 +13,6 @@ pub mod ownership;
 pub mod reserved;
 mod routes;
 pub mod textpattern;
-pub mod values;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

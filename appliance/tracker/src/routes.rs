@@ -93,17 +93,6 @@ fn no_store(mut r: Response) -> Response {
     r
 }
 
-/// The lists that hold a tracker payload's objects and values, flat or nested.
-const PAYLOAD_LISTS: &[&str] = &[
-    "trackedEntities",
-    "enrollments",
-    "events",
-    "relationships",
-    "notes",
-    "attributes",
-    "dataValues",
-];
-
 /// `POST /api/tracker`.
 async fn import(
     State(state): State<ApiState>,
@@ -115,10 +104,10 @@ async fn import(
 ) -> ApiResult<Response> {
     let params = ImportParams::from_query(&q)?;
     let max = t.config().max_objects_per_import;
-    let objects = clinicbox_api::count::objects(&body, PAYLOAD_LISTS);
-    if objects > max {
+    let items = clinicbox_api::count::items(&body);
+    if items > max {
         return Err(ApiError::LimitExceeded(format!(
-            "The payload holds {objects} objects (with their values and notes); this box imports at most {max} in one request"
+            "The payload holds {items} items (objects, values, notes, owners, coordinates); this box imports at most {max} in one request"
         )));
     }
     let payload: TrackerPayload = clinicbox_api::extract::parse(&body)?;

@@ -34,6 +34,17 @@ async fn a_payload_over_the_object_limit_is_refused_whole() {
         msg["message"].as_str().unwrap().contains("at most 100"),
         "{msg}"
     );
+    // Lists the importer does not name count too: program owners, geometry coordinates.
+    let owners: Vec<_> = (0..101).map(|_| json!({})).collect();
+    let r = b
+        .call(
+            Method::POST,
+            "/api/tracker?async=false",
+            Some(ANDROID),
+            Some(json!({"trackedEntities": [{"programOwners": owners}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
     assert_eq!(
         b.store.stats().unwrap().last_seq,
         before,

@@ -6,6 +6,7 @@
 //! temporary directory. Absolute figures depend on fsync cost; the ratios are what transfer.
 
 mod aggregate;
+mod exhaustion;
 mod tracker;
 
 use std::path::Path;
@@ -41,6 +42,9 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// What one logged-in tablet can cost: a 12 MB value, stored reports, 300,000 empty
+    /// objects; answer sizes, store growth and memory next to an ordinary upload.
+    Exhaustion,
     /// Tracker upload (one POST of 200 TEs + 200 enrollments + 1,000 events) vs the store's
     /// raw write, download of 500 TEs, search at 10k TEs, peak RSS.
     Tracker {
@@ -240,5 +244,6 @@ fn main() -> anyhow::Result<()> {
         } => bench_store(writers, per_writer),
         Bench::Aggregate { values, rounds } => aggregate::run(values, rounds),
         Bench::Tracker { rounds, search_tes } => tracker::run(rounds, search_tes),
+        Bench::Exhaustion => exhaustion::run(),
     }
 }

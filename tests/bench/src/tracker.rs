@@ -33,7 +33,7 @@ fn uid(prefix: char, round: usize, i: usize) -> String {
 
 /// The SDK's flat payload: `tes` patients, one enrollment each, `events_per` events each
 /// (triage, then consultations, then a pharmacy visit).
-fn payload(round: usize, tes: usize, events_per: usize) -> Value {
+pub(crate) fn payload(round: usize, tes: usize, events_per: usize) -> Value {
     let mut t = Vec::new();
     let mut e = Vec::new();
     let mut ev = Vec::new();
@@ -75,14 +75,14 @@ fn payload(round: usize, tes: usize, events_per: usize) -> Value {
     json!({"trackedEntities": t, "enrollments": e, "events": ev, "relationships": []})
 }
 
-struct Bench {
-    app: Router,
-    auth: String,
-    store: Store,
+pub(crate) struct Bench {
+    pub(crate) app: Router,
+    pub(crate) auth: String,
+    pub(crate) store: Store,
 }
 
 impl Bench {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: &str,
         uri: &str,
@@ -148,7 +148,7 @@ impl Bench {
     }
 }
 
-async fn open(
+pub(crate) async fn open(
     dir: &std::path::Path,
     name: &str,
 ) -> anyhow::Result<(Store, ApiState, Tracker, Router)> {

@@ -2,9 +2,10 @@
 
 use clinicbox_dhis2::Uid;
 use clinicbox_dhis2::tracker::{DataValue, Event, EventStatus, TrackerType, ValidationCode};
+use clinicbox_dhis2::value_type::{self, ValueError};
 use clinicbox_store::Collection;
 
-use super::{Admission, Errs, Exists, Kind, Obj, Planner, Slot, is_set};
+use super::{Admission, Errs, Exists, Kind, Obj, Planner, Refusal, Slot, is_set};
 use crate::meta::{self, Meta, ref_id, str_of};
 use crate::model::{StoredDataValue, StoredEvent};
 
@@ -219,10 +220,10 @@ impl Planner<'_> {
                 let members = self.members(&stage, stage_obj);
                 for m in &members.1 {
                     // A value that was sent but invalid is reported once, as invalid.
-                    let sent = ev
-                        .data_values
-                        .iter()
-                        .any(|d| &d.data_element == m && is_set(&d.value).is_some());
+                    let sent = ev.data_values.iter().any(|d| {
+                        &d.data_element == m
+                            && is_set(&d.value).is_some_and(|v| !value_type::is_blank(v))
+                    });
                     if !sent && !stored.data_values.iter().any(|d| &d.data_element == m) {
                         e.add(C::E1303, &[m]);
                     }
@@ -353,22 +354,20 @@ impl Planner<'_> {
                 continue;
             }
             let pos = stored.iter().position(|s| s.data_element == de);
-            let Some(value) = is_set(&d.value) else {
+            let checked = match is_set(&d.value).map(|v| (v, self.check_value(obj, v, false))) {
+                None | Some((_, Ok(None))) => None,
+                Some((_, Ok(Some(v)))) => Some(v),
+                Some((sent, Err(refusal))) => {
+                    refuse_data_value(e, de, sent, refusal);
+                    continue;
+                }
+            };
+            let Some(value) = checked.as_deref() else {
                 if let Some(p) = pos {
                     stored.remove(p);
                 }
                 continue;
             };
-            if let Err((option, why)) = self.check_value(obj, value) {
-                if option {
-                    e.add(C::E1125, &[value, &why]);
-                } else if why == "file" {
-                    e.add(C::E1084, &[value]);
-                } else {
-                    e.add(C::E1302, &[de, &why]);
-                }
-                continue;
-            }
             let pe = d.provided_elsewhere.unwrap_or(false);
             match pos {
                 Some(p) if stored[p].value == value && stored[p].provided_elsewhere == pe => {}
@@ -389,5 +388,17 @@ impl Planner<'_> {
                 }),
             }
         }
+    }
+}
+
+/// Reports a refused data value with DHIS2's code. `Errs::add` cuts every argument, so the
+/// value sent is echoed at most as a short prefix.
+fn refuse_data_value(e: &mut Errs, de: &str, sent: &str, refusal: Refusal) {
+    match refusal {
+        Refusal::Invalid(why) => e.add(C::E1302, &[de, &why.to_string()]),
+        // Only attributes have the shorter limit; kept total for the compiler.
+        Refusal::AttributeTooLong => e.add(C::E1302, &[de, &ValueError::TooLong.to_string()]),
+        Refusal::NotAnOption(option_set) => e.add(C::E1125, &[sent, &option_set]),
+        Refusal::NoFile => e.add(C::E1084, &[sent]),
     }
 }

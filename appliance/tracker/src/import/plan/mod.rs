@@ -17,6 +17,7 @@ mod relationship;
 mod tracked_entity;
 mod write_out;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
@@ -24,6 +25,7 @@ use clinicbox_api::{AuthUser, Snapshot};
 use clinicbox_dhis2::tracker::{
     ImportStrategy, Note, TrackerErrorReport, TrackerImportReport, TrackerType, ValidationCode,
 };
+use clinicbox_dhis2::value_type::{self, ValueError};
 use clinicbox_dhis2::{Dhis2Timestamp, ServerTimeZone, Uid};
 use clinicbox_store::{Collection, ReadView};
 use serde::de::DeserializeOwned;
@@ -35,7 +37,6 @@ use crate::meta::{self, Meta, ref_id, str_of};
 use crate::model::{
     StoredEnrollment, StoredEvent, StoredNote, StoredRelationship, StoredTrackedEntity,
 };
-use crate::values;
 
 use TrackerType::{Enrollment as EN, Event as EV, Relationship as REL, TrackedEntity as TE};
 use ValidationCode as C;
@@ -152,21 +153,52 @@ impl Errs {
         }
     }
     fn add(&mut self, code: ValidationCode, args: &[&str]) {
-        self.list.push(TrackerErrorReport {
-            message: code.message(args),
-            error_code: code.to_string(),
-            tracker_type: self.t,
-            uid: self.uid.clone(),
-            args: args.iter().map(|s| s.to_string()).collect(),
-        });
+        self.list.push(error_report(self.t, &self.uid, code, args));
     }
     fn any(&self) -> bool {
         !self.list.is_empty()
     }
 }
 
+/// An error or warning report. Every argument is cut to a short excerpt, so no value a tablet
+/// sent (a 12 MB attribute, say) is ever echoed whole into the report, its message or the job
+/// record that keeps it.
+fn error_report(
+    t: TrackerType,
+    uid: &str,
+    code: ValidationCode,
+    args: &[&str],
+) -> TrackerErrorReport {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| value_type::excerpt(a).into_owned())
+        .collect();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    TrackerErrorReport {
+        message: code.message(&refs),
+        error_code: code.to_string(),
+        tracker_type: t,
+        // A UID is 11 characters; anything else a payload calls one is cut like a value.
+        uid: value_type::excerpt(uid).into_owned(),
+        args,
+    }
+}
+
 fn is_set(s: &Option<String>) -> Option<&str> {
     s.as_deref().filter(|s| !s.is_empty())
+}
+
+/// Why an attribute or data value was refused; the caller picks the error code for its kind
+/// of value.
+enum Refusal {
+    /// Fails its value type or the checks every value gets (E1007 / E1302), with DHIS2's reason.
+    Invalid(ValueError),
+    /// An attribute value longer than DHIS2 stores (E1077).
+    AttributeTooLong,
+    /// Not a code of the option set (E1125), with the option set's UID.
+    NotAnOption(String),
+    /// The referenced file resource is not on the box (E1084).
+    NoFile,
 }
 
 impl<'a> Planner<'a> {
@@ -306,18 +338,12 @@ impl<'a> Planner<'a> {
 
     fn outcome(&mut self, t: TrackerType, uid: &str, index: usize, kind: Kind) {
         if let Some(v) = self.outcomes.get_mut(&t) {
-            v.push((uid.to_string(), index, kind));
+            v.push((value_type::excerpt(uid).into_owned(), index, kind));
         }
     }
 
     fn warn(&mut self, t: TrackerType, uid: &str, code: ValidationCode, args: &[&str]) {
-        self.warnings.push(TrackerErrorReport {
-            message: code.message(args),
-            error_code: code.to_string(),
-            tracker_type: t,
-            uid: uid.to_string(),
-            args: args.iter().map(|s| s.to_string()).collect(),
-        });
+        self.warnings.push(error_report(t, uid, code, args));
     }
 
     fn load<T: DeserializeOwned>(&self, c: Collection, uid: &str) -> Option<(T, u64)> {
@@ -471,34 +497,51 @@ impl<'a> Planner<'a> {
             .is_ok_and(|ms| ms > i64::try_from(self.now_ms).unwrap_or(i64::MAX) + 86_400_000)
     }
 
-    /// Checks one value against its value type and option set; the error args are filled in
-    /// by the caller's code.
-    fn check_value(&mut self, obj: &Obj, value: &str) -> Result<(), (bool, String)> {
+    /// Checks one attribute (`attribute`) or data value sent as `value` against the wire
+    /// crate's value-type checker, then its option set and file resource, as DHIS2 does.
+    /// `Ok(None)`: a blank value, which deletes like an empty one; `Ok(Some)`: the value to
+    /// store (booleans normalised).
+    fn check_value<'v>(
+        &mut self,
+        obj: &Obj,
+        value: &'v str,
+        attribute: bool,
+    ) -> Result<Option<Cow<'v, str>>, Refusal> {
         let vt = str_of(obj, "valueType").unwrap_or("TEXT");
+        let checked = if attribute {
+            value_type::check_attribute(vt, value)
+        } else {
+            value_type::check(vt, value)
+        }
+        .map_err(|e| match e {
+            ValueError::AttributeTooLong => Refusal::AttributeTooLong,
+            e => Refusal::Invalid(e),
+        })?;
+        if value_type::is_blank(&checked) {
+            return Ok(None);
+        }
         if let Some(os) = ref_id(obj.get("optionSet")) {
             let codes = self.meta.option_codes(&os);
             let ok = if vt == "MULTI_TEXT" {
-                value.split(',').all(|c| codes.contains(c.trim()))
+                checked.split(',').all(|c| codes.contains(c.trim()))
             } else {
-                codes.contains(value)
+                codes.contains(checked.as_ref())
             };
             if !ok {
-                return Err((true, os));
+                return Err(Refusal::NotAnOption(os));
             }
-            return Ok(());
         }
-        values::check(vt, value).map_err(|e| (false, e))?;
-        if values::is_file(vt)
+        if value_type::is_file(vt)
             && self
                 .read
-                .get(Collection::FILE_RESOURCES, value)
+                .get(Collection::FILE_RESOURCES, &checked)
                 .ok()
                 .flatten()
                 .is_none()
         {
-            return Err((false, "file".into()));
+            return Err(Refusal::NoFile);
         }
-        Ok(())
+        Ok(Some(checked))
     }
 
     fn merge_notes(

@@ -4,8 +4,9 @@ use std::collections::HashSet;
 
 use clinicbox_dhis2::Uid;
 use clinicbox_dhis2::tracker::{Attribute, TrackedEntity, TrackerType, ValidationCode};
+use clinicbox_dhis2::value_type;
 
-use super::{Admission, Errs, Kind, Planner, Slot, is_set};
+use super::{Admission, Errs, Kind, Obj, Planner, Refusal, Slot, is_set};
 use crate::meta::{self, Meta, str_of};
 use crate::model::{StoredAttribute, StoredTrackedEntity};
 
@@ -169,25 +170,20 @@ impl Planner<'_> {
                 continue;
             }
             let pos = stored.iter().position(|s| s.attribute == attr);
-            let Some(value) = is_set(&a.value) else {
+            let checked = match is_set(&a.value).map(|v| (v, self.check_value(obj, v, true))) {
+                None | Some((_, Ok(None))) => None,
+                Some((_, Ok(Some(v)))) => Some(v),
+                Some((sent, Err(refusal))) => {
+                    refuse_attribute(e, attr, obj, sent, refusal);
+                    continue;
+                }
+            };
+            let Some(value) = checked.as_deref() else {
                 if let Some(p) = pos {
                     stored.remove(p);
                 }
                 continue;
             };
-            if let Err((option, why)) = self.check_value(obj, value) {
-                if option {
-                    e.add(C::E1125, &[value, &why]);
-                } else if why == "file" {
-                    e.add(C::E1084, &[value]);
-                } else {
-                    e.add(
-                        C::E1007,
-                        &[str_of(obj, "valueType").unwrap_or("TEXT"), &why],
-                    );
-                }
-                continue;
-            }
             if meta::bool_of(obj, "unique") && !self.unique_ok(attr, value, te_uid) {
                 e.add(C::E1064, &[value, attr]);
                 continue;
@@ -240,5 +236,22 @@ impl Planner<'_> {
         }
         self.claims.insert(key, te.to_string());
         true
+    }
+}
+
+/// Reports a refused attribute value with DHIS2's code. `Errs::add` cuts every argument, so the
+/// value sent is echoed at most as a short prefix; E1077 names the attribute, never the value.
+fn refuse_attribute(e: &mut Errs, attr: &str, obj: &Obj, sent: &str, refusal: Refusal) {
+    match refusal {
+        Refusal::Invalid(why) => e.add(
+            C::E1007,
+            &[str_of(obj, "valueType").unwrap_or("TEXT"), &why.to_string()],
+        ),
+        Refusal::AttributeTooLong => e.add(
+            C::E1077,
+            &[attr, &value_type::MAX_ATTRIBUTE_VALUE_LENGTH.to_string()],
+        ),
+        Refusal::NotAnOption(option_set) => e.add(C::E1125, &[sent, &option_set]),
+        Refusal::NoFile => e.add(C::E1084, &[sent]),
     }
 }
