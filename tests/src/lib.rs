@@ -437,6 +437,44 @@ pub fn http_request(
     exchange(s, host_port, method, path, headers, body)
 }
 
+/// [`http_request`] that reports a failure instead of panicking: a box killed mid-request
+/// (crash tests) answers nothing, or half an answer.
+pub fn try_http_request(
+    host_port: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(host_port)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(request_head(host_port, method, path, headers, body.len()).as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err(std::io::Error::other("no complete answer"));
+    }
+    Ok(parse_response(&raw))
+}
+
+fn request_head(
+    host_port: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    len: usize,
+) -> String {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\nContent-Length: {len}\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req
+}
+
 /// [`http_request`] from the local address `src` (any of 127.0.0.0/8): another device on the
 /// LAN, as far as the box can tell.
 pub fn http_request_from(
@@ -476,14 +514,7 @@ fn exchange(
 ) -> Response {
     s.set_read_timeout(Some(Duration::from_secs(120)))
         .expect("timeout");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
+    let req = request_head(host_port, method, path, headers, body.len());
     s.write_all(req.as_bytes()).expect("write");
     s.write_all(body).expect("write body");
     let mut raw = Vec::new();
