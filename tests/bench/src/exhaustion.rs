@@ -11,13 +11,13 @@ use crate::tracker::{Bench, open, payload};
 
 const CLINIC_A: &str = "cbClinicA01";
 
-/// Current resident memory of this process, KiB.
-fn rss_kib() -> u64 {
+/// Peak resident memory of this process so far, KiB.
+fn peak_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with("VmHWM:"))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|n| n.parse().ok())
         })
@@ -29,8 +29,10 @@ struct Row {
     status: u16,
     sent: usize,
     answered: usize,
+    /// Store writes (one per import, its objects and job report together).
+    writes: u64,
     store_growth: i64,
-    rss_growth: i64,
+    peak_growth: u64,
     ms: u128,
 }
 
@@ -41,12 +43,8 @@ async fn measure(
     body: Vec<u8>,
     then_poll: bool,
 ) -> anyhow::Result<Row> {
-    let store0 = b
-        .store
-        .stats()
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .file_bytes;
-    let rss0 = rss_kib();
+    let stats0 = b.store.stats().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let peak0 = peak_kib();
     let started = Instant::now();
     let sent = body.len();
     let (status, answer) = b.call("POST", uri, Some(body)).await?;
@@ -61,18 +59,16 @@ async fn measure(
         }
     }
     let ms = started.elapsed().as_millis();
-    let store1 = b
-        .store
-        .stats()
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .file_bytes;
+    let stats1 = b.store.stats().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Row {
         case,
         status,
         sent,
         answered,
-        store_growth: i64::try_from(store1).unwrap_or(0) - i64::try_from(store0).unwrap_or(0),
-        rss_growth: i64::try_from(rss_kib()).unwrap_or(0) - i64::try_from(rss0).unwrap_or(0),
+        writes: stats1.writes - stats0.writes,
+        store_growth: i64::try_from(stats1.file_bytes).unwrap_or(0)
+            - i64::try_from(stats0.file_bytes).unwrap_or(0),
+        peak_growth: peak_kib().saturating_sub(peak0),
         ms,
     })
 }
@@ -167,28 +163,30 @@ fn print(rows: &[Row]) {
         "\nWhat one tablet can cost the box (daemon's app in process; baseline = an ordinary upload, same run)"
     );
     println!(
-        "{:<52} {:>6} {:>11} {:>11} {:>9} {:>10} {:>12} {:>10} {:>8}",
+        "{:<52} {:>6} {:>11} {:>11} {:>9} {:>10} {:>8} {:>12} {:>12} {:>8}",
         "case",
         "status",
         "sent B",
         "answered B",
         "ans/sent",
         "vs base",
+        "writes",
         "store +B",
-        "RSS +KiB",
+        "peak +KiB",
         "ms"
     );
     for r in rows {
         println!(
-            "{:<52} {:>6} {:>11} {:>11} {:>9.4} {:>9.2}x {:>12} {:>10} {:>8}",
+            "{:<52} {:>6} {:>11} {:>11} {:>9.4} {:>9.2}x {:>8} {:>12} {:>12} {:>8}",
             r.case,
             r.status,
             r.sent,
             r.answered,
             per_sent(r),
             per_sent(r) / per_sent(base).max(f64::MIN_POSITIVE),
+            r.writes,
             r.store_growth,
-            r.rss_growth,
+            r.peak_growth,
             r.ms
         );
     }
