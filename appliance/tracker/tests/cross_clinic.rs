@@ -381,3 +381,90 @@ async fn files_are_for_their_clinic_and_never_served_as_a_page() {
             .starts_with("inline;")
     );
 }
+
+/// OPD made PROTECTED, as a ministry may for sensitive programs.
+async fn protected_opd(b: &TestBox) {
+    let demo: Value = serde_json::from_str(clinicbox_api::demo::DEMO_METADATA).unwrap();
+    let mut program = demo["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == OPD)
+        .unwrap()
+        .clone();
+    program["accessLevel"] = json!("PROTECTED");
+    let report = clinicbox_api::metadata::import::import(
+        b.state.metadata(),
+        &json!({ "programs": [program] }),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        serde_json::to_value(&report).unwrap()["status"],
+        "OK",
+        "{}",
+        serde_json::to_value(&report).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn break_the_glass_lets_the_temporary_owner_update_a_protected_enrollment() {
+    // Nurse B may search the district; OPD is PROTECTED, so clinic A's patient needs the glass.
+    let b = with_nurse_b(&[DISTRICT]).await;
+    protected_opd(&b).await;
+    b.sdk_post(
+        ANDROID,
+        "CREATE_AND_UPDATE",
+        registration(
+            "teAmina0001",
+            "enAmina0001",
+            "evTriage001",
+            "OPD-000001",
+            "Amina",
+        ),
+    )
+    .await;
+    let consult = json!({"events": [{"event": "evTriage001", "enrollment": "enAmina0001",
+        "program": OPD, "programStage": TRIAGE, "orgUnit": CLINIC_A, "status": "COMPLETED",
+        "occurredAt": "2026-03-01T09:05:00.000",
+        "dataValues": [{"dataElement": "cbDeTemp001", "value": "39.1"}]}]});
+    // Before breaking the glass: refused by ownership.
+    let r = b.sdk_post(NURSE_B, "UPDATE", consult.clone()).await;
+    assert_eq!(codes(&r), vec!["E1102"], "{r}");
+    let uri = format!(
+        "/api/tracker/ownership/override?trackedEntity=teAmina0001&program={OPD}&reason=referred+in+labour"
+    );
+    let r = b.call(Method::POST, &uri, Some(NURSE_B), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["message"], "Temporary Ownership granted");
+    // The SDK re-posts exactly what was refused: now it goes through.
+    let r = b.sdk_post(NURSE_B, "UPDATE", consult).await;
+    assert!(codes(&r).is_empty(), "{r}");
+    let v = event_as_stored(&b, "evTriage001").await;
+    assert_eq!(v["orgUnit"], CLINIC_A, "the event stays in clinic A");
+    assert!(v["dataValues"].to_string().contains("39.1"), "{v}");
+    // A patient she holds no glass for stays closed.
+    b.sdk_post(
+        ANDROID,
+        "CREATE_AND_UPDATE",
+        registration(
+            "teZawadi001",
+            "enZawadi001",
+            "evTriage002",
+            "OPD-000002",
+            "Zawadi",
+        ),
+    )
+    .await;
+    let r = b
+        .sdk_post(
+            NURSE_B,
+            "UPDATE",
+            json!({"enrollments": [{"enrollment": "enZawadi001", "trackedEntity": "teZawadi001",
+                "program": OPD, "orgUnit": CLINIC_A, "status": "COMPLETED",
+                "enrolledAt": "2026-03-01T09:00:00.000"}]}),
+        )
+        .await;
+    assert_eq!(codes(&r), vec!["E1102"], "{r}");
+}
