@@ -31,6 +31,20 @@ pub struct StoredFile {
     pub domain: String,
     #[serde(default)]
     pub created_by: Option<String>,
+    /// The record whose value references the file, once one does (DHIS2's "assigned"): who may
+    /// read the file follows that record from then on, and no other record may take it (E1009).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_to: Option<FileOwner>,
+}
+
+/// The record a file resource belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "uid", rename_all = "camelCase")]
+pub enum FileOwner {
+    /// A file or image attribute of this tracked entity.
+    TrackedEntity(String),
+    /// A file or image data value of this event.
+    Event(String),
 }
 
 const DOMAINS: &[&str] = &[
@@ -123,6 +137,7 @@ pub async fn upload(
         content_length: bytes.len() as u64,
         domain,
         created_by: Some(user.username.clone()),
+        assigned_to: None,
     };
     let (key, body) = (uid.clone(), stored.clone());
     t.store()
@@ -161,11 +176,41 @@ fn load(t: &Tracker, uid: &str) -> Result<(StoredFile, Record), ApiError> {
     Ok((f, rec))
 }
 
-/// Who may read a file resource through `/api/fileResources/{uid}`: a superuser, its uploader,
-/// and users who may read the records of the uploader's clinic (capture or search scope over
-/// one of the uploader's capture org units). Everyone else is told it does not exist. (The
-/// record-bound download paths check the record itself.)
-fn file_readable(user: &AuthUser, f: &StoredFile) -> bool {
+/// Who may read a file resource through `/api/fileResources/{uid}`: once a record references
+/// it, whoever may read that record; until then a superuser, its uploader, and users whose scope
+/// covers the uploader's clinic (a tablet of the same clinic fetching a file another tablet
+/// uploaded). Everyone else is told it does not exist.
+pub(crate) async fn file_readable(t: &Tracker, user: &AuthUser, f: &StoredFile) -> bool {
+    match &f.assigned_to {
+        Some(FileOwner::Event(ev)) => match Uid::try_from(ev.as_str()) {
+            Ok(u) => event_readable(t, user, u).await,
+            Err(_) => false,
+        },
+        Some(FileOwner::TrackedEntity(te)) => {
+            let Ok(u) = Uid::try_from(te.as_str()) else {
+                return false;
+            };
+            let cat = t.catalog().read().await;
+            cat.tes
+                .get(&u)
+                .filter(|m| !m.stamps.deleted)
+                .is_some_and(|m| te_readable(user, t, m, u, None).is_ok())
+        }
+        None => uploaded_in_scope(user, f, Use::Read),
+    }
+}
+
+/// What a user does with an unassigned file: read it (search scope over the uploader's clinic
+/// is enough) or put it in a record (capture scope needed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Use {
+    Read,
+    Assign,
+}
+
+/// An unassigned file: a superuser, its uploader, or a user whose scope covers one of the
+/// uploader's capture org units.
+pub(crate) fn uploaded_in_scope(user: &AuthUser, f: &StoredFile, what: Use) -> bool {
     if user.is_superuser() || f.created_by.as_deref() == Some(user.username.as_str()) {
         return true;
     }
@@ -177,20 +222,19 @@ fn file_readable(user: &AuthUser, f: &StoredFile) -> bool {
     else {
         return false;
     };
-    uploader
-        .scope
-        .capture
-        .iter()
-        .any(|ou| user.scope.can_search(&ou.path))
+    uploader.scope.capture.iter().any(|ou| match what {
+        Use::Read => user.scope.can_search(&ou.path),
+        Use::Assign => user.scope.can_capture(&ou.path),
+    })
 }
 
-fn load_readable(
+async fn load_readable(
     t: &Tracker,
     user: &AuthUser,
     uid: &str,
 ) -> Result<(StoredFile, Record), ApiError> {
     let (f, rec) = load(t, uid)?;
-    if !file_readable(user, &f) {
+    if !file_readable(t, user, &f).await {
         return Err(ApiError::NotFound(format!(
             "FileResource with id {uid} could not be found."
         )));
@@ -205,7 +249,7 @@ pub async fn meta(
     user: AuthUser,
     Path(uid): Path<String>,
 ) -> ApiResult<Response> {
-    let (mut f, rec) = load_readable(&t, &user, &uid)?;
+    let (mut f, rec) = load_readable(&t, &user, &uid).await?;
     f.content_type = served_type(&t, &uid)?.to_string();
     Ok(json_response(
         StatusCode::OK,
@@ -249,7 +293,7 @@ pub async fn data(
     user: AuthUser,
     Path(uid): Path<String>,
 ) -> ApiResult<Response> {
-    load_readable(&t, &user, &uid)?;
+    load_readable(&t, &user, &uid).await?;
     blob(&t, &uid)
 }
 

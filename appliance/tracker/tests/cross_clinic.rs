@@ -468,3 +468,119 @@ async fn break_the_glass_lets_the_temporary_owner_update_a_protected_enrollment(
         .await;
     assert_eq!(codes(&r), vec!["E1102"], "{r}");
 }
+
+/// A photo data element on the health-session stage (the demo has no file values).
+async fn health_photo(b: &TestBox) {
+    let demo: Value = serde_json::from_str(clinicbox_api::demo::DEMO_METADATA).unwrap();
+    let mut de = demo["dataElements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "cbDeTopic01")
+        .unwrap()
+        .clone();
+    de["id"] = json!("cbDePhoto01");
+    de["name"] = json!("Session photo");
+    de["shortName"] = json!("Session photo");
+    de["valueType"] = json!("IMAGE");
+    let mut stage = demo["programStages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == HEALTH_STAGE)
+        .unwrap()
+        .clone();
+    stage["programStageDataElements"]
+        .as_array_mut()
+        .unwrap()
+        .push(
+            json!({"id": "cbPsdePhot1", "dataElement": {"id": "cbDePhoto01"},
+            "compulsory": false, "allowProvidedElsewhere": false, "sortOrder": 9,
+            "displayInReports": true, "allowFutureDate": false, "renderOptionsAsRadio": false}),
+        );
+    let report = clinicbox_api::metadata::import::import(
+        b.state.metadata(),
+        &json!({ "dataElements": [de], "programStages": [stage] }),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let report = serde_json::to_value(&report).unwrap();
+    assert_eq!(report["status"], "OK", "{report}");
+}
+
+fn with_photo(uid: &str, ou: &str, photo: &str) -> Value {
+    let mut v = health_event(uid, ou, "Photo session");
+    v["events"][0]["dataValues"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"dataElement": "cbDePhoto01", "value": photo}));
+    v
+}
+
+#[tokio::test]
+async fn a_file_follows_the_record_that_holds_it_and_no_other_record_can_take_it() {
+    // Nurse B may search the whole district, so only the record decides what she reads.
+    let b = with_nurse_b(&[DISTRICT]).await;
+    health_photo(&b).await;
+    let photo = upload(
+        &b,
+        ANDROID,
+        "session.png",
+        "image/png",
+        b"\x89PNG\r\n\x1a\nsession",
+    )
+    .await;
+    let r = b
+        .sdk_post(
+            ANDROID,
+            "CREATE_AND_UPDATE",
+            with_photo("evPhotoA001", CLINIC_A, &photo),
+        )
+        .await;
+    assert!(codes(&r).is_empty(), "{r}");
+    // Clinic B's record cannot take clinic A's photo (DHIS2's E1009), nor can clinic A's
+    // other records.
+    for (who, ev, ou) in [
+        (NURSE_B, "evPhotoB001", CLINIC_B),
+        (ANDROID, "evPhotoA002", CLINIC_A),
+    ] {
+        let r = b
+            .sdk_post(who, "CREATE_AND_UPDATE", with_photo(ev, ou, &photo))
+            .await;
+        assert_eq!(codes(&r), vec!["E1009"], "{r}");
+    }
+    // Re-sending the owner keeps it.
+    let r = b
+        .sdk_post(
+            ANDROID,
+            "CREATE_AND_UPDATE",
+            with_photo("evPhotoA001", CLINIC_A, &photo),
+        )
+        .await;
+    assert!(codes(&r).is_empty(), "{r}");
+    // A file uploaded by clinic A and not used yet is not clinic B's to use.
+    let unused = upload(
+        &b,
+        ANDROID,
+        "other.png",
+        "image/png",
+        b"\x89PNG\r\n\x1a\nother",
+    )
+    .await;
+    let r = b
+        .sdk_post(
+            NURSE_B,
+            "CREATE_AND_UPDATE",
+            with_photo("evPhotoB002", CLINIC_B, &unused),
+        )
+        .await;
+    assert_eq!(codes(&r), vec!["E1084"], "{r}");
+    // Whoever may read the event reads its photo; the admin too.
+    for who in [ANDROID, ADMIN] {
+        let r = b
+            .get(&format!("/api/fileResources/{photo}/data"), who)
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+}

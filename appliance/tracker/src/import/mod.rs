@@ -309,6 +309,29 @@ impl Tracker {
     }
 }
 
+/// Records the file's owner (first one wins: the planner refused files owned elsewhere).
+fn assign_file(
+    ctx: &mut clinicbox_store::WriteCtx<'_>,
+    uid: &str,
+    owner: crate::files::FileOwner,
+) -> Result<(), clinicbox_store::StoreError> {
+    let Some(rec) = ctx.get(Collection::FILE_RESOURCES, uid)? else {
+        return Ok(());
+    };
+    let mut f: crate::files::StoredFile =
+        rec.json()
+            .map_err(|source| clinicbox_store::StoreError::Json {
+                collection: Collection::FILE_RESOURCES.name().into(),
+                key: uid.into(),
+                source,
+            })?;
+    if f.assigned_to.is_none() {
+        f.assigned_to = Some(owner);
+        ctx.put_json(Collection::FILE_RESOURCES, uid, &f)?;
+    }
+    Ok(())
+}
+
 fn write_one(
     ctx: &mut clinicbox_store::WriteCtx<'_>,
     w: Write,
@@ -328,6 +351,7 @@ fn write_one(
         })
     }
     let (coll, bytes) = match w.body {
+        Body::FileAssignment(owner) => return assign_file(ctx, &w.uid, owner),
         Body::TrackedEntity(b) => (Collection::TRACKED_ENTITIES, body(*b, now, zone)?),
         Body::Enrollment(b) => (Collection::ENROLLMENTS, body(*b, now, zone)?),
         Body::Event(b) => (Collection::EVENTS, body(*b, now, zone)?),

@@ -6,6 +6,7 @@ use clinicbox_dhis2::value_type::{self, ValueError};
 use clinicbox_store::Collection;
 
 use super::{Admission, Errs, Exists, Kind, Obj, Planner, Refusal, Slot, is_set};
+use crate::files::FileOwner;
 use crate::meta::{self, Meta, ref_id, str_of};
 use crate::model::{StoredDataValue, StoredEvent};
 
@@ -342,6 +343,7 @@ impl Planner<'_> {
     ) {
         let stage_uid = str_of(stage, "id").unwrap_or_default().to_string();
         let members = self.members(&stage_uid, stage);
+        let owner = FileOwner::Event(e.uid.clone());
         let members = &members.0;
         for d in incoming {
             let de = d.data_element.as_str();
@@ -354,14 +356,15 @@ impl Planner<'_> {
                 continue;
             }
             let pos = stored.iter().position(|s| s.data_element == de);
-            let checked = match is_set(&d.value).map(|v| (v, self.check_value(obj, v, false))) {
-                None | Some((_, Ok(None))) => None,
-                Some((_, Ok(Some(v)))) => Some(v),
-                Some((sent, Err(refusal))) => {
-                    refuse_data_value(e, de, sent, refusal);
-                    continue;
-                }
-            };
+            let checked =
+                match is_set(&d.value).map(|v| (v, self.check_value(obj, v, false, &owner))) {
+                    None | Some((_, Ok(None))) => None,
+                    Some((_, Ok(Some(v)))) => Some(v),
+                    Some((sent, Err(refusal))) => {
+                        refuse_data_value(e, de, sent, refusal);
+                        continue;
+                    }
+                };
             let Some(value) = checked.as_deref() else {
                 if let Some(p) = pos {
                     stored.remove(p);
@@ -400,5 +403,6 @@ fn refuse_data_value(e: &mut Errs, de: &str, sent: &str, refusal: Refusal) {
         Refusal::AttributeTooLong => e.add(C::E1302, &[de, &ValueError::TooLong.to_string()]),
         Refusal::NotAnOption(option_set) => e.add(C::E1125, &[sent, &option_set]),
         Refusal::NoFile => e.add(C::E1084, &[sent]),
+        Refusal::FileTaken => e.add(C::E1009, &[sent]),
     }
 }

@@ -33,6 +33,7 @@ use serde_json::{Map, Value};
 
 use super::{Flat, ImportParams};
 use crate::catalog::{Catalog, Change};
+use crate::files::{self, FileOwner, StoredFile};
 use crate::meta::{self, Meta, ref_id, str_of};
 use crate::model::{
     StoredEnrollment, StoredEvent, StoredNote, StoredRelationship, StoredTrackedEntity,
@@ -48,6 +49,8 @@ pub enum Body {
     Enrollment(Box<StoredEnrollment>),
     Event(Box<StoredEvent>),
     Relationship(Box<StoredRelationship>),
+    /// The file resource `uid` now belongs to this record.
+    FileAssignment(FileOwner),
 }
 
 /// One record write of the commit.
@@ -123,6 +126,9 @@ pub struct Planner<'a> {
     planned_enrollments: HashMap<(String, String), HashSet<String>>,
     /// Capture-scope answers per org unit.
     capture: std::cell::RefCell<HashMap<String, bool>>,
+    /// Unassigned file resources a value of this import references, with their new owner:
+    /// assigned in the same commit as the owner, if it is written.
+    file_refs: Vec<(String, FileOwner)>,
 }
 
 /// Errors of one object, collected before deciding whether it passes.
@@ -197,8 +203,10 @@ enum Refusal {
     AttributeTooLong,
     /// Not a code of the option set (E1125), with the option set's UID.
     NotAnOption(String),
-    /// The referenced file resource is not on the box (E1084).
+    /// The referenced file resource is not on the box, or not one this user may use (E1084).
     NoFile,
+    /// The referenced file resource belongs to another record (E1009).
+    FileTaken,
 }
 
 impl<'a> Planner<'a> {
@@ -239,6 +247,7 @@ impl<'a> Planner<'a> {
             planned_stage: HashMap::new(),
             planned_enrollments: HashMap::new(),
             capture: std::cell::RefCell::new(HashMap::new()),
+            file_refs: Vec::new(),
         };
         if params.import_strategy == ImportStrategy::Delete {
             // Children first, so a payload that deletes a whole tree needs no cascade right.
@@ -506,6 +515,7 @@ impl<'a> Planner<'a> {
         obj: &Obj,
         value: &'v str,
         attribute: bool,
+        owner: &FileOwner,
     ) -> Result<Option<Cow<'v, str>>, Refusal> {
         let vt = str_of(obj, "valueType").unwrap_or("TEXT");
         let checked = if attribute {
@@ -531,17 +541,37 @@ impl<'a> Planner<'a> {
                 return Err(Refusal::NotAnOption(os));
             }
         }
-        if value_type::is_file(vt)
-            && self
-                .read
-                .get(Collection::FILE_RESOURCES, &checked)
-                .ok()
-                .flatten()
-                .is_none()
-        {
-            return Err(Refusal::NoFile);
+        if value_type::is_file(vt) {
+            self.check_file(&checked, owner)?;
         }
         Ok(Some(checked))
+    }
+
+    /// A file value: the file must be on the box and usable by this user (their own, or their
+    /// clinic's), and not another record's already (DHIS2's E1009). An unassigned file is
+    /// assigned to `owner` in the import's commit.
+    fn check_file(&mut self, file: &str, owner: &FileOwner) -> Result<(), Refusal> {
+        let stored = self
+            .read
+            .get(Collection::FILE_RESOURCES, file)
+            .ok()
+            .flatten()
+            .filter(|r| !r.deleted)
+            .and_then(|r| r.json::<StoredFile>().ok())
+            .ok_or(Refusal::NoFile)?;
+        match &stored.assigned_to {
+            Some(o) if o == owner => Ok(()),
+            Some(_) => Err(Refusal::FileTaken),
+            // Claimed by another record earlier in this payload.
+            None if self.file_refs.iter().any(|(f, o)| f == file && o != owner) => {
+                Err(Refusal::FileTaken)
+            }
+            None if files::uploaded_in_scope(self.user, &stored, files::Use::Assign) => {
+                self.file_refs.push((file.to_string(), owner.clone()));
+                Ok(())
+            }
+            None => Err(Refusal::NoFile),
+        }
     }
 
     fn merge_notes(

@@ -7,6 +7,7 @@ use clinicbox_dhis2::tracker::{Attribute, TrackedEntity, TrackerType, Validation
 use clinicbox_dhis2::value_type;
 
 use super::{Admission, Errs, Kind, Obj, Planner, Refusal, Slot, is_set};
+use crate::files::FileOwner;
 use crate::meta::{self, Meta, str_of};
 use crate::model::{StoredAttribute, StoredTrackedEntity};
 
@@ -159,6 +160,7 @@ impl Planner<'_> {
         incoming: &[Attribute],
         allowed: Option<&HashSet<String>>,
     ) {
+        let owner = FileOwner::TrackedEntity(te_uid.to_string());
         for a in incoming {
             let attr = a.attribute.as_str();
             let Some(obj) = self.meta.attribute(attr).filter(|_| Uid::is_valid(attr)) else {
@@ -170,14 +172,15 @@ impl Planner<'_> {
                 continue;
             }
             let pos = stored.iter().position(|s| s.attribute == attr);
-            let checked = match is_set(&a.value).map(|v| (v, self.check_value(obj, v, true))) {
-                None | Some((_, Ok(None))) => None,
-                Some((_, Ok(Some(v)))) => Some(v),
-                Some((sent, Err(refusal))) => {
-                    refuse_attribute(e, attr, obj, sent, refusal);
-                    continue;
-                }
-            };
+            let checked =
+                match is_set(&a.value).map(|v| (v, self.check_value(obj, v, true, &owner))) {
+                    None | Some((_, Ok(None))) => None,
+                    Some((_, Ok(Some(v)))) => Some(v),
+                    Some((sent, Err(refusal))) => {
+                        refuse_attribute(e, attr, obj, sent, refusal);
+                        continue;
+                    }
+                };
             let Some(value) = checked.as_deref() else {
                 if let Some(p) = pos {
                     stored.remove(p);
@@ -253,5 +256,6 @@ fn refuse_attribute(e: &mut Errs, attr: &str, obj: &Obj, sent: &str, refusal: Re
         ),
         Refusal::NotAnOption(option_set) => e.add(C::E1125, &[sent, &option_set]),
         Refusal::NoFile => e.add(C::E1084, &[sent]),
+        Refusal::FileTaken => e.add(C::E1009, &[sent]),
     }
 }

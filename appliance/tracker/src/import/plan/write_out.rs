@@ -11,6 +11,7 @@ use clinicbox_dhis2::tracker::{
 
 use super::{Body, Kind, Outcome, Planner, Slot, Write};
 use crate::catalog::{self, Change, Stamps};
+use crate::files::FileOwner;
 use crate::model::{StoredEnrollment, StoredEvent, StoredRelationship, StoredTrackedEntity};
 
 use TrackerType::{Enrollment as EN, Event as EV, Relationship as REL, TrackedEntity as TE};
@@ -24,6 +25,17 @@ impl Planner<'_> {
         if !all_or_nothing {
             for (t, uid) in std::mem::take(&mut self.order) {
                 self.emit(t, &uid, &mut writes, &mut changes);
+            }
+            // Files go to their records in the same commit, when the record is written.
+            for (file, owner) in std::mem::take(&mut self.file_refs) {
+                let (FileOwner::TrackedEntity(o) | FileOwner::Event(o)) = &owner;
+                if !self.failed.contains(o) {
+                    writes.push(Write {
+                        uid: file,
+                        body: Body::FileAssignment(owner),
+                        tombstone: false,
+                    });
+                }
             }
         }
         let mut type_map = BTreeMap::new();
