@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use clinicbox_api::files::{StoredFile, Use, uploaded_in_scope};
 use clinicbox_api::query::Query;
 use clinicbox_api::{ApiError, AuthUser};
 use clinicbox_dhis2::Period;
@@ -227,6 +228,24 @@ impl Checker<'_> {
     }
 
     /// Checks value `index` in DHIS2's order; the first failing check is its conflict.
+    /// Why a file value cannot reference `uid`: not on the box, not this user's to use (the
+    /// uploader's or their clinic's), or already a tracker record's.
+    fn file_refused(&self, uid: &str) -> Result<Option<&'static str>, StoreError> {
+        let file = self
+            .read
+            .get(Collection::FILE_RESOURCES, uid)?
+            .filter(|r| !r.deleted)
+            .and_then(|r| r.json::<StoredFile>().ok());
+        Ok(match file {
+            None => Some("file_resource_not_found"),
+            Some(f) if f.assigned_to.is_some() => Some("file_resource_already_assigned"),
+            Some(f) if !uploaded_in_scope(self.user, &f, Use::Assign) => {
+                Some("file_resource_not_found")
+            }
+            Some(_) => None,
+        })
+    }
+
     fn check(
         &mut self,
         set: &DataValueSet,
@@ -312,16 +331,13 @@ impl Checker<'_> {
             };
         }
         if let (Some(raw), false) = (value.as_deref(), deleted) {
-            if value_type::is_file(value_type)
-                && self
-                    .read
-                    .get(Collection::FILE_RESOURCES, raw)?
-                    .is_none_or(|r| r.deleted)
-            {
-                return Ok(Err(conflict(
-                    ConflictCode::E7619,
-                    &[("dataElement", de_id), ("value", "file_resource_not_found")],
-                )));
+            if value_type::is_file(value_type) {
+                if let Some(why) = self.file_refused(raw)? {
+                    return Ok(Err(conflict(
+                        ConflictCode::E7619,
+                        &[("dataElement", de_id), ("value", why)],
+                    )));
+                }
             }
         }
         if comment

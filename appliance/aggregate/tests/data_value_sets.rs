@@ -11,7 +11,9 @@ use clinicbox_aggregate::records::{AUDIT, AuditEntry, AuditType, DATA_VALUES};
 use clinicbox_dhis2::aggregate::{DataApproval, DataApprovalState};
 use clinicbox_store::{Collection, DataValueKey};
 use common::*;
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use tower::ServiceExt;
 
 fn counts(summary: &Value) -> (u64, u64, u64, u64) {
     let c = &summary["importCount"];
@@ -777,4 +779,66 @@ async fn concurrent_tablets_lose_nothing() {
     assert_eq!(a[&(REF.to_string(), MALE.to_string())]["value"], "504");
     let bb = by_cell(&b.download(CLINIC_B, DS, &[&pe], CLINIC_B_OU).await);
     assert_eq!(bb[&(OPD.to_string(), MALE.to_string())]["value"], "704");
+}
+
+/// A file uploaded by clinic A is not clinic B's to put in its report.
+#[tokio::test]
+async fn a_file_value_cannot_take_another_clinics_file() {
+    let b = TestBox::new().await;
+    let week = b
+        .now()
+        .current(clinicbox_dhis2::PeriodType::Weekly)
+        .unwrap()
+        .id()
+        .to_string();
+    let boundary = "AgGrEgAtE";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"r.png\"\r\nContent-Type: image/png\r\n\r\n\u{89}PNG register\r\n--{boundary}--\r\n"
+    );
+    let resp = b
+        .app
+        .clone()
+        .oneshot(
+            axum::http::Request::builder()
+                .method("POST")
+                .uri("/api/fileResources")
+                .header("host", "10.0.0.1:8080")
+                .header("authorization", basic(ANDROID))
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(axum::body::Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    let fr = v["response"]["fileResource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, s) = b
+        .import(
+            CLINIC_B,
+            &json!({"dataSet": DS_WEEKLY, "dataValues": [dv(DE_FILE, &week, CLINIC_B_OU, DEFAULT_COC, &fr)]}),
+        )
+        .await;
+    assert_eq!(s["conflicts"][0]["errorCode"], "E7619", "{s}");
+    assert!(
+        s["conflicts"][0]["value"]
+            .as_str()
+            .unwrap()
+            .contains("file_resource_not_found"),
+        "{s}"
+    );
+    // Its own clinic may.
+    let (_, s) = b
+        .import(
+            ANDROID,
+            &json!({"dataSet": DS_WEEKLY, "dataValues": [dv(DE_FILE, &week, CLINIC_A, DEFAULT_COC, &fr)]}),
+        )
+        .await;
+    assert_eq!(counts(&s), (1, 0, 0, 0), "{s}");
 }

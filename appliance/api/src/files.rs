@@ -1,6 +1,68 @@
-//! How the box serves a stored file's bytes (tracker and aggregate files alike).
+//! File resources as the box keeps them, who may use them, and how their bytes are served
+//! (tracker and aggregate files alike).
 
 use axum::http::{HeaderMap, HeaderValue, header};
+use serde::{Deserialize, Serialize};
+
+use crate::AuthUser;
+
+/// A file resource's description as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredFile {
+    pub name: String,
+    pub content_type: String,
+    pub content_length: u64,
+    pub domain: String,
+    #[serde(default)]
+    pub created_by: Option<String>,
+    /// The record whose value references the file, once one does (DHIS2's "assigned"): who may
+    /// read the file follows that record from then on, and no other record may take it (E1009).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_to: Option<FileOwner>,
+}
+
+/// The record a file resource belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "uid", rename_all = "camelCase")]
+pub enum FileOwner {
+    /// A file or image attribute of this tracked entity.
+    TrackedEntity(String),
+    /// A file or image data value of this event.
+    Event(String),
+}
+
+/// What a user does with an unassigned file: read it (search scope over the uploader's clinic
+/// is enough) or put it in a record (capture scope needed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    Read,
+    Assign,
+}
+
+/// An unassigned file: a superuser, its uploader, or a user whose scope covers one of the
+/// uploader's capture org units (search scope to read it, capture scope to put it in a record).
+pub fn uploaded_in_scope(user: &AuthUser, f: &StoredFile, what: Use) -> bool {
+    // A file with no uploader came to the box another way (stored before uploaders were
+    // recorded): no clinic to hold it to.
+    let Some(name) = f.created_by.as_deref() else {
+        return true;
+    };
+    if user.is_superuser() || name == user.username {
+        return true;
+    }
+    let Some(uploader) = user
+        .snapshot
+        .credential(name)
+        .and_then(|c| AuthUser::load(&user.snapshot, &c.uid))
+    else {
+        return false;
+    };
+    uploader.scope.capture.iter().any(|ou| match what {
+        Use::Read => user.scope.can_search(&ou.path),
+        Use::Assign => user.scope.can_capture(&ou.path),
+    })
+}
 
 /// The content type the box serves a file with, decided from its bytes, never from what the
 /// uploader declared: a file that claims `text/html` and carries a script is served as bytes to

@@ -14,38 +14,13 @@ use clinicbox_api::{ApiError, ApiResult, ApiState, AuthUser};
 use clinicbox_dhis2::tracker::FileResource;
 use clinicbox_dhis2::{Dhis2Timestamp, Uid, WebMessage};
 use clinicbox_store::{Collection, Record, WriteError};
-use serde::{Deserialize, Serialize};
+
+pub use clinicbox_api::files::{FileOwner, StoredFile, Use, uploaded_in_scope};
 
 use crate::Tracker;
 use crate::export::events::event_readable;
 use crate::export::tracked_entities::te_readable;
 use crate::model::{StoredEvent, StoredTrackedEntity};
-
-/// A file resource's description as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StoredFile {
-    pub name: String,
-    pub content_type: String,
-    pub content_length: u64,
-    pub domain: String,
-    #[serde(default)]
-    pub created_by: Option<String>,
-    /// The record whose value references the file, once one does (DHIS2's "assigned"): who may
-    /// read the file follows that record from then on, and no other record may take it (E1009).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub assigned_to: Option<FileOwner>,
-}
-
-/// The record a file resource belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "uid", rename_all = "camelCase")]
-pub enum FileOwner {
-    /// A file or image attribute of this tracked entity.
-    TrackedEntity(String),
-    /// A file or image data value of this event.
-    Event(String),
-}
 
 const DOMAINS: &[&str] = &[
     "DATA_VALUE",
@@ -198,34 +173,6 @@ pub(crate) async fn file_readable(t: &Tracker, user: &AuthUser, f: &StoredFile) 
         }
         None => uploaded_in_scope(user, f, Use::Read),
     }
-}
-
-/// What a user does with an unassigned file: read it (search scope over the uploader's clinic
-/// is enough) or put it in a record (capture scope needed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Use {
-    Read,
-    Assign,
-}
-
-/// An unassigned file: a superuser, its uploader, or a user whose scope covers one of the
-/// uploader's capture org units.
-pub(crate) fn uploaded_in_scope(user: &AuthUser, f: &StoredFile, what: Use) -> bool {
-    if user.is_superuser() || f.created_by.as_deref() == Some(user.username.as_str()) {
-        return true;
-    }
-    let Some(uploader) = f
-        .created_by
-        .as_deref()
-        .and_then(|name| user.snapshot.credential(name))
-        .and_then(|c| AuthUser::load(&user.snapshot, &c.uid))
-    else {
-        return false;
-    };
-    uploader.scope.capture.iter().any(|ou| match what {
-        Use::Read => user.scope.can_search(&ou.path),
-        Use::Assign => user.scope.can_capture(&ou.path),
-    })
 }
 
 async fn load_readable(
