@@ -433,8 +433,8 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let s = TcpStream::connect(host_port).unwrap_or_else(|e| panic!("connect {host_port}: {e}"));
-    exchange(s, host_port, method, path, headers, body)
+    try_http_request(host_port, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path} on {host_port}: {e}"))
 }
 
 /// [`http_request`] that reports a failure instead of panicking: a box killed mid-request
@@ -446,16 +446,14 @@ pub fn try_http_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Response> {
-    let mut s = TcpStream::connect(host_port)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.write_all(request_head(host_port, method, path, headers, body.len()).as_bytes())?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
-        return Err(std::io::Error::other("no complete answer"));
-    }
-    Ok(parse_response(&raw))
+    exchange(
+        TcpStream::connect(host_port)?,
+        host_port,
+        method,
+        path,
+        headers,
+        body,
+    )
 }
 
 fn request_head(
@@ -502,8 +500,10 @@ pub fn http_request_from(
     .expect("bind the source address");
     connect(fd.as_raw_fd(), &SockaddrIn::from(dst)).expect("connect");
     exchange(TcpStream::from(fd), host_port, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path} on {host_port} from {src}: {e}"))
 }
 
+/// One request and its whole answer on `s`; an answer cut short is an error.
 fn exchange(
     mut s: TcpStream,
     host_port: &str,
@@ -511,15 +511,16 @@ fn exchange(
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> Response {
-    s.set_read_timeout(Some(Duration::from_secs(120)))
-        .expect("timeout");
-    let req = request_head(host_port, method, path, headers, body.len());
-    s.write_all(req.as_bytes()).expect("write");
-    s.write_all(body).expect("write body");
+) -> std::io::Result<Response> {
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    s.write_all(request_head(host_port, method, path, headers, body.len()).as_bytes())?;
+    s.write_all(body)?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read");
-    parse_response(&raw)
+    s.read_to_end(&mut raw)?;
+    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err(std::io::Error::other("no complete answer"));
+    }
+    Ok(parse_response(&raw))
 }
 
 fn parse_response(raw: &[u8]) -> Response {

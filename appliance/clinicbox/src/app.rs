@@ -70,6 +70,22 @@ pub fn router(parts: AppParts) -> Router {
         .layer(middleware::from_fn(crate::headers::security_headers))
 }
 
+/// [`router`] as the in-process test kits and benchmarks build it: the daemon's defaults, and a
+/// status page with no presence behind it.
+pub fn in_process(
+    store: &clinicbox_store::Store,
+    api: clinicbox_api::ApiState,
+    tracker: clinicbox_tracker::Tracker,
+) -> Router {
+    router(AppParts {
+        lifecycle: Lifecycle::new(store.clone(), 120, Default::default()),
+        api,
+        tracker,
+        status: status_without_presence(store),
+        limits: RequestLimits::default(),
+    })
+}
+
 /// A status page with no presence behind it (no TLS, discovery or power), for the in-process
 /// test kits and benchmarks; the daemon's comes from `presence::prepare`.
 pub fn status_without_presence(store: &clinicbox_store::Store) -> StatusState {

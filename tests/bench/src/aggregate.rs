@@ -166,15 +166,13 @@ async fn run_async(values: usize, rounds: usize) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     // The daemon's own app, layers and all: what is measured is what runs.
-    let app = clinicbox::app::router(clinicbox::app::AppParts {
-        lifecycle: clinicbox::lifecycle::Lifecycle::new(store.clone(), 120, Default::default()),
-        api: state.clone(),
-        tracker: clinicbox_tracker::Tracker::start(state.clone(), Default::default())
+    let app = clinicbox::app::in_process(
+        &store,
+        state.clone(),
+        clinicbox_tracker::Tracker::start(state.clone(), Default::default())
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?,
-        status: clinicbox::app::status_without_presence(&store),
-        limits: Default::default(),
-    });
+    );
     let client = Client {
         app,
         auth: format!(

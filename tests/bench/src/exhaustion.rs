@@ -7,22 +7,9 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::tracker::{Bench, open, payload};
+use crate::tracker::{Bench, open, payload, peak_rss_kib as peak_kib};
 
 const CLINIC_A: &str = "cbClinicA01";
-
-/// Peak resident memory of this process so far, KiB.
-fn peak_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 struct Row {
     case: &'static str,

@@ -170,13 +170,7 @@ pub(crate) async fn open(
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     // The daemon's own app, layers and all: what is measured is what runs.
-    let app = clinicbox::app::router(clinicbox::app::AppParts {
-        lifecycle: clinicbox::lifecycle::Lifecycle::new(store.clone(), 120, Default::default()),
-        api: state.clone(),
-        tracker: tracker.clone(),
-        status: clinicbox::app::status_without_presence(&store),
-        limits: Default::default(),
-    });
+    let app = clinicbox::app::in_process(&store, state.clone(), tracker.clone());
     Ok((store, state, tracker, app))
 }
 
@@ -222,7 +216,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn peak_rss_kib() -> u64 {
+pub(crate) fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -125,15 +125,13 @@ impl TestBox {
             serde_json::to_string_pretty(&report).unwrap()
         );
         // The daemon's own app, layers and all.
-        let app = clinicbox::app::router(clinicbox::app::AppParts {
-            lifecycle: clinicbox::lifecycle::Lifecycle::new(store.clone(), 120, Default::default()),
-            api: state.clone(),
-            tracker: clinicbox_tracker::Tracker::start(state.clone(), Default::default())
+        let app = clinicbox::app::in_process(
+            &store,
+            state.clone(),
+            clinicbox_tracker::Tracker::start(state.clone(), Default::default())
                 .await
                 .unwrap(),
-            status: clinicbox::app::status_without_presence(&store),
-            limits: Default::default(),
-        });
+        );
         TestBox {
             state,
             app,

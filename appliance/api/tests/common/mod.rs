@@ -102,15 +102,13 @@ impl Box {
         let state = ApiState::new(store.clone(), config).await.unwrap();
         clinicbox_api::demo::load_demo(&state).await.unwrap();
         // The daemon's own app, layers and all.
-        let app = clinicbox::app::router(clinicbox::app::AppParts {
-            lifecycle: clinicbox::lifecycle::Lifecycle::new(store.clone(), 120, Default::default()),
-            api: state.clone(),
-            tracker: clinicbox_tracker::Tracker::start(state.clone(), Default::default())
+        let app = clinicbox::app::in_process(
+            &store,
+            state.clone(),
+            clinicbox_tracker::Tracker::start(state.clone(), Default::default())
                 .await
                 .unwrap(),
-            status: clinicbox::app::status_without_presence(&store),
-            limits: Default::default(),
-        });
+        );
         Box {
             state,
             app,

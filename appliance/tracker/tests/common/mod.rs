@@ -118,13 +118,7 @@ impl TestBox {
     ) -> TestBox {
         let tracker = Tracker::start(state.clone(), config).await.unwrap();
         // The daemon's own app, layers and all.
-        let app = clinicbox::app::router(clinicbox::app::AppParts {
-            lifecycle: clinicbox::lifecycle::Lifecycle::new(store.clone(), 120, Default::default()),
-            api: state.clone(),
-            tracker: tracker.clone(),
-            status: clinicbox::app::status_without_presence(&store),
-            limits: Default::default(),
-        });
+        let app = clinicbox::app::in_process(&store, state.clone(), tracker.clone());
         TestBox {
             state,
             tracker,
