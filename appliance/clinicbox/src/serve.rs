@@ -130,9 +130,10 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     // many slow clients hold connections open: each step gets what the earlier ones left.
     let stop_by = tokio::time::Instant::now() + Duration::from_secs(cfg.http.drain_secs);
     let left = || stop_by.saturating_duration_since(tokio::time::Instant::now());
-    presence.shutdown(left()).await;
-    // Running requests finish; idle and slow connections are closed at the deadline.
+    // HTTP and HTTPS drain together: running requests finish, idle and slow connections are
+    // closed at the deadline.
     http.graceful_shutdown(Some(left()));
+    presence.shutdown(left()).await;
     let drained = tokio::time::timeout(left(), futures_all(servers))
         .await
         .is_ok();
