@@ -125,4 +125,5 @@ db_error_from!(
     redb::TransactionError,
     redb::CommitError,
     redb::DatabaseError,
+    redb::SetDurabilityError,
 );

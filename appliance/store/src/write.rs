@@ -265,7 +265,10 @@ fn commit_group(db: &Database, shared: &Shared, jobs: Vec<Job>) {
     let now_ms = shared.clock.begin_commit();
     let mut kept = Vec::with_capacity(jobs.len());
     let result = (|| -> Result<CommitInfo, StoreError> {
-        let txn = db.begin_write()?;
+        let mut txn = db.begin_write()?;
+        // Acknowledged means on disk: the commit returns only after fsync (redb's default,
+        // named here so no change of default can weaken it).
+        txn.set_durability(redb::Durability::Immediate)?;
         let mut group = Pending::default();
         for job in jobs {
             let mut ctx = WriteCtx {
