@@ -27,7 +27,7 @@ pub const SYSTEM_SETTINGS: Collection = Collection::named("systemSettings");
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/api/system/info", get(system_info))
-        .route("/api/system/ping", get(system_ping))
+        .route("/api/system/ping", get(ping))
         .route("/api/loginConfig", get(login_config))
         .route("/api/ping", get(ping))
         .route("/api/me", get(me))
@@ -132,13 +132,8 @@ fn pong() -> Response {
     r
 }
 
-/// `GET /api/ping`: no credentials.
+/// `GET /api/ping` and `GET /api/system/ping` (older SDKs): no credentials, as DHIS2.
 async fn ping() -> Response {
-    pong()
-}
-
-/// `GET /api/system/ping`: authenticated variant used by older SDKs.
-async fn system_ping(_user: AuthUser) -> Response {
     pong()
 }
 
