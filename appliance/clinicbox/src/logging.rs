@@ -6,7 +6,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// Installs the global subscriber. `RUST_LOG` overrides the configured filter.
 pub fn init(filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    // hickory logs every DNS query it answers at INFO: that is DEBUG detail for a clinic box.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!("hickory_server=warn,hickory_proto=warn,{filter}"))
+    });
     let registry = tracing_subscriber::registry().with(filter);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         match tracing_journald::layer() {
@@ -21,6 +24,8 @@ pub fn init(filter: &str) {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                // Colour only for a person at a terminal, never into a file or a pipe.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_target(false),
         )
         .init();
