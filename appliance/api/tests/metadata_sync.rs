@@ -28,7 +28,11 @@ async fn sdk_login_sequence() {
     assert!(lc["apiVersion"].as_str().unwrap().starts_with("2.42"));
     for ping in ["/api/ping", "/api/system/ping"] {
         let r = b.call(Method::GET, ping, None, None).await;
-        assert_eq!(r.status, StatusCode::OK, "{ping} needs no login, as in DHIS2");
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{ping} needs no login, as in DHIS2"
+        );
     }
     // 2. api/me with the login field list and an explicit Basic header (ISO-8859-1 encoded).
     let uri = format!("/api/me?fields={}", sdk::user_login());
