@@ -68,12 +68,15 @@ pub fn load_config_for(
     let site = site
         .map(Path::to_path_buf)
         .or_else(|| existing(DEFAULT_SITE_CONFIG));
+    let shown = |p: &Option<PathBuf>| {
+        p.as_deref()
+            .map_or_else(|| "none".to_owned(), |p| p.display().to_string())
+    };
+    let (board_shown, site_shown) = (shown(&board), shown(&site));
     tracing::info!(
-        board = ?board,
-        site = ?site,
-        "power configuration from board profile {:?} and site config {:?}",
-        board,
-        site
+        board = %board_shown,
+        site = %site_shown,
+        "power configuration from board profile {board_shown} and site config {site_shown}"
     );
     load_config(board.as_deref(), site.as_deref())
 }

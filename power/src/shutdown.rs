@@ -182,7 +182,8 @@ impl<S: PowerSource> Shutdown<S> {
 
     async fn power_off(&mut self, load_cycle: Option<String>) -> ShutdownOutcome {
         let timeout = Duration::from_millis(self.cfg.command_timeout_ms);
-        tracing::warn!(command = ?self.cfg.command, "running the power-off command");
+        let command = self.cfg.command.join(" ");
+        tracing::warn!(command = %command, "running the power-off command: {command}");
         match run_command(&self.cfg.command, timeout).await {
             Ok(()) => ShutdownOutcome::PoweredOff { load_cycle },
             Err(e) => {
@@ -203,7 +204,10 @@ pub async fn sync_within(deadline: Duration) {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "filesystems synced"
         ),
-        Err(_) => tracing::error!("sync did not finish within {deadline:?}; going on"),
+        Err(_) => tracing::error!(
+            "sync did not finish within {} s; going on",
+            deadline.as_secs_f32()
+        ),
     }
 }
 
