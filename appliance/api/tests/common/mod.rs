@@ -138,6 +138,11 @@ impl Box {
                 .unwrap(),
             None => b.body(Body::empty()).unwrap(),
         };
+        self.send(req).await
+    }
+
+    /// One request through the app, its whole answer.
+    async fn send(&self, req: Request<Body>) -> Resp {
         let resp = self.app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -167,21 +172,7 @@ impl Box {
             .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
                 addr, 40000,
             ))));
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        Resp {
-            status,
-            headers,
-            bytes,
-        }
+        self.send(req).await
     }
 
     pub async fn get(&self, uri: &str, who: (&str, &str)) -> Resp {
