@@ -92,6 +92,20 @@ pub fn content_type_of(bytes: &[u8]) -> &'static str {
     }
 }
 
+/// Whether `content_type` is one [`content_type_of`] decides: a stored type the box chose itself
+/// (every upload since types are decided from the bytes) needs no second look at the bytes.
+pub fn decided_by_the_box(content_type: &str) -> bool {
+    matches!(
+        content_type,
+        "image/png"
+            | "image/jpeg"
+            | "image/gif"
+            | "image/webp"
+            | "application/pdf"
+            | "application/octet-stream"
+    )
+}
+
 /// The headers of a file download: the type from the bytes, images inline and anything else
 /// as an attachment, no sniffing, and a sandbox in case a browser renders it anyway.
 pub fn download_headers(h: &mut HeaderMap, name: &str, bytes: &[u8]) {
@@ -136,6 +150,18 @@ mod tests {
         assert_eq!(content_type_of(b"\x89PNG\r\n\x1a\n0000"), "image/png");
         assert_eq!(content_type_of(b"\xff\xd8\xff\xe0"), "image/jpeg");
         assert_eq!(content_type_of(b"%PDF-1.7"), "application/pdf");
+        // Every type the box decides is recognised as its own.
+        for bytes in [
+            &b"\x89PNG"[..],
+            b"\xff\xd8\xff",
+            b"GIF89a",
+            b"RIFF0000WEBP",
+            b"%PDF-",
+            b"<html>",
+        ] {
+            assert!(decided_by_the_box(content_type_of(bytes)));
+        }
+        assert!(!decided_by_the_box("text/html"));
         assert_eq!(
             content_type_of(b"<html><script>alert(1)</script>"),
             "application/octet-stream"

@@ -197,15 +197,17 @@ pub async fn meta(
     Path(uid): Path<String>,
 ) -> ApiResult<Response> {
     let (mut f, rec) = load_readable(&t, &user, &uid).await?;
-    f.content_type = served_type(&t, &uid)?.to_string();
+    if !clinicbox_api::files::decided_by_the_box(&f.content_type) {
+        f.content_type = served_type(&t, &uid)?.to_string();
+    }
     Ok(json_response(
         StatusCode::OK,
         &describe(&state, &uid, &f, &rec)?,
     ))
 }
 
-/// The type a stored file is served with (`clinicbox_api::files`); decided again from the
-/// bytes, since files stored before this rule kept their declared type.
+/// The type a file stored before types were decided from the bytes is served with (it kept the
+/// type its uploader declared).
 fn served_type(t: &Tracker, uid: &str) -> Result<&'static str, ApiError> {
     let rec = t
         .store()
@@ -217,6 +219,11 @@ fn served_type(t: &Tracker, uid: &str) -> Result<&'static str, ApiError> {
 
 fn blob(t: &Tracker, uid: &str) -> Result<Response, ApiError> {
     let (f, _) = load(t, uid)?;
+    blob_of(t, uid, &f)
+}
+
+/// The bytes of `uid`, described by `f`, as a download.
+fn blob_of(t: &Tracker, uid: &str, f: &StoredFile) -> Result<Response, ApiError> {
     let rec = t
         .store()
         .read()?
@@ -240,8 +247,8 @@ pub async fn data(
     user: AuthUser,
     Path(uid): Path<String>,
 ) -> ApiResult<Response> {
-    load_readable(&t, &user, &uid).await?;
-    blob(&t, &uid)
+    let (f, _) = load_readable(&t, &user, &uid).await?;
+    blob_of(&t, &uid, &f)
 }
 
 /// `GET /api/tracker/trackedEntities/{te}/attributes/{attribute}/file|image[?dimension=]`.
