@@ -11,7 +11,6 @@ pub mod shutdown;
 pub mod source;
 pub mod state;
 pub mod sysfs;
-pub mod watchdog;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -85,15 +84,10 @@ pub fn load_config_for(
 /// running (quietly, still READY) until the system stops the process, so that systemd does
 /// not restart it into a second shutdown while the first one is under way.
 pub async fn run_until_signal(cfg: PowerConfig) -> Result<LoopOutcome, PowerError> {
-    use tokio::signal::unix::{SignalKind, signal};
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let mut term = signal(SignalKind::terminate()).map_err(|e| SourceError::Io(e.to_string()))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| SourceError::Io(e.to_string()))?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-        }
+    let signals =
+        clinicbox_process::Signals::install().map_err(|e| SourceError::Io(e.to_string()))?;
+    signals.on_first(move || {
         let _ = tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -102,7 +96,7 @@ pub async fn run_until_signal(cfg: PowerConfig) -> Result<LoopOutcome, PowerErro
     let outcome = run(cfg, stopped(rx.clone())).await?;
     if let LoopOutcome::PoweredOff { .. } = &outcome {
         tracing::warn!("power-off requested; waiting for the system to stop");
-        let wd = watchdog::Watchdog::from_env();
+        let wd = clinicbox_process::Notifier::from_env();
         let wait = async {
             loop {
                 wd.pet();

@@ -18,7 +18,7 @@ use crate::policy::{Assessment, Policy};
 use crate::shutdown::{Shutdown, ShutdownOutcome};
 use crate::source::{PowerSource, SourceError};
 use crate::state::StateFile;
-use crate::watchdog::Watchdog;
+use clinicbox_process::Notifier;
 
 /// Timeout for one report to the daemon.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -40,7 +40,7 @@ pub struct PowerLoop<S> {
     source: Arc<Mutex<S>>,
     describe: String,
     reports: watch::Sender<PowerReport>,
-    watchdog: Option<Watchdog>,
+    watchdog: Option<Notifier>,
 }
 
 impl<S: PowerSource> PowerLoop<S> {
@@ -65,7 +65,7 @@ impl<S: PowerSource> PowerLoop<S> {
     }
 
     /// Notify this watchdog instead of systemd's from the environment (tests).
-    pub fn with_watchdog(mut self, watchdog: Watchdog) -> Self {
+    pub fn with_watchdog(mut self, watchdog: Notifier) -> Self {
         self.watchdog = Some(watchdog);
         self
     }
@@ -77,7 +77,7 @@ impl<S: PowerSource> PowerLoop<S> {
 
     /// Run until `stop` resolves or the box has been powered off.
     pub async fn run(mut self, stop: impl Future<Output = ()>) -> LoopOutcome {
-        let watchdog = self.watchdog.take().unwrap_or_else(Watchdog::from_env);
+        let watchdog = self.watchdog.take().unwrap_or_else(Notifier::from_env);
         let cfg = &self.cfg;
         let poll = cfg.policy.poll_interval();
         let io_timeout = poll.max(Duration::from_secs(1)) * 2;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use clinicbox_control::PowerState;
 use clinicbox_power::source::AnySource;
-use clinicbox_power::watchdog::Watchdog;
 use clinicbox_power::{PowerConfig, PowerLoop, PowerSource, SourceError};
+use clinicbox_process::Notifier;
 
 fn pi4_with_bus(dir: &Path, bus: &Path) -> PowerConfig {
     let board = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hw/pi4.toml");
@@ -61,7 +61,7 @@ async fn without_its_hat_the_loop_stays_ready_and_looks_for_the_bus_again() {
 
     let source = AnySource::open(&cfg).expect("absent source");
     let power_loop = PowerLoop::new(cfg, source)
-        .with_watchdog(Watchdog::to_socket(&notify, Duration::from_millis(400)));
+        .with_watchdog(Notifier::to_socket(&notify, Duration::from_millis(400)));
     let mut reports = power_loop.subscribe();
     let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
     let run = tokio::spawn(power_loop.run(async move {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use clinicbox_power::config::{PolicyConfig, SourceConfig};
 use clinicbox_power::gauge::{FuelGauge, GaugeSample, GaugeSource};
-use clinicbox_power::watchdog::Watchdog;
 use clinicbox_power::{Line, PowerConfig, PowerLoop, PowerSource, Reading, SourceError};
+use clinicbox_process::Notifier;
 
 /// Answers while `healthy`, else fails the way a hung gauge does.
 struct Switchable {
@@ -73,7 +73,7 @@ async fn watchdog_is_petted_only_while_the_source_answers() {
             healthy: healthy.clone(),
         },
     )
-    .with_watchdog(Watchdog::to_socket(&notify, Duration::from_millis(400)));
+    .with_watchdog(Notifier::to_socket(&notify, Duration::from_millis(400)));
     let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
     let run = tokio::spawn(power_loop.run(async move {
         let _ = stop.wait_for(|s| *s).await;

@@ -5,6 +5,7 @@ pub mod approvals;
 pub mod export;
 pub mod files;
 pub mod import;
+pub mod outbox;
 pub mod periods;
 pub mod records;
 pub mod registrations;

@@ -35,6 +35,8 @@ pub struct Config {
     pub tracker: clinicbox_tracker::TrackerConfig,
     /// UPS / battery and clean shutdown (`clinicbox power`); the daemon uses `control_socket`.
     pub power: clinicbox_power::PowerConfig,
+    /// The uplink to the national DHIS2 (`clinicbox uplink`); `serve` uses `socket`.
+    pub uplink: clinicbox_uplink::UplinkConfig,
 }
 
 impl Default for Config {
@@ -51,6 +53,7 @@ impl Default for Config {
             api: Default::default(),
             tracker: Default::default(),
             power: Default::default(),
+            uplink: Default::default(),
         }
     }
 }

@@ -48,6 +48,32 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         board: Option<PathBuf>,
     },
+    /// Send what the clinic recorded to the national DHIS2 ([uplink] in the configuration).
+    Uplink(UplinkArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct UplinkArgs {
+    /// Run one round and exit: 0 when national was reached and every pending record was
+    /// confirmed or parked, 1 with a one-line reason otherwise.
+    #[arg(long)]
+    once: bool,
+    /// Beside a demo box (`clinicbox serve --demo --data-dir DIR`): use its socket in DIR and
+    /// any default route as the link.
+    #[arg(long)]
+    demo: bool,
+    /// National DHIS2 base URL (overrides [uplink] national_url).
+    #[arg(long, value_name = "URL")]
+    national_url: Option<String>,
+    /// File with the sync user's personal access token (overrides [uplink] token_file).
+    #[arg(long, value_name = "FILE")]
+    national_token_file: Option<PathBuf>,
+    /// Sync user for HTTP Basic, with --national-password-file.
+    #[arg(long, value_name = "USER")]
+    national_user: Option<String>,
+    /// File with that user's password.
+    #[arg(long, value_name = "FILE")]
+    national_password_file: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,6 +117,7 @@ fn main() -> anyhow::Result<()> {
                 clinicbox_api::cli::run_metadata(&api, cmd).await
             })
         }
+        Command::Uplink(args) => uplink(cfg, cli.data_dir, args),
         Command::Power { board } => {
             let power = clinicbox_power::load_config_for(board.as_deref(), cli.config.as_deref())?;
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -103,6 +130,51 @@ fn main() -> anyhow::Result<()> {
                 _ => Ok(()),
             }
         }
+    }
+}
+
+/// `clinicbox uplink`: the daemon, or one round with `--once`.
+fn uplink(cfg: Config, data_dir: Option<PathBuf>, a: UplinkArgs) -> anyhow::Result<()> {
+    let mut up = cfg.uplink.clone();
+    if a.demo {
+        let dir = data_dir.unwrap_or_else(|| PathBuf::from(serve::DEMO_DATA_DIR));
+        up.socket = serve::demo_uplink_socket(&dir);
+        up.interface = "any".into();
+    }
+    if let Some(u) = a.national_url {
+        up.national_url = Some(u);
+    }
+    if a.national_token_file.is_some() || a.national_user.is_some() {
+        up.token_file = a.national_token_file;
+        up.username = a.national_user;
+        up.password_file = a.national_password_file;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    if a.once {
+        match rt.block_on(clinicbox_uplink::run_once(&up)) {
+            Ok(summary) => {
+                for line in summary.lines() {
+                    println!("{line}");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("clinicbox uplink: {e}");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        rt.block_on(async {
+            let signals = clinicbox_process::Signals::install()?;
+            let daemon = clinicbox_uplink::Daemon {
+                cfg: up,
+                lan_interface: cfg.discovery.interface.clone(),
+                notifier: clinicbox_process::Notifier::from_env(),
+            };
+            daemon.run(signals).await.map_err(anyhow::Error::from)
+        })
     }
 }
 

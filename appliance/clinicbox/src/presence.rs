@@ -76,6 +76,7 @@ pub fn prepare(
     store: &Store,
     api: &clinicbox_api::ApiState,
     power: Source<Option<PowerView>>,
+    uplink: Source<Option<clinicbox_statuspage::UplinkView>>,
 ) -> anyhow::Result<Prepared> {
     let certs = if cfg.tls.enabled {
         Some(
@@ -134,6 +135,7 @@ pub fn prepare(
             crate::setup::keys_dir(&cfg.data_dir),
         )))
         .power(power)
+        .uplink(uplink)
         .discovery(Arc::new(move || {
             discovery_view(view.lock().unwrap_or_else(PoisonError::into_inner).as_ref())
         }));

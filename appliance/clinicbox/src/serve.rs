@@ -10,7 +10,7 @@ use clinicbox_store::{NewKeySlot, Store, Unlock};
 
 use crate::config::Config;
 use crate::lifecycle::Lifecycle;
-use crate::{systemd, unlock};
+use crate::unlock;
 
 /// Where `--demo` keeps its data when no `--data-dir` is given: under the working directory.
 pub const DEMO_DATA_DIR: &str = "demo-data";
@@ -47,8 +47,14 @@ pub fn apply_overrides(mut cfg: Config, o: &ServeOverrides) -> Config {
         crate::presence::demo_overrides(&mut cfg);
         // A demo box has no /run/clinicbox: keep its control socket next to its data.
         cfg.power.control_socket = cfg.data_dir.join("control.sock");
+        cfg.uplink.socket = demo_uplink_socket(&cfg.data_dir);
     }
     cfg
+}
+
+/// Where a demo box (and `clinicbox uplink --demo` beside it) keeps the uplink socket.
+pub fn demo_uplink_socket(data_dir: &Path) -> PathBuf {
+    data_dir.join(clinicbox_control::outbox::DEMO_SOCKET_NAME)
 }
 
 fn demo_key_path(data_dir: &Path) -> PathBuf {
@@ -59,7 +65,9 @@ fn demo_key_path(data_dir: &Path) -> PathBuf {
 pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     // Before anything else: a SIGTERM that arrives while the store opens or the listeners
     // bind is held here and acted on once there is something to stop cleanly.
-    let signals = Signals::install()?;
+    let signals =
+        clinicbox_process::Signals::install().context("installing the SIGTERM/SIGINT handlers")?;
+    let notifier = Arc::new(clinicbox_process::Notifier::from_env());
     let store = open_store(&cfg, demo).await?;
     let api = clinicbox_api::ApiState::new(store.clone(), cfg.api.clone())
         .await
@@ -78,11 +86,24 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
             max_bytes: cfg.http.max_body_bytes,
         },
     );
-    signals.forward_to(lc.clone());
+    {
+        let lc = lc.clone();
+        signals.on_first(move || lc.request_shutdown());
+    }
     // The power process's latest report (control socket), for the status page.
     let power = PowerShared::default();
 
-    let presence = crate::presence::prepare(&cfg, &store, &api, power_view(&power))?;
+    // The uplink's socket: the outbox for `clinicbox uplink`, its reports for the status page.
+    let outbox = crate::outbox::Outbox::new(tracker.clone());
+    let uplink = crate::uplink_socket::UplinkShared::default();
+    spawn_uplink_socket(&cfg, &outbox, &uplink, &power, &lc).await;
+    let presence = crate::presence::prepare(
+        &cfg,
+        &store,
+        &api,
+        power_view(&power),
+        crate::uplink_socket::view(outbox, uplink),
+    )?;
     let app = crate::app::router(crate::app::AppParts {
         lifecycle: lc.clone(),
         api,
@@ -113,9 +134,9 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     // HTTPS, DNS-SD, LAN DNS and the status page (presence.rs).
     let presence = presence.start(app.clone(), &http_bound, limits).await?;
 
-    spawn_watchdog(lc.clone());
+    spawn_watchdog(lc.clone(), notifier.clone());
     spawn_control_socket(&cfg, lc.clone(), power.clone()).await;
-    systemd::ready(&format!("serving {} listener(s)", servers.len()));
+    notifier.ready(&format!("serving {} listener(s)", servers.len()));
     if demo {
         println!(
             "ClinicBox demo: the store's key file is {} next to its data, for demonstration only.",
@@ -124,7 +145,7 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     }
 
     lc.shutdown_requested().await;
-    systemd::stopping();
+    notifier.stopping();
     tracing::info!("shutting down: finishing in-flight requests");
     // One deadline for the whole stop (`drain_secs`, below the unit's TimeoutStopSec), however
     // many slow clients hold connections open: each step gets what the earlier ones left.
@@ -210,37 +231,10 @@ async fn load_demo(api: &clinicbox_api::ApiState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGTERM and SIGINT, caught from the first instant of `serve` on.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> anyhow::Result<Signals> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Signals {
-            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-        })
-    }
-
-    /// From now on a signal (including one already received) asks `lc` to shut down.
-    fn forward_to(mut self, lc: Arc<Lifecycle>) {
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = self.term.recv() => tracing::info!("SIGTERM received"),
-                _ = self.int.recv() => tracing::info!("SIGINT received"),
-            }
-            lc.request_shutdown();
-        });
-    }
-}
-
 /// Pets systemd's watchdog while the runtime answers and the store's writer is alive; a hung or
 /// broken daemon stops petting and systemd restarts it.
-fn spawn_watchdog(lc: Arc<Lifecycle>) {
-    let Some(every) = systemd::watchdog_interval() else {
+fn spawn_watchdog(lc: Arc<Lifecycle>, notifier: Arc<clinicbox_process::Notifier>) {
+    let Some(every) = notifier.pet_interval() else {
         tracing::debug!("no systemd watchdog configured");
         return;
     };
@@ -249,7 +243,7 @@ fn spawn_watchdog(lc: Arc<Lifecycle>) {
         loop {
             tick.tick().await;
             if lc.store().is_healthy() {
-                systemd::watchdog();
+                notifier.pet();
             } else {
                 tracing::error!("store writer is not running; no longer petting the watchdog");
             }
@@ -348,6 +342,38 @@ impl clinicbox_control::ControlHandler for DaemonControl {
 /// Serves the control socket (`[power] control_socket`) until shutdown. Failing to bind is
 /// logged, not fatal: tablets keep being served, and the power process still syncs and powers
 /// off without a quiesce.
+/// Offers the uplink socket; without it the box still serves tablets, and says why the uplink
+/// cannot reach it.
+async fn spawn_uplink_socket(
+    cfg: &Config,
+    outbox: &crate::outbox::Outbox,
+    uplink: &crate::uplink_socket::UplinkShared,
+    power: &PowerShared,
+    lc: &Arc<Lifecycle>,
+) {
+    let power = power.clone();
+    let on_battery: crate::uplink_socket::OnBattery = Arc::new(move || {
+        power
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|r| r.state == clinicbox_control::PowerState::OnBattery)
+    });
+    let app = crate::uplink_socket::router(outbox.clone(), uplink.clone(), on_battery);
+    let lc = lc.clone();
+    let stop = async move { lc.shutdown_requested().await };
+    let path = &cfg.uplink.socket;
+    if let Err(e) =
+        crate::uplink_socket::serve(path, cfg.uplink.socket_group.clone(), app, stop).await
+    {
+        tracing::error!(
+            socket.path = %path.display(),
+            error = %e,
+            "no uplink socket ({e}): nothing can be sent to national"
+        );
+    }
+}
+
 pub async fn spawn_control_socket(cfg: &Config, lc: Arc<Lifecycle>, power: PowerShared) {
     let path = cfg.power.control_socket.clone();
     let opts = clinicbox_control::SocketOptions::default();

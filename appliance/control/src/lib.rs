@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod client;
+pub mod outbox;
 pub mod protocol;
 pub mod server;
 pub mod socket;
@@ -13,7 +14,7 @@ pub use protocol::{
     Response,
 };
 pub use server::{ControlHandler, HandlerError, serve};
-pub use socket::{ControlListener, DEFAULT_SOCKET_MODE, SocketOptions};
+pub use socket::{ControlListener, DEFAULT_SOCKET_MODE, SocketGuard, SocketOptions};
 
 /// Where the daemon listens by default (systemd `RuntimeDirectory=clinicbox`).
 pub const DEFAULT_SOCKET_PATH: &str = "/run/clinicbox/control.sock";

@@ -38,6 +38,13 @@ impl Default for SocketOptions {
 #[derive(Debug)]
 pub struct ControlListener {
     pub(crate) listener: UnixListener,
+    guard: SocketGuard,
+}
+
+/// Removes the socket file when dropped, if the file is still this socket (a newer daemon may
+/// have replaced it).
+#[derive(Debug)]
+pub struct SocketGuard {
     path: PathBuf,
     inode: u64,
 }
@@ -91,8 +98,10 @@ impl ControlListener {
         match finish() {
             Ok(inode) => Ok(ControlListener {
                 listener,
-                path: path.to_path_buf(),
-                inode,
+                guard: SocketGuard {
+                    path: path.to_path_buf(),
+                    inode,
+                },
             }),
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
@@ -103,11 +112,17 @@ impl ControlListener {
 
     /// Where the socket lives.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.guard.path
+    }
+
+    /// The listener, for a server other than the control protocol's (the uplink socket speaks
+    /// HTTP), and the guard that removes the file: keep it as long as the listener.
+    pub fn into_parts(self) -> (UnixListener, SocketGuard) {
+        (self.listener, self.guard)
     }
 }
 
-impl Drop for ControlListener {
+impl Drop for SocketGuard {
     fn drop(&mut self) {
         // Only remove the file if it is still ours: a newer daemon may have replaced it.
         if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {

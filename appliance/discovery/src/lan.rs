@@ -112,6 +112,18 @@ pub fn has_uplink(lan_interface: &str) -> bool {
         .any(|iface| iface != lan_interface && iface != "lo")
 }
 
+/// Every interface with an IPv4 or IPv6 default route, from procfs.
+pub fn default_route_interfaces() -> Vec<String> {
+    let v4 = fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let v6 = fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
+    let mut out: Vec<String> = default_route_ifaces_v4(&v4)
+        .chain(default_route_ifaces_v6(&v6))
+        .map(str::to_string)
+        .collect();
+    out.dedup();
+    out
+}
+
 /// Interfaces with a default route in `/proc/net/route` text
 /// (`Iface Destination Gateway Flags …`, destination and mask `00000000`).
 fn default_route_ifaces_v4(text: &str) -> impl Iterator<Item = &str> {

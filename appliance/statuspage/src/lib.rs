@@ -104,6 +104,48 @@ pub struct PowerView {
     pub detail: Option<String>,
 }
 
+/// Where the uplink to national stands: the outbox (from the store) and the uplink process's
+/// last report.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UplinkView {
+    /// What the uplink process last said (`idle`, `sending`, `backing off 40 s`, …), or
+    /// `not running` if it never reported since `serve` started.
+    pub state: String,
+    /// When national last confirmed records sent by this box (ms since the epoch).
+    pub last_success_ms: Option<u64>,
+    pub last_error: Option<String>,
+    /// Records national has not confirmed yet, by type (`trackedEntities`, `dataValues`, …).
+    pub pending: std::collections::BTreeMap<String, u64>,
+    /// True when more are pending than were counted.
+    pub pending_at_least: bool,
+    /// Records national refused, with its reason (the details only for an admin).
+    pub parked_count: usize,
+    pub parked: Vec<ParkedView>,
+    pub national_version: Option<String>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+/// One record national refused.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParkedView {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub uid: String,
+    pub code: String,
+    pub message: String,
+    pub attempts: u32,
+}
+
+impl UplinkView {
+    /// Total records waiting for national.
+    pub fn pending_total(&self) -> u64 {
+        self.pending.values().sum()
+    }
+}
+
 /// A value the daemon computes when the page is rendered.
 pub type Source<T> = Arc<dyn Fn() -> T + Send + Sync>;
 
@@ -130,6 +172,7 @@ struct Inner {
     recheck_certificate: Option<Source<bool>>,
     discovery: Option<Source<DiscoveryView>>,
     power: Option<Source<Option<PowerView>>>,
+    uplink: Option<Source<Option<UplinkView>>>,
     store: Option<Store>,
     tablets: Tablets,
     metrics: Metrics,
@@ -155,6 +198,7 @@ impl StatusBuilder {
                 recheck_certificate: None,
                 discovery: None,
                 power: None,
+                uplink: None,
                 store: None,
                 tablets: Tablets::default(),
                 metrics: Metrics::default(),
@@ -179,6 +223,10 @@ impl StatusBuilder {
     }
     pub fn power(mut self, f: Source<Option<PowerView>>) -> Self {
         self.inner.power = Some(f);
+        self
+    }
+    pub fn uplink(mut self, f: Source<Option<UplinkView>>) -> Self {
+        self.inner.uplink = Some(f);
         self
     }
     pub fn store(mut self, store: Store) -> Self {
@@ -233,6 +281,7 @@ impl StatusState {
             certificate: i.certificate.as_ref().map(|f| f()),
             discovery: i.discovery.as_ref().map(|f| f()),
             power: i.power.as_ref().and_then(|f| f()),
+            uplink: i.uplink.as_ref().and_then(|f| f()),
             store,
             tablets: i.tablets.list(),
             stale_tablet_days: i.config.stale_tablet_days,
@@ -255,6 +304,7 @@ pub struct Snapshot {
     pub certificate: Option<CertView>,
     pub discovery: Option<DiscoveryView>,
     pub power: Option<PowerView>,
+    pub uplink: Option<UplinkView>,
     pub store: Option<StoreStats>,
     pub tablets: Vec<TabletSeen>,
     pub stale_tablet_days: u32,
@@ -342,6 +392,10 @@ async fn status_json(
         for t in &mut snap.tablets {
             t.username.clear();
             t.address = None;
+        }
+        // National's messages may quote a value a tablet sent.
+        if let Some(u) = &mut snap.uplink {
+            u.parked.clear();
         }
     }
     Json(snap)
@@ -475,7 +529,52 @@ pub fn render_metrics(state: &StatusState) -> String {
             u8::from(c.source == "installed"),
         );
     }
+    if let Some(u) = &snap.uplink {
+        uplink_metrics(&mut out, u);
+    }
     out
+}
+
+fn uplink_metrics(out: &mut String, u: &UplinkView) {
+    use metrics::family;
+    out.push_str("# HELP clinicbox_uplink_pending Records national has not confirmed yet, by type.\n# TYPE clinicbox_uplink_pending gauge\n");
+    for (kind, n) in &u.pending {
+        let _ = std::fmt::Write::write_fmt(
+            out,
+            format_args!(
+                "clinicbox_uplink_pending{{type=\"{}\"}} {n}\n",
+                metrics::label(kind)
+            ),
+        );
+    }
+    family(
+        out,
+        "clinicbox_uplink_parked",
+        "gauge",
+        "Records national refused, waiting for a fix.",
+        u.parked_count,
+    );
+    family(
+        out,
+        "clinicbox_uplink_last_success_timestamp_seconds",
+        "gauge",
+        "When national last confirmed records of this box (0: never).",
+        u.last_success_ms.unwrap_or(0) as f64 / 1000.0,
+    );
+    family(
+        out,
+        "clinicbox_uplink_sent_bytes_total",
+        "counter",
+        "Bytes the uplink sent to national since it started.",
+        u.bytes_sent,
+    );
+    family(
+        out,
+        "clinicbox_uplink_received_bytes_total",
+        "counter",
+        "Bytes the uplink received from national since it started.",
+        u.bytes_received,
+    );
 }
 
 async fn is_admin(state: &StatusState, headers: &HeaderMap, addr: SocketAddr) -> bool {

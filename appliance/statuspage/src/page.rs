@@ -351,6 +351,15 @@ pub fn render(s: &Snapshot) -> String {
                 .unwrap_or_default()
         );
     }
+    if let Some(u) = &s.uplink {
+        let (class, text) = uplink_sentence(s.now_ms, u);
+        let _ = write!(
+            o,
+            "<dt>National DHIS2</dt><dd><span class=\"{class}\" data-figure=\"uplink\">{}</span> <span class=\"small\">({})</span></dd>",
+            esc(&text),
+            esc(&u.state)
+        );
+    }
     if let Some(d) = &s.discovery {
         if let Some(h) = &d.mdns_host {
             let _ = write!(
@@ -384,6 +393,28 @@ pub fn render(s: &Snapshot) -> String {
     o
 }
 
+/// "Last sent to national 2 hours ago · 3 records need attention", in words for staff.
+pub fn uplink_sentence(now_ms: u64, u: &crate::UplinkView) -> (&'static str, String) {
+    let mut parts = vec![match u.last_success_ms {
+        Some(ms) => format!("Last sent to national {}", ago(now_ms, ms)),
+        None => "Nothing sent to national yet".to_string(),
+    }];
+    let pending = u.pending_total();
+    if pending > 0 {
+        let more = if u.pending_at_least { "more than " } else { "" };
+        parts.push(format!("{more}{pending} record(s) waiting"));
+    }
+    if u.parked_count > 0 {
+        parts.push(format!("{} record(s) need attention", u.parked_count));
+    }
+    let class = if u.parked_count > 0 || u.last_error.is_some() {
+        "warn"
+    } else {
+        "ok"
+    };
+    (class, parts.join(" · "))
+}
+
 pub fn render_admin(s: &Snapshot) -> String {
     let mut o = String::new();
     head(&mut o, "ClinicBox admin", false);
@@ -396,6 +427,21 @@ pub fn render_admin(s: &Snapshot) -> String {
         "<section><h2>Certificate</h2><p>Re-read the installed certificate files now (the box also checks them every few seconds).</p>\
          <form method=\"post\" action=\"/admin/certificate/recheck\"><button>Check certificate files</button></form></section>",
     );
+    if let Some(u) = s.uplink.as_ref().filter(|u| u.parked_count > 0) {
+        o.push_str("<section><h2>Records national refused</h2><p>Fix the record on a tablet (or the setting national names); the next change is sent again.</p><table><tr><th>Type</th><th>UID</th><th>Code</th><th>National said</th><th>Tries</th></tr>");
+        for p in &u.parked {
+            let _ = write!(
+                o,
+                "<tr data-figure=\"parked\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&p.kind),
+                esc(&p.uid),
+                esc(&p.code),
+                esc(&p.message),
+                p.attempts
+            );
+        }
+        o.push_str("</table></section>");
+    }
     o.push_str("<section><h2>Tablets seen</h2>");
     if s.tablets.is_empty() {
         o.push_str("<p>None.</p>");

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use redb::{ReadTransaction, ReadableTableMetadata};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 
 use crate::cipher::Cipher;
 use crate::record::{Change, Record};
@@ -96,6 +96,16 @@ impl ReadView {
             out.push(Change::decode(seq, &plain)?);
         }
         Ok(out)
+    }
+
+    /// The sequence number of the last change in this snapshot (0 if none).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        let table = match self.txn.open_table(CHANGELOG) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(table.last()?.map(|(k, _)| k.value()).unwrap_or(0))
     }
 
     /// The first sequence number committed at or after `ms`, if any. With `changes_since(seq-1)`

@@ -9,6 +9,7 @@ pub mod import;
 pub mod jobs;
 pub mod meta;
 pub mod model;
+pub mod outbox;
 pub mod ownership;
 pub mod reserved;
 mod routes;

@@ -1,4 +1,6 @@
 //! systemd readiness, status and watchdog (sd_notify). Silent no-ops outside systemd.
+//! One `Notifier` per process; pet it only from a loop iteration that proved the process
+//! healthy, so a hung process stops petting and systemd restarts it.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -17,13 +19,13 @@ enum Target {
 
 /// Notifies systemd; pets the watchdog at most four times per `WatchdogSec`.
 #[derive(Debug)]
-pub struct Watchdog {
+pub struct Notifier {
     target: Target,
     interval: Option<Duration>,
     last_pet: Mutex<Option<Instant>>,
 }
 
-impl Watchdog {
+impl Notifier {
     /// Reads `NOTIFY_SOCKET` / `WATCHDOG_USEC` as set by systemd.
     pub fn from_env() -> Self {
         let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
@@ -42,7 +44,7 @@ impl Watchdog {
                 i.as_millis()
             );
         }
-        Watchdog {
+        Notifier {
             target: if enabled { Target::Env } else { Target::Off },
             interval,
             last_pet: Mutex::new(None),
@@ -51,7 +53,7 @@ impl Watchdog {
 
     /// Notify a given datagram socket, as systemd's would be, with this watchdog interval.
     pub fn to_socket(path: impl Into<PathBuf>, interval: Duration) -> Self {
-        Watchdog {
+        Notifier {
             target: Target::Path(path.into()),
             interval: Some(interval),
             last_pet: Mutex::new(None),
@@ -68,6 +70,12 @@ impl Watchdog {
 
     pub fn stopping(&self) {
         self.send(&[NotifyState::Stopping]);
+    }
+
+    /// How often a healthy loop should call [`Notifier::pet`] (a quarter of `WatchdogSec`), or
+    /// `None` when no watchdog is armed.
+    pub fn pet_interval(&self) -> Option<Duration> {
+        self.interval.map(|i| i / 4)
     }
 
     /// Call only from a healthy loop iteration.

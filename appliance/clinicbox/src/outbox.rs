@@ -1,0 +1,325 @@
+//! The outbox: the store's change log read as "what national has not confirmed yet".
+//!
+//! The position (every change up to `confirmed` reached national or is parked) and the parked
+//! objects are records of their own, written durably when the uplink confirms a batch and
+//! nothing else moves them, so a power cut at any instant leaves either the old position (the
+//! batch is sent again: harmless, national upserts by UID) or the new one.
+
+use std::collections::{BTreeMap, HashSet};
+
+use clinicbox_control::outbox::{
+    Batch, Confirm, MAX_BATCH_BYTES, ObjectKind, Parked, Position, TrackerPart,
+};
+use clinicbox_dhis2::tracker::TrackerType;
+use clinicbox_store::{Change, Collection, ReadView, Store, StoreError};
+use clinicbox_tracker::Tracker;
+use clinicbox_tracker::outbox::ForNational;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The uplink's position (one record, key [`POSITION_KEY`]).
+pub const UPLINK: Collection = Collection::named("uplink");
+/// Objects national refused, keyed `<kind>/<uid>`; a tombstone once a later send succeeded.
+pub const PARKED: Collection = Collection::named("uplinkParked");
+const POSITION_KEY: &str = "position";
+/// Changes read per batch at most, so a batch after a big metadata import stays quick.
+const MAX_CHANGES_PER_BATCH: usize = 50_000;
+/// How far `pending` counts by kind before it says "at least".
+const PENDING_SCAN_LIMIT: usize = 20_000;
+/// Longest message kept for a parked object.
+const MAX_PARKED_MESSAGE: usize = 300;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("rendering a record: {0}")]
+    Render(String),
+    #[error("the position is {current}, not {claimed}: another round moved it")]
+    Moved { current: u64, claimed: u64 },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The durable position record.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredPosition {
+    pub confirmed: u64,
+    /// When a confirm last carried objects national accepted (box clock, ms).
+    #[serde(default)]
+    pub last_sent_ms: Option<u64>,
+}
+
+/// What the outbox holds, for the status page.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxStatus {
+    pub confirmed: u64,
+    pub end: u64,
+    pub last_sent_ms: Option<u64>,
+    /// Changes not yet confirmed, by kind (each object once).
+    pub pending: BTreeMap<ObjectKind, u64>,
+    /// True when more changes wait than were counted.
+    pub pending_at_least: bool,
+    pub parked: Vec<Parked>,
+}
+
+/// The kind of object a change is about, if national takes it.
+pub fn kind_of(collection: &str) -> Option<ObjectKind> {
+    if let Some(t) = clinicbox_tracker::outbox::tracker_type(collection) {
+        return Some(match t {
+            TrackerType::TrackedEntity => ObjectKind::TrackedEntity,
+            TrackerType::Enrollment => ObjectKind::Enrollment,
+            TrackerType::Event => ObjectKind::Event,
+            TrackerType::Relationship => ObjectKind::Relationship,
+        });
+    }
+    if collection == clinicbox_aggregate::records::DATA_VALUES.name() {
+        Some(ObjectKind::DataValue)
+    } else if collection == clinicbox_aggregate::records::REGISTRATIONS.name() {
+        Some(ObjectKind::Registration)
+    } else {
+        None
+    }
+}
+
+fn tracker_type(kind: ObjectKind) -> Option<TrackerType> {
+    match kind {
+        ObjectKind::TrackedEntity => Some(TrackerType::TrackedEntity),
+        ObjectKind::Enrollment => Some(TrackerType::Enrollment),
+        ObjectKind::Event => Some(TrackerType::Event),
+        ObjectKind::Relationship => Some(TrackerType::Relationship),
+        _ => None,
+    }
+}
+
+fn is_own(collection: &str) -> bool {
+    collection == UPLINK.name() || collection == PARKED.name()
+}
+
+/// The outbox of one box.
+#[derive(Clone)]
+pub struct Outbox {
+    store: Store,
+    tracker: Tracker,
+}
+
+impl Outbox {
+    pub fn new(tracker: Tracker) -> Outbox {
+        Outbox {
+            store: tracker.store().clone(),
+            tracker,
+        }
+    }
+
+    fn stored_position(read: &ReadView) -> Result<StoredPosition, StoreError> {
+        Ok(read
+            .get(UPLINK, POSITION_KEY)?
+            .and_then(|r| r.json().ok())
+            .unwrap_or_default())
+    }
+
+    pub fn position(&self) -> Result<Position, OutboxError> {
+        let read = self.store.read()?;
+        Ok(Position {
+            confirmed: Self::stored_position(&read)?.confirmed,
+            end: read.last_seq()?,
+            parked: parked(&read)?.len(),
+            on_battery: false,
+        })
+    }
+
+    /// The changes after the confirmed position, rendered, up to about `max_bytes` (at least
+    /// one object, so a huge one still moves).
+    pub fn batch(&self, max_bytes: usize) -> Result<Batch, OutboxError> {
+        let max_bytes = max_bytes.clamp(1, MAX_BATCH_BYTES);
+        let read = self.store.read()?;
+        let after = Self::stored_position(&read)?.confirmed;
+        let end = read.last_seq()?;
+        let mut batch = Batch {
+            after,
+            upto: after,
+            end,
+            ..Batch::default()
+        };
+        let mut seen = HashSet::new();
+        let (mut bytes, mut scanned) = (0usize, 0usize);
+        'scan: while batch.upto < end && scanned < MAX_CHANGES_PER_BATCH {
+            let changes = read.changes_since(batch.upto, 1024)?;
+            if changes.is_empty() {
+                break;
+            }
+            for ch in changes {
+                if bytes >= max_bytes || scanned >= MAX_CHANGES_PER_BATCH {
+                    break 'scan;
+                }
+                scanned += 1;
+                batch.upto = ch.seq;
+                let Some(kind) = kind_of(&ch.collection) else {
+                    if !is_own(&ch.collection) {
+                        batch.skipped += 1;
+                    }
+                    continue;
+                };
+                if !seen.insert((kind, ch.key.clone())) {
+                    continue;
+                }
+                bytes += self.add(&read, &mut batch, kind, &ch)?;
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Renders one changed object into the batch; returns its size in bytes.
+    fn add(
+        &self,
+        read: &ReadView,
+        batch: &mut Batch,
+        kind: ObjectKind,
+        ch: &Change,
+    ) -> Result<usize, OutboxError> {
+        let rendered = match tracker_type(kind) {
+            Some(t) => {
+                match clinicbox_tracker::outbox::render(&self.tracker, read, t, &ch.key)
+                    .map_err(|e| OutboxError::Render(e.to_string()))?
+                {
+                    Some(ForNational::Upsert(v)) => Some((list(&mut batch.tracker, t), v)),
+                    Some(ForNational::Delete(v)) => {
+                        Some((list(&mut batch.tracker_deletions, t), v))
+                    }
+                    None => None,
+                }
+            }
+            None if kind == ObjectKind::DataValue => {
+                clinicbox_aggregate::outbox::data_value(read, &ch.key)?
+                    .map(|v| (&mut batch.data_values, v))
+            }
+            None => clinicbox_aggregate::outbox::registration(read, &ch.key)?
+                .map(|v| (&mut batch.registrations, v)),
+        };
+        let Some((list, value)) = rendered else {
+            return Ok(0);
+        };
+        let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(0);
+        list.push(value);
+        Ok(size)
+    }
+
+    /// Moves the position from `c.after` to `c.upto`, parks what national refused and forgets
+    /// earlier refusals of what it accepted, in one durable write.
+    pub async fn confirm(&self, c: Confirm) -> Result<Position, OutboxError> {
+        if c.upto < c.after {
+            return Err(OutboxError::Invalid(format!(
+                "upto {} is before after {}",
+                c.upto, c.after
+            )));
+        }
+        let result = self
+            .store
+            .write(move |ctx| -> Result<(), OutboxError> {
+                let mut pos: StoredPosition = ctx
+                    .get(UPLINK, POSITION_KEY)?
+                    .and_then(|r| r.json().ok())
+                    .unwrap_or_default();
+                if pos.confirmed != c.after {
+                    return Err(OutboxError::Moved {
+                        current: pos.confirmed,
+                        claimed: c.after,
+                    });
+                }
+                let now = ctx.now_ms();
+                for (kind, uid) in &c.sent {
+                    ctx.delete(PARKED, &parked_key(*kind, uid))?;
+                }
+                for p in c.parked {
+                    let key = parked_key(p.kind, &p.uid);
+                    let attempts = ctx
+                        .get(PARKED, &key)?
+                        .filter(|r| !r.deleted)
+                        .and_then(|r| r.json::<Parked>().ok())
+                        .map_or(0, |old| old.attempts);
+                    let parked = Parked {
+                        message: cut(&p.message, MAX_PARKED_MESSAGE),
+                        attempts: attempts.saturating_add(1),
+                        at_ms: now,
+                        ..p
+                    };
+                    ctx.put_json(PARKED, &key, &parked)?;
+                }
+                pos.confirmed = c.upto;
+                if !c.sent.is_empty() {
+                    pos.last_sent_ms = Some(now);
+                }
+                ctx.put_json(UPLINK, POSITION_KEY, &pos)?;
+                Ok(())
+            })
+            .await;
+        match result {
+            Ok(_) => self.position(),
+            Err(clinicbox_store::WriteError::Rejected(e)) => Err(e),
+            Err(clinicbox_store::WriteError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// Position, pending counts by kind (bounded scan) and parked objects.
+    pub fn status(&self) -> Result<OutboxStatus, OutboxError> {
+        let read = self.store.read()?;
+        let pos = Self::stored_position(&read)?;
+        let end = read.last_seq()?;
+        let mut seen = HashSet::new();
+        let mut pending: BTreeMap<ObjectKind, u64> = BTreeMap::new();
+        let (mut at, mut scanned) = (pos.confirmed, 0usize);
+        while at < end && scanned < PENDING_SCAN_LIMIT {
+            let changes = read.changes_since(at, 1024)?;
+            let Some(last) = changes.last() else { break };
+            at = last.seq;
+            scanned += changes.len();
+            for ch in changes {
+                if let Some(kind) = kind_of(&ch.collection)
+                    && seen.insert((kind, ch.key))
+                {
+                    *pending.entry(kind).or_default() += 1;
+                }
+            }
+        }
+        Ok(OutboxStatus {
+            confirmed: pos.confirmed,
+            end,
+            last_sent_ms: pos.last_sent_ms,
+            pending,
+            pending_at_least: at < end,
+            parked: parked(&read)?,
+        })
+    }
+}
+
+fn list(part: &mut TrackerPart, t: TrackerType) -> &mut Vec<Value> {
+    match t {
+        TrackerType::TrackedEntity => &mut part.tracked_entities,
+        TrackerType::Enrollment => &mut part.enrollments,
+        TrackerType::Event => &mut part.events,
+        TrackerType::Relationship => &mut part.relationships,
+    }
+}
+
+fn parked_key(kind: ObjectKind, uid: &str) -> String {
+    format!("{}/{uid}", kind.plural())
+}
+
+fn parked(read: &ReadView) -> Result<Vec<Parked>, StoreError> {
+    Ok(read
+        .scan(PARKED)?
+        .filter_map(|item| item.ok())
+        .filter(|(_, rec)| !rec.deleted)
+        .filter_map(|(_, rec)| rec.json::<Parked>().ok())
+        .collect())
+}
+
+/// `message` cut to `max` characters, marked with `…` when cut.
+pub fn cut(message: &str, max: usize) -> String {
+    match message.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &message[..i]),
+        None => message.to_string(),
+    }
+}

@@ -1,0 +1,189 @@
+//! The uplink socket: `clinicbox uplink` reads the outbox and confirms batches here
+//! (protocol: `clinicbox_control::outbox`). HTTP/1.1 on a Unix socket that only the uplink's
+//! group may open; nothing on it is reachable from the network.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use clinicbox_control::outbox::{
+    Confirm, MAX_PARKED_PER_CONFIRM, MAX_REQUEST_BYTES, UplinkReport, VERSION_PREFIX,
+};
+use serde::Deserialize;
+
+use crate::outbox::{Outbox, OutboxError};
+
+/// The uplink's last report and when it came (box clock, ms), for the status page.
+#[derive(Clone, Default)]
+pub struct UplinkShared(Arc<Mutex<Option<(u64, UplinkReport)>>>);
+
+impl UplinkShared {
+    pub fn get(&self) -> Option<(u64, UplinkReport)> {
+        self.0.lock().ok().and_then(|g| g.clone())
+    }
+
+    fn set(&self, report: UplinkReport) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some((now_ms(), report));
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Whether the box runs on its battery now (from the power process's reports).
+pub type OnBattery = Arc<dyn Fn() -> bool + Send + Sync>;
+
+#[derive(Clone)]
+struct SocketState {
+    outbox: Outbox,
+    shared: UplinkShared,
+    on_battery: OnBattery,
+}
+
+/// The status page's view: the outbox from the store, the rest from the uplink's last report.
+pub fn view(
+    outbox: Outbox,
+    shared: UplinkShared,
+) -> clinicbox_statuspage::Source<Option<clinicbox_statuspage::UplinkView>> {
+    Arc::new(move || {
+        let status = outbox.status().ok()?;
+        let report = shared.get().map(|(_, r)| r);
+        let r = report.clone().unwrap_or_default();
+        Some(clinicbox_statuspage::UplinkView {
+            state: report.map_or_else(|| "not running".into(), |r| r.state),
+            last_success_ms: status.last_sent_ms.or(r.last_success_ms),
+            last_error: r.last_error,
+            pending: status
+                .pending
+                .iter()
+                .map(|(k, n)| (k.plural().to_string(), *n))
+                .collect(),
+            pending_at_least: status.pending_at_least,
+            parked_count: status.parked.len(),
+            parked: status
+                .parked
+                .into_iter()
+                .take(200)
+                .map(|p| clinicbox_statuspage::ParkedView {
+                    kind: p.kind.plural().to_string(),
+                    uid: p.uid,
+                    code: p.code,
+                    message: p.message,
+                    attempts: p.attempts,
+                })
+                .collect(),
+            national_version: r.national_version,
+            bytes_sent: r.bytes_sent,
+            bytes_received: r.bytes_received,
+        })
+    })
+}
+
+/// The socket's routes.
+pub fn router(outbox: Outbox, shared: UplinkShared, on_battery: OnBattery) -> axum::Router {
+    let v = |p: &str| format!("{VERSION_PREFIX}{p}");
+    axum::Router::new()
+        .route(&v("/outbox"), get(outbox_batch))
+        .route(&v("/confirm"), post(confirm))
+        .route(&v("/position"), get(position))
+        .route(&v("/report"), post(report))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(SocketState {
+            outbox,
+            shared,
+            on_battery,
+        })
+}
+
+/// Binds `path` (mode 0660, `group` if given) and serves until `stop` resolves.
+pub async fn serve(
+    path: &Path,
+    group: Option<String>,
+    app: axum::Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let opts = clinicbox_control::SocketOptions {
+        group,
+        ..Default::default()
+    };
+    let listener = clinicbox_control::ControlListener::bind(path, &opts).await?;
+    let (listener, guard) = listener.into_parts();
+    tracing::info!(socket.path = %path.display(), "uplink socket at {}", path.display());
+    tokio::spawn(async move {
+        let _guard = guard;
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "the uplink socket stopped: {e}");
+        }
+    });
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct BatchQuery {
+    max_bytes: Option<usize>,
+}
+
+async fn outbox_batch(State(s): State<SocketState>, Query(q): Query<BatchQuery>) -> Response {
+    let max = q.max_bytes.unwrap_or(512 * 1024);
+    let outbox = s.outbox.clone();
+    match tokio::task::spawn_blocking(move || outbox.batch(max)).await {
+        Ok(Ok(batch)) => Json(batch).into_response(),
+        Ok(Err(e)) => error(e),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn confirm(State(s): State<SocketState>, Json(c): Json<Confirm>) -> Response {
+    if c.parked.len() > MAX_PARKED_PER_CONFIRM || c.sent.len() > 10 * MAX_PARKED_PER_CONFIRM {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too many objects in one confirm",
+        )
+            .into_response();
+    }
+    match s.outbox.confirm(c).await {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => error(e),
+    }
+}
+
+async fn position(State(s): State<SocketState>) -> Response {
+    match s.outbox.position() {
+        Ok(mut p) => {
+            p.on_battery = (s.on_battery)();
+            Json(p).into_response()
+        }
+        Err(e) => error(e),
+    }
+}
+
+async fn report(State(s): State<SocketState>, Json(mut r): Json<UplinkReport>) -> StatusCode {
+    // Shown on the status page: keep what the uplink says short.
+    r.state = crate::outbox::cut(&r.state, 200);
+    r.last_error = r.last_error.map(|e| crate::outbox::cut(&e, 500));
+    s.shared.set(r);
+    StatusCode::NO_CONTENT
+}
+
+fn error(e: OutboxError) -> Response {
+    let status = match e {
+        OutboxError::Moved { .. } => StatusCode::CONFLICT,
+        OutboxError::Invalid(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    tracing::warn!(error = %e, "uplink socket: {e}");
+    (status, e.to_string()).into_response()
+}

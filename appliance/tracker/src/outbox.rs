@@ -1,0 +1,190 @@
+//! Tracker records rendered for national: what the uplink posts to `POST /api/tracker`.
+//!
+//! The same renderer as the tablets' downloads, minus what national sets itself or ignores on
+//! import (`createdAt`, `updatedAt`, `createdBy`, `updatedBy`, display names, `deleted`,
+//! owners), so the bytes on the LTE link carry only data. Every object, note and relationship
+//! keeps its UID: that is what makes a re-send an update on national, never a copy.
+
+use clinicbox_api::ApiError;
+use clinicbox_dhis2::tracker::TrackerType;
+use clinicbox_store::{Collection, ReadView, Record};
+use serde_json::{Map, Value};
+
+use crate::Tracker;
+use crate::export::render::Renderer;
+use crate::model::{StoredEnrollment, StoredEvent, StoredRelationship, StoredTrackedEntity};
+
+/// The tracker type stored in collection `c`, if it is one national takes.
+pub fn tracker_type(c: &str) -> Option<TrackerType> {
+    match c {
+        n if n == Collection::TRACKED_ENTITIES.name() => Some(TrackerType::TrackedEntity),
+        n if n == Collection::ENROLLMENTS.name() => Some(TrackerType::Enrollment),
+        n if n == Collection::EVENTS.name() => Some(TrackerType::Event),
+        n if n == Collection::RELATIONSHIPS.name() => Some(TrackerType::Relationship),
+        _ => None,
+    }
+}
+
+fn collection(t: TrackerType) -> Collection {
+    match t {
+        TrackerType::TrackedEntity => Collection::TRACKED_ENTITIES,
+        TrackerType::Enrollment => Collection::ENROLLMENTS,
+        TrackerType::Event => Collection::EVENTS,
+        TrackerType::Relationship => Collection::RELATIONSHIPS,
+    }
+}
+
+/// One stored object as national should receive it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ForNational {
+    /// Create or update this object (`importStrategy=CREATE_AND_UPDATE`).
+    Upsert(Value),
+    /// Delete it: only its UID (`importStrategy=DELETE`).
+    Delete(Value),
+}
+
+/// Renders the current state of `uid`; `None` if no record exists (never written).
+pub fn render(
+    tracker: &Tracker,
+    read: &ReadView,
+    t: TrackerType,
+    uid: &str,
+) -> Result<Option<ForNational>, ApiError> {
+    let Some(rec) = read.get(collection(t), uid)? else {
+        return Ok(None);
+    };
+    if rec.deleted {
+        return Ok(Some(ForNational::Delete(uid_only(t, uid))));
+    }
+    let snap = tracker.api().metadata().snapshot()?;
+    let r = Renderer {
+        state: tracker.api(),
+        snap: &snap,
+        read,
+    };
+    let value = upsert(&r, read, t, uid, &rec)?;
+    Ok(Some(ForNational::Upsert(for_import(value))))
+}
+
+fn upsert(
+    r: &Renderer<'_>,
+    read: &ReadView,
+    t: TrackerType,
+    uid: &str,
+    rec: &Record,
+) -> Result<Value, ApiError> {
+    let json = |v: Result<Value, serde_json::Error>| {
+        v.map_err(|e| ApiError::Internal(format!("rendering for national: {e}")))
+    };
+    let stored = |e: serde_json::Error| ApiError::Internal(format!("reading a stored object: {e}"));
+    // The renderer falls back to the box's record times for the client times; national must
+    // get only what a tablet said (a box time in the box's zone would be read in national's).
+    let (mut value, client) = match t {
+        TrackerType::TrackedEntity => {
+            let (te, stored) = r.tracked_entity(uid, rec, None, true)?;
+            let client = (stored.created_at_client, stored.updated_at_client);
+            (json(serde_json::to_value(te))?, client)
+        }
+        TrackerType::Enrollment => {
+            // Program attributes travel with the enrollment, as DHIS2 imports them.
+            let e: StoredEnrollment = rec.json().map_err(stored)?;
+            let te = read
+                .get(Collection::TRACKED_ENTITIES, &e.tracked_entity)?
+                .and_then(|rec| rec.json::<StoredTrackedEntity>().ok());
+            let v = json(serde_json::to_value(r.enrollment(uid, rec, te.as_ref())?))?;
+            (v, (e.created_at_client, e.updated_at_client))
+        }
+        TrackerType::Event => {
+            let e: StoredEvent = rec.json().map_err(stored)?;
+            let v = json(serde_json::to_value(r.event(uid, rec)?))?;
+            (v, (e.created_at_client, e.updated_at_client))
+        }
+        TrackerType::Relationship => {
+            let rel: StoredRelationship = rec.json().map_err(stored)?;
+            let v = json(serde_json::to_value(r.relationship(uid, rec)?))?;
+            (v, (rel.created_at_client, None))
+        }
+    };
+    if let Some(m) = value.as_object_mut() {
+        for (key, ts) in [("createdAtClient", client.0), ("updatedAtClient", client.1)] {
+            match ts {
+                Some(ts) => m.insert(key.into(), json(serde_json::to_value(ts))?),
+                None => m.remove(key),
+            };
+        }
+    }
+    Ok(value)
+}
+
+fn uid_only(t: TrackerType, uid: &str) -> Value {
+    let key = match t {
+        TrackerType::TrackedEntity => "trackedEntity",
+        TrackerType::Enrollment => "enrollment",
+        TrackerType::Event => "event",
+        TrackerType::Relationship => "relationship",
+    };
+    let mut m = Map::new();
+    m.insert(key.into(), Value::String(uid.into()));
+    Value::Object(m)
+}
+
+/// Fields national sets itself or ignores on import, at any depth.
+const SERVER_SET: &[&str] = &[
+    "createdAt",
+    "updatedAt",
+    "createdBy",
+    "updatedBy",
+    "deleted",
+    "potentialDuplicate",
+    "programOwners",
+    "relationshipName",
+    "bidirectional",
+    "displayName",
+    "code",
+    "valueType",
+];
+
+/// Drops [`SERVER_SET`] fields, nulls and empty lists, recursively.
+pub fn for_import(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(k, v)| {
+                    !SERVER_SET.contains(&k.as_str())
+                        && !v.is_null()
+                        && !v.as_array().is_some_and(|a| a.is_empty())
+                })
+                .map(|(k, v)| (k, for_import(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(for_import).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn server_set_fields_and_empty_lists_are_left_out_at_every_depth() {
+        let v = json!({
+            "event": "a1234567890", "createdAt": "x", "deleted": false, "notes": [],
+            "dataValues": [{"dataElement": "d1234567890", "value": "3", "updatedAt": "y", "createdBy": {"uid": "u"}}],
+            "geometry": null
+        });
+        assert_eq!(
+            for_import(v),
+            json!({"event": "a1234567890", "dataValues": [{"dataElement": "d1234567890", "value": "3"}]})
+        );
+    }
+
+    #[test]
+    fn a_delete_carries_only_the_uid() {
+        assert_eq!(
+            uid_only(TrackerType::Relationship, "r1234567890"),
+            json!({"relationship": "r1234567890"})
+        );
+    }
+}

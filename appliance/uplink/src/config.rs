@@ -1,0 +1,72 @@
+//! `[uplink]` in `clinicbox.toml`. Every key has a default; unknown keys are errors.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// Base URL of the national DHIS2, context path allowed (`https://hmis.example.org/dhis`).
+    /// Unset: the uplink has nowhere to send and says so.
+    pub national_url: Option<String>,
+    /// A file holding the sync user's personal access token (`d2pat_…`/`d2p_…`), sent as
+    /// `Authorization: ApiToken …`. Preferred over a password.
+    pub token_file: Option<PathBuf>,
+    /// The sync user's username, with `password_file` (HTTP Basic), when there is no token.
+    pub username: Option<String>,
+    /// A file holding that user's password (first line).
+    pub password_file: Option<PathBuf>,
+    /// A PEM file of extra root certificates (a ministry's own CA), trusted next to the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The WAN interface whose default route means "national may be reachable": `wan0` (the
+    /// image names an LTE dongle so), or `any` for any default route not via the LAN interface.
+    pub interface: String,
+    /// Seconds between rounds while the link stays up. Default 300.
+    pub interval_secs: u64,
+    /// `pause` (wait until mains power is back) or `continue` while the box runs on battery.
+    pub on_battery: OnBattery,
+    /// The socket `clinicbox serve` offers the uplink. Default `/run/clinicbox/uplink.sock`; a
+    /// demo box puts it in its data directory.
+    pub socket: PathBuf,
+    /// Group allowed to open the socket (the uplink's user's group on the image). Unset: the
+    /// daemon's own group.
+    pub socket_group: Option<String>,
+    /// The most bytes of JSON in one request to national. Default 1048576 (national's
+    /// reference nginx refuses bodies over 10 MB; smaller requests lose less on a flaky link).
+    pub batch_bytes: usize,
+    /// Seconds one request to national may take, answer included. Default 120.
+    pub request_timeout_secs: u64,
+    /// Longest wait between failed rounds, in seconds (backoff doubles up to this). Default 1800.
+    pub max_backoff_secs: u64,
+}
+
+/// What the uplink does while the box runs on its battery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBattery {
+    #[default]
+    Pause,
+    Continue,
+}
+
+impl Default for UplinkConfig {
+    fn default() -> Self {
+        UplinkConfig {
+            national_url: None,
+            token_file: None,
+            username: None,
+            password_file: None,
+            ca_file: None,
+            interface: "wan0".into(),
+            interval_secs: 300,
+            on_battery: OnBattery::Pause,
+            socket: PathBuf::from(clinicbox_control::outbox::DEFAULT_UPLINK_SOCKET),
+            socket_group: None,
+            batch_bytes: 1024 * 1024,
+            request_timeout_secs: 120,
+            max_backoff_secs: 1800,
+        }
+    }
+}

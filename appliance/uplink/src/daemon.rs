@@ -1,0 +1,173 @@
+//! The long-running uplink: a round when the WAN link comes up, then every `interval_secs`;
+//! after a failure, exponential backoff with jitter; paused on battery if configured.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clinicbox_control::outbox::{ObjectKind, UplinkReport};
+use clinicbox_process::{Notifier, Signals};
+
+use crate::config::OnBattery;
+use crate::local::LocalBox;
+use crate::national::National;
+use crate::{UplinkConfig, UplinkError, round};
+
+/// How often the link, the battery and the watchdog are looked at while waiting.
+const TICK: Duration = Duration::from_secs(2);
+/// The first wait after a failed round.
+const FIRST_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What the daemon loop needs besides the configuration.
+pub struct Daemon {
+    pub cfg: UplinkConfig,
+    /// The LAN interface, never counted as a WAN link.
+    pub lan_interface: Option<String>,
+    pub notifier: Notifier,
+}
+
+/// Whether a WAN link is up: a default route via `[uplink] interface`, or with `any` via any
+/// interface but the LAN and loopback.
+pub fn link_up(interface: &str, lan: Option<&str>) -> bool {
+    clinicbox_discovery::lan::default_route_interfaces()
+        .iter()
+        .any(|i| match interface {
+            "any" => Some(i.as_str()) != lan && i != "lo",
+            want => i == want,
+        })
+}
+
+/// `base * 2^failures`, capped, then scaled by a random factor in [0.5, 1.5) so a fleet that
+/// lost national at once does not come back at once.
+pub fn backoff(failures: u32, max: Duration) -> Duration {
+    let exp = FIRST_BACKOFF.saturating_mul(1u32 << failures.min(16));
+    let capped = exp.min(max.max(FIRST_BACKOFF));
+    let mut b = [0u8; 2];
+    let _ = getrandom::fill(&mut b);
+    let jitter = 0.5 + f64::from(u16::from_le_bytes(b)) / 65536.0;
+    capped.mul_f64(jitter)
+}
+
+impl Daemon {
+    /// Runs until SIGTERM/SIGINT.
+    pub async fn run(self, mut signals: Signals) -> Result<(), UplinkError> {
+        let url = self.cfg.national_url.clone().ok_or_else(|| {
+            UplinkError::Config("[uplink] national_url is not set: nowhere to send".into())
+        })?;
+        let national = National::new(&self.cfg, &url)?;
+        let local = LocalBox::new(&self.cfg.socket);
+        self.notifier.ready("waiting for the WAN link");
+        let mut report = UplinkReport {
+            state: "starting".into(),
+            ..UplinkReport::default()
+        };
+        let mut failures = 0u32;
+        let mut was_up = false;
+        let mut wait = Duration::ZERO;
+        loop {
+            // Wait out `wait`, but start at once when the link comes up.
+            let mut waited = Duration::ZERO;
+            let up = loop {
+                self.notifier.pet();
+                let up = link_up(&self.cfg.interface, self.lan_interface.as_deref());
+                if (up && !was_up) || (up && waited >= wait) {
+                    break true;
+                }
+                if !up && was_up {
+                    self.set_state(&local, &mut report, "waiting for the WAN link")
+                        .await;
+                }
+                was_up = up;
+                tokio::select! {
+                    _ = signals.recv() => return self.stop(&local, &mut report).await,
+                    _ = tokio::time::sleep(TICK) => waited += TICK,
+                }
+            };
+            was_up = up;
+            if self.cfg.on_battery == OnBattery::Pause
+                && local.position().await.is_ok_and(|p| p.on_battery)
+            {
+                self.set_state(&local, &mut report, "paused: the box runs on battery")
+                    .await;
+                wait = Duration::from_secs(60);
+                continue;
+            }
+            self.set_state(&local, &mut report, "sending").await;
+            let result = tokio::select! {
+                r = round::run(&local, &national, self.cfg.batch_bytes) => r,
+                _ = signals.recv() => return self.stop(&local, &mut report).await,
+            };
+            let (sent, received) = national.bytes();
+            report.bytes_sent = sent;
+            report.bytes_received = received;
+            match result {
+                Ok(summary) => {
+                    failures = 0;
+                    add_pushed(&mut report.pushed, &summary.pushed);
+                    report.national_version = summary.national.map(|n| n.version);
+                    report.last_success_ms = Some(now_ms());
+                    report.last_error = None;
+                    wait = Duration::from_secs(self.cfg.interval_secs.max(1));
+                    self.set_state(&local, &mut report, "idle").await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "uplink round failed: {e}");
+                    report.last_error = Some(e.to_string());
+                    wait = match e {
+                        // Retrying will not help until someone fixes the credentials or
+                        // national; try again at the normal pace, not faster.
+                        UplinkError::Unauthorized(_) | UplinkError::Unsupported(_) => {
+                            Duration::from_secs(self.cfg.interval_secs.max(60))
+                        }
+                        _ => backoff(failures, Duration::from_secs(self.cfg.max_backoff_secs)),
+                    };
+                    failures = failures.saturating_add(1);
+                    let state = format!("backing off {} s", wait.as_secs());
+                    self.set_state(&local, &mut report, &state).await;
+                }
+            }
+        }
+    }
+
+    async fn set_state(&self, local: &LocalBox, report: &mut UplinkReport, state: &str) {
+        report.state = state.to_string();
+        self.notifier.status(state);
+        local.report(report).await;
+    }
+
+    async fn stop(&self, local: &LocalBox, report: &mut UplinkReport) -> Result<(), UplinkError> {
+        self.notifier.stopping();
+        self.set_state(local, report, "stopped").await;
+        Ok(())
+    }
+}
+
+fn add_pushed(total: &mut BTreeMap<ObjectKind, u64>, round: &BTreeMap<ObjectKind, u64>) {
+    for (k, n) in round {
+        *total.entry(*k).or_default() += n;
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_is_capped_and_jittered_within_half_to_one_and_a_half() {
+        let max = Duration::from_secs(1800);
+        for failures in 0..30 {
+            let base = FIRST_BACKOFF.saturating_mul(1 << failures.min(16)).min(max);
+            let b = backoff(failures, max);
+            assert!(
+                b >= base.mul_f64(0.5) && b < base.mul_f64(1.5),
+                "{failures}: {b:?}"
+            );
+        }
+    }
+}

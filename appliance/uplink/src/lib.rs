@@ -1,0 +1,68 @@
+#![doc = include_str!("../README.md")]
+
+pub mod config;
+pub mod daemon;
+pub mod local;
+pub mod national;
+pub mod outcome;
+pub mod round;
+
+pub use config::{OnBattery, UplinkConfig};
+pub use daemon::Daemon;
+pub use local::LocalBox;
+pub use national::National;
+pub use round::RoundSummary;
+
+/// Why a round (or the uplink) stopped. Every message is one line a technician can act on;
+/// none carries a token, a password or patient data.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("national is unreachable: {0}")]
+    Unreachable(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("national's answer was not understood: {0}")]
+    Protocol(String),
+    #[error("national refused a request as too large (HTTP 413)")]
+    TooLarge,
+    #[error("the box: {0}")]
+    Local(String),
+    #[error("another uplink round moved the position: {0}")]
+    Moved(String),
+}
+
+/// `clinicbox uplink --once`: one round against national, without waiting for a link.
+pub async fn run_once(cfg: &UplinkConfig) -> Result<RoundSummary, UplinkError> {
+    let url = cfg.national_url.as_deref().ok_or_else(|| {
+        UplinkError::Config("[uplink] national_url is not set: nowhere to send".into())
+    })?;
+    let national = National::new(cfg, url)?;
+    let local = LocalBox::new(&cfg.socket);
+    let result = round::run(&local, &national, cfg.batch_bytes).await;
+    let (sent, received) = national.bytes();
+    let report = clinicbox_control::outbox::UplinkReport {
+        state: if result.is_ok() {
+            "idle".into()
+        } else {
+            "failed".into()
+        },
+        last_error: result.as_ref().err().map(ToString::to_string),
+        last_success_ms: result.as_ref().ok().map(|_| daemon::now_ms()),
+        national_version: result
+            .as_ref()
+            .ok()
+            .and_then(|s| s.national.as_ref().map(|n| n.version.clone())),
+        bytes_sent: sent,
+        bytes_received: received,
+        pushed: result
+            .as_ref()
+            .map(|s| s.pushed.clone())
+            .unwrap_or_default(),
+    };
+    local.report(&report).await;
+    result
+}

@@ -1,0 +1,128 @@
+//! The client side of the uplink socket (`clinicbox_control::outbox`): HTTP/1.1 over the Unix
+//! socket `clinicbox serve` offers. One connection per request: they are local and rare.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clinicbox_control::outbox::{Batch, Confirm, Position, UplinkReport, VERSION_PREFIX};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::UplinkError;
+
+/// The largest answer read from `serve` (a batch is bounded by `MAX_BATCH_BYTES` plus JSON).
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `clinicbox serve`'s uplink socket.
+#[derive(Debug, Clone)]
+pub struct LocalBox {
+    path: PathBuf,
+}
+
+impl LocalBox {
+    pub fn new(path: &Path) -> LocalBox {
+        LocalBox {
+            path: path.to_path_buf(),
+        }
+    }
+
+    pub async fn batch(&self, max_bytes: usize) -> Result<Batch, UplinkError> {
+        self.call(
+            "GET",
+            &format!("/outbox?max_bytes={max_bytes}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn confirm(&self, c: &Confirm) -> Result<Position, UplinkError> {
+        self.call("POST", "/confirm", Some(c)).await
+    }
+
+    pub async fn position(&self) -> Result<Position, UplinkError> {
+        self.call("GET", "/position", None::<&()>).await
+    }
+
+    /// Tells the status page where the uplink stands. Best effort: a box that is restarting
+    /// hears the next one.
+    pub async fn report(&self, r: &UplinkReport) {
+        if let Err(e) = self.send("POST", "/report", Some(r)).await {
+            tracing::debug!(error = %e, "could not report to serve");
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, UplinkError> {
+        let bytes = self.send(method, path, body).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| UplinkError::Local(format!("unreadable answer to {path}: {e}")))
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<Bytes, UplinkError> {
+        tokio::time::timeout(TIMEOUT, self.exchange(method, path, body))
+            .await
+            .map_err(|_| UplinkError::Local(format!("serve did not answer {path} in time")))?
+    }
+
+    async fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<Bytes, UplinkError> {
+        let local = |what: &str, e: &dyn std::fmt::Display| {
+            UplinkError::Local(format!("{what} {}: {e}", self.path.display()))
+        };
+        let stream = tokio::net::UnixStream::connect(&self.path)
+            .await
+            .map_err(|e| local("cannot reach clinicbox serve at", &e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| local("no HTTP on", &e))?;
+        tokio::spawn(conn);
+        let payload = match body {
+            Some(b) => serde_json::to_vec(b).map_err(|e| UplinkError::Local(e.to_string()))?,
+            None => Vec::new(),
+        };
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{VERSION_PREFIX}{path}"))
+            .header("host", "clinicbox")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(payload)))
+            .map_err(|e| UplinkError::Local(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| local("request failed on", &e))?;
+        let status = resp.status();
+        let bytes = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| local("answer cut off on", &e))?
+            .to_bytes();
+        if status == hyper::StatusCode::CONFLICT {
+            return Err(UplinkError::Moved(String::from_utf8_lossy(&bytes).into()));
+        }
+        if !status.is_success() {
+            return Err(UplinkError::Local(format!(
+                "serve answered {path} with {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
+        Ok(bytes)
+    }
+}

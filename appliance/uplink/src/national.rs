@@ -1,0 +1,301 @@
+//! The national DHIS2, as the uplink talks to it: who it is (`/api/system/info`, `/api/me`)
+//! and the three imports the push needs. Every answer's bytes are counted; no body, token or
+//! password is ever logged.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{UplinkConfig, UplinkError};
+
+/// The DHIS2 versions the push is written for (`/api/tracker` with flat payloads, PATs).
+pub const SUPPORTED: std::ops::RangeInclusive<u32> = 39..=43;
+/// The largest answer read from national.
+const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+
+/// How the uplink proves who it is.
+#[derive(Clone)]
+pub enum Credentials {
+    Token(String),
+    Basic { username: String, password: String },
+}
+
+impl Credentials {
+    /// From `[uplink] token_file`, or `username` + `password_file`.
+    pub fn from_config(cfg: &UplinkConfig) -> Result<Credentials, UplinkError> {
+        let read = |p: &std::path::Path, what: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.lines().next().unwrap_or("").trim().to_string())
+                .map_err(|e| {
+                    UplinkError::Config(format!("cannot read the {what} file {}: {e}", p.display()))
+                })
+        };
+        if let Some(p) = &cfg.token_file {
+            let token = read(p, "token")?;
+            if token.is_empty() {
+                return Err(UplinkError::Config(format!("{} is empty", p.display())));
+            }
+            return Ok(Credentials::Token(token));
+        }
+        match (&cfg.username, &cfg.password_file) {
+            (Some(u), Some(p)) => Ok(Credentials::Basic {
+                username: u.clone(),
+                password: read(p, "password")?,
+            }),
+            _ => Err(UplinkError::Config(
+                "no credentials for national: set [uplink] token_file, or username and password_file"
+                    .into(),
+            )),
+        }
+    }
+
+    fn header(&self) -> Result<HeaderValue, UplinkError> {
+        use base64::Engine as _;
+        let text = match self {
+            Credentials::Token(t) => format!("ApiToken {t}"),
+            Credentials::Basic { username, password } => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+            ),
+        };
+        let mut v = HeaderValue::from_str(&text).map_err(|_| {
+            UplinkError::Config("the token or password has invalid characters".into())
+        })?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+}
+
+/// What `/api/system/info` told about national.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NationalInfo {
+    pub version: String,
+    #[serde(default)]
+    pub server_date: Option<String>,
+    #[serde(default)]
+    pub server_time_zone_id: Option<String>,
+}
+
+/// An HTTP answer from national: status and body.
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// A client for one national server.
+pub struct National {
+    base: String,
+    http: reqwest::Client,
+    auth: HeaderValue,
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl National {
+    pub fn new(cfg: &UplinkConfig, url: &str) -> Result<National, UplinkError> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(Duration::from_secs(cfg.request_timeout_secs.max(5)))
+            .connect_timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("clinicbox-uplink/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &cfg.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| {
+                UplinkError::Config(format!("cannot read ca_file {}: {e}", ca.display()))
+            })?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                UplinkError::Config(format!("ca_file {} is not PEM: {e}", ca.display()))
+            })? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| UplinkError::Config(format!("cannot build the HTTPS client: {e}")))?;
+        Ok(National {
+            base: url.trim_end_matches('/').to_string(),
+            http,
+            auth: Credentials::from_config(cfg)?.header()?,
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes sent and received so far (bodies).
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+        )
+    }
+
+    /// `/api/system/info` and `/api/me`: national is reachable, speaks a version we know and
+    /// takes our credentials.
+    pub async fn connect(&self) -> Result<NationalInfo, UplinkError> {
+        let info = self.get_json("/api/system/info").await?;
+        let info: NationalInfo = serde_json::from_value(info).map_err(|e| {
+            UplinkError::Protocol(format!("/api/system/info is not DHIS2's answer: {e}"))
+        })?;
+        check_version(&info.version)?;
+        self.get_json("/api/me?fields=id,username").await?;
+        Ok(info)
+    }
+
+    async fn get_json(&self, path: &str) -> Result<Value, UplinkError> {
+        let answer = self.exchange(self.http.get(self.url(path))).await?;
+        refuse_auth(path, &answer)?;
+        if answer.status != 200 {
+            return Err(UplinkError::Unreachable(format!(
+                "national answered {path} with HTTP {}",
+                answer.status
+            )));
+        }
+        serde_json::from_slice(&answer.body)
+            .map_err(|e| UplinkError::Protocol(format!("{path} did not answer JSON: {e}")))
+    }
+
+    /// `POST /api/tracker` synchronously with `strategy`, object by object.
+    pub async fn post_tracker(&self, body: &Value, strategy: &str) -> Result<Answer, UplinkError> {
+        let path = format!(
+            "/api/tracker?async=false&importStrategy={strategy}&atomicMode=OBJECT&reportMode=WARNINGS&skipSideEffects=true"
+        );
+        let bytes = serde_json::to_vec(body).map_err(|e| UplinkError::Protocol(e.to_string()))?;
+        // DHIS2 does not take gzip for tracker JSON.
+        self.post(&path, bytes).await
+    }
+
+    /// `POST /api/dataValueSets`, gzip body (national sniffs the magic bytes).
+    pub async fn post_data_values(&self, body: &Value) -> Result<Answer, UplinkError> {
+        self.post(
+            "/api/dataValueSets?importStrategy=CREATE_AND_UPDATE",
+            gzip(body)?,
+        )
+        .await
+    }
+
+    /// `POST /api/completeDataSetRegistrations`, gzip body.
+    pub async fn post_registrations(&self, body: &Value) -> Result<Answer, UplinkError> {
+        self.post(
+            "/api/completeDataSetRegistrations?importStrategy=CREATE_AND_UPDATE",
+            gzip(body)?,
+        )
+        .await
+    }
+
+    async fn post(&self, path: &str, body: Vec<u8>) -> Result<Answer, UplinkError> {
+        let len = body.len() as u64;
+        let req = self
+            .http
+            .post(self.url(path))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        let answer = self.exchange(req).await?;
+        self.sent.fetch_add(len, Ordering::Relaxed);
+        refuse_auth(path, &answer)?;
+        Ok(answer)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn exchange(&self, req: reqwest::RequestBuilder) -> Result<Answer, UplinkError> {
+        let mut resp = req
+            .header(AUTHORIZATION, self.auth.clone())
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| UplinkError::Unreachable(describe(&e)))?;
+        let status = resp.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            UplinkError::Unreachable(format!("the answer was cut off: {}", describe(&e)))
+        })? {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(UplinkError::Protocol(
+                    "national's answer is too large".into(),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        self.received
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        Ok(Answer { status, body })
+    }
+}
+
+/// 401 and 403 stop the round: nothing is marked sent.
+fn refuse_auth(path: &str, answer: &Answer) -> Result<(), UplinkError> {
+    match answer.status {
+        401 => Err(UplinkError::Unauthorized(format!(
+            "national refused the credentials on {path} (HTTP 401): the token may have expired or the account be disabled"
+        ))),
+        403 => Err(UplinkError::Unauthorized(format!(
+            "national refused access to {path} (HTTP 403): the sync user lacks an authority"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `2.39`…`2.43` (with any patch or suffix) pass.
+pub fn check_version(version: &str) -> Result<(), UplinkError> {
+    let mut parts = version.split(['.', '-']);
+    let major = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let minor = parts.next().and_then(|p| p.parse::<u32>().ok());
+    match (major, minor) {
+        (Some(2), Some(m)) if SUPPORTED.contains(&m) => Ok(()),
+        _ => Err(UplinkError::Unsupported(format!(
+            "national runs DHIS2 {version}; this uplink speaks 2.{}–2.{}",
+            SUPPORTED.start(),
+            SUPPORTED.end()
+        ))),
+    }
+}
+
+fn gzip(body: &Value) -> Result<Vec<u8>, UplinkError> {
+    let json = serde_json::to_vec(body).map_err(|e| UplinkError::Protocol(e.to_string()))?;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&json)
+        .and_then(|_| enc.finish())
+        .map_err(|e| UplinkError::Protocol(e.to_string()))
+}
+
+/// A transport error in one line, without the URL's query (no secrets are in it, but keep
+/// lines short).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    let mut text = format!("request to national {kind}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_2_39_to_2_43_pass_and_others_are_refused_with_a_reason() {
+        for ok in ["2.39.0", "2.40.3.1", "2.42.3", "2.43-SNAPSHOT", "2.41"] {
+            assert!(check_version(ok).is_ok(), "{ok}");
+        }
+        for bad in ["2.38.4", "2.44.0", "3.0", "", "banana"] {
+            let e = check_version(bad).expect_err(bad).to_string();
+            assert!(e.contains("2.39–2.43"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The national DHIS2 stand-in (`src/bin/national_standin.rs`) as a test starts it, and
+//! `clinicbox uplink` as a test runs it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The token the stand-in accepts (a personal access token's shape).
+pub const TOKEN: &str = "d2pat_StandInToken0000000000000000001234567890";
+
+/// A running stand-in national DHIS2.
+pub struct National {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// A file holding [`TOKEN`], for `--national-token-file`.
+    pub token_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn standin_binary() -> PathBuf {
+    crate::binary().with_file_name("national_standin")
+}
+
+impl National {
+    /// Starts the stand-in on loopback (inside `netns` if given) and waits for its address.
+    pub fn start(netns: Option<&str>) -> National {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(standin_binary());
+                c
+            }
+            None => Command::new(standin_binary()),
+        };
+        let mut child = cmd
+            .args(["--listen", "127.0.0.1:0", "--token", TOKEN])
+            .args(["--user", "sync", "--password", "sync-password"])
+            .arg("--state")
+            .arg(dir.path().join("state.json"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the national stand-in");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the stand-in's first line");
+        let url = line
+            .trim()
+            .strip_prefix("national-standin: listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_string();
+        National {
+            child,
+            url,
+            token_file,
+            _dir: dir,
+        }
+    }
+
+    fn host(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// What national applied: objects with their write counts, notes, data values, requests.
+    pub fn ledger(&self) -> Value {
+        crate::http_request(self.host(), "GET", "/ledger", &[], b"").json()
+    }
+
+    /// Turns faults on (fields as in the stand-in's `Faults`).
+    pub fn faults(&self, faults: Value) {
+        let body = serde_json::to_vec(&faults).expect("json");
+        let r = crate::http_request(
+            self.host(),
+            "POST",
+            "/faults",
+            &[("Content-Type", "application/json")],
+            &body,
+        );
+        assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    }
+}
+
+impl Drop for National {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `clinicbox uplink --demo --data-dir DIR --national-url URL --national-token-file F --once`
+/// beside the demo box whose data is in `data_dir`.
+pub fn uplink_once(data_dir: &Path, national: &National) -> (ExitStatus, String, String) {
+    let out = Command::new(crate::binary())
+        .args(["uplink", "--demo", "--data-dir"])
+        .arg(data_dir)
+        .args(["--national-url", &national.url, "--national-token-file"])
+        .arg(&national.token_file)
+        .arg("--once")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run clinicbox uplink");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Like [`uplink_once`], but asserts success and returns what it printed.
+pub fn uplink_once_ok(data_dir: &Path, national: &National) -> String {
+    let (status, out, err) = uplink_once(data_dir, national);
+    assert!(status.success(), "uplink --once failed: {err}\n{out}");
+    out
+}
+
+/// The number on a `--once` summary line, e.g. `pushed(out, "events")`.
+pub fn pushed(summary: &str, kind: &str) -> u64 {
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with("pushed: "))
+        .unwrap_or_else(|| panic!("no pushed line in {summary}"));
+    line.trim_start_matches("pushed: ")
+        .split(", ")
+        .find_map(|part| {
+            let (n, k) = part.split_once(' ')?;
+            let k = k.split(' ').next()?;
+            (k == kind).then(|| n.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no {kind} in {line}"))
+}
+
+/// Waits up to `limit` for `pred` on the ledger.
+pub fn wait_for_ledger(
+    national: &National,
+    limit: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let l = national.ledger();
+        if pred(&l) || std::time::Instant::now() > deadline {
+            return l;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

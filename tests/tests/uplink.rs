@@ -1,0 +1,372 @@
+//! The uplink end to end: a demo box, tablets posting through its API, the real
+//! `clinicbox uplink` process and a stand-in national DHIS2 process
+//! (`src/bin/national_standin.rs`) that answers as DHIS2 2.42 does, 409 partial commits,
+//! warnings and faults included. Every check reads national's ledger, never the uplink's word.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use clinicbox_tests::national::{National, pushed, uplink_once, uplink_once_ok};
+use clinicbox_tests::{BoxBuilder, RunningBox, http_request};
+use serde_json::{Value, json};
+
+const CLINIC_A: &str = "cbClinicA01";
+const OPD: &str = "cbPrgOpd001";
+const TRIAGE: &str = "cbStgTriage";
+const DS: &str = "cbDsOpdMon1";
+const DEFAULT_COC: &str = "HllvX50cXC0";
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+fn post(b: &RunningBox, path: &str, body: &Value) -> Value {
+    let auth = basic("android", "Android123");
+    let r = http_request(
+        b.url().trim_start_matches("http://"),
+        "POST",
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::to_vec(body).unwrap(),
+    );
+    assert!(
+        r.status == 200,
+        "{path}: {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    r.json()
+}
+
+fn status_json(b: &RunningBox) -> Value {
+    let auth = basic("admin", "district");
+    http_request(
+        b.url().trim_start_matches("http://"),
+        "GET",
+        "/status.json",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .json()
+}
+
+/// A patient with an enrollment, a triage event and a note on each.
+fn patient(n: u32) -> Value {
+    let te = format!("teUplink{n:03}");
+    let en = format!("enUplink{n:03}");
+    let ev = format!("evUplink{n:03}");
+    json!({
+        "trackedEntities": [{
+            "trackedEntity": te, "trackedEntityType": "cbTetPerson", "orgUnit": CLINIC_A,
+            "createdAtClient": "2026-12-01T09:00:00.000",
+            "attributes": [
+                {"attribute": "cbAttrPatId", "value": format!("UP-{n:04}")},
+                {"attribute": "cbAttrFirst", "value": "Amina"},
+                {"attribute": "cbAttrLastN", "value": "Otieno"}
+            ]
+        }],
+        "enrollments": [{
+            "enrollment": en, "trackedEntity": te, "program": OPD, "orgUnit": CLINIC_A,
+            "enrolledAt": "2026-12-01T09:00:00.000", "occurredAt": "2026-12-01T09:00:00.000",
+            "status": "ACTIVE",
+            "attributes": [
+                {"attribute": "cbAttrSex01", "value": "F"},
+                {"attribute": "cbAttrDob01", "value": "1990-04-02"}
+            ],
+            "notes": [{"note": format!("ntEnUpl{n:04}"), "value": "first visit"}]
+        }],
+        "events": [{
+            "event": ev, "enrollment": en, "program": OPD, "programStage": TRIAGE,
+            "orgUnit": CLINIC_A, "status": "ACTIVE", "occurredAt": "2026-12-01T09:05:00.000",
+            "dataValues": [
+                {"dataElement": "cbDeWeight1", "value": "61.5"},
+                {"dataElement": "cbDeTriage1", "value": "YELLOW"}
+            ],
+            "notes": [{"note": format!("ntEvUpl{n:04}"), "value": "feverish"}]
+        }]
+    })
+}
+
+fn import(b: &RunningBox, payload: &Value) {
+    let r = post(b, "/api/tracker?async=false", payload);
+    assert_eq!(r["status"], "OK", "{r}");
+}
+
+fn month_values(pe: &str, values: [&str; 2]) -> Value {
+    json!({"dataSet": DS, "dataValues": [
+        {"dataElement": "cbDeAggOpd1", "period": pe, "orgUnit": CLINIC_A, "categoryOptionCombo": "cbCocFemale",
+         "attributeOptionCombo": DEFAULT_COC, "value": values[0]},
+        {"dataElement": "cbDeAggOpd1", "period": pe, "orgUnit": CLINIC_A, "categoryOptionCombo": "cbCocMale01",
+         "attributeOptionCombo": DEFAULT_COC, "value": values[1]}
+    ]})
+}
+
+fn data_dir(b: &RunningBox) -> std::path::PathBuf {
+    b.dir().join("data")
+}
+
+fn count(ledger: &Value, list: &str) -> usize {
+    ledger[list].as_object().map_or(0, |m| m.len())
+}
+
+/// The current month as the box sees it (aggregate entry refuses future periods).
+fn this_month(b: &RunningBox) -> String {
+    let auth = basic("android", "Android123");
+    let r = http_request(
+        b.url().trim_start_matches("http://"),
+        "GET",
+        "/api/system/info",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    let date = r.json()["serverDate"].as_str().unwrap().to_string();
+    format!("{}{}", &date[0..4], &date[5..7])
+}
+
+#[test]
+fn a_demo_box_s_records_reach_national_once_and_a_second_round_sends_nothing() {
+    let b = BoxBuilder::demo().start();
+    let national = National::start(None);
+    for n in 0..3 {
+        import(&b, &patient(n));
+    }
+    // A relationship between two patients, and one patient deleted again.
+    import(
+        &b,
+        &json!({"relationships": [{"relationship": "relUplink01", "relationshipType": "cbRelMthChd",
+        "from": {"trackedEntity": {"trackedEntity": "teUplink000"}},
+        "to": {"trackedEntity": {"trackedEntity": "teUplink001"}}}]}),
+    );
+    let pe = this_month(&b);
+    post(&b, "/api/dataValueSets", &month_values(&pe, ["12", "9"]));
+    post(
+        &b,
+        "/api/completeDataSetRegistrations",
+        &json!({"completeDataSetRegistrations": [{"period": pe, "dataSet": DS,
+            "organisationUnit": CLINIC_A, "attributeOptionCombo": DEFAULT_COC, "completed": true}]}),
+    );
+    let before = status_json(&b);
+    assert!(
+        before["uplink"]["pending"]["events"].as_u64() == Some(3),
+        "pending before the round: {}",
+        before["uplink"]
+    );
+
+    let out = uplink_once_ok(&data_dir(&b), &national);
+    assert!(out.contains("connected: national DHIS2 2.42.3"), "{out}");
+    assert_eq!(pushed(&out, "trackedEntities"), 3, "{out}");
+    assert_eq!(pushed(&out, "events"), 3, "{out}");
+    assert_eq!(pushed(&out, "relationships"), 1, "{out}");
+    assert_eq!(pushed(&out, "dataValues"), 2, "{out}");
+    assert_eq!(pushed(&out, "completeDataSetRegistrations"), 1, "{out}");
+
+    let ledger = national.ledger();
+    assert_eq!(count(&ledger, "tracked_entities"), 3);
+    assert_eq!(count(&ledger, "enrollments"), 3);
+    assert_eq!(count(&ledger, "events"), 3);
+    assert_eq!(count(&ledger, "relationships"), 1);
+    assert_eq!(count(&ledger, "notes"), 6, "{}", ledger["notes"]);
+    assert_eq!(count(&ledger, "data_values"), 2);
+    assert_eq!(count(&ledger, "registrations"), 1);
+    let ev = &ledger["events"]["evUplink001"]["body"];
+    assert_eq!(ev["programStage"], TRIAGE);
+    assert!(
+        ev["dataValues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["value"] == "YELLOW"),
+        "{ev}"
+    );
+    // What national sets itself is not sent; the tablet's own client time is.
+    let te = &ledger["tracked_entities"]["teUplink000"]["body"];
+    assert!(
+        te.get("createdBy").is_none() && te.get("deleted").is_none(),
+        "{te}"
+    );
+    assert_eq!(te["createdAtClient"], "2026-12-01T09:00:00.000");
+
+    // Nothing changed: nothing is sent again.
+    let again = uplink_once_ok(&data_dir(&b), &national);
+    assert_eq!(pushed(&again, "events"), 0, "{again}");
+    let after = national.ledger();
+    assert_eq!(after["events"]["evUplink001"]["writes"], 1);
+    assert_eq!(after["data_values"], ledger["data_values"]);
+
+    let s = status_json(&b);
+    assert_eq!(s["uplink"]["pending"], json!({}), "{}", s["uplink"]);
+    assert_eq!(s["uplink"]["state"], "idle");
+    assert!(s["uplink"]["lastSuccessMs"].as_u64().is_some());
+    assert_eq!(s["uplink"]["nationalVersion"], "2.42.3");
+
+    // A change after the round is sent again, a deletion as a deletion.
+    let mut event = patient(1)["events"][0].clone();
+    event["dataValues"] = json!([{"dataElement": "cbDeTriage1", "value": "RED"}]);
+    event.as_object_mut().unwrap().remove("notes");
+    import(&b, &json!({ "events": [event] }));
+    let r = post(
+        &b,
+        "/api/tracker?async=false&importStrategy=DELETE",
+        &json!({"relationships": [{"relationship": "relUplink01"}]}),
+    );
+    assert_eq!(r["status"], "OK", "{r}");
+    let third = uplink_once_ok(&data_dir(&b), &national);
+    assert_eq!(pushed(&third, "events"), 1, "{third}");
+    let l = national.ledger();
+    assert_eq!(l["events"]["evUplink001"]["writes"], 2);
+    assert!(
+        l["events"]["evUplink001"]["body"]["dataValues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["value"] == "RED")
+    );
+    assert_eq!(l["relationships"]["relUplink01"]["deleted"], true);
+    assert_eq!(count(&l, "notes"), 6, "re-sent notes are not added twice");
+    b.stop();
+}
+
+#[test]
+fn an_answer_lost_after_national_applied_is_sent_again_and_nothing_counts_twice() {
+    let b = BoxBuilder::demo().start();
+    let national = National::start(None);
+    import(&b, &patient(7));
+    let pe = this_month(&b);
+    post(&b, "/api/dataValueSets", &month_values(&pe, ["4", "5"]));
+
+    // national applies the tracker import, then the connection dies before the answer.
+    national.faults(json!({"drop_answer_after_apply": 1}));
+    let (status, out, err) = uplink_once(&data_dir(&b), &national);
+    assert!(!status.success(), "{out}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("national is unreachable"), "{err}");
+    let l = national.ledger();
+    assert_eq!(l["dropped_answers"], 1);
+    assert_eq!(
+        l["events"]["evUplink007"]["writes"], 1,
+        "applied before the cut"
+    );
+    assert_eq!(count(&l, "data_values"), 0, "the batch stopped at the cut");
+    assert!(status_json(&b)["uplink"]["pending"]["events"].as_u64() == Some(1));
+
+    // The next round sends the same batch again: an update on national, notes once.
+    uplink_once_ok(&data_dir(&b), &national);
+    let l = national.ledger();
+    assert_eq!(l["events"]["evUplink007"]["writes"], 2);
+    assert_eq!(count(&l, "notes"), 2, "{}", l["notes"]);
+    assert_eq!(count(&l, "data_values"), 2);
+    for v in l["data_values"].as_object().unwrap().values() {
+        assert_eq!(v["writes"], 1, "{v}");
+    }
+
+    // An aggregate answer lost: the values are sent again and national ignores the copy.
+    post(&b, "/api/dataValueSets", &month_values(&pe, ["6", "5"]));
+    national.faults(json!({"drop_answer_after_apply": 1}));
+    assert!(!uplink_once(&data_dir(&b), &national).0.success());
+    uplink_once_ok(&data_dir(&b), &national);
+    let l = national.ledger();
+    let writes: Vec<u64> = l["data_values"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v["writes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        writes.iter().sum::<u64>(),
+        3,
+        "one value changed once: {writes:?}"
+    );
+    assert_eq!(status_json(&b)["uplink"]["pending"], json!({}));
+    b.stop();
+}
+
+#[test]
+fn a_refused_record_is_parked_with_national_s_reason_and_the_rest_goes_through() {
+    let b = BoxBuilder::demo().start();
+    let national = National::start(None);
+    let pe = this_month(&b);
+    import(&b, &patient(1));
+    post(&b, "/api/dataValueSets", &month_values(&pe, ["1", "2"]));
+    national.faults(json!({"locked_periods": [pe]}));
+
+    let out = uplink_once_ok(&data_dir(&b), &national);
+    assert_eq!(pushed(&out, "events"), 1, "{out}");
+    assert!(out.contains("parked: 2"), "{out}");
+    assert!(out.contains("E7640"), "{out}");
+    let s = status_json(&b)["uplink"].clone();
+    assert_eq!(s["parkedCount"], 2, "{s}");
+    assert_eq!(s["parked"][0]["code"], "E7640");
+    assert_eq!(s["parked"][0]["type"], "dataValues");
+    assert_eq!(s["pending"], json!({}), "parked is not pending: {s}");
+    // Without an admin login the reasons are not shown (they may quote a value).
+    let anon = http_request(
+        b.url().trim_start_matches("http://"),
+        "GET",
+        "/status.json",
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(anon["uplink"]["parkedCount"], 2);
+    assert_eq!(anon["uplink"]["parked"], json!([]));
+
+    // A later round does not send them again by itself …
+    let quiet = uplink_once_ok(&data_dir(&b), &national);
+    assert_eq!(pushed(&quiet, "dataValues"), 0, "{quiet}");
+    // … a change on the box does; once national takes it, it is no longer parked.
+    national.faults(json!({"locked_periods": []}));
+    post(&b, "/api/dataValueSets", &month_values(&pe, ["3", "2"]));
+    let out = uplink_once_ok(&data_dir(&b), &national);
+    assert_eq!(pushed(&out, "dataValues"), 1, "{out}");
+    let s = status_json(&b)["uplink"].clone();
+    assert_eq!(s["parkedCount"], 1, "the unchanged value stays parked: {s}");
+    b.stop();
+}
+
+#[test]
+fn a_revoked_token_or_a_502_storm_stops_the_round_and_marks_nothing_sent() {
+    let b = BoxBuilder::demo().start();
+    let national = National::start(None);
+    import(&b, &patient(3));
+
+    national.faults(json!({"unauthorized": true}));
+    let (status, _, err) = uplink_once(&data_dir(&b), &national);
+    assert!(!status.success());
+    assert!(err.contains("401") && err.contains("token"), "{err}");
+    national.faults(json!({"unauthorized": false, "storm_status": 502, "storm_count": 3}));
+    for _ in 0..3 {
+        let (status, _, err) = uplink_once(&data_dir(&b), &national);
+        assert!(!status.success());
+        assert!(err.contains("502"), "{err}");
+    }
+    let s = status_json(&b)["uplink"].clone();
+    assert_eq!(s["pending"]["events"], 1, "{s}");
+    assert!(
+        s["lastError"].as_str().is_some_and(|e| e.contains("502")),
+        "{s}"
+    );
+    assert_eq!(count(&national.ledger(), "events"), 0);
+
+    // The storm passes; the next round sends everything.
+    uplink_once_ok(&data_dir(&b), &national);
+    assert_eq!(national.ledger()["events"]["evUplink003"]["writes"], 1);
+    b.stop();
+}
+
+#[test]
+fn a_national_server_on_an_unsupported_version_is_refused_with_a_reason() {
+    let b = BoxBuilder::demo().start();
+    let national = National::start(None);
+    import(&b, &patient(4));
+    national.faults(json!({"version": "2.38.4"}));
+    let (status, _, err) = uplink_once(&data_dir(&b), &national);
+    assert!(!status.success());
+    assert!(err.contains("2.38.4") && err.contains("2.39–2.43"), "{err}");
+    assert_eq!(count(&national.ledger(), "tracked_entities"), 0);
+    b.stop();
+}
