@@ -69,7 +69,7 @@ impl Daemon {
             let up = loop {
                 self.notifier.pet();
                 let up = link_up(&self.cfg.interface, self.lan_interface.as_deref());
-                if (up && !was_up) || (up && waited >= wait) {
+                if up && (!was_up || waited >= wait) {
                     break true;
                 }
                 if !up && was_up {

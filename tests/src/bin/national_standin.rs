@@ -22,6 +22,8 @@
 //! `POST /faults` (see [`Faults`]). With `--state FILE` the data (not the jobs) survives a
 //! restart. Prints `national-standin: listening on http://ADDR` once it accepts connections.
 
+#![allow(clippy::result_large_err)] // handlers answer early with a whole Response
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::net::SocketAddr;
@@ -515,7 +517,7 @@ async fn job_report(
     }
 }
 
-fn list<'a>(payload: &'a Value, t: Ty) -> Vec<&'a Value> {
+fn list(payload: &Value, t: Ty) -> Vec<&Value> {
     payload
         .get(t.list())
         .and_then(Value::as_array)
