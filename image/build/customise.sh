@@ -173,7 +173,7 @@ EOF
 fi
 systemctl --root="$R" enable systemd-networkd.service systemd-resolved.service \
     systemd-timesyncd.service nftables.service data.mount clinicbox-firstboot.service \
-    clinicbox.service clinicbox-mark-good.service $POWER_UNITS $NUT_UNITS >/dev/null 2>&1
+    clinicbox.service clinicbox-uplink.service clinicbox-mark-good.service $POWER_UNITS $NUT_UNITS >/dev/null 2>&1
 # Nobody can log in on a console (no passwords), so no gettys; timers that
 # would write to the read-only root or talk to the network on their own go too.
 systemctl --root="$R" mask getty@.service serial-getty@.service \

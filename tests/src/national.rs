@@ -18,6 +18,7 @@ pub struct National {
     pub url: String,
     /// A file holding [`TOKEN`], for `--national-token-file`.
     pub token_file: PathBuf,
+    netns: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -61,6 +62,7 @@ impl National {
             child,
             url,
             token_file,
+            netns: netns.map(str::to_string),
             _dir: dir,
         }
     }
@@ -71,19 +73,29 @@ impl National {
 
     /// What national applied: objects with their write counts, notes, data values, requests.
     pub fn ledger(&self) -> Value {
-        crate::http_request(self.host(), "GET", "/ledger", &[], b"").json()
+        self.here(|| crate::http_request(self.host(), "GET", "/ledger", &[], b"").json())
+    }
+
+    /// Runs `f` where the stand-in's loopback is.
+    fn here<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        match &self.netns {
+            Some(ns) => crate::in_netns(ns, f),
+            None => f(),
+        }
     }
 
     /// Turns faults on (fields as in the stand-in's `Faults`).
     pub fn faults(&self, faults: Value) {
         let body = serde_json::to_vec(&faults).expect("json");
-        let r = crate::http_request(
-            self.host(),
-            "POST",
-            "/faults",
-            &[("Content-Type", "application/json")],
-            &body,
-        );
+        let r = self.here(|| {
+            crate::http_request(
+                self.host(),
+                "POST",
+                "/faults",
+                &[("Content-Type", "application/json")],
+                &body,
+            )
+        });
         assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
     }
 }

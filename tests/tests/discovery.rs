@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use clinicbox_tests::{BoxBuilder, RunningBox, http_request, init_store};
+use clinicbox_tests::{BoxBuilder, RunningBox, http_request, in_netns, init_store};
 
 const BOX_IP: &str = "10.231.0.1";
 const CLIENT_IP: &str = "10.231.0.2";
@@ -202,18 +202,6 @@ impl Drop for Lan {
     fn drop(&mut self) {
         self.delete();
     }
-}
-
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let fd = fs::File::open(format!("/run/netns/{ns}")).expect("open netns");
-            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("thread in netns")
-    })
 }
 
 // ---------------------------------------------------------------------------------------------

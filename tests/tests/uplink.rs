@@ -370,3 +370,274 @@ fn a_national_server_on_an_unsupported_version_is_refused_with_a_reason() {
     assert_eq!(count(&national.ledger(), "tracked_entities"), 0);
     b.stop();
 }
+
+/// A namespace with its own loopback (where the stand-in national listens) and a `wan0`
+/// that has no default route until [`Wan::up`]: an LTE dongle without, then with, signal.
+struct Wan {
+    ns: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Wan {
+    fn new() -> Wan {
+        let ns = format!("cbup{}", std::process::id() % 100_000);
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &ns])
+            .output();
+        ip(&["netns", "add", &ns]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ip(&["-n", &ns, "link", "add", "wan0", "type", "dummy"]);
+        ip(&["-n", &ns, "addr", "add", "10.77.0.2/24", "dev", "wan0"]);
+        ip(&["-n", &ns, "link", "set", "wan0", "up"]);
+        Wan { ns }
+    }
+
+    fn up(&self) {
+        ip(&[
+            "-n",
+            &self.ns,
+            "route",
+            "replace",
+            "default",
+            "via",
+            "10.77.0.1",
+            "dev",
+            "wan0",
+        ]);
+    }
+
+    fn down(&self) {
+        ip(&["-n", &self.ns, "route", "del", "default"]);
+    }
+}
+
+impl Drop for Wan {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .output();
+    }
+}
+
+#[test]
+fn the_daemon_sends_when_the_wan_link_comes_up_and_stops_cleanly_on_sigterm() {
+    let wan = Wan::new();
+    let b = BoxBuilder::demo().start();
+    let national = National::start(Some(&wan.ns));
+    let config = b.dir().join("uplink.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[uplink]\nnational_url = \"{}\"\ntoken_file = \"{}\"\ninterface = \"wan0\"\ninterval_secs = 3600\nsocket = \"{}\"\n",
+            national.url,
+            national.token_file.display(),
+            data_dir(&b).join("uplink.sock").display()
+        ),
+    )
+    .unwrap();
+    import(&b, &patient(11));
+    let mut uplink = std::process::Command::new("ip")
+        .args(["netns", "exec", &wan.ns])
+        .arg(clinicbox_tests::binary())
+        .arg("--config")
+        .arg(&config)
+        .arg("uplink")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // No default route: nothing is sent, and the status page says why.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(count(&national.ledger(), "events"), 0);
+    let s = status_json(&b)["uplink"].clone();
+    assert_eq!(s["state"], "waiting for the WAN link", "{s}");
+    assert_eq!(s["pending"]["events"], 1, "{s}");
+
+    // The link comes up: a round starts at once, not after interval_secs.
+    wan.up();
+    let l = clinicbox_tests::national::wait_for_ledger(
+        &national,
+        std::time::Duration::from_secs(30),
+        |l| count(l, "events") == 1,
+    );
+    assert_eq!(l["events"]["evUplink011"]["writes"], 1, "{l}");
+
+    // Down and up again (the dongle lost and found its signal): the next patient goes at once.
+    wan.down();
+    import(&b, &patient(12));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    wan.up();
+    let l = clinicbox_tests::national::wait_for_ledger(
+        &national,
+        std::time::Duration::from_secs(30),
+        |l| count(l, "events") == 2,
+    );
+    assert_eq!(count(&l, "events"), 2, "{l}");
+    assert_eq!(l["events"]["evUplink011"]["writes"], 1, "sent once: {l}");
+    let s = status_json(&b)["uplink"].clone();
+    assert_eq!(s["pending"], json!({}), "{s}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(uplink.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = uplink.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the uplink did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    b.stop();
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+fn start_on(data: &std::path::Path) -> RunningBox {
+    BoxBuilder::new()
+        .arg("--demo")
+        .arg("--data-dir")
+        .arg(data.display().to_string())
+        .start()
+}
+
+/// Starts `clinicbox uplink --once` and SIGKILLs it after `ms` (if still running).
+fn uplink_killed_after(data: &std::path::Path, national: &National, ms: u64) {
+    let mut child = std::process::Command::new(clinicbox_tests::binary())
+        .args(["uplink", "--demo", "--data-dir"])
+        .arg(data)
+        .args(["--national-url", &national.url, "--national-token-file"])
+        .arg(&national.token_file)
+        .arg("--once")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// kill -9 of the uplink, and of `serve`, at random moments over many rounds (answers cut after
+/// national applied them, too): every acknowledged tablet write is on national exactly once
+/// afterwards. `CLINICBOX_UPLINK_SOAK_ROUNDS` (default 12) sets the rounds.
+#[test]
+fn sigkill_of_the_uplink_or_serve_at_any_moment_loses_nothing_and_duplicates_nothing() {
+    let rounds: u32 = std::env::var("CLINICBOX_UPLINK_SOAK_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let mut rng = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("uplink soak: {rounds} rounds, seed {rng}");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let national = National::start(None);
+    let mut b = start_on(&data);
+    let pe = this_month(&b);
+    let mut acked: Vec<u32> = Vec::new();
+    let mut last_values = ["0".to_string(), "0".to_string()];
+    for round in 0..rounds {
+        for k in 0..2 {
+            let n = 100 + round * 2 + k;
+            import(&b, &patient(n));
+            acked.push(n);
+        }
+        let values = [format!("{}", round + 1), format!("{}", 2 * round + 1)];
+        post(
+            &b,
+            "/api/dataValueSets",
+            &month_values(&pe, [values[0].as_str(), values[1].as_str()]),
+        );
+        last_values = values;
+        if xorshift(&mut rng) % 3 == 0 {
+            national.faults(json!({"drop_answer_after_apply": 1}));
+        }
+        let ms = 20 + xorshift(&mut rng) % 400;
+        if round % 3 == 2 {
+            // serve dies while the uplink pushes; the uplink's next request fails.
+            let mut child = std::process::Command::new(clinicbox_tests::binary())
+                .args(["uplink", "--demo", "--data-dir"])
+                .arg(&data)
+                .args(["--national-url", &national.url, "--national-token-file"])
+                .arg(&national.token_file)
+                .arg("--once")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            drop(b.kill());
+            let _ = child.wait();
+            b = start_on(&data);
+        } else {
+            uplink_killed_after(&data, &national, ms);
+        }
+    }
+    national.faults(json!({"drop_answer_after_apply": 0}));
+    let out = uplink_once_ok(&data, &national);
+    let l = national.ledger();
+    for n in &acked {
+        for (list, uid) in [
+            ("tracked_entities", format!("teUplink{n:03}")),
+            ("enrollments", format!("enUplink{n:03}")),
+            ("events", format!("evUplink{n:03}")),
+        ] {
+            assert!(
+                l[list][&uid]["writes"].as_u64() >= Some(1),
+                "{uid} missing: {out}"
+            );
+        }
+    }
+    assert_eq!(count(&l, "events"), acked.len(), "nothing extra");
+    assert_eq!(
+        count(&l, "notes"),
+        2 * acked.len(),
+        "no note twice: {}",
+        l["notes"]
+    );
+    let values: Vec<&Value> = l["data_values"].as_object().unwrap().values().collect();
+    assert_eq!(values.len(), 2);
+    let mut got: Vec<String> = values
+        .iter()
+        .map(|v| v["value"].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    let mut want = last_values.to_vec();
+    want.sort();
+    assert_eq!(got, want, "national holds the box's last figures");
+    for v in &values {
+        assert!(
+            v["writes"].as_u64().unwrap() <= u64::from(rounds),
+            "a value written more often than it changed: {v}"
+        );
+    }
+    assert_eq!(status_json(&b)["uplink"]["pending"], json!({}));
+    b.stop();
+}

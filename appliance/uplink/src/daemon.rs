@@ -50,16 +50,29 @@ pub fn backoff(failures: u32, max: Duration) -> Duration {
 impl Daemon {
     /// Runs until SIGTERM/SIGINT.
     pub async fn run(self, mut signals: Signals) -> Result<(), UplinkError> {
-        let url = self.cfg.national_url.clone().ok_or_else(|| {
-            UplinkError::Config("[uplink] national_url is not set: nowhere to send".into())
-        })?;
-        let national = National::new(&self.cfg, &url)?;
         let local = LocalBox::new(&self.cfg.socket);
-        self.notifier.ready("waiting for the WAN link");
         let mut report = UplinkReport {
             state: "starting".into(),
             ..UplinkReport::default()
         };
+        // Without a national to send to, stay up and say why (a unit that exits would be
+        // restarted forever, and the status page would only say "not running").
+        let national = match self.cfg.national_url.as_deref() {
+            None => Err(UplinkError::Config("set [uplink] national_url".into())),
+            Some(url) => National::new(&self.cfg, url),
+        };
+        let national = match national {
+            Ok(n) => n,
+            Err(e) => {
+                let state = format!("not configured: {e}");
+                tracing::warn!("uplink {state}");
+                self.notifier.ready(&state);
+                return self.idle(&local, &mut report, &state, &mut signals).await;
+            }
+        };
+        self.notifier.ready("waiting for the WAN link");
+        self.set_state(&local, &mut report, "waiting for the WAN link")
+            .await;
         let mut failures = 0u32;
         let mut was_up = false;
         let mut wait = Duration::ZERO;
@@ -77,6 +90,10 @@ impl Daemon {
                         .await;
                 }
                 was_up = up;
+                // serve keeps reports in memory: say it again now and then, in case it restarted.
+                if waited.as_secs() % 60 == 0 && !waited.is_zero() {
+                    local.report(&report).await;
+                }
                 tokio::select! {
                     _ = signals.recv() => return self.stop(&local, &mut report).await,
                     _ = tokio::time::sleep(TICK) => waited += TICK,
@@ -92,9 +109,16 @@ impl Daemon {
                 continue;
             }
             self.set_state(&local, &mut report, "sending").await;
-            let result = tokio::select! {
-                r = round::run(&local, &national, self.cfg.batch_bytes) => r,
-                _ = signals.recv() => return self.stop(&local, &mut report).await,
+            // Every request of a round has a timeout, so a live round always moves: keep
+            // petting while it runs (a round on a slow link outlasts WatchdogSec).
+            let round = round::run(&local, &national, self.cfg.batch_bytes);
+            tokio::pin!(round);
+            let result = loop {
+                tokio::select! {
+                    r = &mut round => break r,
+                    _ = signals.recv() => return self.stop(&local, &mut report).await,
+                    _ = tokio::time::sleep(TICK) => self.notifier.pet(),
+                }
             };
             let (sent, received) = national.bytes();
             report.bytes_sent = sent;
@@ -124,6 +148,28 @@ impl Daemon {
                     let state = format!("backing off {} s", wait.as_secs());
                     self.set_state(&local, &mut report, &state).await;
                 }
+            }
+        }
+    }
+
+    /// Stays up, petting the watchdog and reporting `state`, until a stop signal.
+    async fn idle(
+        &self,
+        local: &LocalBox,
+        report: &mut UplinkReport,
+        state: &str,
+        signals: &mut Signals,
+    ) -> Result<(), UplinkError> {
+        let mut ticks = 0u64;
+        loop {
+            if ticks % 30 == 0 {
+                self.set_state(local, report, state).await;
+            }
+            ticks += 1;
+            self.notifier.pet();
+            tokio::select! {
+                _ = signals.recv() => return self.stop(local, report).await,
+                _ = tokio::time::sleep(TICK) => {}
             }
         }
     }
