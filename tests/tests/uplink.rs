@@ -397,7 +397,12 @@ impl Wan {
             .output();
         ip(&["netns", "add", &ns]);
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        ip(&["-n", &ns, "link", "add", "wan0", "type", "dummy"]);
+        // A veth pair stands for the dongle and the carrier's side (no dummy driver here).
+        ip(&[
+            "-n", &ns, "link", "add", "wan0", "type", "veth", "peer", "name", "carrier0",
+        ]);
+        ip(&["-n", &ns, "addr", "add", "10.77.0.1/24", "dev", "carrier0"]);
+        ip(&["-n", &ns, "link", "set", "carrier0", "up"]);
         ip(&["-n", &ns, "addr", "add", "10.77.0.2/24", "dev", "wan0"]);
         ip(&["-n", &ns, "link", "set", "wan0", "up"]);
         Wan { ns }
