@@ -17,7 +17,11 @@ What it does, on a copy of the image (the built image is never changed):
      service is restarted by its watchdog; writes records, then `poweroff`;
   3. boot 2: unlocks with the TPM alone, the store opens cleanly with every
      record; then writes continuously and kills QEMU (a power cut);
-  4. boot 3: every write the test saw acknowledged is there.
+  4. boot 3: every write the test saw acknowledged is there; the uplink: with the
+     USB dongle wan0 down, a patient and a monthly figure are recorded; the uplink
+     is pointed at a stand-in national DHIS2 on the host (tests/src/bin/
+     national_standin.rs, reached through a guestfwd of the wan0 network); wan0
+     comes up and the records arrive on national exactly once.
 Prints one PASS/FAIL line per check and "N passed, N failed" last; exit 1 on
 any failure. Needs root (the agent is copied in through a loop mount).
 """
@@ -46,6 +50,32 @@ READY_LINE = re.compile(r"Started clinicbox\.service")
 # are shortened on the console; the descriptions end the line): stop waiting.
 BOOT_FAILED = re.compile(r"(Failed to start|Dependency failed for) .*(ClinicBox LAN service|ClinicBox data|ClinicBox first-boot setup)")
 NS = "clinicbox-imagetest"  # dataStore namespace of the records the test writes
+# The stand-in national DHIS2 on the host, as the guest's wan0 network sees it.
+NATIONAL_GUEST_URL = "http://10.0.3.100:8080"
+NATIONAL_TOKEN = "d2pat_ImageTestToken000000000000000123456789"
+
+
+class National:
+    """The stand-in national DHIS2 (built by image-test.sh) on a host port; the guest reaches
+    it at NATIONAL_GUEST_URL through a guestfwd (socat per connection) of the wan0 network."""
+
+    def __init__(self, binary):
+        self.proc = subprocess.Popen([binary, "--listen", "127.0.0.1:0", "--token", NATIONAL_TOKEN],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline().strip()
+        self.url = line.rsplit(" ", 1)[-1]
+        self.port = int(self.url.rsplit(":", 1)[-1])
+
+    def ledger(self):
+        with urllib.request.urlopen(f"{self.url}/ledger", timeout=10) as r:
+            return json.load(r)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+NATIONAL = None
 
 
 def log(msg):
@@ -161,7 +191,8 @@ class Guest:
             # An LTE dongle in CDC-Ethernet mode: a USB network device on its own user-mode
             # network, with a port forward to the box's port 80 that the firewall must drop.
             "-device", "qemu-xhci,id=xhci",
-            "-netdev", f"user,id=wan,restrict=on,net=10.0.3.0/24,hostfwd=tcp:127.0.0.1:{self.wan_port}-:80",
+            "-netdev", f"user,id=wan,restrict=on,net=10.0.3.0/24,hostfwd=tcp:127.0.0.1:{self.wan_port}-:80"
+            + (f",guestfwd=tcp:10.0.3.100:8080-cmd:socat STDIO TCP:127.0.0.1:{NATIONAL.port}" if NATIONAL else ""),
             "-device", "usb-net,netdev=wan,bus=xhci.0",
         ] + self.common_devices()
 
@@ -401,6 +432,18 @@ def check_units(g):
                 q.get("ActiveState") == "active" and q.get("Type") == "notify" and q.get("User") == "clinicbox-power", str(q))
     else:
         R.note("this build has no `clinicbox power`: clinicbox-power.service is not in the image")
+    u = svc(g, "clinicbox-uplink.service", "Type", "WatchdogUSec", "User", "ActiveState", "StatusText",
+            "ProtectSystem", "CapabilityBoundingSet")
+    R.check("clinicbox-uplink.service: active, Type=notify with a watchdog, own user, no capability",
+            u.get("ActiveState") == "active" and u.get("Type") == "notify" and u.get("User") == "clinicbox-uplink"
+            and u.get("WatchdogUSec", "0") not in ("0", "infinity") and u.get("ProtectSystem") == "strict"
+            and u.get("CapabilityBoundingSet", "x") == "", str(u))
+    R.check("clinicbox-uplink.service says why it sends nothing (no national_url in the shipped configuration)",
+            "not configured" in u.get("StatusText", ""), u.get("StatusText", ""))
+    _, sock = g.run("stat -c '%a %U %G' /run/clinicbox/uplink.sock; "
+                    "runuser -u clinicbox-power -- test -w /run/clinicbox/uplink.sock && echo power-can-write || true")
+    R.check("uplink socket: 0660 clinicbox:clinicbox-uplink, the power daemon's user cannot use it",
+            sock.startswith("660 clinicbox clinicbox-uplink") and "power-can-write" not in sock, sock.replace("\n", " "))
     _, socks = g.run("ss -Hlunp; ss -Hltnp")
     ours = [l for l in socks.splitlines() if '"clinicbox"' in l]
     R.check("clinicbox listens for DNS (53) and mDNS (5353) besides HTTP (80)",
@@ -474,6 +517,76 @@ def nft_drops(g):
     _, out = g.run("nft list chain inet clinicbox output")
     m = re.search(r'skuid .*counter packets (\d+)', out)
     return int(m.group(1)) if m else -1
+
+
+# --- the uplink: records captured offline reach national once wan0 comes up ------------
+
+def uplink_patient():
+    te, en, ev = "teImgTest01", "enImgTest01", "evImgTest01"
+    return {
+        "trackedEntities": [{"trackedEntity": te, "trackedEntityType": "cbTetPerson", "orgUnit": "cbClinicA01",
+                             "attributes": [{"attribute": "cbAttrPatId", "value": "IMG-0001"},
+                                            {"attribute": "cbAttrFirst", "value": "Amina"},
+                                            {"attribute": "cbAttrLastN", "value": "Otieno"}]}],
+        "enrollments": [{"enrollment": en, "trackedEntity": te, "program": "cbPrgOpd001", "orgUnit": "cbClinicA01",
+                         "enrolledAt": "2026-12-01T09:00:00.000", "status": "ACTIVE",
+                         "attributes": [{"attribute": "cbAttrSex01", "value": "F"},
+                                        {"attribute": "cbAttrDob01", "value": "1990-04-02"}],
+                         "notes": [{"note": "ntImgTest01", "value": "first visit"}]}],
+        "events": [{"event": ev, "enrollment": en, "program": "cbPrgOpd001", "programStage": "cbStgTriage",
+                    "orgUnit": "cbClinicA01", "status": "ACTIVE", "occurredAt": "2026-12-01T09:05:00.000",
+                    "dataValues": [{"dataElement": "cbDeTriage1", "value": "YELLOW"}],
+                    "notes": [{"note": "ntImgTest02", "value": "feverish"}]}],
+    }
+
+
+def check_uplink_push(g):
+    if NATIONAL is None:
+        R.note("uplink push on the image not checked: no national stand-in or socat on this host")
+        return
+    android = ("android", "Android123")
+    # The dongle loses its signal: no default route through wan0.
+    g.run("ip link set wan0 down")
+    status, body = g.http("/api/tracker?async=false", "POST", uplink_patient(), android, timeout=30)
+    _, info = g.http("/api/system/info", auth=android)
+    pe = json.loads(info)["serverDate"][:7].replace("-", "") if info.startswith("{") else ""
+    s2, _ = g.http("/api/dataValueSets", "POST", {"dataSet": "cbDsOpdMon1", "dataValues": [
+        {"dataElement": "cbDeAggOpd1", "period": pe, "orgUnit": "cbClinicA01", "categoryOptionCombo": "cbCocFemale",
+         "attributeOptionCombo": "HllvX50cXC0", "value": "42"}]}, android, timeout=30)
+    R.check("uplink: a patient and a monthly figure recorded while wan0 is down", status == 200 and s2 == 200,
+            f"tracker HTTP {status}, dataValueSets HTTP {s2}: {body[:160]}")
+    # Point the uplink at the stand-in (the shipped configuration names no national).
+    cfg = (f'[uplink]\nnational_url = "{NATIONAL_GUEST_URL}"\ntoken_file = "/run/clinicbox-test/token"\n'
+           'interface = "wan0"\ninterval_secs = 3600\n[discovery]\ninterface = "lan0"\n')
+    ok, out = g.run_ok(
+        "mkdir -p /run/clinicbox-test /run/systemd/system/clinicbox-uplink.service.d && "
+        f"printf '%s' '{cfg}' >/run/clinicbox-test/uplink.toml && printf '%s\\n' '{NATIONAL_TOKEN}' >/run/clinicbox-test/token && "
+        "chgrp clinicbox-uplink /run/clinicbox-test/token && chmod 0640 /run/clinicbox-test/token && "
+        "printf '[Service]\\nExecStart=\\nExecStart=/usr/bin/clinicbox --config /run/clinicbox-test/uplink.toml uplink\\n' "
+        ">/run/systemd/system/clinicbox-uplink.service.d/test.conf && "
+        "systemctl daemon-reload && systemctl restart clinicbox-uplink.service && systemctl is-active clinicbox-uplink.service",
+        timeout=90)
+    R.check("uplink: restarted with a national to send to", ok, out[-200:])
+    time.sleep(6)
+    early = NATIONAL.ledger()
+    _, st = g.run("systemctl show -p StatusText --value clinicbox-uplink.service")
+    R.check("uplink: nothing is sent while wan0 has no route; the unit says it waits for the link",
+            not early.get("events") and "waiting for the WAN link" in st, f"{len(early.get('events', {}))} events; {st}")
+    g.run("ip link set wan0 up")
+    t0 = time.monotonic()
+    led = wait_until(lambda: (lambda l: l if l.get("events") and l.get("data_values") else None)(NATIONAL.ledger()), 240, 3)
+    led = led or NATIONAL.ledger()
+    ev = led.get("events", {}).get("evImgTest01", {})
+    R.check("uplink: once wan0 is up, the offline records reach national exactly once",
+            ev.get("writes") == 1 and len(led.get("notes", {})) == 2 and len(led.get("data_values", {})) == 1
+            and "teImgTest01" in led.get("tracked_entities", {}),
+            f"{time.monotonic() - t0:.0f} s after link up; events {list(led.get('events', {}))}, "
+            f"notes {len(led.get('notes', {}))}, values {len(led.get('data_values', {}))}, requests {led.get('requests')}")
+    R.figures["uplink: link up to records on national s"] = round(time.monotonic() - t0, 1)
+    status, body = g.http("/status.json", auth=("imagetest", "ImageTest-2026!"))
+    up = json.loads(body).get("uplink", {}) if status == 200 else {}
+    R.check("uplink: the status page shows nothing pending and when national last confirmed",
+            up.get("pending") == {} and up.get("lastSuccessMs"), str(up)[:200])
 
 
 # --- first setup, as a person does it on the status page -------------------------------
@@ -632,6 +745,11 @@ def main():
     port = free_port()
     api = None
     acked_clean = []
+    global NATIONAL
+    standin = os.environ.get("CLINICBOX_NATIONAL_STANDIN", "")
+    if standin and os.path.isfile(standin) and shutil.which("socat"):
+        NATIONAL = National(standin)
+        log(f"national stand-in at {NATIONAL.url} (the guest's {NATIONAL_GUEST_URL})")
 
     # ---------------- boot 1: first boot ----------------
     g = Guest(work, disk, port, 1)
@@ -706,10 +824,14 @@ def main():
                         f"{len(acked_clean) + len(writer.acked)} checked, missing {miss[:10]}")
             _, failed = g.run("systemctl --failed --no-legend --plain")
             R.check("no failed units after the power cut", failed.strip() == "", failed.replace("\n", " | "))
+            if api:
+                check_uplink_push(g)
         g.poweroff()
     finally:
         g.cleanup()
 
+    if NATIONAL:
+        NATIONAL.stop()
     print()
     for k, v in R.figures.items():
         print(f"FIGURE {k}: {v}")
