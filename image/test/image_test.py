@@ -440,8 +440,9 @@ def check_units(g):
             and u.get("CapabilityBoundingSet", "x") == "", str(u))
     R.check("clinicbox-uplink.service says why it sends nothing (no national_url in the shipped configuration)",
             "not configured" in u.get("StatusText", ""), u.get("StatusText", ""))
-    _, sock = g.run("stat -c '%a %U %G' /run/clinicbox/uplink.sock; "
-                    "runuser -u clinicbox-power -- test -w /run/clinicbox/uplink.sock && echo power-can-write || true")
+    _, sock = g.run("stat -c '%a %U %G' /run/clinicbox-uplink/uplink.sock 2>&1; "
+                    "runuser -u clinicbox-power -- test -w /run/clinicbox-uplink/uplink.sock && echo power-can-write; "
+                    "journalctl -b -u clinicbox.service --no-pager | grep -i 'uplink socket' | tail -1")
     R.check("uplink socket: 0660 clinicbox:clinicbox-uplink, the power daemon's user cannot use it",
             sock.startswith("660 clinicbox clinicbox-uplink") and "power-can-write" not in sock, sock.replace("\n", " "))
     _, socks = g.run("ss -Hlunp; ss -Hltnp")

@@ -3,6 +3,7 @@
 //! sleeping, reads the URL the daemon prints, and on stop checks what every test must respect:
 //! exit 0 on SIGTERM and no panic in the log.
 
+pub mod link;
 pub mod national;
 
 use std::io::{BufRead, BufReader, Read, Write};

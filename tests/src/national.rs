@@ -67,6 +67,11 @@ impl National {
         }
     }
 
+    /// The stand-in's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.host().parse().expect("host:port")
+    }
+
     fn host(&self) -> &str {
         self.url.trim_start_matches("http://")
     }
@@ -110,10 +115,19 @@ impl Drop for National {
 /// `clinicbox uplink --demo --data-dir DIR --national-url URL --national-token-file F --once`
 /// beside the demo box whose data is in `data_dir`.
 pub fn uplink_once(data_dir: &Path, national: &National) -> (ExitStatus, String, String) {
+    uplink_once_via(data_dir, national, &national.url)
+}
+
+/// [`uplink_once`] reaching national at `url` (a link in between).
+pub fn uplink_once_via(
+    data_dir: &Path,
+    national: &National,
+    url: &str,
+) -> (ExitStatus, String, String) {
     let out = Command::new(crate::binary())
         .args(["uplink", "--demo", "--data-dir"])
         .arg(data_dir)
-        .args(["--national-url", &national.url, "--national-token-file"])
+        .args(["--national-url", url, "--national-token-file"])
         .arg(&national.token_file)
         .arg("--once")
         .env("RUST_LOG", "warn")

@@ -239,35 +239,38 @@ fn an_answer_lost_after_national_applied_is_sent_again_and_nothing_counts_twice(
     let pe = this_month(&b);
     post(&b, "/api/dataValueSets", &month_values(&pe, ["4", "5"]));
 
-    // national applies the tracker import, then the connection dies before the answer.
+    // national applies the tracker import, then the connection dies before the answer: the
+    // round sends the same batch again (smaller), as an update on national, notes once.
     national.faults(json!({"drop_answer_after_apply": 1}));
-    let (status, out, err) = uplink_once(&data_dir(&b), &national);
-    assert!(!status.success(), "{out}");
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    assert!(err.contains("national is unreachable"), "{err}");
+    let out = uplink_once_ok(&data_dir(&b), &national);
+    assert_eq!(pushed(&out, "events"), 1, "{out}");
     let l = national.ledger();
     assert_eq!(l["dropped_answers"], 1);
     assert_eq!(
-        l["events"]["evUplink007"]["writes"], 1,
-        "applied before the cut"
+        l["events"]["evUplink007"]["writes"], 2,
+        "applied, cut, sent again"
     );
-    assert_eq!(count(&l, "data_values"), 0, "the batch stopped at the cut");
-    assert!(status_json(&b)["uplink"]["pending"]["events"].as_u64() == Some(1));
-
-    // The next round sends the same batch again: an update on national, notes once.
-    uplink_once_ok(&data_dir(&b), &national);
-    let l = national.ledger();
-    assert_eq!(l["events"]["evUplink007"]["writes"], 2);
     assert_eq!(count(&l, "notes"), 2, "{}", l["notes"]);
     assert_eq!(count(&l, "data_values"), 2);
     for v in l["data_values"].as_object().unwrap().values() {
         assert_eq!(v["writes"], 1, "{v}");
     }
 
+    // Cut on every try: the round gives up with one line, and marks nothing sent.
+    import(&b, &patient(8));
+    national.faults(json!({"drop_answer_after_apply": 100}));
+    let (status, out, err) = uplink_once(&data_dir(&b), &national);
+    assert!(!status.success(), "{out}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("national is unreachable"), "{err}");
+    assert!(status_json(&b)["uplink"]["pending"]["events"].as_u64() == Some(1));
+    national.faults(json!({"drop_answer_after_apply": 0}));
+    uplink_once_ok(&data_dir(&b), &national);
+    assert_eq!(count(&national.ledger(), "notes"), 4);
+
     // An aggregate answer lost: the values are sent again and national ignores the copy.
     post(&b, "/api/dataValueSets", &month_values(&pe, ["6", "5"]));
     national.faults(json!({"drop_answer_after_apply": 1}));
-    assert!(!uplink_once(&data_dir(&b), &national).0.success());
     uplink_once_ok(&data_dir(&b), &national);
     let l = national.ledger();
     let writes: Vec<u64> = l["data_values"]
@@ -460,6 +463,7 @@ fn the_daemon_sends_when_the_wan_link_comes_up_and_stops_cleanly_on_sigterm() {
         .arg("uplink")
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(b.dir().join("uplink.log")).unwrap())
         .spawn()
         .unwrap();
 
@@ -642,6 +646,213 @@ fn sigkill_of_the_uplink_or_serve_at_any_moment_loses_nothing_and_duplicates_not
             v["writes"].as_u64().unwrap() <= u64::from(rounds),
             "a value written more often than it changed: {v}"
         );
+    }
+    assert_eq!(status_json(&b)["uplink"]["pending"], json!({}));
+    b.stop();
+}
+
+/// Adds a photo (IMAGE) data element to the triage stage, as an admin would.
+fn add_photo_element(b: &RunningBox) {
+    let demo: Value =
+        serde_json::from_str(include_str!("../../appliance/api/demo/metadata.json")).unwrap();
+    let mut de = demo["dataElements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "cbDeWeight1")
+        .unwrap()
+        .clone();
+    for (k, v) in [
+        ("id", "cbDePhoto01"),
+        ("name", "Wound photo"),
+        ("shortName", "Wound photo"),
+        ("valueType", "IMAGE"),
+    ] {
+        de[k] = json!(v);
+    }
+    de.as_object_mut().unwrap().remove("code");
+    let mut stage = demo["programStages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == TRIAGE)
+        .unwrap()
+        .clone();
+    stage["programStageDataElements"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({
+        "id": "cbPsdePhot1", "dataElement": {"id": "cbDePhoto01"}, "compulsory": false,
+        "allowProvidedElsewhere": false, "sortOrder": 9, "displayInReports": true,
+        "allowFutureDate": false, "renderOptionsAsRadio": false}));
+    let auth = basic("admin", "district");
+    let r = http_request(
+        b.url().trim_start_matches("http://"),
+        "POST",
+        "/api/metadata",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::to_vec(&json!({"dataElements": [de], "programStages": [stage]})).unwrap(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+/// Uploads `bytes` as a tablet does; returns the file resource's UID.
+fn upload_file(b: &RunningBox, bytes: &[u8]) -> String {
+    let boundary = "uplinkTestBoundary7MA4YWxk";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"wound.png\"\r\nContent-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let auth = basic("android", "Android123");
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    let r = http_request(
+        b.url().trim_start_matches("http://"),
+        "POST",
+        "/api/fileResources",
+        &[("Authorization", &auth), ("Content-Type", &ct)],
+        &body,
+    );
+    assert!(
+        r.status == 202 || r.status == 200,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    r.json()["response"]["fileResource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn fnv1a(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+#[test]
+fn a_photo_reaches_national_before_the_event_that_names_it_and_only_once() {
+    let b = BoxBuilder::demo().start();
+    let national = National::start(None);
+    national.faults(json!({"file_data_elements": ["cbDePhoto01"]}));
+    add_photo_element(&b);
+    // A small PNG: the signature, then bytes that are not text.
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend((0..40_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    let file = upload_file(&b, &png);
+    let mut p = patient(21);
+    p["events"][0]["dataValues"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"dataElement": "cbDePhoto01", "value": file}));
+    import(&b, &p);
+
+    // The upload's answer is cut after national stored it: the next try finds it there.
+    national.faults(json!({"drop_answer_after_apply": 1}));
+    let out = uplink_once_ok(&data_dir(&b), &national);
+    assert_eq!(pushed(&out, "fileResources"), 1, "{out}");
+    assert_eq!(pushed(&out, "events"), 1, "{out}");
+    let l = national.ledger();
+    assert_eq!(l["files"][&file]["bytes"], png.len(), "{}", l["files"]);
+    assert_eq!(l["files"][&file]["fnv"], fnv1a(&png));
+    assert_eq!(l["files"][&file]["domain"], "DATA_VALUE");
+    assert_eq!(l["requests"]["POST /api/fileResources"], 1, "uploaded once");
+    let ev = &l["events"]["evUplink021"]["body"]["dataValues"];
+    assert!(
+        ev.as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["value"] == file.as_str()),
+        "{ev}"
+    );
+    b.stop();
+}
+
+#[test]
+fn children_refused_for_their_parent_s_sake_follow_it_once_it_goes_through() {
+    let b = BoxBuilder::demo().start();
+    let national = National::start(None);
+    import(&b, &patient(31));
+    // national already has the patient's ID on someone else: the patient is refused (E1064),
+    // its enrollment and event with it (E5000).
+    national.faults(json!({"duplicate_uids": ["teUplink031"]}));
+    let out = uplink_once_ok(&data_dir(&b), &national);
+    assert!(out.contains("parked: 3"), "{out}");
+    assert!(out.contains("E1064") && out.contains("E5000"), "{out}");
+
+    // The district sorts the duplicate out; a nurse corrects the patient's name. The patient
+    // goes again because it changed; its enrollment and event follow because they were refused
+    // only for its sake.
+    national.faults(json!({"duplicate_uids": []}));
+    let mut te = patient(31)["trackedEntities"][0].clone();
+    te["attributes"] = json!([{"attribute": "cbAttrFirst", "value": "Aminah"}]);
+    import(&b, &json!({ "trackedEntities": [te] }));
+    let out = uplink_once_ok(&data_dir(&b), &national);
+    assert_eq!(pushed(&out, "trackedEntities"), 1, "{out}");
+    assert_eq!(pushed(&out, "enrollments"), 1, "{out}");
+    assert_eq!(pushed(&out, "events"), 1, "{out}");
+    let l = national.ledger();
+    assert_eq!(l["events"]["evUplink031"]["writes"], 1);
+    assert_eq!(count(&l, "notes"), 2);
+    assert_eq!(status_json(&b)["uplink"]["parkedCount"], 0);
+    b.stop();
+}
+
+#[test]
+fn a_slow_lossy_link_that_cuts_connections_still_delivers_everything_once() {
+    use clinicbox_tests::link::{LossyLink, Profile};
+    use std::sync::atomic::Ordering;
+    let b = BoxBuilder::demo().start();
+    let national = National::start(None);
+    let patients = 15;
+    for n in 0..patients {
+        import(&b, &patient(200 + n));
+    }
+    let pe = this_month(&b);
+    post(&b, "/api/dataValueSets", &month_values(&pe, ["31", "27"]));
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("lossy link seed {seed}");
+    let link = LossyLink::start(national.addr(), Profile::lte_bad_day(0.3), seed);
+    let url = format!("http://{}", link.addr);
+    let started = std::time::Instant::now();
+    let mut rounds = 0;
+    let done = loop {
+        rounds += 1;
+        let (status, out, err) =
+            clinicbox_tests::national::uplink_once_via(&data_dir(&b), &national, &url);
+        if status.success() {
+            break Some(out);
+        }
+        eprintln!("round {rounds} failed: {}", err.trim());
+        if rounds == 15 {
+            break None;
+        }
+    };
+    let s = &link.stats;
+    eprintln!(
+        "lossy link: {rounds} round(s), {:.1} s, {} B up, {} B down, {} connections, {} cut",
+        started.elapsed().as_secs_f64(),
+        s.up_bytes.load(Ordering::Relaxed),
+        s.down_bytes.load(Ordering::Relaxed),
+        s.connections.load(Ordering::Relaxed),
+        s.cuts.load(Ordering::Relaxed)
+    );
+    assert!(done.is_some(), "no round got through in 15 tries");
+    let l = national.ledger();
+    assert_eq!(count(&l, "events"), patients as usize);
+    assert_eq!(count(&l, "notes"), 2 * patients as usize, "no note twice");
+    for v in l["data_values"].as_object().unwrap().values() {
+        assert_eq!(v["writes"], 1, "{v}");
     }
     assert_eq!(status_json(&b)["uplink"]["pending"], json!({}));
     b.stop();

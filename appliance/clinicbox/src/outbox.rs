@@ -8,10 +8,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use clinicbox_control::outbox::{
-    Batch, Confirm, MAX_BATCH_BYTES, ObjectKind, Parked, Position, TrackerPart,
+    Batch, Confirm, FileRef, MAX_BATCH_BYTES, ObjectKind, Parked, Position, TrackerPart,
 };
 use clinicbox_dhis2::tracker::TrackerType;
-use clinicbox_store::{Change, Collection, ReadView, Store, StoreError};
+use clinicbox_store::{Collection, ReadView, Store, StoreError};
 use clinicbox_tracker::Tracker;
 use clinicbox_tracker::outbox::ForNational;
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,8 @@ const MAX_CHANGES_PER_BATCH: usize = 50_000;
 const PENDING_SCAN_LIMIT: usize = 20_000;
 /// Longest message kept for a parked object.
 const MAX_PARKED_MESSAGE: usize = 300;
+/// National's code for "not persisted because an object it references was not".
+const DEPENDENCY_FAILED: &str = "E5000";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -75,7 +77,9 @@ pub fn kind_of(collection: &str) -> Option<ObjectKind> {
             TrackerType::Relationship => ObjectKind::Relationship,
         });
     }
-    if collection == clinicbox_aggregate::records::DATA_VALUES.name() {
+    if collection == Collection::FILE_RESOURCES.name() {
+        Some(ObjectKind::FileResource)
+    } else if collection == clinicbox_aggregate::records::DATA_VALUES.name() {
         Some(ObjectKind::DataValue)
     } else if collection == clinicbox_aggregate::records::REGISTRATIONS.name() {
         Some(ObjectKind::Registration)
@@ -145,6 +149,16 @@ impl Outbox {
         };
         let mut seen = HashSet::new();
         let (mut bytes, mut scanned) = (0usize, 0usize);
+        // Objects refused only because what they depend on was, which has since gone through.
+        for p in parked(&read)?.into_iter().filter(|p| p.retry) {
+            if bytes >= max_bytes {
+                break;
+            }
+            if seen.insert((p.kind, p.uid.clone())) {
+                bytes += self.add(&read, &mut batch, p.kind, &p.uid)?;
+                batch.retried += 1;
+            }
+        }
         'scan: while batch.upto < end && scanned < MAX_CHANGES_PER_BATCH {
             let changes = read.changes_since(batch.upto, 1024)?;
             if changes.is_empty() {
@@ -165,7 +179,7 @@ impl Outbox {
                 if !seen.insert((kind, ch.key.clone())) {
                     continue;
                 }
-                bytes += self.add(&read, &mut batch, kind, &ch)?;
+                bytes += self.add(&read, &mut batch, kind, &ch.key)?;
             }
         }
         Ok(batch)
@@ -177,11 +191,11 @@ impl Outbox {
         read: &ReadView,
         batch: &mut Batch,
         kind: ObjectKind,
-        ch: &Change,
+        key: &str,
     ) -> Result<usize, OutboxError> {
         let rendered = match tracker_type(kind) {
             Some(t) => {
-                match clinicbox_tracker::outbox::render(&self.tracker, read, t, &ch.key)
+                match clinicbox_tracker::outbox::render(&self.tracker, read, t, key)
                     .map_err(|e| OutboxError::Render(e.to_string()))?
                 {
                     Some(ForNational::Upsert(v)) => Some((list(&mut batch.tracker, t), v)),
@@ -191,11 +205,19 @@ impl Outbox {
                     None => None,
                 }
             }
+            None if kind == ObjectKind::FileResource => {
+                let Some(file) = file_ref(read, key)? else {
+                    return Ok(0);
+                };
+                let size = usize::try_from(file.content_length).unwrap_or(usize::MAX);
+                batch.files.push(file);
+                return Ok(size);
+            }
             None if kind == ObjectKind::DataValue => {
-                clinicbox_aggregate::outbox::data_value(read, &ch.key)?
+                clinicbox_aggregate::outbox::data_value(read, key)?
                     .map(|v| (&mut batch.data_values, v))
             }
-            None => clinicbox_aggregate::outbox::registration(read, &ch.key)?
+            None => clinicbox_aggregate::outbox::registration(read, key)?
                 .map(|v| (&mut batch.registrations, v)),
         };
         let Some((list, value)) = rendered else {
@@ -204,6 +226,15 @@ impl Outbox {
         let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(0);
         list.push(value);
         Ok(size)
+    }
+
+    /// The bytes of a file resource, for the uplink to send.
+    pub fn file_bytes(&self, uid: &str) -> Result<Option<Vec<u8>>, OutboxError> {
+        let read = self.store.read()?;
+        Ok(read
+            .get(Collection::FILE_BLOBS, uid)?
+            .filter(|r| !r.deleted)
+            .map(|r| r.body))
     }
 
     /// Moves the position from `c.after` to `c.upto`, parks what national refused and forgets
@@ -215,6 +246,14 @@ impl Outbox {
                 c.upto, c.after
             )));
         }
+        // Parked because something they reference was refused (E5000): sent again once
+        // anything parked goes through. Read here: only a confirm changes parked objects, and
+        // a concurrent confirm fails the position check below.
+        let dependents: Vec<String> = parked(&self.store.read()?)?
+            .into_iter()
+            .filter(|p| p.code == DEPENDENCY_FAILED && !p.retry)
+            .map(|p| parked_key(p.kind, &p.uid))
+            .collect();
         let result = self
             .store
             .write(move |ctx| -> Result<(), OutboxError> {
@@ -229,8 +268,9 @@ impl Outbox {
                     });
                 }
                 let now = ctx.now_ms();
+                let mut released = false;
                 for (kind, uid) in &c.sent {
-                    ctx.delete(PARKED, &parked_key(*kind, uid))?;
+                    released |= ctx.delete(PARKED, &parked_key(*kind, uid))?;
                 }
                 for p in c.parked {
                     let key = parked_key(p.kind, &p.uid);
@@ -243,9 +283,25 @@ impl Outbox {
                         message: cut(&p.message, MAX_PARKED_MESSAGE),
                         attempts: attempts.saturating_add(1),
                         at_ms: now,
+                        retry: false,
                         ..p
                     };
                     ctx.put_json(PARKED, &key, &parked)?;
+                }
+                if released {
+                    for key in &dependents {
+                        let Some(mut p) = ctx
+                            .get(PARKED, key)?
+                            .filter(|r| !r.deleted)
+                            .and_then(|r| r.json::<Parked>().ok())
+                        else {
+                            continue;
+                        };
+                        if p.code == DEPENDENCY_FAILED && !p.retry {
+                            p.retry = true;
+                            ctx.put_json(PARKED, key, &p)?;
+                        }
+                    }
                 }
                 pos.confirmed = c.upto;
                 if !c.sent.is_empty() {
@@ -301,6 +357,26 @@ fn list(part: &mut TrackerPart, t: TrackerType) -> &mut Vec<Value> {
         TrackerType::Event => &mut part.events,
         TrackerType::Relationship => &mut part.relationships,
     }
+}
+
+/// A file resource as national takes it; `None` for a deleted or unreadable one.
+fn file_ref(read: &ReadView, uid: &str) -> Result<Option<FileRef>, StoreError> {
+    let Some(rec) = read
+        .get(Collection::FILE_RESOURCES, uid)?
+        .filter(|r| !r.deleted)
+    else {
+        return Ok(None);
+    };
+    Ok(rec
+        .json::<clinicbox_api::files::StoredFile>()
+        .ok()
+        .map(|f| FileRef {
+            uid: uid.to_string(),
+            name: f.name,
+            content_type: f.content_type,
+            content_length: f.content_length,
+            domain: f.domain,
+        }))
 }
 
 fn parked_key(kind: ObjectKind, uid: &str) -> String {

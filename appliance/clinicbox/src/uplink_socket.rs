@@ -97,6 +97,7 @@ pub fn router(outbox: Outbox, shared: UplinkShared, on_battery: OnBattery) -> ax
         .route(&v("/confirm"), post(confirm))
         .route(&v("/position"), get(position))
         .route(&v("/report"), post(report))
+        .route(&v("/files/{uid}"), get(file_bytes))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(SocketState {
             outbox,
@@ -167,6 +168,23 @@ async fn position(State(s): State<SocketState>) -> Response {
             Json(p).into_response()
         }
         Err(e) => error(e),
+    }
+}
+
+async fn file_bytes(
+    State(s): State<SocketState>,
+    axum::extract::Path(uid): axum::extract::Path<String>,
+) -> Response {
+    let outbox = s.outbox.clone();
+    match tokio::task::spawn_blocking(move || outbox.file_bytes(&uid)).await {
+        Ok(Ok(Some(bytes))) => (
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            bytes,
+        )
+            .into_response(),
+        Ok(Ok(None)) => StatusCode::NOT_FOUND.into_response(),
+        Ok(Err(e)) => error(e),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 

@@ -10,6 +10,7 @@
 //! | `POST /v1/confirm` [`Confirm`] | [`Position`] after the move; 409 if `after` is not the position (another round moved it) |
 //! | `GET /v1/position` | [`Position`] |
 //! | `POST /v1/report` [`UplinkReport`] | 204; what the status page shows about the uplink |
+//! | `GET /v1/files/{uid}` | the bytes of a file resource in the batch (`application/octet-stream`) |
 //!
 //! A batch is read-only: nothing moves until a confirm names the batch's `after` and `upto`, so
 //! an uplink killed at any instant re-reads the same changes (re-sending is harmless: every
@@ -19,8 +20,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Where `serve` listens for the uplink by default (systemd `RuntimeDirectory=clinicbox`).
-pub const DEFAULT_UPLINK_SOCKET: &str = "/run/clinicbox/uplink.sock";
+/// Where `serve` listens for the uplink by default (on the image a setgid directory of the
+/// uplink's group, made by tmpfiles).
+pub const DEFAULT_UPLINK_SOCKET: &str = "/run/clinicbox-uplink/uplink.sock";
 /// The file name of the socket inside a demo box's data directory.
 pub const DEMO_SOCKET_NAME: &str = "uplink.sock";
 /// The path prefix of this protocol version.
@@ -36,6 +38,7 @@ pub const MAX_PARKED_PER_CONFIRM: usize = 20_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ObjectKind {
+    FileResource,
     TrackedEntity,
     Enrollment,
     Event,
@@ -45,7 +48,8 @@ pub enum ObjectKind {
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 6] = [
+    pub const ALL: [ObjectKind; 7] = [
+        ObjectKind::FileResource,
         ObjectKind::TrackedEntity,
         ObjectKind::Enrollment,
         ObjectKind::Event,
@@ -57,6 +61,7 @@ impl ObjectKind {
     /// The plural DHIS2 uses for the collection (`trackedEntities`, `dataValues`, …).
     pub fn plural(self) -> &'static str {
         match self {
+            ObjectKind::FileResource => "fileResources",
             ObjectKind::TrackedEntity => "trackedEntities",
             ObjectKind::Enrollment => "enrollments",
             ObjectKind::Event => "events",
@@ -78,6 +83,10 @@ pub struct Batch {
     /// The last change in the log when the batch was read: `upto == end` means nothing is
     /// left after this batch.
     pub end: u64,
+    /// File resources uploaded by tablets, sent before the values that reference them (the
+    /// bytes come from `GET /v1/files/{uid}`).
+    #[serde(default)]
+    pub files: Vec<FileRef>,
     /// Tracker objects to create or update, a flat `POST /api/tracker` body (parents first).
     pub tracker: TrackerPart,
     /// Tracker objects deleted on the box: only UIDs, for `importStrategy=DELETE`.
@@ -92,17 +101,34 @@ pub struct Batch {
     /// a change, so confirming empty batches for nothing would never end.
     #[serde(default)]
     pub skipped: u64,
+    /// Parked objects sent again in this batch because what they depend on went through
+    /// (they move no position: a round sends them even when nothing new is pending).
+    #[serde(default)]
+    pub retried: u64,
 }
 
 impl Batch {
     /// True when the batch holds nothing to send (it may still move the position past
     /// changes national does not need, see [`Batch::skipped`]).
     pub fn is_empty(&self) -> bool {
-        self.tracker.is_empty()
+        self.files.is_empty()
+            && self.tracker.is_empty()
             && self.tracker_deletions.is_empty()
             && self.data_values.is_empty()
             && self.registrations.is_empty()
     }
+}
+
+/// A file resource to send to national (`POST /api/fileResources?uid=…&domain=…`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileRef {
+    pub uid: String,
+    pub name: String,
+    pub content_type: String,
+    pub content_length: u64,
+    /// `DATA_VALUE` (event values, tracked entity attributes) or another DHIS2 domain.
+    pub domain: String,
 }
 
 /// A flat tracker payload, each object already in DHIS2's import shape.
@@ -149,6 +175,10 @@ pub struct Parked {
     /// When it was last refused, ms since the epoch (filled in by `serve`).
     #[serde(default)]
     pub at_ms: u64,
+    /// Send it again without a change on the box: it was refused only because an object it
+    /// depends on was (E5000), and that object has since gone through (set by `serve`).
+    #[serde(default)]
+    pub retry: bool,
 }
 
 /// What national confirmed for one batch: move the position from `after` to `upto`, keep

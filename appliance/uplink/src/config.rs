@@ -27,7 +27,7 @@ pub struct UplinkConfig {
     pub interval_secs: u64,
     /// `pause` (wait until mains power is back) or `continue` while the box runs on battery.
     pub on_battery: OnBattery,
-    /// The socket `clinicbox serve` offers the uplink. Default `/run/clinicbox/uplink.sock`; a
+    /// The socket `clinicbox serve` offers the uplink. Default `/run/clinicbox-uplink/uplink.sock`; a
     /// demo box puts it in its data directory.
     pub socket: PathBuf,
     /// Group allowed to open the socket (the uplink's user's group on the image). Unset: the

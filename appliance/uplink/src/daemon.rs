@@ -74,6 +74,7 @@ impl Daemon {
         self.set_state(&local, &mut report, "waiting for the WAN link")
             .await;
         let mut failures = 0u32;
+        let mut size = round::BatchSize::new(self.cfg.batch_bytes);
         let mut was_up = false;
         let mut wait = Duration::ZERO;
         loop {
@@ -111,7 +112,7 @@ impl Daemon {
             self.set_state(&local, &mut report, "sending").await;
             // Every request of a round has a timeout, so a live round always moves: keep
             // petting while it runs (a round on a slow link outlasts WatchdogSec).
-            let round = round::run(&local, &national, self.cfg.batch_bytes);
+            let round = round::run(&local, &national, &mut size);
             tokio::pin!(round);
             let result = loop {
                 tokio::select! {

@@ -42,7 +42,8 @@ pub async fn run_once(cfg: &UplinkConfig) -> Result<RoundSummary, UplinkError> {
     })?;
     let national = National::new(cfg, url)?;
     let local = LocalBox::new(&cfg.socket);
-    let result = round::run(&local, &national, cfg.batch_bytes).await;
+    let mut size = round::BatchSize::new(cfg.batch_bytes);
+    let result = round::run(&local, &national, &mut size).await;
     let (sent, received) = national.bytes();
     let report = clinicbox_control::outbox::UplinkReport {
         state: if result.is_ok() {

@@ -43,6 +43,18 @@ impl LocalBox {
         self.call("POST", "/confirm", Some(c)).await
     }
 
+    /// The bytes of a file resource; `None` if the box no longer has them.
+    pub async fn file_bytes(&self, uid: &str) -> Result<Option<Bytes>, UplinkError> {
+        match self
+            .send("GET", &format!("/files/{uid}"), None::<&()>)
+            .await
+        {
+            Ok(b) => Ok(Some(b)),
+            Err(UplinkError::Local(m)) if m.contains("404") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn position(&self) -> Result<Position, UplinkError> {
         self.call("GET", "/position", None::<&()>).await
     }

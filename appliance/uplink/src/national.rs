@@ -169,6 +169,51 @@ impl National {
         self.post(&path, bytes).await
     }
 
+    /// Whether national already holds file resource `uid` (a re-send after a cut answer).
+    pub async fn has_file(&self, uid: &str) -> Result<bool, UplinkError> {
+        let path = format!("/api/fileResources/{uid}");
+        let answer = self.exchange(self.http.get(self.url(&path))).await?;
+        refuse_auth(&path, &answer)?;
+        match answer.status {
+            200 => Ok(true),
+            404 => Ok(false),
+            s => Err(UplinkError::Unreachable(format!(
+                "national answered {path} with HTTP {s}"
+            ))),
+        }
+    }
+
+    /// `POST /api/fileResources?uid=…&domain=…` (multipart `file`), keeping the box's UID so
+    /// the values that reference it need no rewriting.
+    pub async fn post_file(
+        &self,
+        file: &clinicbox_control::outbox::FileRef,
+        bytes: Vec<u8>,
+    ) -> Result<Answer, UplinkError> {
+        let len = bytes.len() as u64;
+        // The type the box decided from the bytes; anything odd goes as octet-stream.
+        let ct = &file.content_type;
+        let ct = if ct.contains('/') && ct.chars().all(|c| c.is_ascii_graphic()) {
+            ct.as_str()
+        } else {
+            "application/octet-stream"
+        };
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(file.name.clone())
+            .mime_str(ct)
+            .map_err(|e| UplinkError::Protocol(format!("file {}: {e}", file.uid)))?;
+        let path = "/api/fileResources";
+        let req = self
+            .http
+            .post(self.url(path))
+            .query(&[("uid", file.uid.as_str()), ("domain", file.domain.as_str())])
+            .multipart(reqwest::multipart::Form::new().part("file", part));
+        let answer = self.exchange(req).await?;
+        self.sent.fetch_add(len, Ordering::Relaxed);
+        refuse_auth(path, &answer)?;
+        Ok(answer)
+    }
+
     /// `POST /api/dataValueSets`, gzip body (national sniffs the magic bytes).
     pub async fn post_data_values(&self, body: &Value) -> Result<Answer, UplinkError> {
         self.post(

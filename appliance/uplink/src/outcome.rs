@@ -188,7 +188,8 @@ pub fn aggregate(
     Ok(out)
 }
 
-fn parked(kind: ObjectKind, uid: &str, code: &str, message: &str) -> Parked {
+/// A refusal to park, its code and message cut to bounded lengths.
+pub fn parked(kind: ObjectKind, uid: &str, code: &str, message: &str) -> Parked {
     Parked {
         kind,
         uid: uid.to_string(),
@@ -196,6 +197,7 @@ fn parked(kind: ObjectKind, uid: &str, code: &str, message: &str) -> Parked {
         message: message.chars().take(300).collect(),
         attempts: 0,
         at_ms: 0,
+        retry: false,
     }
 }
 

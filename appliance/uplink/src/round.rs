@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use clinicbox_control::outbox::{Batch, Confirm, ObjectKind, Parked};
+use clinicbox_control::outbox::{Batch, Confirm, FileRef, ObjectKind, Parked};
 use serde_json::{Value, json};
 
 use crate::UplinkError;
@@ -11,8 +11,42 @@ use crate::local::LocalBox;
 use crate::national::{National, NationalInfo};
 use crate::outcome::{self, Outcome};
 
-/// The smallest batch the uplink shrinks to when national says a request is too large.
+/// The smallest batch the uplink shrinks to on a link that keeps failing.
 const MIN_BATCH_BYTES: usize = 16 * 1024;
+/// How many times a round shrinks its batch and tries again before it gives up.
+const RETRIES_PER_ROUND: u32 = 4;
+
+/// The batch size, fitted to the link: halved when a request is cut, times out or is refused
+/// as too large, grown by an eighth of the maximum after each batch that went through.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSize {
+    now: usize,
+    max: usize,
+}
+
+impl BatchSize {
+    pub fn new(max: usize) -> BatchSize {
+        let max = max.max(MIN_BATCH_BYTES);
+        BatchSize { now: max, max }
+    }
+
+    pub fn get(&self) -> usize {
+        self.now
+    }
+
+    /// Halves the size; false if it is already the smallest.
+    fn shrink(&mut self) -> bool {
+        if self.now <= MIN_BATCH_BYTES {
+            return false;
+        }
+        self.now = (self.now / 2).max(MIN_BATCH_BYTES);
+        true
+    }
+
+    fn grow(&mut self) {
+        self.now = (self.now + self.max / 8).min(self.max);
+    }
+}
 
 /// What a round did.
 #[derive(Debug, Default, Clone)]
@@ -77,33 +111,35 @@ impl RoundSummary {
 pub async fn run(
     local: &LocalBox,
     national: &National,
-    batch_bytes: usize,
+    size: &mut BatchSize,
 ) -> Result<RoundSummary, UplinkError> {
     let (sent0, received0) = national.bytes();
     let mut summary = RoundSummary {
         national: Some(national.connect().await?),
         ..RoundSummary::default()
     };
-    let mut size = batch_bytes.max(MIN_BATCH_BYTES);
     let mut stop_at: Option<u64> = None;
+    let mut retries = 0;
     loop {
-        let batch = local.batch(size).await?;
+        let batch = local.batch(size.get()).await?;
         let end = *stop_at.get_or_insert(batch.end);
-        if batch.after >= end || (batch.is_empty() && batch.skipped == 0) {
+        let pending_done = batch.after >= end && batch.retried == 0;
+        if pending_done || (batch.is_empty() && batch.skipped == 0) {
             break;
         }
-        let outcome = match push(national, &batch).await {
+        let outcome = match push(local, national, &batch).await {
             Ok(o) => o,
-            Err(UplinkError::TooLarge) if size > MIN_BATCH_BYTES => {
-                size = (size / 2).max(MIN_BATCH_BYTES);
-                tracing::info!(
-                    batch_bytes = size,
-                    "national refused a request as too large; smaller batches"
-                );
+            // A cut, a timeout or a 413 on a bad link: the same changes again, in less.
+            Err(UplinkError::TooLarge | UplinkError::Unreachable(_))
+                if retries < RETRIES_PER_ROUND && size.shrink() =>
+            {
+                retries += 1;
+                tracing::info!(batch_bytes = size.get(), "request failed; smaller batches");
                 continue;
             }
             Err(e) => return Err(e),
         };
+        size.grow();
         for (k, _) in &outcome.accepted {
             *summary.pushed.entry(*k).or_default() += 1;
         }
@@ -124,10 +160,19 @@ pub async fn run(
     Ok(summary)
 }
 
-/// Sends one batch: deletions first, then creates and updates, then data values per period,
-/// then registrations (after the values they complete).
-async fn push(national: &National, batch: &Batch) -> Result<Outcome, UplinkError> {
+/// Sends one batch: files first (values reference them), then deletions, then creates and
+/// updates, then data values per period, then registrations (after the values they complete).
+async fn push(
+    local: &LocalBox,
+    national: &National,
+    batch: &Batch,
+) -> Result<Outcome, UplinkError> {
     let mut all = Outcome::default();
+    for file in &batch.files {
+        let o = push_file(local, national, file).await?;
+        all.accepted.extend(o.accepted);
+        all.parked.extend(o.parked);
+    }
     let mut add = |o: Outcome| {
         all.accepted.extend(o.accepted);
         all.parked.extend(o.parked);
@@ -173,6 +218,53 @@ async fn push(national: &National, batch: &Batch) -> Result<Outcome, UplinkError
         )?);
     }
     Ok(all)
+}
+
+/// One file resource: skipped if national has it (an earlier answer was cut), else uploaded
+/// under the box's UID.
+async fn push_file(
+    local: &LocalBox,
+    national: &National,
+    file: &FileRef,
+) -> Result<Outcome, UplinkError> {
+    let done = (ObjectKind::FileResource, file.uid.clone());
+    let mut out = Outcome::default();
+    if national.has_file(&file.uid).await? {
+        out.accepted.push(done);
+        return Ok(out);
+    }
+    let Some(bytes) = local.file_bytes(&file.uid).await? else {
+        out.parked.push(outcome::parked(
+            ObjectKind::FileResource,
+            &file.uid,
+            "NO_CONTENT",
+            "the box no longer holds this file's bytes",
+        ));
+        return Ok(out);
+    };
+    let answer = national.post_file(file, bytes.to_vec()).await?;
+    match answer.status {
+        200..=202 => out.accepted.push(done),
+        400 | 409 | 413 => {
+            let message = serde_json::from_slice::<Value>(&answer.body)
+                .ok()
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| format!("HTTP {}", answer.status));
+            let code = format!("HTTP{}", answer.status);
+            out.parked.push(outcome::parked(
+                ObjectKind::FileResource,
+                &file.uid,
+                &code,
+                &message,
+            ));
+        }
+        s => {
+            return Err(UplinkError::Unreachable(format!(
+                "national answered /api/fileResources with HTTP {s}"
+            )));
+        }
+    }
+    Ok(out)
 }
 
 /// Data values grouped by period, in the order periods first appear: a locked or expired

@@ -16,6 +16,9 @@
 //! - `POST /api/dataValueSets` and `/api/completeDataSetRegistrations`: gzip or plain bodies
 //!   (magic bytes), an identical value is `ignored`, conflicts name `indexes`, locked periods
 //!   answer E7640; WARNING is HTTP 200 inside a WebMessage.
+//! - `POST /api/fileResources` (multipart `file`, `uid`, `domain`) and `GET …/{uid}`; a second
+//!   upload with the same UID is a 409; an event value of a file data element naming a file
+//!   national lacks is E1084.
 //! - Bodies over 10 MB get 413 (the reference nginx's `client_max_body_size`).
 //!
 //! Test-only endpoints, outside `/api`: `GET /ledger` (what was applied, how many times),
@@ -54,12 +57,17 @@ struct Faults {
     storm_count: u32,
     /// Refuse every credential (a revoked token): 401.
     unauthorized: bool,
+    /// Objects refused with E1064 (a unique attribute value national already holds elsewhere).
+    duplicate_uids: BTreeSet<String>,
     /// Org units the sync user has no write access to (E1000 / aggregate conflicts).
     refuse_org_units: BTreeSet<String>,
     /// Periods locked by expiry (E7640).
     locked_periods: BTreeSet<String>,
     /// The version `/api/system/info` reports.
     version: Option<String>,
+    /// Data elements whose values are file resource UIDs (national's metadata says so; the
+    /// stand-in has none): an event naming a file national does not hold is refused (E1084).
+    file_data_elements: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -75,6 +83,16 @@ struct Obj {
 struct NoteRec {
     parent: String,
     value: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct FileRec {
+    name: String,
+    content_type: String,
+    domain: String,
+    bytes: usize,
+    /// FNV-1a of the bytes, so a test can tell the right file arrived.
+    fnv: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -96,6 +114,7 @@ struct Data {
     notes: BTreeMap<String, NoteRec>,
     data_values: BTreeMap<String, ValueRec>,
     registrations: BTreeMap<String, Value>,
+    files: BTreeMap<String, FileRec>,
     /// Requests per `METHOD path`.
     requests: BTreeMap<String, u64>,
     /// Import requests applied whose answer was cut off by a fault.
@@ -170,6 +189,8 @@ fn router(app: App) -> Router {
         .route("/api/me", get(me))
         .route("/api/tracker", post(tracker_import))
         .route("/api/tracker/jobs/{id}/report", get(job_report))
+        .route("/api/fileResources", post(file_upload))
+        .route("/api/fileResources/{uid}", get(file_get))
         .route("/api/dataValueSets", post(data_values))
         .route("/api/completeDataSetRegistrations", post(registrations))
         .route("/ledger", get(ledger))
@@ -592,6 +613,12 @@ fn check(
         }
         _ => {}
     }
+    if faults.duplicate_uids.contains(uid) {
+        return Err((
+            "E1064",
+            format!("Non-unique attribute value for {} `{uid}`.", t.key()),
+        ));
+    }
     if let Some(ou) = str_of(o, "orgUnit")
         && faults.refuse_org_units.contains(ou)
     {
@@ -640,6 +667,23 @@ fn check(
         Ty::Ev => {
             if str_of(o, "programStage").is_none() || str_of(o, "orgUnit").is_none() {
                 return Err(("E1123", "Missing required event property.".into()));
+            }
+            for dv in o
+                .get("dataValues")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let de = str_of(dv, "dataElement").unwrap_or("");
+                if let Some(file) = str_of(dv, "value")
+                    && faults.file_data_elements.contains(de)
+                    && !d.files.contains_key(file)
+                {
+                    return Err((
+                        "E1084",
+                        format!("File resource: `{file}`, reference could not be found."),
+                    ));
+                }
             }
             parent(d, Ty::En, str_of(o, "enrollment"), "E1033")
         }
@@ -979,4 +1023,84 @@ async fn registrations(State(app): State<App>, headers: HeaderMap, body: Bytes) 
         summary(imported, 0, ignored, 0, conflicts)
     };
     app.answer(status, answer)
+}
+
+// ---------------------------------------------------------------------------------------
+// File resources
+
+fn fnv1a(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+async fn file_get(State(app): State<App>, Path(uid): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = app.gate("GET /api/fileResources", &headers) {
+        return r;
+    }
+    match app.lock().data.files.get(&uid) {
+        Some(f) => axum::Json(json!({"id": uid, "name": f.name, "contentType": f.content_type,
+            "contentLength": f.bytes, "domain": f.domain, "storageStatus": "STORED"})).into_response(),
+        None => (StatusCode::NOT_FOUND, axum::Json(json!({"httpStatus": "Not Found", "httpStatusCode": 404,
+            "status": "ERROR", "message": format!("FileResource with id {uid} could not be found.")}))).into_response(),
+    }
+}
+
+async fn file_upload(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    mut multipart: axum::extract::Multipart,
+) -> Response {
+    if let Err(r) = app.gate("POST /api/fileResources", &headers) {
+        return r;
+    }
+    let mut file = None;
+    while let Ok(Some(field)) = multipart.next_field().await {
+        if field.name() == Some("file") {
+            let name = field.file_name().unwrap_or("file").to_string();
+            let ct = field
+                .content_type()
+                .unwrap_or("application/octet-stream")
+                .to_string();
+            match field.bytes().await {
+                Ok(b) => file = Some((name, ct, b)),
+                Err(_) => return bad_request("The multipart body could not be read"),
+            }
+        }
+    }
+    let Some((name, content_type, bytes)) = file else {
+        return bad_request("Required request part 'file' is not present");
+    };
+    let uid = q
+        .get("uid")
+        .cloned()
+        .unwrap_or_else(|| format!("gen{:08}", app.lock().data.files.len()));
+    if !valid_uid(&uid) && !uid.starts_with("gen") {
+        return bad_request("Invalid uid");
+    }
+    {
+        let mut i = app.lock();
+        if i.data.files.contains_key(&uid) {
+            return (StatusCode::CONFLICT, axum::Json(json!({"httpStatus": "Conflict", "httpStatusCode": 409,
+                "status": "ERROR", "message": format!("FileResource with uid `{uid}` already exists")}))).into_response();
+        }
+        let domain = q.get("domain").cloned().unwrap_or("DATA_VALUE".into());
+        i.data.files.insert(
+            uid.clone(),
+            FileRec {
+                name: name.clone(),
+                content_type: content_type.clone(),
+                domain,
+                bytes: bytes.len(),
+                fnv: fnv1a(&bytes),
+            },
+        );
+    }
+    app.answer(StatusCode::ACCEPTED, json!({"httpStatus": "Accepted", "httpStatusCode": 202, "status": "OK",
+        "message": "File uploaded", "response": {"responseType": "FileResource",
+        "fileResource": {"id": uid, "name": name, "contentType": content_type, "storageStatus": "PENDING"}}}))
 }
