@@ -23,9 +23,14 @@ fn basic(user: &str, password: &str) -> String {
 }
 
 fn post(b: &RunningBox, path: &str, body: &Value) -> Value {
+    post_to(b.url(), path, body)
+}
+
+/// [`post`] to the box at `url` (threads share the URL, not the box).
+fn post_to(url: &str, path: &str, body: &Value) -> Value {
     let auth = basic("android", "Android123");
     let r = http_request(
-        b.url().trim_start_matches("http://"),
+        url.trim_start_matches("http://"),
         "POST",
         path,
         &[
@@ -55,11 +60,21 @@ fn status_json(b: &RunningBox) -> Value {
     .json()
 }
 
+/// The UID of object `kind` (`te`, `en`, `ev`, `co`) of patient `n` (11 characters).
+fn uid(kind: &str, n: u32) -> String {
+    match (kind, n) {
+        ("co", n) if n < 1000 => format!("evConsul{n:03}"),
+        ("co", n) => format!("evCon{n:06}"),
+        (k, n) if n < 1000 => format!("{k}Uplink{n:03}"),
+        (k, n) => format!("{k}Upl{n:06}"),
+    }
+}
+
 /// A patient with an enrollment, a triage event and a note on each.
 fn patient(n: u32) -> Value {
-    let te = format!("teUplink{n:03}");
-    let en = format!("enUplink{n:03}");
-    let ev = format!("evUplink{n:03}");
+    let te = uid("te", n);
+    let en = uid("en", n);
+    let ev = uid("ev", n);
     json!({
         "trackedEntities": [{
             "trackedEntity": te, "trackedEntityType": "cbTetPerson", "orgUnit": CLINIC_A,
@@ -93,7 +108,11 @@ fn patient(n: u32) -> Value {
 }
 
 fn import(b: &RunningBox, payload: &Value) {
-    let r = post(b, "/api/tracker?async=false", payload);
+    import_to(b.url(), payload)
+}
+
+fn import_to(url: &str, payload: &Value) {
+    let r = post_to(url, "/api/tracker?async=false", payload);
     assert_eq!(r["status"], "OK", "{r}");
 }
 
@@ -614,9 +633,9 @@ fn sigkill_of_the_uplink_or_serve_at_any_moment_loses_nothing_and_duplicates_not
     let l = national.ledger();
     for n in &acked {
         for (list, uid) in [
-            ("tracked_entities", format!("teUplink{n:03}")),
-            ("enrollments", format!("enUplink{n:03}")),
-            ("events", format!("evUplink{n:03}")),
+            ("tracked_entities", uid("te", *n)),
+            ("enrollments", uid("en", *n)),
+            ("events", uid("ev", *n)),
         ] {
             assert!(
                 l[list][&uid]["writes"].as_u64() >= Some(1),
@@ -701,6 +720,10 @@ fn add_photo_element(b: &RunningBox) {
 
 /// Uploads `bytes` as a tablet does; returns the file resource's UID.
 fn upload_file(b: &RunningBox, bytes: &[u8]) -> String {
+    upload_file_to(b.url(), bytes)
+}
+
+fn upload_file_to(url: &str, bytes: &[u8]) -> String {
     let boundary = "uplinkTestBoundary7MA4YWxk";
     let mut body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"wound.png\"\r\nContent-Type: image/png\r\n\r\n"
@@ -711,7 +734,7 @@ fn upload_file(b: &RunningBox, bytes: &[u8]) -> String {
     let auth = basic("android", "Android123");
     let ct = format!("multipart/form-data; boundary={boundary}");
     let r = http_request(
-        b.url().trim_start_matches("http://"),
+        url.trim_start_matches("http://"),
         "POST",
         "/api/fileResources",
         &[("Authorization", &auth), ("Content-Type", &ct)],
@@ -854,6 +877,176 @@ fn a_slow_lossy_link_that_cuts_connections_still_delivers_everything_once() {
     for v in l["data_values"].as_object().unwrap().values() {
         assert_eq!(v["writes"], 1, "{v}");
     }
+    assert_eq!(status_json(&b)["uplink"]["pending"], json!({}));
+    b.stop();
+}
+
+/// A big monthly form: `des` aggregate data elements (female/male each) in a new data set.
+fn add_big_monthly_form(b: &RunningBox, des: usize) -> Vec<String> {
+    let demo: Value =
+        serde_json::from_str(include_str!("../../appliance/api/demo/metadata.json")).unwrap();
+    let base = demo["dataElements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "cbDeAggOpd1")
+        .unwrap()
+        .clone();
+    let mut ds = demo["dataSets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == DS)
+        .unwrap()
+        .clone();
+    let ids: Vec<String> = (0..des).map(|i| format!("bd{i:09}")).collect();
+    let elements: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            let mut de = base.clone();
+            de["id"] = json!(id);
+            de["name"] = json!(format!("Item {id}"));
+            de["shortName"] = json!(format!("Item {id}"));
+            de
+        })
+        .collect();
+    ds["id"] = json!("cbDsBigMon1");
+    ds["name"] = json!("Monthly big report");
+    ds["shortName"] = json!("Big monthly");
+    ds.as_object_mut().unwrap().remove("indicators");
+    ds["dataSetElements"] = ids
+        .iter()
+        .map(|id| json!({"dataSet": {"id": "cbDsBigMon1"}, "dataElement": {"id": id}}))
+        .collect();
+    let auth = basic("admin", "district");
+    let r = http_request(
+        b.url().trim_start_matches("http://"),
+        "POST",
+        "/api/metadata",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::to_vec(&json!({"dataElements": elements, "dataSets": [ds]})).unwrap(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    ids
+}
+
+/// Several patients in one flat payload, as one tablet sync sends them.
+fn patients(from: u32, count: u32) -> Value {
+    let mut all = json!({"trackedEntities": [], "enrollments": [], "events": []});
+    for n in from..from + count {
+        let mut p = patient(n);
+        // A second event per visit: the consultation.
+        let mut consult = p["events"][0].clone();
+        consult["event"] = json!(uid("co", n));
+        consult["programStage"] = json!("cbStgConsul");
+        consult["dataValues"] = json!([{"dataElement": "cbDeDiagnos", "value": "MALARIA"}]);
+        consult["notes"] = json!([{"note": format!("ntCoUpl{n:04}"), "value": "treated"}]);
+        p["events"].as_array_mut().unwrap().push(consult);
+        for list in ["trackedEntities", "enrollments", "events"] {
+            let items = p[list].as_array().unwrap().clone();
+            all[list].as_array_mut().unwrap().extend(items);
+        }
+    }
+    all
+}
+
+/// A day of a busy clinic: tablets registering patients at once (each an enrollment and two
+/// events with notes), a big monthly report, some deletions and photos; then one round. It all
+/// reaches national, once. `CLINICBOX_BUSY_DAY` = `tablets x patients` (default 20x300).
+#[test]
+fn a_busy_clinic_day_reaches_national_intact() {
+    let (tablets, per_tablet): (u32, u32) = std::env::var("CLINICBOX_BUSY_DAY")
+        .ok()
+        .and_then(|v| {
+            let (t, p) = v.split_once('x')?;
+            Some((t.parse().ok()?, p.parse().ok()?))
+        })
+        .unwrap_or((20, 300));
+    let b = BoxBuilder::demo().start();
+    let national = National::start(None);
+    national.faults(json!({"file_data_elements": ["cbDePhoto01"]}));
+    add_photo_element(&b);
+    let form = add_big_monthly_form(&b, 1000);
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..tablets {
+            let b = b.url();
+            s.spawn(move || {
+                let first = 1000 + t * per_tablet;
+                for chunk in (0..per_tablet).step_by(20) {
+                    import_to(b, &patients(first + chunk, 20.min(per_tablet - chunk)));
+                }
+                // One photo per tablet, on its first patient's triage.
+                let file = upload_file_to(b, format!("\u{89}PNG tablet {t}").as_bytes());
+                let mut ev = patient(first)["events"][0].clone();
+                ev.as_object_mut().unwrap().remove("notes");
+                ev["dataValues"] = json!([{"dataElement": "cbDePhoto01", "value": file}]);
+                import_to(b, &json!({ "events": [ev] }));
+                // A consultation recorded by mistake, deleted again.
+                let r = post_to(
+                    b,
+                    "/api/tracker?async=false&importStrategy=DELETE",
+                    &json!({"events": [{"event": uid("co", first + 1)}]}),
+                );
+                assert_eq!(r["status"], "OK", "{r}");
+            });
+        }
+    });
+    let pe = this_month(&b);
+    let values: Vec<Value> = form
+        .iter()
+        .flat_map(|de| {
+            ["cbCocFemale", "cbCocMale01"].map(|coc| {
+                json!({"dataElement": de, "period": pe, "orgUnit": CLINIC_A,
+                "categoryOptionCombo": coc, "attributeOptionCombo": DEFAULT_COC, "value": "3"})
+            })
+        })
+        .collect();
+    let r = post(
+        &b,
+        "/api/dataValueSets",
+        &json!({"dataSet": "cbDsBigMon1", "dataValues": values}),
+    );
+    assert_eq!(r["response"]["importCount"]["imported"], 2000, "{r}");
+    let recorded = started.elapsed();
+
+    let t0 = std::time::Instant::now();
+    let out = uplink_once_ok(&data_dir(&b), &national);
+    let pushed_in = t0.elapsed();
+    let patients_total = (tablets * per_tablet) as usize;
+    eprintln!(
+        "busy day: {patients_total} patients by {tablets} tablets recorded in {:.1} s, pushed in {:.1} s\n{out}",
+        recorded.as_secs_f64(),
+        pushed_in.as_secs_f64()
+    );
+    let l = national.ledger();
+    assert_eq!(count(&l, "tracked_entities"), patients_total);
+    assert_eq!(count(&l, "enrollments"), patients_total);
+    // Each tablet's deleted consultation was deleted before national saw it.
+    assert_eq!(count(&l, "events"), 2 * patients_total - tablets as usize);
+    assert_eq!(
+        count(&l, "notes"),
+        3 * patients_total - tablets as usize,
+        "every note once"
+    );
+    assert_eq!(count(&l, "files"), tablets as usize);
+    assert!(out.contains("parked: 0"), "{out}");
+    assert_eq!(count(&l, "data_values"), 2000);
+    // An event is sent again only if it changed after it was sent (the photo added to each
+    // tablet's first triage may land in a later batch than the triage itself).
+    let again = l["events"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|e| e["writes"] != 1)
+        .count();
+    assert!(
+        again <= tablets as usize,
+        "{again} events sent more than once"
+    );
     assert_eq!(status_json(&b)["uplink"]["pending"], json!({}));
     b.stop();
 }

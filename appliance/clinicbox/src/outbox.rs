@@ -155,7 +155,7 @@ impl Outbox {
                 break;
             }
             if seen.insert((p.kind, p.uid.clone())) {
-                bytes += self.add(&read, &mut batch, p.kind, &p.uid)?;
+                bytes += self.add(&read, &mut batch, &mut seen, p.kind, &p.uid)?;
                 batch.retried += 1;
             }
         }
@@ -179,17 +179,19 @@ impl Outbox {
                 if !seen.insert((kind, ch.key.clone())) {
                     continue;
                 }
-                bytes += self.add(&read, &mut batch, kind, &ch.key)?;
+                bytes += self.add(&read, &mut batch, &mut seen, kind, &ch.key)?;
             }
         }
         Ok(batch)
     }
 
-    /// Renders one changed object into the batch; returns its size in bytes.
+    /// Renders one changed object into the batch, and before it the files its values name;
+    /// returns the size in bytes.
     fn add(
         &self,
         read: &ReadView,
         batch: &mut Batch,
+        seen: &mut HashSet<(ObjectKind, String)>,
         kind: ObjectKind,
         key: &str,
     ) -> Result<usize, OutboxError> {
@@ -223,8 +225,21 @@ impl Outbox {
         let Some((list, value)) = rendered else {
             return Ok(0);
         };
-        let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(0);
-        list.push(value);
+        let mut size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(0);
+        list.push(value.clone());
+        // The object is rendered as it is now, so it may name a file uploaded after the change
+        // this batch covers: that file goes in this batch too (national refuses a value whose
+        // file it does not hold, E1084; a file it already holds is skipped).
+        for uid in file_candidates(&value) {
+            if seen.contains(&(ObjectKind::FileResource, uid.to_string())) {
+                continue;
+            }
+            if let Some(file) = file_ref(read, uid)? {
+                seen.insert((ObjectKind::FileResource, uid.to_string()));
+                size += usize::try_from(file.content_length).unwrap_or(usize::MAX);
+                batch.files.push(file);
+            }
+        }
         Ok(size)
     }
 
@@ -357,6 +372,21 @@ fn list(part: &mut TrackerPart, t: TrackerType) -> &mut Vec<Value> {
         TrackerType::Event => &mut part.events,
         TrackerType::Relationship => &mut part.relationships,
     }
+}
+
+/// Values of an object that may be file resource UIDs: `value` of its `dataValues[]` and
+/// `attributes[]`, or its own `value` (an aggregate data value), when shaped like a UID.
+fn file_candidates(v: &Value) -> Vec<&str> {
+    let own = v.get("value").into_iter();
+    let nested = ["dataValues", "attributes"]
+        .into_iter()
+        .filter_map(|k| v.get(k).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|item| item.get("value"));
+    own.chain(nested)
+        .filter_map(Value::as_str)
+        .filter(|s| clinicbox_dhis2::Uid::is_valid(s))
+        .collect()
 }
 
 /// A file resource as national takes it; `None` for a deleted or unreadable one.
