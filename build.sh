@@ -56,6 +56,10 @@ case "$cmd" in
     # What one logged-in tablet can cost (a 12 MB value, stored reports, 300,000 empty
     # objects) next to an ordinary upload: answer size, store growth, memory.
     cargo run --release --locked -p clinicbox-bench -- exhaustion
+    # The uplink on a bad LTE link (800 ms, 80 kbit/s, 20 % loss) vs the Android app's way of
+    # sending the same records: bytes per event and per data value, push time, peak RSS.
+    cargo build --release --locked -p clinicbox -p clinicbox-tests --bins
+    cargo run --release --locked -p clinicbox-bench -- uplink
     ;;
   lint)
     need_rust

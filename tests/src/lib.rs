@@ -3,6 +3,7 @@
 //! sleeping, reads the URL the daemon prints, and on stop checks what every test must respect:
 //! exit 0 on SIGTERM and no panic in the log.
 
+pub mod clinic;
 pub mod link;
 pub mod national;
 
@@ -14,8 +15,18 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The `clinicbox` binary of this workspace (`CLINICBOX_BIN` overrides).
+static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Names the `clinicbox` binary for this process (a benchmark that is not a test executable).
+pub fn set_binary(path: PathBuf) {
+    let _ = BINARY.set(path);
+}
+
+/// The `clinicbox` binary of this workspace ([`set_binary`] or `CLINICBOX_BIN` override).
 pub fn binary() -> PathBuf {
+    if let Some(p) = BINARY.get() {
+        return p.clone();
+    }
     if let Some(p) = std::env::var_os("CLINICBOX_BIN") {
         return PathBuf::from(p);
     }

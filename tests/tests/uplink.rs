@@ -8,44 +8,34 @@ use clinicbox_tests::national::{National, pushed, uplink_once, uplink_once_ok};
 use clinicbox_tests::{BoxBuilder, RunningBox, http_request};
 use serde_json::{Value, json};
 
-const CLINIC_A: &str = "cbClinicA01";
-const OPD: &str = "cbPrgOpd001";
-const TRIAGE: &str = "cbStgTriage";
-const DS: &str = "cbDsOpdMon1";
-const DEFAULT_COC: &str = "HllvX50cXC0";
+use clinicbox_tests::clinic::{
+    CLINIC_A, DEFAULT_COC, DS, TRIAGE, basic, import_to, month_values, patient, patients, post_to,
+    uid, upload_file_to,
+};
 
-fn basic(user: &str, password: &str) -> String {
-    use base64::Engine as _;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
-}
-
+/// Android's post to box `b`.
 fn post(b: &RunningBox, path: &str, body: &Value) -> Value {
     post_to(b.url(), path, body)
 }
 
-/// [`post`] to the box at `url` (threads share the URL, not the box).
-fn post_to(url: &str, path: &str, body: &Value) -> Value {
-    let auth = basic("android", "Android123");
-    let r = http_request(
-        url.trim_start_matches("http://"),
-        "POST",
-        path,
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        &serde_json::to_vec(body).unwrap(),
-    );
-    assert!(
-        r.status == 200,
-        "{path}: {} {}",
-        r.status,
-        String::from_utf8_lossy(&r.body)
-    );
-    r.json()
+fn import(b: &RunningBox, payload: &Value) {
+    import_to(b.url(), payload)
+}
+
+fn upload_file(b: &RunningBox, bytes: &[u8]) -> String {
+    upload_file_to(b.url(), bytes)
+}
+
+fn this_month(b: &RunningBox) -> String {
+    clinicbox_tests::clinic::this_month(b.url())
+}
+
+fn add_photo_element(b: &RunningBox) {
+    clinicbox_tests::clinic::add_photo_element(b.url())
+}
+
+fn add_big_monthly_form(b: &RunningBox, des: usize) -> Vec<String> {
+    clinicbox_tests::clinic::add_big_monthly_form(b.url(), des)
 }
 
 fn status_json(b: &RunningBox) -> Value {
@@ -60,71 +50,6 @@ fn status_json(b: &RunningBox) -> Value {
     .json()
 }
 
-/// The UID of object `kind` (`te`, `en`, `ev`, `co`) of patient `n` (11 characters).
-fn uid(kind: &str, n: u32) -> String {
-    match (kind, n) {
-        ("co", n) if n < 1000 => format!("evConsul{n:03}"),
-        ("co", n) => format!("evCon{n:06}"),
-        (k, n) if n < 1000 => format!("{k}Uplink{n:03}"),
-        (k, n) => format!("{k}Upl{n:06}"),
-    }
-}
-
-/// A patient with an enrollment, a triage event and a note on each.
-fn patient(n: u32) -> Value {
-    let te = uid("te", n);
-    let en = uid("en", n);
-    let ev = uid("ev", n);
-    json!({
-        "trackedEntities": [{
-            "trackedEntity": te, "trackedEntityType": "cbTetPerson", "orgUnit": CLINIC_A,
-            "createdAtClient": "2026-12-01T09:00:00.000",
-            "attributes": [
-                {"attribute": "cbAttrPatId", "value": format!("UP-{n:04}")},
-                {"attribute": "cbAttrFirst", "value": "Amina"},
-                {"attribute": "cbAttrLastN", "value": "Otieno"}
-            ]
-        }],
-        "enrollments": [{
-            "enrollment": en, "trackedEntity": te, "program": OPD, "orgUnit": CLINIC_A,
-            "enrolledAt": "2026-12-01T09:00:00.000", "occurredAt": "2026-12-01T09:00:00.000",
-            "status": "ACTIVE",
-            "attributes": [
-                {"attribute": "cbAttrSex01", "value": "F"},
-                {"attribute": "cbAttrDob01", "value": "1990-04-02"}
-            ],
-            "notes": [{"note": format!("ntEnUpl{n:04}"), "value": "first visit"}]
-        }],
-        "events": [{
-            "event": ev, "enrollment": en, "program": OPD, "programStage": TRIAGE,
-            "orgUnit": CLINIC_A, "status": "ACTIVE", "occurredAt": "2026-12-01T09:05:00.000",
-            "dataValues": [
-                {"dataElement": "cbDeWeight1", "value": "61.5"},
-                {"dataElement": "cbDeTriage1", "value": "YELLOW"}
-            ],
-            "notes": [{"note": format!("ntEvUpl{n:04}"), "value": "feverish"}]
-        }]
-    })
-}
-
-fn import(b: &RunningBox, payload: &Value) {
-    import_to(b.url(), payload)
-}
-
-fn import_to(url: &str, payload: &Value) {
-    let r = post_to(url, "/api/tracker?async=false", payload);
-    assert_eq!(r["status"], "OK", "{r}");
-}
-
-fn month_values(pe: &str, values: [&str; 2]) -> Value {
-    json!({"dataSet": DS, "dataValues": [
-        {"dataElement": "cbDeAggOpd1", "period": pe, "orgUnit": CLINIC_A, "categoryOptionCombo": "cbCocFemale",
-         "attributeOptionCombo": DEFAULT_COC, "value": values[0]},
-        {"dataElement": "cbDeAggOpd1", "period": pe, "orgUnit": CLINIC_A, "categoryOptionCombo": "cbCocMale01",
-         "attributeOptionCombo": DEFAULT_COC, "value": values[1]}
-    ]})
-}
-
 fn data_dir(b: &RunningBox) -> std::path::PathBuf {
     b.dir().join("data")
 }
@@ -133,26 +58,20 @@ fn count(ledger: &Value, list: &str) -> usize {
     ledger[list].as_object().map_or(0, |m| m.len())
 }
 
-/// The current month as the box sees it (aggregate entry refuses future periods).
-fn this_month(b: &RunningBox) -> String {
-    let auth = basic("android", "Android123");
-    let r = http_request(
-        b.url().trim_start_matches("http://"),
-        "GET",
-        "/api/system/info",
-        &[("Authorization", &auth)],
-        b"",
-    );
-    let date = r.json()["serverDate"].as_str().unwrap().to_string();
-    format!("{}{}", &date[0..4], &date[5..7])
-}
-
 #[test]
 fn a_demo_box_s_records_reach_national_once_and_a_second_round_sends_nothing() {
     let b = BoxBuilder::demo().start();
     let national = National::start(None);
     for n in 0..3 {
-        import(&b, &patient(n));
+        let mut p = patient(n);
+        if n == 2 {
+            p["events"][0]["status"] = json!("COMPLETED");
+            p["events"][0]["dataValues"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"dataElement": "cbDeTemp001", "value": "37.2"}));
+        }
+        import(&b, &p);
     }
     // A relationship between two patients, and one patient deleted again.
     import(
@@ -202,6 +121,31 @@ fn a_demo_box_s_records_reach_national_once_and_a_second_round_sends_nothing() {
             .any(|d| d["value"] == "YELLOW"),
         "{ev}"
     );
+    // The completion time the box stamped reaches national in national's zone (the demo box
+    // keeps UTC, the stand-in Africa/Nairobi, three hours ahead).
+    let auth = basic("android", "Android123");
+    let on_box = http_request(
+        b.url().trim_start_matches("http://"),
+        "GET",
+        &format!("/api/tracker/events/{}?fields=completedAt", uid("ev", 2)),
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .json()["completedAt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let at_national = ledger["events"][uid("ev", 2)]["body"]["completedAt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hour = |t: &str| t[11..13].parse::<u32>().unwrap();
+    assert_eq!(
+        (hour(&on_box) + 3) % 24,
+        hour(&at_national),
+        "{on_box} → {at_national}"
+    );
+    assert_eq!(on_box[14..], at_national[14..]);
     // What national sets itself is not sent; the tablet's own client time is.
     let te = &ledger["tracked_entities"]["teUplink000"]["body"];
     assert!(
@@ -670,86 +614,7 @@ fn sigkill_of_the_uplink_or_serve_at_any_moment_loses_nothing_and_duplicates_not
     b.stop();
 }
 
-/// Adds a photo (IMAGE) data element to the triage stage, as an admin would.
-fn add_photo_element(b: &RunningBox) {
-    let demo: Value =
-        serde_json::from_str(include_str!("../../appliance/api/demo/metadata.json")).unwrap();
-    let mut de = demo["dataElements"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["id"] == "cbDeWeight1")
-        .unwrap()
-        .clone();
-    for (k, v) in [
-        ("id", "cbDePhoto01"),
-        ("name", "Wound photo"),
-        ("shortName", "Wound photo"),
-        ("valueType", "IMAGE"),
-    ] {
-        de[k] = json!(v);
-    }
-    de.as_object_mut().unwrap().remove("code");
-    let mut stage = demo["programStages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == TRIAGE)
-        .unwrap()
-        .clone();
-    stage["programStageDataElements"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({
-        "id": "cbPsdePhot1", "dataElement": {"id": "cbDePhoto01"}, "compulsory": false,
-        "allowProvidedElsewhere": false, "sortOrder": 9, "displayInReports": true,
-        "allowFutureDate": false, "renderOptionsAsRadio": false}));
-    let auth = basic("admin", "district");
-    let r = http_request(
-        b.url().trim_start_matches("http://"),
-        "POST",
-        "/api/metadata",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        &serde_json::to_vec(&json!({"dataElements": [de], "programStages": [stage]})).unwrap(),
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-}
-
 /// Uploads `bytes` as a tablet does; returns the file resource's UID.
-fn upload_file(b: &RunningBox, bytes: &[u8]) -> String {
-    upload_file_to(b.url(), bytes)
-}
-
-fn upload_file_to(url: &str, bytes: &[u8]) -> String {
-    let boundary = "uplinkTestBoundary7MA4YWxk";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"wound.png\"\r\nContent-Type: image/png\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(bytes);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let auth = basic("android", "Android123");
-    let ct = format!("multipart/form-data; boundary={boundary}");
-    let r = http_request(
-        url.trim_start_matches("http://"),
-        "POST",
-        "/api/fileResources",
-        &[("Authorization", &auth), ("Content-Type", &ct)],
-        &body,
-    );
-    assert!(
-        r.status == 202 || r.status == 200,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
-    r.json()["response"]["fileResource"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
 
 fn fnv1a(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -879,78 +744,6 @@ fn a_slow_lossy_link_that_cuts_connections_still_delivers_everything_once() {
     }
     assert_eq!(status_json(&b)["uplink"]["pending"], json!({}));
     b.stop();
-}
-
-/// A big monthly form: `des` aggregate data elements (female/male each) in a new data set.
-fn add_big_monthly_form(b: &RunningBox, des: usize) -> Vec<String> {
-    let demo: Value =
-        serde_json::from_str(include_str!("../../appliance/api/demo/metadata.json")).unwrap();
-    let base = demo["dataElements"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["id"] == "cbDeAggOpd1")
-        .unwrap()
-        .clone();
-    let mut ds = demo["dataSets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["id"] == DS)
-        .unwrap()
-        .clone();
-    let ids: Vec<String> = (0..des).map(|i| format!("bd{i:09}")).collect();
-    let elements: Vec<Value> = ids
-        .iter()
-        .map(|id| {
-            let mut de = base.clone();
-            de["id"] = json!(id);
-            de["name"] = json!(format!("Item {id}"));
-            de["shortName"] = json!(format!("Item {id}"));
-            de
-        })
-        .collect();
-    ds["id"] = json!("cbDsBigMon1");
-    ds["name"] = json!("Monthly big report");
-    ds["shortName"] = json!("Big monthly");
-    ds.as_object_mut().unwrap().remove("indicators");
-    ds["dataSetElements"] = ids
-        .iter()
-        .map(|id| json!({"dataSet": {"id": "cbDsBigMon1"}, "dataElement": {"id": id}}))
-        .collect();
-    let auth = basic("admin", "district");
-    let r = http_request(
-        b.url().trim_start_matches("http://"),
-        "POST",
-        "/api/metadata",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        &serde_json::to_vec(&json!({"dataElements": elements, "dataSets": [ds]})).unwrap(),
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    ids
-}
-
-/// Several patients in one flat payload, as one tablet sync sends them.
-fn patients(from: u32, count: u32) -> Value {
-    let mut all = json!({"trackedEntities": [], "enrollments": [], "events": []});
-    for n in from..from + count {
-        let mut p = patient(n);
-        // A second event per visit: the consultation.
-        let mut consult = p["events"][0].clone();
-        consult["event"] = json!(uid("co", n));
-        consult["programStage"] = json!("cbStgConsul");
-        consult["dataValues"] = json!([{"dataElement": "cbDeDiagnos", "value": "MALARIA"}]);
-        consult["notes"] = json!([{"note": format!("ntCoUpl{n:04}"), "value": "treated"}]);
-        p["events"].as_array_mut().unwrap().push(consult);
-        for list in ["trackedEntities", "enrollments", "events"] {
-            let items = p[list].as_array().unwrap().clone();
-            all[list].as_array_mut().unwrap().extend(items);
-        }
-    }
-    all
 }
 
 /// A day of a busy clinic: tablets registering patients at once (each an enrollment and two

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use clinicbox_control::outbox::{
     Batch, Confirm, FileRef, MAX_BATCH_BYTES, ObjectKind, Parked, Position, TrackerPart,
 };
+use clinicbox_dhis2::ServerTimeZone;
 use clinicbox_dhis2::tracker::TrackerType;
 use clinicbox_store::{Collection, ReadView, Store, StoreError};
 use clinicbox_tracker::Tracker;
@@ -136,7 +137,11 @@ impl Outbox {
 
     /// The changes after the confirmed position, rendered, up to about `max_bytes` (at least
     /// one object, so a huge one still moves).
-    pub fn batch(&self, max_bytes: usize) -> Result<Batch, OutboxError> {
+    pub fn batch(
+        &self,
+        max_bytes: usize,
+        national: Option<&ServerTimeZone>,
+    ) -> Result<Batch, OutboxError> {
         let max_bytes = max_bytes.clamp(1, MAX_BATCH_BYTES);
         let read = self.store.read()?;
         let after = Self::stored_position(&read)?.confirmed;
@@ -155,7 +160,7 @@ impl Outbox {
                 break;
             }
             if seen.insert((p.kind, p.uid.clone())) {
-                bytes += self.add(&read, &mut batch, &mut seen, p.kind, &p.uid)?;
+                bytes += self.add(&read, &mut batch, &mut seen, national, p.kind, &p.uid)?;
                 batch.retried += 1;
             }
         }
@@ -179,7 +184,7 @@ impl Outbox {
                 if !seen.insert((kind, ch.key.clone())) {
                     continue;
                 }
-                bytes += self.add(&read, &mut batch, &mut seen, kind, &ch.key)?;
+                bytes += self.add(&read, &mut batch, &mut seen, national, kind, &ch.key)?;
             }
         }
         Ok(batch)
@@ -192,12 +197,13 @@ impl Outbox {
         read: &ReadView,
         batch: &mut Batch,
         seen: &mut HashSet<(ObjectKind, String)>,
+        national: Option<&ServerTimeZone>,
         kind: ObjectKind,
         key: &str,
     ) -> Result<usize, OutboxError> {
         let rendered = match tracker_type(kind) {
             Some(t) => {
-                match clinicbox_tracker::outbox::render(&self.tracker, read, t, key)
+                match clinicbox_tracker::outbox::render(&self.tracker, read, t, key, national)
                     .map_err(|e| OutboxError::Render(e.to_string()))?
                 {
                     Some(ForNational::Upsert(v)) => Some((list(&mut batch.tracker, t), v)),

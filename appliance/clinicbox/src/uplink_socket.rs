@@ -135,12 +135,19 @@ pub async fn serve(
 #[derive(Deserialize)]
 struct BatchQuery {
     max_bytes: Option<usize>,
+    /// National's `serverTimeZoneId`, for the times the box stamped itself.
+    zone: Option<String>,
 }
 
 async fn outbox_batch(State(s): State<SocketState>, Query(q): Query<BatchQuery>) -> Response {
     let max = q.max_bytes.unwrap_or(512 * 1024);
+    let zone = match q.zone.as_deref().map(clinicbox_dhis2::ServerTimeZone::new) {
+        Some(Err(e)) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Some(Ok(z)) => Some(z),
+        None => None,
+    };
     let outbox = s.outbox.clone();
-    match tokio::task::spawn_blocking(move || outbox.batch(max)).await {
+    match tokio::task::spawn_blocking(move || outbox.batch(max, zone.as_ref())).await {
         Ok(Ok(batch)) => Json(batch).into_response(),
         Ok(Err(e)) => error(e),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

@@ -6,7 +6,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /v1/outbox?max_bytes=N` | [`Batch`]: the changes after the confirmed position, rendered as DHIS2 payloads |
+//! | `GET /v1/outbox?max_bytes=N&zone=Z` | [`Batch`]: the changes after the confirmed position, rendered as DHIS2 payloads (times the box stamped in national's zone `Z`) |
 //! | `POST /v1/confirm` [`Confirm`] | [`Position`] after the move; 409 if `after` is not the position (another round moved it) |
 //! | `GET /v1/position` | [`Position`] |
 //! | `POST /v1/report` [`UplinkReport`] | 204; what the status page shows about the uplink |

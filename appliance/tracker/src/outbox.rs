@@ -7,6 +7,7 @@
 
 use clinicbox_api::ApiError;
 use clinicbox_dhis2::tracker::TrackerType;
+use clinicbox_dhis2::{Dhis2Timestamp, ServerTimeZone};
 use clinicbox_store::{Collection, ReadView, Record};
 use serde_json::{Map, Value};
 
@@ -43,12 +44,15 @@ pub enum ForNational {
     Delete(Value),
 }
 
-/// Renders the current state of `uid`; `None` if no record exists (never written).
+/// Renders the current state of `uid`; `None` if no record exists (never written). Times the
+/// box stamped itself (`completedAt`) are written in `national`'s zone when given: DHIS2 reads
+/// a timestamp without an offset in its own zone.
 pub fn render(
     tracker: &Tracker,
     read: &ReadView,
     t: TrackerType,
     uid: &str,
+    national: Option<&ServerTimeZone>,
 ) -> Result<Option<ForNational>, ApiError> {
     let Some(rec) = read.get(collection(t), uid)? else {
         return Ok(None);
@@ -62,8 +66,24 @@ pub fn render(
         snap: &snap,
         read,
     };
-    let value = upsert(&r, read, t, uid, &rec)?;
-    Ok(Some(ForNational::Upsert(for_import(value))))
+    let mut value = for_import(upsert(&r, read, t, uid, &rec)?);
+    if let Some(zone) = national.filter(|z| z.name() != tracker.zone().name()) {
+        rezone(&mut value, "completedAt", tracker.zone(), zone);
+    }
+    Ok(Some(ForNational::Upsert(value)))
+}
+
+/// Rewrites timestamp field `key` of `v` from the box's zone to national's.
+fn rezone(v: &mut Value, key: &str, from: &ServerTimeZone, to: &ServerTimeZone) {
+    let Some(field) = v.get_mut(key) else { return };
+    let moved = field
+        .as_str()
+        .and_then(|s| Dhis2Timestamp::parse_lenient(s).ok())
+        .and_then(|ts| ts.to_epoch_ms(from).ok())
+        .and_then(|ms| Dhis2Timestamp::from_epoch_ms(ms, to).ok());
+    if let Some(ts) = moved {
+        *field = Value::String(ts.to_string());
+    }
 }
 
 fn upsert(
@@ -91,8 +111,17 @@ fn upsert(
             let te = read
                 .get(Collection::TRACKED_ENTITIES, &e.tracked_entity)?
                 .and_then(|rec| rec.json::<StoredTrackedEntity>().ok());
-            let v = json(serde_json::to_value(r.enrollment(uid, rec, te.as_ref())?))?;
-            (v, (e.created_at_client, e.updated_at_client))
+            let mut en = r.enrollment(uid, rec, te.as_ref())?;
+            // The entity type's attributes travel on the tracked entity; national merges both
+            // into the same values, so sending them twice only costs bytes.
+            if let Some(te) = &te {
+                let on_te = r.attribute_filter(&te.tracked_entity_type, None);
+                en.attributes.retain(|a| !on_te.contains(&a.attribute));
+            }
+            (
+                json(serde_json::to_value(en))?,
+                (e.created_at_client, e.updated_at_client),
+            )
         }
         TrackerType::Event => {
             let e: StoredEvent = rec.json().map_err(stored)?;
@@ -128,6 +157,9 @@ fn uid_only(t: TrackerType, uid: &str) -> Value {
     Value::Object(m)
 }
 
+/// Flags whose `false` is DHIS2's default: left out, they mean the same on create and update.
+const FALSE_BY_DEFAULT: &[&str] = &["followUp", "inactive", "providedElsewhere"];
+
 /// Fields national sets itself or ignores on import, at any depth.
 const SERVER_SET: &[&str] = &[
     "createdAt",
@@ -142,15 +174,19 @@ const SERVER_SET: &[&str] = &[
     "displayName",
     "code",
     "valueType",
+    // When a note was stored: national stamps its own.
+    "storedAt",
 ];
 
-/// Drops [`SERVER_SET`] fields, nulls and empty lists, recursively.
+/// Drops [`SERVER_SET`] fields, [`FALSE_BY_DEFAULT`] flags that are false, nulls and empty
+/// lists, recursively.
 pub fn for_import(v: Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.into_iter()
                 .filter(|(k, v)| {
                     !SERVER_SET.contains(&k.as_str())
+                        && !(FALSE_BY_DEFAULT.contains(&k.as_str()) && v == &Value::Bool(false))
                         && !v.is_null()
                         && !v.as_array().is_some_and(|a| a.is_empty())
                 })
@@ -170,13 +206,26 @@ mod tests {
     #[test]
     fn server_set_fields_and_empty_lists_are_left_out_at_every_depth() {
         let v = json!({
-            "event": "a1234567890", "createdAt": "x", "deleted": false, "notes": [],
+            "event": "a1234567890", "createdAt": "x", "deleted": false, "notes": [], "followUp": false,
             "dataValues": [{"dataElement": "d1234567890", "value": "3", "updatedAt": "y", "createdBy": {"uid": "u"}}],
             "geometry": null
         });
         assert_eq!(
             for_import(v),
             json!({"event": "a1234567890", "dataValues": [{"dataElement": "d1234567890", "value": "3"}]})
+        );
+    }
+
+    #[test]
+    fn a_time_the_box_stamped_is_written_in_national_s_zone() {
+        let mut v = json!({"completedAt": "2026-12-06T08:16:57.044", "occurredAt": "2026-12-01T09:05:00.000"});
+        let utc = ServerTimeZone::utc();
+        let nairobi = ServerTimeZone::new("Africa/Nairobi").expect("zone");
+        rezone(&mut v, "completedAt", &utc, &nairobi);
+        assert_eq!(v["completedAt"], "2026-12-06T11:16:57.044");
+        assert_eq!(
+            v["occurredAt"], "2026-12-01T09:05:00.000",
+            "the tablet's own times stay"
         );
     }
 

@@ -30,13 +30,17 @@ impl LocalBox {
         }
     }
 
-    pub async fn batch(&self, max_bytes: usize) -> Result<Batch, UplinkError> {
-        self.call(
-            "GET",
-            &format!("/outbox?max_bytes={max_bytes}"),
-            None::<&()>,
-        )
-        .await
+    /// The next batch, with the times the box stamped written in national's `zone`.
+    pub async fn batch(&self, max_bytes: usize, zone: Option<&str>) -> Result<Batch, UplinkError> {
+        let zone = zone
+            .filter(|z| {
+                z.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c))
+            })
+            .map(|z| format!("&zone={z}"))
+            .unwrap_or_default();
+        let path = format!("/outbox?max_bytes={max_bytes}{zone}");
+        self.call("GET", &path, None::<&()>).await
     }
 
     pub async fn confirm(&self, c: &Confirm) -> Result<Position, UplinkError> {

@@ -118,10 +118,14 @@ pub async fn run(
         national: Some(national.connect().await?),
         ..RoundSummary::default()
     };
+    let zone = summary
+        .national
+        .as_ref()
+        .and_then(|n| n.server_time_zone_id.clone());
     let mut stop_at: Option<u64> = None;
     let mut retries = 0;
     loop {
-        let batch = local.batch(size.get()).await?;
+        let batch = local.batch(size.get(), zone.as_deref()).await?;
         let end = *stop_at.get_or_insert(batch.end);
         let pending_done = batch.after >= end && batch.retried == 0;
         if pending_done || (batch.is_empty() && batch.skipped == 0) {

@@ -8,6 +8,7 @@
 mod aggregate;
 mod exhaustion;
 mod tracker;
+mod uplink;
 
 use std::path::Path;
 use std::sync::{Arc, Barrier};
@@ -45,6 +46,13 @@ enum Bench {
     /// What one logged-in tablet can cost: a 12 MB value, stored reports, 300,000 empty
     /// objects; answer sizes, store growth and memory next to an ordinary upload.
     Exhaustion,
+    /// The uplink on a bad LTE link vs the Android app's way: bytes per event and per data
+    /// value, push time, peak RSS (needs `clinicbox` and `national_standin` built alongside).
+    Uplink {
+        /// Patients (each: tracked entity, enrollment, two events, three notes).
+        #[arg(long, default_value_t = 300)]
+        patients: u32,
+    },
     /// Tracker upload (one POST of 200 TEs + 200 enrollments + 1,000 events) vs the store's
     /// raw write, download of 500 TEs, search at 10k TEs, peak RSS.
     Tracker {
@@ -245,5 +253,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Aggregate { values, rounds } => aggregate::run(values, rounds),
         Bench::Tracker { rounds, search_tes } => tracker::run(rounds, search_tes),
         Bench::Exhaustion => exhaustion::run(),
+        Bench::Uplink { patients } => uplink::run(patients),
     }
 }

@@ -188,6 +188,7 @@ fn router(app: App) -> Router {
         .route("/api/system/info", get(system_info))
         .route("/api/me", get(me))
         .route("/api/tracker", post(tracker_import))
+        .route("/api/tracker/jobs/{id}", get(job_notifications))
         .route("/api/tracker/jobs/{id}/report", get(job_report))
         .route("/api/fileResources", post(file_upload))
         .route("/api/fileResources/{uid}", get(file_get))
@@ -517,6 +518,30 @@ async fn tracker_import(
             "message": "Tracker job added", "response": {"id": id, "location": format!("/api/tracker/jobs/{id}")}}));
     }
     app.answer(status, report)
+}
+
+async fn job_notifications(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = app.gate("GET /api/tracker/jobs", &headers) {
+        return r;
+    }
+    let known = app.lock().jobs.contains_key(&id);
+    if !known {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"status": "ERROR", "httpStatusCode": 404,
+            "message": format!("Job {id} not found")})),
+        )
+            .into_response();
+    }
+    axum::Json(
+        json!([{"uid": id, "level": "INFO", "category": "TRACKER_IMPORT_JOB",
+        "time": server_date(), "message": "Import complete", "completed": true}]),
+    )
+    .into_response()
 }
 
 async fn job_report(

@@ -1,0 +1,266 @@
+//! A clinic's tablets, as the uplink's tests and benchmark need them: the records they post
+//! to a demo box (patients with an enrollment and events with notes, photos, monthly figures)
+//! and the metadata an admin adds. Requests go to a box URL (`http://127.0.0.1:PORT`), so
+//! threads standing for tablets share the URL, not the box.
+
+use serde_json::{Value, json};
+
+use crate::http_request;
+
+pub const CLINIC_A: &str = "cbClinicA01";
+pub const OPD: &str = "cbPrgOpd001";
+pub const TRIAGE: &str = "cbStgTriage";
+pub const DS: &str = "cbDsOpdMon1";
+pub const DEFAULT_COC: &str = "HllvX50cXC0";
+const DEMO_METADATA: &str = include_str!("../../appliance/api/demo/metadata.json");
+
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// [`post`] to the box at `url` (threads share the URL, not the box).
+pub fn post_to(url: &str, path: &str, body: &Value) -> Value {
+    let auth = basic("android", "Android123");
+    let r = http_request(
+        url.trim_start_matches("http://"),
+        "POST",
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::to_vec(body).unwrap(),
+    );
+    assert!(
+        r.status == 200,
+        "{path}: {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    r.json()
+}
+
+/// The UID of object `kind` (`te`, `en`, `ev`, `co`) of patient `n` (11 characters).
+pub fn uid(kind: &str, n: u32) -> String {
+    match (kind, n) {
+        ("co", n) if n < 1000 => format!("evConsul{n:03}"),
+        ("co", n) => format!("evCon{n:06}"),
+        (k, n) if n < 1000 => format!("{k}Uplink{n:03}"),
+        (k, n) => format!("{k}Upl{n:06}"),
+    }
+}
+
+/// A patient with an enrollment, a triage event and a note on each.
+pub fn patient(n: u32) -> Value {
+    let te = uid("te", n);
+    let en = uid("en", n);
+    let ev = uid("ev", n);
+    json!({
+        "trackedEntities": [{
+            "trackedEntity": te, "trackedEntityType": "cbTetPerson", "orgUnit": CLINIC_A,
+            "createdAtClient": "2026-12-01T09:00:00.000",
+            "attributes": [
+                {"attribute": "cbAttrPatId", "value": format!("UP-{n:04}")},
+                {"attribute": "cbAttrFirst", "value": "Amina"},
+                {"attribute": "cbAttrLastN", "value": "Otieno"}
+            ]
+        }],
+        "enrollments": [{
+            "enrollment": en, "trackedEntity": te, "program": OPD, "orgUnit": CLINIC_A,
+            "enrolledAt": "2026-12-01T09:00:00.000", "occurredAt": "2026-12-01T09:00:00.000",
+            "status": "ACTIVE",
+            "attributes": [
+                {"attribute": "cbAttrSex01", "value": "F"},
+                {"attribute": "cbAttrDob01", "value": "1990-04-02"}
+            ],
+            "notes": [{"note": format!("ntEnUpl{n:04}"), "value": "first visit"}]
+        }],
+        "events": [{
+            "event": ev, "enrollment": en, "program": OPD, "programStage": TRIAGE,
+            "orgUnit": CLINIC_A, "status": "ACTIVE", "occurredAt": "2026-12-01T09:05:00.000",
+            "dataValues": [
+                {"dataElement": "cbDeWeight1", "value": "61.5"},
+                {"dataElement": "cbDeTriage1", "value": "YELLOW"}
+            ],
+            "notes": [{"note": format!("ntEvUpl{n:04}"), "value": "feverish"}]
+        }]
+    })
+}
+
+pub fn import_to(url: &str, payload: &Value) {
+    let r = post_to(url, "/api/tracker?async=false", payload);
+    assert_eq!(r["status"], "OK", "{r}");
+}
+
+pub fn month_values(pe: &str, values: [&str; 2]) -> Value {
+    json!({"dataSet": DS, "dataValues": [
+        {"dataElement": "cbDeAggOpd1", "period": pe, "orgUnit": CLINIC_A, "categoryOptionCombo": "cbCocFemale",
+         "attributeOptionCombo": DEFAULT_COC, "value": values[0]},
+        {"dataElement": "cbDeAggOpd1", "period": pe, "orgUnit": CLINIC_A, "categoryOptionCombo": "cbCocMale01",
+         "attributeOptionCombo": DEFAULT_COC, "value": values[1]}
+    ]})
+}
+
+/// The current month as the box sees it (aggregate entry refuses future periods).
+pub fn this_month(url: &str) -> String {
+    let auth = basic("android", "Android123");
+    let r = http_request(
+        url.trim_start_matches("http://"),
+        "GET",
+        "/api/system/info",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    let date = r.json()["serverDate"].as_str().unwrap().to_string();
+    format!("{}{}", &date[0..4], &date[5..7])
+}
+
+/// Adds a photo (IMAGE) data element to the triage stage, as an admin would.
+pub fn add_photo_element(url: &str) {
+    let demo: Value = serde_json::from_str(DEMO_METADATA).unwrap();
+    let mut de = demo["dataElements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "cbDeWeight1")
+        .unwrap()
+        .clone();
+    for (k, v) in [
+        ("id", "cbDePhoto01"),
+        ("name", "Wound photo"),
+        ("shortName", "Wound photo"),
+        ("valueType", "IMAGE"),
+    ] {
+        de[k] = json!(v);
+    }
+    de.as_object_mut().unwrap().remove("code");
+    let mut stage = demo["programStages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == TRIAGE)
+        .unwrap()
+        .clone();
+    stage["programStageDataElements"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({
+        "id": "cbPsdePhot1", "dataElement": {"id": "cbDePhoto01"}, "compulsory": false,
+        "allowProvidedElsewhere": false, "sortOrder": 9, "displayInReports": true,
+        "allowFutureDate": false, "renderOptionsAsRadio": false}));
+    let auth = basic("admin", "district");
+    let r = http_request(
+        url.trim_start_matches("http://"),
+        "POST",
+        "/api/metadata",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::to_vec(&json!({"dataElements": [de], "programStages": [stage]})).unwrap(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+pub fn upload_file_to(url: &str, bytes: &[u8]) -> String {
+    let boundary = "uplinkTestBoundary7MA4YWxk";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"wound.png\"\r\nContent-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let auth = basic("android", "Android123");
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    let r = http_request(
+        url.trim_start_matches("http://"),
+        "POST",
+        "/api/fileResources",
+        &[("Authorization", &auth), ("Content-Type", &ct)],
+        &body,
+    );
+    assert!(
+        r.status == 202 || r.status == 200,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    r.json()["response"]["fileResource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A big monthly form: `des` aggregate data elements (female/male each) in a new data set.
+pub fn add_big_monthly_form(url: &str, des: usize) -> Vec<String> {
+    let demo: Value = serde_json::from_str(DEMO_METADATA).unwrap();
+    let base = demo["dataElements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "cbDeAggOpd1")
+        .unwrap()
+        .clone();
+    let mut ds = demo["dataSets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == DS)
+        .unwrap()
+        .clone();
+    let ids: Vec<String> = (0..des).map(|i| format!("bd{i:09}")).collect();
+    let elements: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            let mut de = base.clone();
+            de["id"] = json!(id);
+            de["name"] = json!(format!("Item {id}"));
+            de["shortName"] = json!(format!("Item {id}"));
+            de
+        })
+        .collect();
+    ds["id"] = json!("cbDsBigMon1");
+    ds["name"] = json!("Monthly big report");
+    ds["shortName"] = json!("Big monthly");
+    ds.as_object_mut().unwrap().remove("indicators");
+    ds["dataSetElements"] = ids
+        .iter()
+        .map(|id| json!({"dataSet": {"id": "cbDsBigMon1"}, "dataElement": {"id": id}}))
+        .collect();
+    let auth = basic("admin", "district");
+    let r = http_request(
+        url.trim_start_matches("http://"),
+        "POST",
+        "/api/metadata",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::to_vec(&json!({"dataElements": elements, "dataSets": [ds]})).unwrap(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    ids
+}
+
+/// Several patients in one flat payload, as one tablet sync sends them.
+pub fn patients(from: u32, count: u32) -> Value {
+    let mut all = json!({"trackedEntities": [], "enrollments": [], "events": []});
+    for n in from..from + count {
+        let mut p = patient(n);
+        // A second event per visit: the consultation.
+        let mut consult = p["events"][0].clone();
+        consult["event"] = json!(uid("co", n));
+        consult["programStage"] = json!("cbStgConsul");
+        consult["dataValues"] = json!([{"dataElement": "cbDeDiagnos", "value": "MALARIA"}]);
+        consult["notes"] = json!([{"note": format!("ntCoUpl{n:04}"), "value": "treated"}]);
+        p["events"].as_array_mut().unwrap().push(consult);
+        for list in ["trackedEntities", "enrollments", "events"] {
+            let items = p[list].as_array().unwrap().clone();
+            all[list].as_array_mut().unwrap().extend(items);
+        }
+    }
+    all
+}
