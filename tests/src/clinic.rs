@@ -3,6 +3,9 @@
 //! and the metadata an admin adds. Requests go to a box URL (`http://127.0.0.1:PORT`), so
 //! threads standing for tablets share the URL, not the box.
 
+// Test helpers: a step that fails is a failed test, with the panic's message.
+#![allow(clippy::unwrap_used)]
+
 use serde_json::{Value, json};
 
 use crate::http_request;

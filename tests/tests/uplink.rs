@@ -614,8 +614,6 @@ fn sigkill_of_the_uplink_or_serve_at_any_moment_loses_nothing_and_duplicates_not
     b.stop();
 }
 
-/// Uploads `bytes` as a tablet does; returns the file resource's UID.
-
 fn fnv1a(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {

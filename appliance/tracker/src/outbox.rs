@@ -178,18 +178,21 @@ const SERVER_SET: &[&str] = &[
     "storedAt",
 ];
 
+/// Whether field `k` with value `v` says nothing national needs.
+fn left_out(k: &str, v: &Value) -> bool {
+    SERVER_SET.contains(&k)
+        || (FALSE_BY_DEFAULT.contains(&k) && v == &Value::Bool(false))
+        || v.is_null()
+        || v.as_array().is_some_and(|a| a.is_empty())
+}
+
 /// Drops [`SERVER_SET`] fields, [`FALSE_BY_DEFAULT`] flags that are false, nulls and empty
 /// lists, recursively.
 pub fn for_import(v: Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.into_iter()
-                .filter(|(k, v)| {
-                    !SERVER_SET.contains(&k.as_str())
-                        && !(FALSE_BY_DEFAULT.contains(&k.as_str()) && v == &Value::Bool(false))
-                        && !v.is_null()
-                        && !v.as_array().is_some_and(|a| a.is_empty())
-                })
+                .filter(|(k, v)| !left_out(k, v))
                 .map(|(k, v)| (k, for_import(v)))
                 .collect(),
         ),
