@@ -356,8 +356,9 @@ fn ip(args: &[&str]) {
 }
 
 impl Wan {
-    fn new() -> Wan {
-        let ns = format!("cbup{}", std::process::id() % 100_000);
+    /// `tag` tells apart the namespaces of tests running at once in this process.
+    fn new(tag: &str) -> Wan {
+        let ns = format!("cbup{}{tag}", std::process::id() % 100_000);
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", &ns])
             .output();
@@ -403,7 +404,7 @@ impl Drop for Wan {
 
 #[test]
 fn the_daemon_sends_when_the_wan_link_comes_up_and_stops_cleanly_on_sigterm() {
-    let wan = Wan::new();
+    let wan = Wan::new("l");
     let b = BoxBuilder::demo().start();
     let national = National::start(Some(&wan.ns));
     let config = b.dir().join("uplink.toml");
@@ -458,7 +459,15 @@ fn the_daemon_sends_when_the_wan_link_comes_up_and_stops_cleanly_on_sigterm() {
     );
     assert_eq!(count(&l, "events"), 2, "{l}");
     assert_eq!(l["events"]["evUplink011"]["writes"], 1, "sent once: {l}");
-    let s = status_json(&b)["uplink"].clone();
+    // The round confirms to serve just after national's answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let s = loop {
+        let s = status_json(&b)["uplink"].clone();
+        if s["pending"] == json!({}) || std::time::Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     assert_eq!(s["pending"], json!({}), "{s}");
 
     nix::sys::signal::kill(
@@ -839,5 +848,84 @@ fn a_busy_clinic_day_reaches_national_intact() {
         "{again} events sent more than once"
     );
     assert_eq!(status_json(&b)["uplink"]["pending"], json!({}));
+    b.stop();
+}
+
+/// What `clinicbox power` would report: on battery, or on line.
+fn report_power(b: &RunningBox, on_battery: bool) {
+    use clinicbox_control::{ControlClient, PowerReport, PowerState};
+    let report = PowerReport {
+        state: if on_battery {
+            PowerState::OnBattery
+        } else {
+            PowerState::OnLine
+        },
+        source: "test".into(),
+        charge_percent: Some(80.0),
+        runtime_s: Some(3600),
+        on_battery_s: u64::from(on_battery) * 60,
+        detail: "test".into(),
+        observed_at_unix_s: 0,
+    };
+    let path = data_dir(b).join("control.sock");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            ControlClient::new(path, std::time::Duration::from_secs(5))
+                .report_power(report)
+                .await
+        })
+        .unwrap();
+}
+
+#[test]
+fn on_battery_the_daemon_waits_for_mains_when_told_to() {
+    let wan = Wan::new("b");
+    wan.up();
+    let b = BoxBuilder::demo().start();
+    let national = National::start(Some(&wan.ns));
+    let config = b.dir().join("uplink.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[uplink]\nnational_url = \"{}\"\ntoken_file = \"{}\"\ninterface = \"wan0\"\ninterval_secs = 3600\non_battery = \"pause\"\nsocket = \"{}\"\n",
+            national.url,
+            national.token_file.display(),
+            data_dir(&b).join("uplink.sock").display()
+        ),
+    )
+    .unwrap();
+    report_power(&b, true);
+    import(&b, &patient(41));
+    let mut uplink = std::process::Command::new("ip")
+        .args(["netns", "exec", &wan.ns])
+        .arg(clinicbox_tests::binary())
+        .arg("--config")
+        .arg(&config)
+        .arg("uplink")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(b.dir().join("uplink.log")).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(
+        count(&national.ledger(), "events"),
+        0,
+        "nothing sent on battery"
+    );
+    let s = status_json(&b)["uplink"].clone();
+    assert_eq!(s["state"], "paused: the box runs on battery", "{s}");
+
+    report_power(&b, false);
+    let l = clinicbox_tests::national::wait_for_ledger(
+        &national,
+        std::time::Duration::from_secs(40),
+        |l| count(l, "events") == 1,
+    );
+    assert_eq!(count(&l, "events"), 1, "sent once mains is back");
+    let _ = uplink.kill();
+    let _ = uplink.wait();
     b.stop();
 }

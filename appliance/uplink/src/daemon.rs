@@ -14,6 +14,8 @@ use crate::{UplinkConfig, UplinkError, round};
 
 /// How often the link, the battery and the watchdog are looked at while waiting.
 const TICK: Duration = Duration::from_secs(2);
+/// How often a paused uplink looks whether mains power is back.
+const BATTERY_CHECK: Duration = Duration::from_secs(10);
 /// The first wait after a failed round.
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -106,7 +108,7 @@ impl Daemon {
             {
                 self.set_state(&local, &mut report, "paused: the box runs on battery")
                     .await;
-                wait = Duration::from_secs(60);
+                wait = BATTERY_CHECK;
                 continue;
             }
             self.set_state(&local, &mut report, "sending").await;
