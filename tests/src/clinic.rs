@@ -47,11 +47,17 @@ pub fn post_to(url: &str, path: &str, body: &Value) -> Value {
     r.json()
 }
 
-/// The UID of object `kind` (`te`, `en`, `ev`, `co`) of patient `n` (11 characters).
+/// The UID of object `kind` of patient `n` (11 characters): `te`, `en`, `ev` (triage), `co`
+/// (consultation), and the notes `ne`, `nv`, `nc` on the enrollment, triage and consultation.
 pub fn uid(kind: &str, n: u32) -> String {
     match (kind, n) {
         ("co", n) if n < 1000 => format!("evConsul{n:03}"),
         ("co", n) => format!("evCon{n:06}"),
+        // Notes: of the enrollment, the triage event, the consultation.
+        ("ne", n) if n < 10_000 => format!("ntEnUpl{n:04}"),
+        ("nv", n) if n < 10_000 => format!("ntEvUpl{n:04}"),
+        ("nc", n) if n < 10_000 => format!("ntCoUpl{n:04}"),
+        (k, n) if k.starts_with('n') => format!("nt{k}{n:07}"),
         (k, n) if n < 1000 => format!("{k}Uplink{n:03}"),
         (k, n) => format!("{k}Upl{n:06}"),
     }
@@ -80,7 +86,7 @@ pub fn patient(n: u32) -> Value {
                 {"attribute": "cbAttrSex01", "value": "F"},
                 {"attribute": "cbAttrDob01", "value": "1990-04-02"}
             ],
-            "notes": [{"note": format!("ntEnUpl{n:04}"), "value": "first visit"}]
+            "notes": [{"note": uid("ne", n), "value": "first visit"}]
         }],
         "events": [{
             "event": ev, "enrollment": en, "program": OPD, "programStage": TRIAGE,
@@ -89,7 +95,7 @@ pub fn patient(n: u32) -> Value {
                 {"dataElement": "cbDeWeight1", "value": "61.5"},
                 {"dataElement": "cbDeTriage1", "value": "YELLOW"}
             ],
-            "notes": [{"note": format!("ntEvUpl{n:04}"), "value": "feverish"}]
+            "notes": [{"note": uid("nv", n), "value": "feverish"}]
         }]
     })
 }
@@ -258,7 +264,7 @@ pub fn patients(from: u32, count: u32) -> Value {
         consult["event"] = json!(uid("co", n));
         consult["programStage"] = json!("cbStgConsul");
         consult["dataValues"] = json!([{"dataElement": "cbDeDiagnos", "value": "MALARIA"}]);
-        consult["notes"] = json!([{"note": format!("ntCoUpl{n:04}"), "value": "treated"}]);
+        consult["notes"] = json!([{"note": uid("nc", n), "value": "treated"}]);
         p["events"].as_array_mut().unwrap().push(consult);
         for list in ["trackedEntities", "enrollments", "events"] {
             let items = p[list].as_array().unwrap().clone();
