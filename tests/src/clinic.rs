@@ -161,18 +161,10 @@ pub fn add_photo_element(url: &str) {
         "id": "cbPsdePhot1", "dataElement": {"id": "cbDePhoto01"}, "compulsory": false,
         "allowProvidedElsewhere": false, "sortOrder": 9, "displayInReports": true,
         "allowFutureDate": false, "renderOptionsAsRadio": false}));
-    let auth = basic("admin", "district");
-    let r = http_request(
-        url.trim_start_matches("http://"),
-        "POST",
-        "/api/metadata",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        &serde_json::to_vec(&json!({"dataElements": [de], "programStages": [stage]})).unwrap(),
+    import_metadata(
+        url,
+        &json!({"dataElements": [de], "programStages": [stage]}),
     );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
 
 pub fn upload_file_to(url: &str, bytes: &[u8]) -> String {
@@ -239,18 +231,7 @@ pub fn add_big_monthly_form(url: &str, des: usize) -> Vec<String> {
         .iter()
         .map(|id| json!({"dataSet": {"id": "cbDsBigMon1"}, "dataElement": {"id": id}}))
         .collect();
-    let auth = basic("admin", "district");
-    let r = http_request(
-        url.trim_start_matches("http://"),
-        "POST",
-        "/api/metadata",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        &serde_json::to_vec(&json!({"dataElements": elements, "dataSets": [ds]})).unwrap(),
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    import_metadata(url, &json!({"dataElements": elements, "dataSets": [ds]}));
     ids
 }
 
@@ -272,4 +253,30 @@ pub fn patients(from: u32, count: u32) -> Value {
         }
     }
     all
+}
+
+/// `POST /api/metadata` as the demo's admin; panics unless it imported.
+fn import_metadata(url: &str, package: &Value) {
+    let auth = basic("admin", "district");
+    let r = http_request(
+        url.trim_start_matches("http://"),
+        "POST",
+        "/api/metadata",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::to_vec(package).unwrap(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+/// FNV-1a of `bytes` as 16 hex digits: the stand-in's ledger names a file's bytes by it.
+pub fn fnv1a(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }

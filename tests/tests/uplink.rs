@@ -9,8 +9,8 @@ use clinicbox_tests::{BoxBuilder, RunningBox, http_request};
 use serde_json::{Value, json};
 
 use clinicbox_tests::clinic::{
-    CLINIC_A, DEFAULT_COC, DS, TRIAGE, basic, import_to, month_values, patient, patients, post_to,
-    uid, upload_file_to,
+    CLINIC_A, DEFAULT_COC, DS, TRIAGE, basic, fnv1a, import_to, month_values, patient, patients,
+    post_to, uid, upload_file_to,
 };
 
 /// Android's post to box `b`.
@@ -402,24 +402,26 @@ impl Drop for Wan {
     }
 }
 
-#[test]
-fn the_daemon_sends_when_the_wan_link_comes_up_and_stops_cleanly_on_sigterm() {
-    let wan = Wan::new("l");
-    let b = BoxBuilder::demo().start();
-    let national = National::start(Some(&wan.ns));
+/// `clinicbox uplink` (the daemon) inside `wan`'s namespace beside box `b`, sending to
+/// `national` through `wan0`, with `extra` lines for `[uplink]`; its log in the box's directory.
+fn start_daemon(
+    b: &RunningBox,
+    wan: &Wan,
+    national: &National,
+    extra: &str,
+) -> std::process::Child {
     let config = b.dir().join("uplink.toml");
     std::fs::write(
         &config,
         format!(
-            "[uplink]\nnational_url = \"{}\"\ntoken_file = \"{}\"\ninterface = \"wan0\"\ninterval_secs = 3600\nsocket = \"{}\"\n",
+            "[uplink]\nnational_url = \"{}\"\ntoken_file = \"{}\"\ninterface = \"wan0\"\ninterval_secs = 3600\nsocket = \"{}\"\n{extra}",
             national.url,
             national.token_file.display(),
-            data_dir(&b).join("uplink.sock").display()
+            data_dir(b).join("uplink.sock").display()
         ),
     )
     .unwrap();
-    import(&b, &patient(11));
-    let mut uplink = std::process::Command::new("ip")
+    std::process::Command::new("ip")
         .args(["netns", "exec", &wan.ns])
         .arg(clinicbox_tests::binary())
         .arg("--config")
@@ -429,7 +431,16 @@ fn the_daemon_sends_when_the_wan_link_comes_up_and_stops_cleanly_on_sigterm() {
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(b.dir().join("uplink.log")).unwrap())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn the_daemon_sends_when_the_wan_link_comes_up_and_stops_cleanly_on_sigterm() {
+    let wan = Wan::new("l");
+    let b = BoxBuilder::demo().start();
+    let national = National::start(Some(&wan.ns));
+    import(&b, &patient(11));
+    let mut uplink = start_daemon(&b, &wan, &national, "");
 
     // No default route: nothing is sent, and the status page says why.
     std::thread::sleep(std::time::Duration::from_secs(4));
@@ -621,15 +632,6 @@ fn sigkill_of_the_uplink_or_serve_at_any_moment_loses_nothing_and_duplicates_not
     }
     assert_eq!(status_json(&b)["uplink"]["pending"], json!({}));
     b.stop();
-}
-
-fn fnv1a(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
 }
 
 #[test]
@@ -886,29 +888,9 @@ fn on_battery_the_daemon_waits_for_mains_when_told_to() {
     wan.up();
     let b = BoxBuilder::demo().start();
     let national = National::start(Some(&wan.ns));
-    let config = b.dir().join("uplink.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[uplink]\nnational_url = \"{}\"\ntoken_file = \"{}\"\ninterface = \"wan0\"\ninterval_secs = 3600\non_battery = \"pause\"\nsocket = \"{}\"\n",
-            national.url,
-            national.token_file.display(),
-            data_dir(&b).join("uplink.sock").display()
-        ),
-    )
-    .unwrap();
     report_power(&b, true);
     import(&b, &patient(41));
-    let mut uplink = std::process::Command::new("ip")
-        .args(["netns", "exec", &wan.ns])
-        .arg(clinicbox_tests::binary())
-        .arg("--config")
-        .arg(&config)
-        .arg("uplink")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(b.dir().join("uplink.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut uplink = start_daemon(&b, &wan, &national, "on_battery = \"pause\"\n");
     std::thread::sleep(std::time::Duration::from_secs(4));
     assert_eq!(
         count(&national.ledger(), "events"),

@@ -1053,15 +1053,6 @@ async fn registrations(State(app): State<App>, headers: HeaderMap, body: Bytes) 
 // ---------------------------------------------------------------------------------------
 // File resources
 
-fn fnv1a(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
-
 async fn file_get(State(app): State<App>, Path(uid): Path<String>, headers: HeaderMap) -> Response {
     if let Err(r) = app.gate("GET /api/fileResources", &headers) {
         return r;
@@ -1121,7 +1112,7 @@ async fn file_upload(
                 content_type: content_type.clone(),
                 domain,
                 bytes: bytes.len(),
-                fnv: fnv1a(&bytes),
+                fnv: clinicbox_tests::clinic::fnv1a(&bytes),
             },
         );
     }
