@@ -29,6 +29,21 @@ fn standin_binary() -> PathBuf {
 impl National {
     /// Starts the stand-in on loopback (inside `netns` if given) and waits for its address.
     pub fn start(netns: Option<&str>) -> National {
+        National::spawn(netns, false)
+    }
+
+    /// The stand-in on HTTPS, its certificate issued for `127.0.0.1` by a CA of its own, whose
+    /// PEM is [`National::ca_file`].
+    pub fn start_tls() -> National {
+        National::spawn(None, true)
+    }
+
+    /// The PEM of the CA that issued an HTTPS stand-in's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self._dir.path().join("ca.pem")
+    }
+
+    fn spawn(netns: Option<&str>, tls: bool) -> National {
         let dir = tempfile::tempdir().expect("tempdir");
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
@@ -45,6 +60,11 @@ impl National {
             .args(["--user", "sync", "--password", "sync-password"])
             .arg("--state")
             .arg(dir.path().join("state.json"))
+            .args(if tls {
+                tls_files(dir.path())
+            } else {
+                Vec::new()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -110,6 +130,35 @@ impl Drop for National {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A CA and a certificate for `127.0.0.1` it issued, written into `dir`; the stand-in's
+/// arguments for them.
+fn tls_files(dir: &Path) -> Vec<String> {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Ministry test CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("leaf params")
+        .signed_by(&key, &issuer)
+        .expect("leaf");
+    let write = |name: &str, pem: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, pem).expect("pem");
+        p.display().to_string()
+    };
+    write("ca.pem", ca_cert.pem());
+    vec![
+        "--tls-cert".into(),
+        write("cert.pem", format!("{}{}", leaf.pem(), ca_cert.pem())),
+        "--tls-key".into(),
+        write("key.pem", key.serialize_pem()),
+    ]
 }
 
 /// `clinicbox uplink --demo --data-dir DIR --national-url URL --national-token-file F --once`

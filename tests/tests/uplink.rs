@@ -911,3 +911,44 @@ fn on_battery_the_daemon_waits_for_mains_when_told_to() {
     let _ = uplink.wait();
     b.stop();
 }
+
+#[test]
+fn national_over_https_is_trusted_through_the_ministry_s_ca_file_and_refused_without_it() {
+    let b = BoxBuilder::demo().start();
+    let national = National::start_tls();
+    assert!(national.url.starts_with("https://"), "{}", national.url);
+    import(&b, &patient(51));
+
+    // The system's roots do not know the ministry's CA: a clear refusal, nothing marked sent.
+    let (status, _, err) = uplink_once(&data_dir(&b), &national);
+    assert!(!status.success());
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert_eq!(status_json(&b)["uplink"]["pending"]["events"], 1);
+
+    // With [uplink] ca_file it goes through.
+    let config = b.dir().join("ca.toml");
+    std::fs::write(
+        &config,
+        format!("[uplink]\nca_file = \"{}\"\n", national.ca_file().display()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(clinicbox_tests::binary())
+        .arg("--config")
+        .arg(&config)
+        .args(["uplink", "--demo", "--data-dir"])
+        .arg(data_dir(&b))
+        .args(["--national-url", &national.url, "--national-token-file"])
+        .arg(&national.token_file)
+        .arg("--once")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(pushed(&text, "events"), 1, "{text}");
+    assert_eq!(status_json(&b)["uplink"]["pending"], json!({}));
+    b.stop();
+}

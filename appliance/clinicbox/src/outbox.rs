@@ -223,6 +223,7 @@ impl Outbox {
             }
             None if kind == ObjectKind::DataValue => {
                 clinicbox_aggregate::outbox::data_value(read, key)?
+                    .map(|v| self.with_data_set(v))
                     .map(|v| (&mut batch.data_values, v))
             }
             None => clinicbox_aggregate::outbox::registration(read, key)?
@@ -247,6 +248,35 @@ impl Outbox {
             }
         }
         Ok(size)
+    }
+
+    /// Names the value's data set when exactly one of its org unit's data sets holds its data
+    /// element (the uplink sends one request per data set and period, so a locked or approved
+    /// set holds up no other); otherwise national works it out.
+    fn with_data_set(&self, mut v: Value) -> Value {
+        let Ok(snap) = self.tracker.api().metadata().snapshot() else {
+            return v;
+        };
+        let (Some(de), Some(ou)) = (
+            v.get("dataElement").and_then(Value::as_str),
+            v.get("orgUnit").and_then(Value::as_str),
+        ) else {
+            return v;
+        };
+        let holds = |ds: &&String| {
+            snap.get("dataSets", ds)
+                .and_then(|d| d.get("dataSetElements"))
+                .and_then(Value::as_array)
+                .is_some_and(|els| {
+                    els.iter()
+                        .any(|e| e.pointer("/dataElement/id").and_then(Value::as_str) == Some(de))
+                })
+        };
+        let mut sets = snap.data_sets_of_org_unit(ou).iter().filter(holds);
+        if let (Some(ds), None) = (sets.next(), sets.next()) {
+            v["dataSet"] = Value::String(ds.clone());
+        }
+        v
     }
 
     /// The bytes of a file resource, for the uplink to send.

@@ -195,15 +195,17 @@ async fn push(
         let answer = national.post_tracker(&body, strategy).await?;
         add(outcome::tracker(&answer, &sent, deleting)?);
     }
-    for (period, values) in by_period(&batch.data_values) {
+    for ((data_set, period), values) in by_set_and_period(&batch.data_values) {
         let sent: Vec<_> = values
             .iter()
             .map(|v| (ObjectKind::DataValue, data_value_key(v)))
             .collect();
         tracing::debug!(period, values = values.len(), "posting data values");
-        let answer = national
-            .post_data_values(&json!({ "dataValues": values }))
-            .await?;
+        let mut body = json!({ "dataValues": values });
+        if let Some(ds) = data_set {
+            body["dataSet"] = Value::String(ds);
+        }
+        let answer = national.post_data_values(&body).await?;
         add(outcome::aggregate("/api/dataValueSets", &answer, &sent)?);
     }
     if !batch.registrations.is_empty() {
@@ -271,19 +273,21 @@ async fn push_file(
     Ok(out)
 }
 
-/// Data values grouped by period, in the order periods first appear: a locked or expired
-/// period is refused on its own and holds up no other.
-fn by_period(values: &[Value]) -> Vec<(String, Vec<Value>)> {
-    let mut groups: Vec<(String, Vec<Value>)> = Vec::new();
+/// Data values grouped by data set (when the box named it) and period, in the order the groups
+/// first appear: a locked, expired or approved set refuses its own values and holds up no other.
+/// The data set moves from the values to the set, where DHIS2 reads it.
+fn by_set_and_period(values: &[Value]) -> Vec<((Option<String>, String), Vec<Value>)> {
+    let mut groups: Vec<((Option<String>, String), Vec<Value>)> = Vec::new();
     for v in values {
-        let pe = v
-            .get("period")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        match groups.iter_mut().find(|(p, _)| *p == pe) {
-            Some((_, list)) => list.push(v.clone()),
-            None => groups.push((pe, vec![v.clone()])),
+        let mut v = v.clone();
+        let ds = v
+            .as_object_mut()
+            .and_then(|m| m.remove("dataSet"))
+            .and_then(|d| d.as_str().map(str::to_string));
+        let key = (ds, field(&v, "period").to_string());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push(v),
+            None => groups.push((key, vec![v])),
         }
     }
     groups
@@ -316,4 +320,39 @@ fn registration_key(v: &Value) -> String {
     ]
     .map(|k| field(v, k))
     .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_go_one_request_per_data_set_and_period_with_the_set_named_once() {
+        let v = |de: &str, pe: &str, ds: Option<&str>| {
+            let mut v = json!({"dataElement": de, "period": pe, "orgUnit": "ou", "value": "1"});
+            if let Some(ds) = ds {
+                v["dataSet"] = json!(ds);
+            }
+            v
+        };
+        let groups = by_set_and_period(&[
+            v("a", "202611", Some("dsA")),
+            v("b", "202611", Some("dsB")),
+            v("c", "202611", Some("dsA")),
+            v("d", "202612", Some("dsA")),
+            v("e", "202611", None),
+        ]);
+        let keys: Vec<_> = groups.iter().map(|(k, l)| (k.clone(), l.len())).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ((Some("dsA".into()), "202611".into()), 2),
+                ((Some("dsB".into()), "202611".into()), 1),
+                ((Some("dsA".into()), "202612".into()), 1),
+                ((None, "202611".into()), 1),
+            ]
+        );
+        assert!(groups[0].1.iter().all(|v| v.get("dataSet").is_none()));
+        assert_eq!(data_value_key(&groups[0].1[0]), "a/202611/ou//");
+    }
 }

@@ -23,7 +23,8 @@
 //!
 //! Test-only endpoints, outside `/api`: `GET /ledger` (what was applied, how many times),
 //! `POST /faults` (see [`Faults`]). With `--state FILE` the data (not the jobs) survives a
-//! restart. Prints `national-standin: listening on http://ADDR` once it accepts connections.
+//! restart; with `--tls-cert PEM --tls-key PEM` it speaks HTTPS. Prints
+//! `national-standin: listening on http(s)://ADDR` once it accepts connections.
 
 #![allow(clippy::result_large_err)] // handlers answer early with a whole Response
 
@@ -140,6 +141,7 @@ struct App {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut listen: SocketAddr = "127.0.0.1:0".parse()?;
     let (mut token, mut user, mut password, mut state_file) = (None, None, None, None);
+    let (mut tls_cert, mut tls_key) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or(format!("{a} needs a value"));
@@ -149,6 +151,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--user" => user = Some(val()?),
             "--password" => password = Some(val()?),
             "--state" => state_file = Some(PathBuf::from(val()?)),
+            "--tls-cert" => tls_cert = Some(PathBuf::from(val()?)),
+            "--tls-key" => tls_key = Some(PathBuf::from(val()?)),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -173,12 +177,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        println!(
-            "national-standin: listening on http://{}",
-            listener.local_addr()?
-        );
-        axum::serve(listener, router(app)).await
+        let listener = std::net::TcpListener::bind(listen)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        match tls_cert.zip(tls_key) {
+            // HTTPS, as a national server is: rustls with ring, the certificate given.
+            Some((cert, key)) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let config =
+                    axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?;
+                println!("national-standin: listening on https://{addr}");
+                axum_server::from_tcp_rustls(listener, config)?
+                    .serve(router(app).into_make_service())
+                    .await
+            }
+            None => {
+                println!("national-standin: listening on http://{addr}");
+                axum::serve(tokio::net::TcpListener::from_std(listener)?, router(app)).await
+            }
+        }
     })?;
     Ok(())
 }
