@@ -273,12 +273,12 @@ async fn push_file(
     Ok(out)
 }
 
-/// Data values grouped by data set (when the box named it) and period, in the order the groups
-/// first appear: a locked, expired or approved set refuses its own values and holds up no other.
-/// The data set moves from the values to the set, where DHIS2 reads it.
 /// A data set (if named) and a period.
 type SetPeriod = (Option<String>, String);
 
+/// Data values grouped by data set (when the box named it) and period, in the order the groups
+/// first appear: a locked, expired or approved set refuses its own values and holds up no other.
+/// The data set moves from the values to the set, where DHIS2 reads it.
 fn by_set_and_period(values: &[Value]) -> Vec<(SetPeriod, Vec<Value>)> {
     let mut groups: Vec<(SetPeriod, Vec<Value>)> = Vec::new();
     for v in values {
