@@ -33,8 +33,10 @@ pub struct UplinkConfig {
     /// Group allowed to open the socket (the uplink's user's group on the image). Unset: the
     /// daemon's own group.
     pub socket_group: Option<String>,
-    /// The most bytes of JSON in one request to national. Default 1048576 (national's
-    /// reference nginx refuses bodies over 10 MB; smaller requests lose less on a flaky link).
+    /// The most bytes of JSON in one request to national. Default 262144: about 30 s at
+    /// 80 kbit/s, well inside `request_timeout_secs` on a bad LTE day (national's reference
+    /// nginx refuses bodies over 10 MB; smaller requests lose less when a link drops). The
+    /// uplink halves it after a cut or a timeout and grows it back after a success.
     pub batch_bytes: usize,
     /// Seconds one request to national may take, answer included. Default 120.
     pub request_timeout_secs: u64,
@@ -64,7 +66,7 @@ impl Default for UplinkConfig {
             on_battery: OnBattery::Pause,
             socket: PathBuf::from(clinicbox_control::outbox::DEFAULT_UPLINK_SOCKET),
             socket_group: None,
-            batch_bytes: 1024 * 1024,
+            batch_bytes: 256 * 1024,
             request_timeout_secs: 120,
             max_backoff_secs: 1800,
         }
