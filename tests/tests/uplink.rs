@@ -402,14 +402,19 @@ impl Drop for Wan {
     }
 }
 
+/// A daemon child that is killed when the test ends, even when an assertion failed first.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `clinicbox uplink` (the daemon) inside `wan`'s namespace beside box `b`, sending to
 /// `national` through `wan0`, with `extra` lines for `[uplink]`; its log in the box's directory.
-fn start_daemon(
-    b: &RunningBox,
-    wan: &Wan,
-    national: &National,
-    extra: &str,
-) -> std::process::Child {
+fn start_daemon(b: &RunningBox, wan: &Wan, national: &National, extra: &str) -> Daemon {
     let config = b.dir().join("uplink.toml");
     std::fs::write(
         &config,
@@ -431,6 +436,7 @@ fn start_daemon(
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(b.dir().join("uplink.log")).unwrap())
         .spawn()
+        .map(Daemon)
         .unwrap()
 }
 
@@ -482,13 +488,13 @@ fn the_daemon_sends_when_the_wan_link_comes_up_and_stops_cleanly_on_sigterm() {
     assert_eq!(s["pending"], json!({}), "{s}");
 
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(uplink.id() as i32),
+        nix::unistd::Pid::from_raw(uplink.0.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let status = loop {
-        if let Some(st) = uplink.try_wait().unwrap() {
+        if let Some(st) = uplink.0.try_wait().unwrap() {
             break st;
         }
         assert!(
@@ -890,7 +896,7 @@ fn on_battery_the_daemon_waits_for_mains_when_told_to() {
     let national = National::start(Some(&wan.ns));
     report_power(&b, true);
     import(&b, &patient(41));
-    let mut uplink = start_daemon(&b, &wan, &national, "on_battery = \"pause\"\n");
+    let uplink = start_daemon(&b, &wan, &national, "on_battery = \"pause\"\n");
     std::thread::sleep(std::time::Duration::from_secs(4));
     assert_eq!(
         count(&national.ledger(), "events"),
@@ -907,8 +913,7 @@ fn on_battery_the_daemon_waits_for_mains_when_told_to() {
         |l| count(l, "events") == 1,
     );
     assert_eq!(count(&l, "events"), 1, "sent once mains is back");
-    let _ = uplink.kill();
-    let _ = uplink.wait();
+    drop(uplink);
     b.stop();
 }
 
