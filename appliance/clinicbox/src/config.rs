@@ -218,3 +218,79 @@ mod tests {
         assert!(Config::load(Some(Path::new("/nonexistent/clinicbox.toml"))).is_err());
     }
 }
+#[cfg(test)]
+mod page {
+    /// `docs/CONFIG.md`, the page a technician reads.
+    const PAGE: &str = include_str!("../../../docs/CONFIG.md");
+
+    /// The page's key rows per section heading (`[http]`, `[discovery.dns]`; "" at the top).
+    fn documented() -> Vec<(String, String)> {
+        let mut section = String::new();
+        let mut out = Vec::new();
+        for line in PAGE.lines() {
+            if let Some(h) = line.strip_prefix("## ") {
+                section = h
+                    .trim_matches(|c| c == '`' || c == '[' || c == ']')
+                    .to_string();
+                if h == "top level" {
+                    section.clear();
+                }
+            } else if let Some(row) = line.strip_prefix("| `") {
+                let key = row.split('`').next().unwrap_or_default();
+                out.push((section.clone(), key.to_string()));
+            }
+        }
+        out
+    }
+
+    /// Every (section, key) the defaults serialize, nested tables included.
+    fn keys(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
+        for (k, v) in table {
+            match v {
+                toml::Value::Table(t) => {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    keys(&p, t, out);
+                }
+                _ => out.push((prefix.to_string(), k.clone())),
+            }
+        }
+    }
+
+    #[test]
+    fn every_key_with_a_default_is_on_the_configuration_page() {
+        let text = toml::to_string(&super::Config::default()).expect("defaults serialize");
+        let table: toml::Table = text.parse().expect("defaults parse");
+        let mut want = Vec::new();
+        keys("", &table, &mut want);
+        let have = documented();
+        let missing: Vec<_> = want.iter().filter(|k| !have.contains(k)).collect();
+        assert!(missing.is_empty(), "docs/CONFIG.md lacks {missing:?}");
+        assert!(
+            want.len() > 60,
+            "only {} keys: the walk lost some",
+            want.len()
+        );
+    }
+
+    #[test]
+    fn every_key_on_the_page_is_one_the_configuration_takes() {
+        for (section, key) in documented() {
+            let value = if key == "kind" { "\"nut\"" } else { "0" };
+            let text = match section.as_str() {
+                "" => format!("{key} = {value}"),
+                s => format!("[{s}]\n{key} = {value}"),
+            };
+            // A type error is fine (the probe's value is a guess); an unknown key is not.
+            if let Err(e) = super::Config::parse(&text) {
+                assert!(
+                    !e.to_string().contains("unknown field"),
+                    "[{section}] {key} on the page is not a key: {e}"
+                );
+            }
+        }
+    }
+}
