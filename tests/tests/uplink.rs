@@ -164,6 +164,13 @@ fn a_demo_box_s_records_reach_national_once_and_a_second_round_sends_nothing() {
     let s = status_json(&b);
     assert_eq!(s["uplink"]["pending"], json!({}), "{}", s["uplink"]);
     assert_eq!(s["uplink"]["state"], "idle");
+    // The page says it in words, for staff.
+    let page = http_request(b.url().trim_start_matches("http://"), "GET", "/", &[], b"");
+    let page = String::from_utf8_lossy(&page.body);
+    assert!(
+        page.contains("data-figure=\"uplink\">Last sent to national"),
+        "{page}"
+    );
     assert!(s["uplink"]["lastSuccessMs"].as_u64().is_some());
     assert_eq!(s["uplink"]["nationalVersion"], "2.42.3");
 
@@ -280,6 +287,17 @@ fn a_refused_record_is_parked_with_national_s_reason_and_the_rest_goes_through()
     .json();
     assert_eq!(anon["uplink"]["parkedCount"], 2);
     assert_eq!(anon["uplink"]["parked"], json!([]));
+    // Staff read "need attention" on the page; an admin gets the list with national's reason.
+    let host = b.url().trim_start_matches("http://");
+    let page = http_request(host, "GET", "/", &[], b"");
+    assert!(String::from_utf8_lossy(&page.body).contains("2 record(s) need attention"));
+    let auth = basic("admin", "district");
+    let admin = http_request(host, "GET", "/admin", &[("Authorization", &auth)], b"");
+    let admin = String::from_utf8_lossy(&admin.body);
+    assert!(
+        admin.contains("Records national refused") && admin.contains("E7640"),
+        "{admin}"
+    );
 
     // A later round does not send them again by itself …
     let quiet = uplink_once_ok(&data_dir(&b), &national);
