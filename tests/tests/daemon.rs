@@ -153,6 +153,7 @@ fn keys_commands_manage_slots_and_a_pin_box_serves() {
     for kind in ["KeyFile", "Recovery", "Pin"] {
         assert!(out.contains(kind), "{kind} missing in:\n{out}");
     }
+    assert!(out.contains(" UTC"), "slot times as dates:\n{out}");
     let (st, _, err) = run_admin(
         &["--data-dir", &data, "keys", "remove", "0", "--unlock-pin"],
         "2468-clinic\n",

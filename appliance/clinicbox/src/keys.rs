@@ -67,6 +67,17 @@ pub enum KeysCommand {
     },
 }
 
+/// When a slot was made, for a technician: `2026-12-06 09:22 UTC`.
+fn created(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(
+            || ms.to_string(),
+            |t| t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        )
+}
+
 pub fn run(cfg: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
     let dir = cfg.data_dir.as_path();
     match cmd {
@@ -84,7 +95,7 @@ pub fn run(cfg: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
                     s.id,
                     format!("{:?}", s.kind),
                     s.label,
-                    s.created_ms
+                    created(s.created_ms)
                 );
             }
             Ok(())
@@ -182,4 +193,12 @@ fn print_recovery(id: u32, key: Option<&str>) {
     println!();
     println!("    {key}");
     println!();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slot_times_read_as_dates_not_milliseconds() {
+        assert_eq!(super::created(1_796_545_325_094), "2026-12-06 08:22 UTC");
+    }
 }
