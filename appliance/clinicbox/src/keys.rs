@@ -14,7 +14,8 @@ pub enum KeysCommand {
     /// Create a new, empty store protected by a key file or a PIN, plus a recovery key.
     Init {
         /// Protect the store with this key file (32 random bytes are written if it is missing).
-        #[arg(long, value_name = "FILE", required_unless_present = "pin")]
+        /// Default: `[store] key_file` of the configuration.
+        #[arg(long, value_name = "FILE")]
         key_file: Option<PathBuf>,
         /// Protect the store with a PIN/passphrase, asked for on the terminal.
         #[arg(long, conflicts_with = "key_file")]
@@ -85,7 +86,11 @@ pub fn run(cfg: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
             key_file,
             pin,
             no_recovery,
-        } => init(dir, key_file, pin, no_recovery),
+        } => {
+            // The configured key file is the one `serve` will unlock with.
+            let key_file = key_file.or_else(|| cfg.store.key_file.clone().filter(|_| !pin));
+            init(dir, key_file, pin, no_recovery)
+        }
         KeysCommand::List { unlock } => {
             let store = open(dir, cfg, &unlock)?;
             println!("{:<4} {:<10} {:<24} created", "id", "kind", "label");
@@ -173,7 +178,7 @@ fn init(dir: &Path, key_file: Option<PathBuf>, pin: bool, no_recovery: bool) -> 
             label: "PIN".into(),
             cost: PinCost::DEFAULT,
         },
-        _ => bail!("choose exactly one of --key-file FILE or --pin"),
+        _ => bail!("choose exactly one of --key-file FILE or --pin (or set [store] key_file)"),
     };
     let (store, _) = Store::create(dir, first)?;
     println!("created a new store in {}", dir.display());
@@ -197,6 +202,27 @@ fn print_recovery(id: u32, key: Option<&str>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn init_takes_the_configured_key_file_when_none_is_given() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = crate::config::Config {
+            data_dir: dir.path().join("data"),
+            store: crate::config::StoreConfig {
+                key_file: Some(dir.path().join("store.key")),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let init = super::KeysCommand::Init {
+            key_file: None,
+            pin: false,
+            no_recovery: true,
+        };
+        super::run(&cfg, init).expect("init");
+        assert!(dir.path().join("store.key").is_file());
+        assert!(clinicbox_store::Store::exists(&cfg.data_dir));
+    }
+
     #[test]
     fn slot_times_read_as_dates_not_milliseconds() {
         assert_eq!(super::created(1_796_545_325_094), "2026-12-06 08:22 UTC");
