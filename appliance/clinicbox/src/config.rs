@@ -282,6 +282,10 @@ mod page {
             let value = if key == "kind" { "\"nut\"" } else { "0" };
             let text = match section.as_str() {
                 "" => format!("{key} = {value}"),
+                // The source is tagged by `kind`: without it every key is refused alike.
+                "power.source" if key != "kind" => {
+                    format!("[{section}]\nkind = \"nut\"\n{key} = {value}")
+                }
                 s => format!("[{s}]\n{key} = {value}"),
             };
             // A type error is fine (the probe's value is a guess); an unknown key is not.

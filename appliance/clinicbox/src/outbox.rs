@@ -7,11 +7,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use clinicbox_api::Snapshot;
 use clinicbox_control::outbox::{
     Batch, Confirm, FileRef, MAX_BATCH_BYTES, ObjectKind, Parked, Position, TrackerPart,
 };
 use clinicbox_dhis2::ServerTimeZone;
 use clinicbox_dhis2::tracker::TrackerType;
+use clinicbox_dhis2::value_type::excerpt_message;
 use clinicbox_store::{Collection, ReadView, Store, StoreError};
 use clinicbox_tracker::Tracker;
 use clinicbox_tracker::outbox::ForNational;
@@ -27,8 +29,6 @@ const POSITION_KEY: &str = "position";
 const MAX_CHANGES_PER_BATCH: usize = 50_000;
 /// How far `pending` counts by kind before it says "at least".
 const PENDING_SCAN_LIMIT: usize = 20_000;
-/// Longest message kept for a parked object.
-const MAX_PARKED_MESSAGE: usize = 300;
 /// National's code for "not persisted because an object it references was not".
 const DEPENDENCY_FAILED: &str = "E5000";
 
@@ -103,6 +103,14 @@ fn is_own(collection: &str) -> bool {
     collection == UPLINK.name() || collection == PARKED.name()
 }
 
+/// What every object of one batch renders against.
+struct RenderCtx<'a> {
+    read: &'a ReadView,
+    snap: &'a Snapshot,
+    /// National's zone, for the times the box stamped itself.
+    national: Option<&'a ServerTimeZone>,
+}
+
 /// The outbox of one box.
 #[derive(Clone)]
 pub struct Outbox {
@@ -143,7 +151,19 @@ impl Outbox {
         national: Option<&ServerTimeZone>,
     ) -> Result<Batch, OutboxError> {
         let max_bytes = max_bytes.clamp(1, MAX_BATCH_BYTES);
+        // One metadata snapshot for the whole batch: every object renders against it.
+        let snap = self
+            .tracker
+            .api()
+            .metadata()
+            .snapshot()
+            .map_err(|e| OutboxError::Render(e.to_string()))?;
         let read = self.store.read()?;
+        let ctx = RenderCtx {
+            read: &read,
+            snap: &snap,
+            national,
+        };
         let after = Self::stored_position(&read)?.confirmed;
         let end = read.last_seq()?;
         let mut batch = Batch {
@@ -160,7 +180,7 @@ impl Outbox {
                 break;
             }
             if seen.insert((p.kind, p.uid.clone())) {
-                bytes += self.add(&read, &mut batch, &mut seen, national, p.kind, &p.uid)?;
+                bytes += self.add(&ctx, &mut batch, &mut seen, p.kind, &p.uid)?;
                 batch.retried += 1;
             }
         }
@@ -184,7 +204,7 @@ impl Outbox {
                 if !seen.insert((kind, ch.key.clone())) {
                     continue;
                 }
-                bytes += self.add(&read, &mut batch, &mut seen, national, kind, &ch.key)?;
+                bytes += self.add(&ctx, &mut batch, &mut seen, kind, &ch.key)?;
             }
         }
         Ok(batch)
@@ -194,17 +214,24 @@ impl Outbox {
     /// returns the size in bytes.
     fn add(
         &self,
-        read: &ReadView,
+        ctx: &RenderCtx<'_>,
         batch: &mut Batch,
         seen: &mut HashSet<(ObjectKind, String)>,
-        national: Option<&ServerTimeZone>,
         kind: ObjectKind,
         key: &str,
     ) -> Result<usize, OutboxError> {
+        let read = ctx.read;
         let rendered = match tracker_type(kind) {
             Some(t) => {
-                match clinicbox_tracker::outbox::render(&self.tracker, read, t, key, national)
-                    .map_err(|e| OutboxError::Render(e.to_string()))?
+                match clinicbox_tracker::outbox::render(
+                    &self.tracker,
+                    read,
+                    ctx.snap,
+                    t,
+                    key,
+                    ctx.national,
+                )
+                .map_err(|e| OutboxError::Render(e.to_string()))?
                 {
                     Some(ForNational::Upsert(v)) => Some((list(&mut batch.tracker, t), v)),
                     Some(ForNational::Delete(v)) => {
@@ -223,7 +250,7 @@ impl Outbox {
             }
             None if kind == ObjectKind::DataValue => {
                 clinicbox_aggregate::outbox::data_value(read, key)?
-                    .map(|v| self.with_data_set(v))
+                    .map(|v| with_data_set(ctx.snap, v))
                     .map(|v| (&mut batch.data_values, v))
             }
             None => clinicbox_aggregate::outbox::registration(read, key)?
@@ -233,50 +260,22 @@ impl Outbox {
             return Ok(0);
         };
         let mut size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(0);
-        list.push(value.clone());
         // The object is rendered as it is now, so it may name a file uploaded after the change
         // this batch covers: that file goes in this batch too (national refuses a value whose
         // file it does not hold, E1084; a file it already holds is skipped).
         for uid in file_candidates(&value) {
-            if seen.contains(&(ObjectKind::FileResource, uid.to_string())) {
+            let key = (ObjectKind::FileResource, uid.to_string());
+            if seen.contains(&key) {
                 continue;
             }
             if let Some(file) = file_ref(read, uid)? {
-                seen.insert((ObjectKind::FileResource, uid.to_string()));
+                seen.insert(key);
                 size += usize::try_from(file.content_length).unwrap_or(usize::MAX);
                 batch.files.push(file);
             }
         }
+        list.push(value);
         Ok(size)
-    }
-
-    /// Names the value's data set when exactly one of its org unit's data sets holds its data
-    /// element (the uplink sends one request per data set and period, so a locked or approved
-    /// set holds up no other); otherwise national works it out.
-    fn with_data_set(&self, mut v: Value) -> Value {
-        let Ok(snap) = self.tracker.api().metadata().snapshot() else {
-            return v;
-        };
-        let (Some(de), Some(ou)) = (
-            v.get("dataElement").and_then(Value::as_str),
-            v.get("orgUnit").and_then(Value::as_str),
-        ) else {
-            return v;
-        };
-        let holds = |ds: &&String| {
-            snap.get("dataSets", ds)
-                .and_then(|d| d.get("dataSetElements"))
-                .and_then(Value::as_array)
-                .is_some_and(|els| {
-                    els.iter()
-                        .any(|e| e.pointer("/dataElement/id").and_then(Value::as_str) == Some(de))
-                })
-        };
-        let mut sets = snap.data_sets_of_org_unit(ou).iter().filter(holds);
-        if let (Some(ds), None) = (sets.next(), sets.next()) {
-            v["dataSet"] = Value::String(ds.clone());
-        }
-        v
     }
 
     /// The bytes of a file resource, for the uplink to send.
@@ -331,7 +330,7 @@ impl Outbox {
                         .and_then(|r| r.json::<Parked>().ok())
                         .map_or(0, |old| old.attempts);
                     let parked = Parked {
-                        message: cut(&p.message, MAX_PARKED_MESSAGE),
+                        message: excerpt_message(&p.message).into_owned(),
                         attempts: attempts.saturating_add(1),
                         at_ms: now,
                         retry: false,
@@ -401,6 +400,32 @@ impl Outbox {
     }
 }
 
+/// Names the value's data set when exactly one of its org unit's data sets holds its data
+/// element (the uplink sends one request per data set and period, so a locked or approved set
+/// holds up no other); otherwise national works it out.
+fn with_data_set(snap: &Snapshot, mut v: Value) -> Value {
+    let (Some(de), Some(ou)) = (
+        v.get("dataElement").and_then(Value::as_str),
+        v.get("orgUnit").and_then(Value::as_str),
+    ) else {
+        return v;
+    };
+    let holds = |ds: &&String| {
+        snap.get("dataSets", ds)
+            .and_then(|d| d.get("dataSetElements"))
+            .and_then(Value::as_array)
+            .is_some_and(|els| {
+                els.iter()
+                    .any(|e| e.pointer("/dataElement/id").and_then(Value::as_str) == Some(de))
+            })
+    };
+    let mut sets = snap.data_sets_of_org_unit(ou).iter().filter(holds);
+    if let (Some(ds), None) = (sets.next(), sets.next()) {
+        v["dataSet"] = Value::String(ds.clone());
+    }
+    v
+}
+
 fn list(part: &mut TrackerPart, t: TrackerType) -> &mut Vec<Value> {
     match t {
         TrackerType::TrackedEntity => &mut part.tracked_entities,
@@ -456,12 +481,4 @@ fn parked(read: &ReadView) -> Result<Vec<Parked>, StoreError> {
         .filter(|(_, rec)| !rec.deleted)
         .filter_map(|(_, rec)| rec.json::<Parked>().ok())
         .collect())
-}
-
-/// `message` cut to `max` characters, marked with `…` when cut.
-pub fn cut(message: &str, max: usize) -> String {
-    match message.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &message[..i]),
-        None => message.to_string(),
-    }
 }

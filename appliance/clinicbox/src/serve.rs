@@ -339,9 +339,6 @@ impl clinicbox_control::ControlHandler for DaemonControl {
     }
 }
 
-/// Serves the control socket (`[power] control_socket`) until shutdown. Failing to bind is
-/// logged, not fatal: tablets keep being served, and the power process still syncs and powers
-/// off without a quiesce.
 /// Offers the uplink socket; without it the box still serves tablets, and says why the uplink
 /// cannot reach it.
 async fn spawn_uplink_socket(
@@ -374,6 +371,9 @@ async fn spawn_uplink_socket(
     }
 }
 
+/// Serves the control socket (`[power] control_socket`) until shutdown. Failing to bind is
+/// logged, not fatal: tablets keep being served, and the power process still syncs and powers
+/// off without a quiesce.
 pub async fn spawn_control_socket(cfg: &Config, lc: Arc<Lifecycle>, power: PowerShared) {
     let path = cfg.power.control_socket.clone();
     let opts = clinicbox_control::SocketOptions::default();

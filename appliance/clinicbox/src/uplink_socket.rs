@@ -17,27 +17,20 @@ use serde::Deserialize;
 
 use crate::outbox::{Outbox, OutboxError};
 
-/// The uplink's last report and when it came (box clock, ms), for the status page.
+/// The uplink's last report, for the status page.
 #[derive(Clone, Default)]
-pub struct UplinkShared(Arc<Mutex<Option<(u64, UplinkReport)>>>);
+pub struct UplinkShared(Arc<Mutex<Option<UplinkReport>>>);
 
 impl UplinkShared {
-    pub fn get(&self) -> Option<(u64, UplinkReport)> {
+    pub fn get(&self) -> Option<UplinkReport> {
         self.0.lock().ok().and_then(|g| g.clone())
     }
 
     fn set(&self, report: UplinkReport) {
         if let Ok(mut g) = self.0.lock() {
-            *g = Some((now_ms(), report));
+            *g = Some(report);
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Whether the box runs on its battery now (from the power process's reports).
@@ -57,7 +50,7 @@ pub fn view(
 ) -> clinicbox_statuspage::Source<Option<clinicbox_statuspage::UplinkView>> {
     Arc::new(move || {
         let status = outbox.status().ok()?;
-        let report = shared.get().map(|(_, r)| r);
+        let report = shared.get();
         let r = report.clone().unwrap_or_default();
         Some(clinicbox_statuspage::UplinkView {
             state: report.map_or_else(|| "not running".into(), |r| r.state),
@@ -197,8 +190,9 @@ async fn file_bytes(
 
 async fn report(State(s): State<SocketState>, Json(mut r): Json<UplinkReport>) -> StatusCode {
     // Shown on the status page: keep what the uplink says short.
-    r.state = crate::outbox::cut(&r.state, 200);
-    r.last_error = r.last_error.map(|e| crate::outbox::cut(&e, 500));
+    use clinicbox_dhis2::value_type::excerpt_of;
+    r.state = excerpt_of(&r.state, 200).into_owned();
+    r.last_error = r.last_error.map(|e| excerpt_of(&e, 500).into_owned());
     s.shared.set(r);
     StatusCode::NO_CONTENT
 }

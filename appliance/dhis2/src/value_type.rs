@@ -163,7 +163,8 @@ pub fn excerpt_message(text: &str) -> Cow<'_, str> {
 /// The longest error message a request's input can make the box answer with.
 pub const MESSAGE_CHARS: usize = 300;
 
-fn excerpt_of(text: &str, max_chars: usize) -> Cow<'_, str> {
+/// At most `max_chars` characters of `text`, cut as [`excerpt`] cuts.
+pub fn excerpt_of(text: &str, max_chars: usize) -> Cow<'_, str> {
     let cut = text.char_indices().nth(max_chars).map(|(i, _)| i);
     let head = &text[..cut.unwrap_or(text.len())];
     if cut.is_none() && !head.chars().any(char::is_control) {

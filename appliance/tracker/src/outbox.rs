@@ -5,7 +5,7 @@
 //! owners), so the bytes on the LTE link carry only data. Every object, note and relationship
 //! keeps its UID: that is what makes a re-send an update on national, never a copy.
 
-use clinicbox_api::ApiError;
+use clinicbox_api::{ApiError, Snapshot};
 use clinicbox_dhis2::tracker::TrackerType;
 use clinicbox_dhis2::{Dhis2Timestamp, ServerTimeZone};
 use clinicbox_store::{Collection, ReadView, Record};
@@ -44,12 +44,13 @@ pub enum ForNational {
     Delete(Value),
 }
 
-/// Renders the current state of `uid`; `None` if no record exists (never written). Times the
-/// box stamped itself (`completedAt`) are written in `national`'s zone when given: DHIS2 reads
-/// a timestamp without an offset in its own zone.
+/// Renders the current state of `uid` against metadata `snap` (one per batch); `None` if no
+/// record exists (never written). Times the box stamped itself (`completedAt`) are written in
+/// `national`'s zone when given: DHIS2 reads a timestamp without an offset in its own zone.
 pub fn render(
     tracker: &Tracker,
     read: &ReadView,
+    snap: &Snapshot,
     t: TrackerType,
     uid: &str,
     national: Option<&ServerTimeZone>,
@@ -60,10 +61,9 @@ pub fn render(
     if rec.deleted {
         return Ok(Some(ForNational::Delete(uid_only(t, uid))));
     }
-    let snap = tracker.api().metadata().snapshot()?;
     let r = Renderer {
         state: tracker.api(),
-        snap: &snap,
+        snap,
         read,
     };
     let mut value = for_import(upsert(&r, read, t, uid, &rec)?);

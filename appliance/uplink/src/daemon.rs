@@ -59,11 +59,7 @@ impl Daemon {
         };
         // Without a national to send to, stay up and say why (a unit that exits would be
         // restarted forever, and the status page would only say "not running").
-        let national = match self.cfg.national_url.as_deref() {
-            None => Err(UplinkError::Config("set [uplink] national_url".into())),
-            Some(url) => National::new(&self.cfg, url),
-        };
-        let national = match national {
+        let national = match National::from_config(&self.cfg) {
             Ok(n) => n,
             Err(e) => {
                 let state = format!("not configured: {e}");
@@ -80,29 +76,12 @@ impl Daemon {
         let mut was_up = false;
         let mut wait = Duration::ZERO;
         loop {
-            // Wait out `wait`, but start at once when the link comes up.
-            let mut waited = Duration::ZERO;
-            let up = loop {
-                self.notifier.pet();
-                let up = link_up(&self.cfg.interface, self.lan_interface.as_deref());
-                if up && (!was_up || waited >= wait) {
-                    break true;
-                }
-                if !up && was_up {
-                    self.set_state(&local, &mut report, "waiting for the WAN link")
-                        .await;
-                }
-                was_up = up;
-                // serve keeps reports in memory: say it again now and then, in case it restarted.
-                if waited.as_secs() % 60 == 0 && !waited.is_zero() {
-                    local.report(&report).await;
-                }
-                tokio::select! {
-                    _ = signals.recv() => return self.stop(&local, &mut report).await,
-                    _ = tokio::time::sleep(TICK) => waited += TICK,
-                }
-            };
-            was_up = up;
+            if !self
+                .wait_for_link(&local, &mut report, &mut signals, &mut was_up, wait)
+                .await
+            {
+                return self.stop(&local, &mut report).await;
+            }
             if self.cfg.on_battery == OnBattery::Pause
                 && local.position().await.is_ok_and(|p| p.on_battery)
             {
@@ -151,6 +130,40 @@ impl Daemon {
                     let state = format!("backing off {} s", wait.as_secs());
                     self.set_state(&local, &mut report, &state).await;
                 }
+            }
+        }
+    }
+
+    /// Waits out `wait` while the WAN link is up, or until it comes up (then at once), petting
+    /// the watchdog; false when a stop signal came first.
+    async fn wait_for_link(
+        &self,
+        local: &LocalBox,
+        report: &mut UplinkReport,
+        signals: &mut Signals,
+        was_up: &mut bool,
+        wait: Duration,
+    ) -> bool {
+        let mut waited = Duration::ZERO;
+        loop {
+            self.notifier.pet();
+            let up = link_up(&self.cfg.interface, self.lan_interface.as_deref());
+            if up && (!*was_up || waited >= wait) {
+                *was_up = true;
+                return true;
+            }
+            if !up && *was_up {
+                self.set_state(local, report, "waiting for the WAN link")
+                    .await;
+            }
+            *was_up = up;
+            // serve keeps reports in memory: say it again now and then, in case it restarted.
+            if waited.as_secs() % 60 == 0 && !waited.is_zero() {
+                local.report(report).await;
+            }
+            tokio::select! {
+                _ = signals.recv() => return false,
+                _ = tokio::time::sleep(TICK) => waited += TICK,
             }
         }
     }

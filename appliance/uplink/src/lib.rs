@@ -37,10 +37,7 @@ pub enum UplinkError {
 
 /// `clinicbox uplink --once`: one round against national, without waiting for a link.
 pub async fn run_once(cfg: &UplinkConfig) -> Result<RoundSummary, UplinkError> {
-    let url = cfg.national_url.as_deref().ok_or_else(|| {
-        UplinkError::Config("[uplink] national_url is not set: nowhere to send".into())
-    })?;
-    let national = National::new(cfg, url)?;
+    let national = National::from_config(cfg)?;
     let local = LocalBox::new(&cfg.socket);
     let mut size = round::BatchSize::new(cfg.batch_bytes);
     let result = round::run(&local, &national, &mut size).await;

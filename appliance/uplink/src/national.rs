@@ -97,6 +97,14 @@ pub struct National {
 }
 
 impl National {
+    /// The national `[uplink] national_url` names, with the configured credentials and CA.
+    pub fn from_config(cfg: &UplinkConfig) -> Result<National, UplinkError> {
+        let url = cfg.national_url.as_deref().ok_or_else(|| {
+            UplinkError::Config("[uplink] national_url is not set: nowhere to send".into())
+        })?;
+        National::new(cfg, url)
+    }
+
     pub fn new(cfg: &UplinkConfig, url: &str) -> Result<National, UplinkError> {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()

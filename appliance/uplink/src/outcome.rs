@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use clinicbox_control::outbox::{ObjectKind, Parked};
 use clinicbox_dhis2::tracker::{TrackerImportReport, TrackerType};
+use clinicbox_dhis2::value_type::{excerpt_message, excerpt_of};
 use serde_json::Value;
 
 use crate::UplinkError;
@@ -25,6 +26,14 @@ pub struct Outcome {
     pub accepted: Vec<(ObjectKind, String)>,
     /// Refused, to park.
     pub parked: Vec<Parked>,
+}
+
+impl Outcome {
+    /// Adds what another request of the same batch decided.
+    pub fn absorb(&mut self, other: Outcome) {
+        self.accepted.extend(other.accepted);
+        self.parked.extend(other.parked);
+    }
 }
 
 pub fn kind(t: TrackerType) -> ObjectKind {
@@ -193,8 +202,8 @@ pub fn parked(kind: ObjectKind, uid: &str, code: &str, message: &str) -> Parked 
     Parked {
         kind,
         uid: uid.to_string(),
-        code: code.chars().take(16).collect(),
-        message: message.chars().take(300).collect(),
+        code: excerpt_of(code, 16).into_owned(),
+        message: excerpt_message(message).into_owned(),
         attempts: 0,
         at_ms: 0,
         retry: false,

@@ -107,7 +107,8 @@ impl RoundSummary {
 }
 
 /// Runs one round: everything pending when it starts is confirmed or parked when it returns
-/// `Ok`. Changes made during the round wait for the next one, so a round always ends.
+/// `Ok`. The round stops once its batches have passed what was pending at its start (a batch
+/// may carry along changes made meanwhile, up to its size), so a round always ends.
 pub async fn run(
     local: &LocalBox,
     national: &National,
@@ -165,7 +166,8 @@ pub async fn run(
 }
 
 /// Sends one batch: files first (values reference them), then deletions, then creates and
-/// updates, then data values per period, then registrations (after the values they complete).
+/// updates, then data values per data set and period, then registrations (after the values
+/// they complete).
 async fn push(
     local: &LocalBox,
     national: &National,
@@ -173,14 +175,8 @@ async fn push(
 ) -> Result<Outcome, UplinkError> {
     let mut all = Outcome::default();
     for file in &batch.files {
-        let o = push_file(local, national, file).await?;
-        all.accepted.extend(o.accepted);
-        all.parked.extend(o.parked);
+        all.absorb(push_file(local, national, file).await?);
     }
-    let mut add = |o: Outcome| {
-        all.accepted.extend(o.accepted);
-        all.parked.extend(o.parked);
-    };
     for (part, deleting) in [(&batch.tracker_deletions, true), (&batch.tracker, false)] {
         if part.is_empty() {
             continue;
@@ -193,7 +189,7 @@ async fn push(
             "CREATE_AND_UPDATE"
         };
         let answer = national.post_tracker(&body, strategy).await?;
-        add(outcome::tracker(&answer, &sent, deleting)?);
+        all.absorb(outcome::tracker(&answer, &sent, deleting)?);
     }
     for ((data_set, period), values) in by_set_and_period(&batch.data_values) {
         let sent: Vec<_> = values
@@ -206,7 +202,7 @@ async fn push(
             body["dataSet"] = Value::String(ds);
         }
         let answer = national.post_data_values(&body).await?;
-        add(outcome::aggregate("/api/dataValueSets", &answer, &sent)?);
+        all.absorb(outcome::aggregate("/api/dataValueSets", &answer, &sent)?);
     }
     if !batch.registrations.is_empty() {
         let sent: Vec<_> = batch
@@ -217,7 +213,7 @@ async fn push(
         let answer = national
             .post_registrations(&json!({ "completeDataSetRegistrations": batch.registrations }))
             .await?;
-        add(outcome::aggregate(
+        all.absorb(outcome::aggregate(
             "/api/completeDataSetRegistrations",
             &answer,
             &sent,
