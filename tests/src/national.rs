@@ -1,4 +1,4 @@
-//! The national DHIS2 stand-in (`src/bin/national_standin.rs`) as a test starts it, and
+//! The national DHIS2 stand-in (`src/bin/national_standin/`) as a test starts it, and
 //! `clinicbox uplink` as a test runs it.
 
 use std::io::{BufRead, BufReader};
@@ -111,12 +111,38 @@ impl National {
 
     /// Turns faults on (fields as in the stand-in's `Faults`).
     pub fn faults(&self, faults: Value) {
-        let body = serde_json::to_vec(&faults).expect("json");
+        self.admin("/faults", &faults);
+    }
+
+    /// National's metadata changes: `package`'s objects created or updated now (users may
+    /// carry a `password`).
+    pub fn put_metadata(&self, package: &Value) {
+        self.admin("/admin/metadata", package);
+    }
+
+    /// National deletes an object (it leaves every list that named it).
+    pub fn remove_metadata(&self, collection: &str, uid: &str) {
+        self.admin(
+            "/admin/metadata/remove",
+            &serde_json::json!({"type": collection, "id": uid}),
+        );
+    }
+
+    /// The org units national assigns the sync account.
+    pub fn assign_sync_user(&self, org_units: &[&str]) {
+        self.admin(
+            "/admin/sync-user",
+            &serde_json::json!({ "organisationUnits": org_units }),
+        );
+    }
+
+    fn admin(&self, path: &str, body: &Value) {
+        let body = serde_json::to_vec(body).expect("json");
         let r = self.here(|| {
             crate::http_request(
                 self.host(),
                 "POST",
-                "/faults",
+                path,
                 &[("Content-Type", "application/json")],
                 &body,
             )

@@ -1,6 +1,6 @@
 //! The uplink end to end: a demo box, tablets posting through its API, the real
 //! `clinicbox uplink` process and a stand-in national DHIS2 process
-//! (`src/bin/national_standin.rs`) that answers as DHIS2 2.42 does, 409 partial commits,
+//! (`src/bin/national_standin/`) that answers as DHIS2 2.42 does, 409 partial commits,
 //! warnings and faults included. Every check reads national's ledger, never the uplink's word.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -10,6 +10,7 @@ pub mod listen;
 pub mod logging;
 pub mod outbox;
 pub mod presence;
+pub mod pull;
 pub mod serve;
 pub mod setup;
 pub mod tls;

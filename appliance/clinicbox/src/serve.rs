@@ -96,7 +96,7 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     // The uplink's socket: the outbox for `clinicbox uplink`, its reports for the status page.
     let outbox = crate::outbox::Outbox::new(tracker.clone());
     let uplink = crate::uplink_socket::UplinkShared::default();
-    spawn_uplink_socket(&cfg, &outbox, &uplink, &power, &lc).await;
+    spawn_uplink_socket(&cfg, &outbox, &api, &uplink, &power, &lc).await;
     let presence = crate::presence::prepare(
         &cfg,
         &store,
@@ -344,6 +344,7 @@ impl clinicbox_control::ControlHandler for DaemonControl {
 async fn spawn_uplink_socket(
     cfg: &Config,
     outbox: &crate::outbox::Outbox,
+    api: &clinicbox_api::ApiState,
     uplink: &crate::uplink_socket::UplinkShared,
     power: &PowerShared,
     lc: &Arc<Lifecycle>,
@@ -356,7 +357,7 @@ async fn spawn_uplink_socket(
             .as_ref()
             .is_some_and(|r| r.state == clinicbox_control::PowerState::OnBattery)
     });
-    let app = crate::uplink_socket::router(outbox.clone(), uplink.clone(), on_battery);
+    let app = crate::uplink_socket::router(outbox.clone(), api.clone(), uplink.clone(), on_battery);
     let lc = lc.clone();
     let stop = async move { lc.shutdown_requested().await };
     let path = &cfg.uplink.socket;

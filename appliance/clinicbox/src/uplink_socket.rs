@@ -13,22 +13,42 @@ use axum::routing::{get, post};
 use clinicbox_control::outbox::{
     Confirm, MAX_PARKED_PER_CONFIRM, MAX_REQUEST_BYTES, UplinkReport, VERSION_PREFIX,
 };
+use clinicbox_control::pull::{MAX_PULL_BYTES, MetadataPull, MetadataReport, PullOutcome};
 use serde::Deserialize;
 
 use crate::outbox::{Outbox, OutboxError};
 
-/// The uplink's last report, for the status page.
+/// The uplink's last report and the last metadata pull's outcome, for the status page.
 #[derive(Clone, Default)]
-pub struct UplinkShared(Arc<Mutex<Option<UplinkReport>>>);
+pub struct UplinkShared(Arc<Mutex<Shared>>);
+
+#[derive(Default)]
+struct Shared {
+    report: Option<UplinkReport>,
+    metadata: Option<MetadataReport>,
+}
 
 impl UplinkShared {
     pub fn get(&self) -> Option<UplinkReport> {
-        self.0.lock().ok().and_then(|g| g.clone())
+        self.0.lock().ok().and_then(|g| g.report.clone())
+    }
+
+    pub fn metadata(&self) -> Option<MetadataReport> {
+        self.0.lock().ok().and_then(|g| g.metadata.clone())
     }
 
     fn set(&self, report: UplinkReport) {
         if let Ok(mut g) = self.0.lock() {
-            *g = Some(report);
+            g.report = Some(report);
+        }
+    }
+
+    fn set_metadata(&self, outcome: PullOutcome) {
+        if let Ok(mut g) = self.0.lock() {
+            g.metadata = Some(MetadataReport {
+                at_ms: crate::pull::now_ms(),
+                outcome,
+            });
         }
     }
 }
@@ -39,6 +59,7 @@ pub type OnBattery = Arc<dyn Fn() -> bool + Send + Sync>;
 #[derive(Clone)]
 struct SocketState {
     outbox: Outbox,
+    api: clinicbox_api::ApiState,
     shared: UplinkShared,
     on_battery: OnBattery,
 }
@@ -78,22 +99,44 @@ pub fn view(
             national_version: r.national_version,
             bytes_sent: r.bytes_sent,
             bytes_received: r.bytes_received,
+            clock_skew_secs: r.clock_skew_secs,
+            metadata: shared
+                .metadata()
+                .map(|m| clinicbox_statuspage::MetadataView {
+                    at_ms: m.at_ms,
+                    result: m.outcome.result,
+                    created: m.outcome.created,
+                    updated: m.outcome.updated,
+                    deleted: m.outcome.deleted,
+                    messages: m.outcome.messages,
+                }),
         })
     })
 }
 
 /// The socket's routes.
-pub fn router(outbox: Outbox, shared: UplinkShared, on_battery: OnBattery) -> axum::Router {
+pub fn router(
+    outbox: Outbox,
+    api: clinicbox_api::ApiState,
+    shared: UplinkShared,
+    on_battery: OnBattery,
+) -> axum::Router {
     let v = |p: &str| format!("{VERSION_PREFIX}{p}");
     axum::Router::new()
+        .route(
+            &v("/metadata"),
+            post(metadata).layer(DefaultBodyLimit::max(MAX_PULL_BYTES)),
+        )
         .route(&v("/outbox"), get(outbox_batch))
         .route(&v("/confirm"), post(confirm))
         .route(&v("/position"), get(position))
         .route(&v("/report"), post(report))
         .route(&v("/files/{uid}"), get(file_bytes))
+        .route(&v("/pull"), get(pull_state))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(SocketState {
             outbox,
+            api,
             shared,
             on_battery,
         })
@@ -195,6 +238,30 @@ async fn report(State(s): State<SocketState>, Json(mut r): Json<UplinkReport>) -
     r.last_error = r.last_error.map(|e| excerpt_of(&e, 500).into_owned());
     s.shared.set(r);
     StatusCode::NO_CONTENT
+}
+
+async fn pull_state(State(s): State<SocketState>) -> Response {
+    match crate::pull::state(&s.api) {
+        Ok(state) => Json(state).into_response(),
+        Err(e) => pull_error(e),
+    }
+}
+
+async fn metadata(State(s): State<SocketState>, Json(pull): Json<MetadataPull>) -> Response {
+    match crate::pull::apply(&s.api, pull).await {
+        Ok(outcome) => {
+            if outcome.result != "unchanged" || s.shared.metadata().is_none() {
+                s.shared.set_metadata(outcome.clone());
+            }
+            Json(outcome).into_response()
+        }
+        Err(e) => pull_error(e),
+    }
+}
+
+fn pull_error(e: crate::pull::PullError) -> Response {
+    tracing::warn!(error = %e, "uplink socket: {e}");
+    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
 }
 
 fn error(e: OutboxError) -> Response {

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod outbox;
 pub mod protocol;
+pub mod pull;
 pub mod server;
 pub mod socket;
 

@@ -233,4 +233,7 @@ pub struct UplinkReport {
     /// Objects national accepted since the uplink started, by kind.
     #[serde(default)]
     pub pushed: std::collections::BTreeMap<ObjectKind, u64>,
+    /// The box's clock minus national's (`serverDate`), in seconds, when last connected.
+    #[serde(default)]
+    pub clock_skew_secs: Option<i64>,
 }

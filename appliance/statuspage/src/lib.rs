@@ -125,6 +125,24 @@ pub struct UplinkView {
     pub national_version: Option<String>,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// The box's clock minus national's, in seconds, when the uplink last connected.
+    pub clock_skew_secs: Option<i64>,
+    /// How the last metadata pull from national went.
+    pub metadata: Option<MetadataView>,
+}
+
+/// The last metadata pull from national.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetadataView {
+    pub at_ms: u64,
+    /// `applied`, `unchanged` or `refused`.
+    pub result: String,
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    /// Why it was refused, or what was left out.
+    pub messages: Vec<String>,
 }
 
 /// One record national refused.
@@ -396,6 +414,9 @@ async fn status_json(
         // National's messages may quote a value a tablet sent.
         if let Some(u) = &mut snap.uplink {
             u.parked.clear();
+            if let Some(m) = &mut u.metadata {
+                m.messages.clear();
+            }
         }
     }
     Json(snap)

@@ -393,6 +393,19 @@ pub fn render(s: &Snapshot) -> String {
     o
 }
 
+/// How far the box's clock may be from national's before the page says so.
+const CLOCK_TOLERANCE_SECS: u64 = 60;
+
+/// "12 min", "3 h", "2 days".
+fn duration_words(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86_400),
+    }
+}
+
 /// "Last sent to national 2 hours ago · 3 records need attention", in words for staff.
 pub fn uplink_sentence(now_ms: u64, u: &crate::UplinkView) -> (&'static str, String) {
     let mut parts = vec![match u.last_success_ms {
@@ -407,7 +420,21 @@ pub fn uplink_sentence(now_ms: u64, u: &crate::UplinkView) -> (&'static str, Str
     if u.parked_count > 0 {
         parts.push(format!("{} record(s) need attention", u.parked_count));
     }
-    let class = if u.parked_count > 0 || u.last_error.is_some() {
+    let refused = u.metadata.as_ref().is_some_and(|m| m.result == "refused");
+    if refused {
+        parts.push("new forms from national could not be applied".into());
+    }
+    let skewed = u
+        .clock_skew_secs
+        .filter(|s| s.unsigned_abs() > CLOCK_TOLERANCE_SECS);
+    if let Some(skew) = skewed {
+        let dir = if skew > 0 { "ahead of" } else { "behind" };
+        parts.push(format!(
+            "the box's clock is {} {dir} national's",
+            duration_words(skew.unsigned_abs())
+        ));
+    }
+    let class = if u.parked_count > 0 || u.last_error.is_some() || refused || skewed.is_some() {
         "warn"
     } else {
         "ok"
@@ -427,6 +454,28 @@ pub fn render_admin(s: &Snapshot) -> String {
         "<section><h2>Certificate</h2><p>Re-read the installed certificate files now (the box also checks them every few seconds).</p>\
          <form method=\"post\" action=\"/admin/certificate/recheck\"><button>Check certificate files</button></form></section>",
     );
+    if let Some(m) = s.uplink.as_ref().and_then(|u| u.metadata.as_ref()) {
+        let _ = write!(
+            o,
+            "<section><h2>Metadata from national</h2><p data-figure=\"metadata\">{} {} · {} created, {} updated, {} deleted</p>",
+            esc(&m.result),
+            utc((m.at_ms / 1000) as i64),
+            m.created,
+            m.updated,
+            m.deleted
+        );
+        if !m.messages.is_empty() {
+            o.push_str("<ul>");
+            for line in &m.messages {
+                let _ = write!(o, "<li>{}</li>", esc(line));
+            }
+            o.push_str("</ul>");
+        }
+        if m.result == "refused" {
+            o.push_str("<p>The box keeps serving the forms it had. Ask national to fix what is named above; the next round tries again.</p>");
+        }
+        o.push_str("</section>");
+    }
     if let Some(u) = s.uplink.as_ref().filter(|u| u.parked_count > 0) {
         o.push_str("<section><h2>Records national refused</h2><p>Fix the record on a tablet (or the setting national names); the next change is sent again.</p><table><tr><th>Type</th><th>UID</th><th>Code</th><th>National said</th><th>Tries</th></tr>");
         for p in &u.parked {

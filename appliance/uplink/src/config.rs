@@ -42,6 +42,19 @@ pub struct UplinkConfig {
     pub request_timeout_secs: u64,
     /// Longest wait between failed rounds, in seconds (backoff doubles up to this). Default 1800.
     pub max_backoff_secs: u64,
+    /// The org units whose subtree the box serves, as national UIDs. Empty (the default): the
+    /// sync account's own org units at national.
+    pub org_units: Vec<String>,
+    /// Whether rounds pull metadata and users from national before pushing. Default true.
+    pub pull_metadata: bool,
+}
+
+impl UplinkConfig {
+    /// The roots a round pulls metadata for (empty: the sync account's), or `None` when the
+    /// pull is off.
+    pub fn pull_roots(&self) -> Option<&[String]> {
+        self.pull_metadata.then_some(self.org_units.as_slice())
+    }
 }
 
 /// What the uplink does while the box runs on its battery.
@@ -69,6 +82,8 @@ impl Default for UplinkConfig {
             batch_bytes: 256 * 1024,
             request_timeout_secs: 120,
             max_backoff_secs: 1800,
+            org_units: Vec::new(),
+            pull_metadata: true,
         }
     }
 }

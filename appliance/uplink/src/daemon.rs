@@ -93,7 +93,7 @@ impl Daemon {
             self.set_state(&local, &mut report, "sending").await;
             // Every request of a round has a timeout, so a live round always moves: keep
             // petting while it runs (a round on a slow link outlasts WatchdogSec).
-            let round = round::run(&local, &national, &mut size);
+            let round = round::run(&local, &national, &mut size, self.cfg.pull_roots());
             tokio::pin!(round);
             let result = loop {
                 tokio::select! {
@@ -110,6 +110,7 @@ impl Daemon {
                     failures = 0;
                     add_pushed(&mut report.pushed, &summary.pushed);
                     report.national_version = summary.national.map(|n| n.version);
+                    report.clock_skew_secs = summary.clock_skew_secs;
                     report.last_success_ms = Some(now_ms());
                     report.last_error = None;
                     wait = Duration::from_secs(self.cfg.interval_secs.max(1));

@@ -5,7 +5,9 @@ pub mod daemon;
 pub mod local;
 pub mod national;
 pub mod outcome;
+pub mod pull;
 pub mod round;
+pub mod scope;
 
 pub use config::{OnBattery, UplinkConfig};
 pub use daemon::Daemon;
@@ -40,7 +42,7 @@ pub async fn run_once(cfg: &UplinkConfig) -> Result<RoundSummary, UplinkError> {
     let national = National::from_config(cfg)?;
     let local = LocalBox::new(&cfg.socket);
     let mut size = round::BatchSize::new(cfg.batch_bytes);
-    let result = round::run(&local, &national, &mut size).await;
+    let result = round::run(&local, &national, &mut size, cfg.pull_roots()).await;
     let (sent, received) = national.bytes();
     let report = clinicbox_control::outbox::UplinkReport {
         state: if result.is_ok() {
@@ -60,6 +62,7 @@ pub async fn run_once(cfg: &UplinkConfig) -> Result<RoundSummary, UplinkError> {
             .as_ref()
             .map(|s| s.pushed.clone())
             .unwrap_or_default(),
+        clock_skew_secs: result.as_ref().ok().and_then(|s| s.clock_skew_secs),
     };
     local.report(&report).await;
     result

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clinicbox_control::outbox::{Batch, Confirm, Position, UplinkReport, VERSION_PREFIX};
+use clinicbox_control::pull::{MetadataPull, PullOutcome, PullState};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -57,6 +58,16 @@ impl LocalBox {
             Err(UplinkError::Local(m)) if m.contains("404") => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The pull's bookkeeping as `serve` last kept it.
+    pub async fn pull_state(&self) -> Result<PullState, UplinkError> {
+        self.call("GET", "/pull", None::<&()>).await
+    }
+
+    /// Hands a metadata pull to `serve`, which imports it (or refuses it whole).
+    pub async fn apply_metadata(&self, pull: &MetadataPull) -> Result<PullOutcome, UplinkError> {
+        self.call("POST", "/metadata", Some(pull)).await
     }
 
     pub async fn position(&self) -> Result<Position, UplinkError> {

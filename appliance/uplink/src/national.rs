@@ -81,10 +81,21 @@ pub struct NationalInfo {
     pub server_time_zone_id: Option<String>,
 }
 
-/// An HTTP answer from national: status and body.
+/// An HTTP answer from national: status, body and `ETag`.
 pub struct Answer {
     pub status: u16,
     pub body: Vec<u8>,
+    pub etag: Option<String>,
+}
+
+/// A conditional GET's answer.
+pub enum Fetched {
+    /// 304: what the box has is current.
+    NotModified,
+    Body {
+        json: Value,
+        etag: Option<String>,
+    },
 }
 
 /// A client for one national server.
@@ -152,6 +163,42 @@ impl National {
         check_version(&info.version)?;
         self.get_json("/api/me?fields=id,username").await?;
         Ok(info)
+    }
+
+    /// The org units the sync account is assigned (`/api/me`).
+    pub async fn my_org_units(&self) -> Result<Vec<String>, UplinkError> {
+        let me = self
+            .get_json("/api/me?fields=organisationUnits[id]")
+            .await?;
+        Ok(me
+            .get("organisationUnits")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect())
+    }
+
+    /// `GET path` with `If-None-Match: etag` when the box has one.
+    pub async fn fetch(&self, path: &str, etag: Option<&str>) -> Result<Fetched, UplinkError> {
+        let mut req = self.http.get(self.url(path));
+        if let Some(tag) = etag {
+            req = req.header(reqwest::header::IF_NONE_MATCH, tag);
+        }
+        let answer = self.exchange(req).await?;
+        refuse_auth(path, &answer)?;
+        match answer.status {
+            304 => Ok(Fetched::NotModified),
+            200 => Ok(Fetched::Body {
+                json: serde_json::from_slice(&answer.body).map_err(|e| {
+                    UplinkError::Protocol(format!("{path} did not answer JSON: {e}"))
+                })?,
+                etag: answer.etag,
+            }),
+            s => Err(UplinkError::Unreachable(format!(
+                "national answered {path} with HTTP {s}"
+            ))),
+        }
     }
 
     async fn get_json(&self, path: &str) -> Result<Value, UplinkError> {
@@ -265,6 +312,11 @@ impl National {
             .await
             .map_err(|e| UplinkError::Unreachable(describe(&e)))?;
         let status = resp.status().as_u16();
+        let etag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| {
             UplinkError::Unreachable(format!("the answer was cut off: {}", describe(&e)))
@@ -278,7 +330,7 @@ impl National {
         }
         self.received
             .fetch_add(body.len() as u64, Ordering::Relaxed);
-        Ok(Answer { status, body })
+        Ok(Answer { status, body, etag })
     }
 }
 

@@ -226,6 +226,7 @@ mod tests {
         Answer {
             status,
             body: serde_json::to_vec(&body).expect("json"),
+            etag: None,
         }
     }
 
@@ -301,6 +302,7 @@ mod tests {
         let bad = Answer {
             status: 502,
             body: b"<html>bad gateway</html>".to_vec(),
+            etag: None,
         };
         assert!(matches!(
             tracker(&bad, &sent, false),
@@ -309,6 +311,7 @@ mod tests {
         let html = Answer {
             status: 200,
             body: b"<html>login</html>".to_vec(),
+            etag: None,
         };
         assert!(matches!(
             tracker(&html, &sent, false),

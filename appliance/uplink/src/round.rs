@@ -10,6 +10,7 @@ use crate::UplinkError;
 use crate::local::LocalBox;
 use crate::national::{National, NationalInfo};
 use crate::outcome::{self, Outcome};
+use crate::pull::PullSummary;
 
 /// The smallest batch the uplink shrinks to on a link that keeps failing.
 const MIN_BATCH_BYTES: usize = 16 * 1024;
@@ -48,10 +49,19 @@ impl BatchSize {
     }
 }
 
+/// How far the box's clock may be from national's before the status page says so.
+pub const CLOCK_TOLERANCE_SECS: i64 = 60;
+
 /// What a round did.
 #[derive(Debug, Default, Clone)]
 pub struct RoundSummary {
     pub national: Option<NationalInfo>,
+    /// The box's clock minus national's, in seconds (from `serverDate`).
+    pub clock_skew_secs: Option<i64>,
+    /// The metadata pull, when it ran.
+    pub pull: Option<PullSummary>,
+    /// Why the pull did not finish (the push went on).
+    pub pull_error: Option<String>,
     /// Objects national accepted, by kind.
     pub pushed: BTreeMap<ObjectKind, u64>,
     /// Objects national refused in this round.
@@ -73,6 +83,13 @@ impl RoundSummary {
                 n.server_time_zone_id.as_deref().unwrap_or("?")
             ));
         }
+        if let Some(skew) = self
+            .clock_skew_secs
+            .filter(|s| s.abs() > CLOCK_TOLERANCE_SECS)
+        {
+            out.push(clock_sentence(skew));
+        }
+        out.extend(self.pull_lines());
         let pushed: Vec<String> = ObjectKind::ALL
             .iter()
             .map(|k| {
@@ -106,19 +123,71 @@ impl RoundSummary {
     }
 }
 
-/// Runs one round: everything pending when it starts is confirmed or parked when it returns
-/// `Ok`. The round stops once its batches have passed what was pending at its start (a batch
-/// may carry along changes made meanwhile, up to its size), so a round always ends.
+impl RoundSummary {
+    fn pull_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(e) = &self.pull_error {
+            out.push(format!("metadata: not pulled: {e}"));
+        }
+        let Some(p) = &self.pull else {
+            return out;
+        };
+        let o = &p.outcome;
+        out.push(format!(
+            "metadata: {} ({} created, {} updated, {} deleted; {} source(s) read, {} unchanged)",
+            o.result, o.created, o.updated, o.deleted, p.fetched, p.not_modified
+        ));
+        out.extend(o.messages.iter().map(|m| format!("  {m}")));
+        out
+    }
+}
+
+/// "The box's clock is N s ahead of/behind national's", for a skew past the tolerance.
+pub fn clock_sentence(skew_secs: i64) -> String {
+    let dir = if skew_secs > 0 { "ahead of" } else { "behind" };
+    format!(
+        "clock: the box's clock is {} s {dir} national's",
+        skew_secs.unsigned_abs()
+    )
+}
+
+/// The box's clock minus national's `serverDate` (a local time in `serverTimeZoneId`).
+pub fn clock_skew(info: &NationalInfo) -> Option<i64> {
+    let date: jiff::civil::DateTime = info.server_date.as_deref()?.parse().ok()?;
+    let zone = jiff::tz::TimeZone::get(info.server_time_zone_id.as_deref()?).ok()?;
+    let national = date.to_zoned(zone).ok()?.timestamp();
+    Some(jiff::Timestamp::now().as_second() - national.as_second())
+}
+
+/// Runs one round: the metadata pull first (when `pull` names the roots, empty for the sync
+/// account's), then the push: everything pending when it starts is confirmed or parked when it
+/// returns `Ok`. The push stops once its batches have passed what was pending at its start (a
+/// batch may carry along changes made meanwhile, up to its size), so a round always ends.
 pub async fn run(
     local: &LocalBox,
     national: &National,
     size: &mut BatchSize,
+    pull: Option<&[String]>,
 ) -> Result<RoundSummary, UplinkError> {
     let (sent0, received0) = national.bytes();
+    let info = national.connect().await?;
     let mut summary = RoundSummary {
-        national: Some(national.connect().await?),
+        clock_skew_secs: clock_skew(&info),
+        national: Some(info),
         ..RoundSummary::default()
     };
+    if let (Some(roots), Some(info)) = (pull, &summary.national) {
+        match crate::pull::metadata(local, national, info, roots).await {
+            Ok(p) => summary.pull = Some(p),
+            // National or the box gone: the push would fail the same way.
+            Err(e @ (UplinkError::Unreachable(_) | UplinkError::Local(_))) => return Err(e),
+            // Anything else holds up the metadata only: the push goes on.
+            Err(e) => {
+                tracing::warn!(error = %e, "metadata pull failed: {e}");
+                summary.pull_error = Some(e.to_string());
+            }
+        }
+    }
     let zone = summary
         .national
         .as_ref()

@@ -410,6 +410,14 @@ pub fn check(snap: &Snapshot, package: &Value, params: ImportParams) -> Result<P
                         continue;
                     }
                     for r in s.references {
+                        // A parent's collection filled from its children stops naming a
+                        // child once the child is gone (an option leaves its set).
+                        let filled = super::INVERSES
+                            .iter()
+                            .any(|&(_, _, parent, coll)| parent == s.plural && coll == r.path);
+                        if filled {
+                            continue;
+                        }
                         for id in ids_at(obj, r.path) {
                             if let Some(id) = id.as_str() {
                                 if doomed.contains(&(r.target, id)) {
@@ -666,18 +674,25 @@ pub async fn import(
         });
     }
     // Hash new passwords off the async threads; keep an existing hash the password still matches
-    // so that re-importing the same package changes nothing.
+    // so that re-importing the same package changes nothing. A user without a password keeps
+    // the stored hash unless the package says the password changed since (national's
+    // `passwordLastUpdated`): then the next login has to be checked where it changed.
     let store = svc.store().clone();
     let existing: HashMap<String, Option<String>> = {
         let read = store.read()?;
         let mut m = HashMap::new();
         for w in &writes {
-            if let Write::PutUser { uid, .. } = w {
-                let h = read
+            if let Write::PutUser { uid, user, .. } = w {
+                let old = read
                     .get(Collection::USERS, uid)?
                     .filter(|r| !r.deleted)
-                    .and_then(|r| r.json::<StoredUser>().ok())
-                    .and_then(|s| s.password_hash);
+                    .and_then(|r| r.json::<StoredUser>().ok());
+                let changed_at = |u: &Value| u.get("passwordLastUpdated").cloned();
+                let h = old.and_then(|s| {
+                    let was = changed_at(&s.user);
+                    let moved = was.is_some() && was != changed_at(user);
+                    s.password_hash.filter(|_| !moved)
+                });
                 m.insert(uid.clone(), h);
             }
         }

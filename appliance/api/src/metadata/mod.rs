@@ -36,6 +36,40 @@ pub struct Credential {
     pub disabled: bool,
 }
 
+/// Collections DHIS2 serves on the parent but a package may carry only on the child:
+/// `(child, child's property naming the parent, parent, parent's collection)`. The snapshot
+/// fills each parent's collection from its children.
+pub const INVERSES: &[(&str, &str, &str, &str)] = &[
+    ("sections", "dataSet", "dataSets", "sections"),
+    (
+        "categoryOptionCombos",
+        "categoryCombo",
+        "categoryCombos",
+        "categoryOptionCombos",
+    ),
+    ("programStages", "program", "programs", "programStages"),
+    (
+        "programRuleVariables",
+        "program",
+        "programs",
+        "programRuleVariables",
+    ),
+    ("programSections", "program", "programs", "programSections"),
+    (
+        "programStageSections",
+        "programStage",
+        "programStages",
+        "programStageSections",
+    ),
+    ("options", "optionSet", "optionSets", "options"),
+    (
+        "programRuleActions",
+        "programRule",
+        "programRules",
+        "programRuleActions",
+    ),
+];
+
 /// All metadata at one revision, parsed and indexed.
 pub struct Snapshot {
     pub revision: u64,
@@ -186,37 +220,7 @@ impl Snapshot {
                 children.entry(p.to_string()).or_default().push(id.clone());
             }
         }
-        // Collections DHIS2 serves on the parent but a package may carry only on the child.
-        for (child, parent_prop, parent, collection) in [
-            ("sections", "dataSet", "dataSets", "sections"),
-            (
-                "categoryOptionCombos",
-                "categoryCombo",
-                "categoryCombos",
-                "categoryOptionCombos",
-            ),
-            ("programStages", "program", "programs", "programStages"),
-            (
-                "programRuleVariables",
-                "program",
-                "programs",
-                "programRuleVariables",
-            ),
-            ("programSections", "program", "programs", "programSections"),
-            (
-                "programStageSections",
-                "programStage",
-                "programStages",
-                "programStageSections",
-            ),
-            ("options", "optionSet", "optionSets", "options"),
-            (
-                "programRuleActions",
-                "programRule",
-                "programRules",
-                "programRuleActions",
-            ),
-        ] {
+        for &(child, parent_prop, parent, collection) in INVERSES {
             let links: Vec<(String, String)> = self
                 .objects(child)
                 .filter_map(|(id, o)| {

@@ -28,6 +28,8 @@
 
 #![allow(clippy::result_large_err)] // handlers answer early with a whole Response
 
+mod metadata;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::net::SocketAddr;
@@ -69,6 +71,8 @@ struct Faults {
     /// Data elements whose values are file resource UIDs (national's metadata says so; the
     /// stand-in has none): an event naming a file national does not hold is refused (E1084).
     file_data_elements: BTreeSet<String>,
+    /// Seconds added to the `serverDate` `/api/system/info` reports (a box clock that is off).
+    clock_offset_secs: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -120,6 +124,9 @@ struct Data {
     requests: BTreeMap<String, u64>,
     /// Import requests applied whose answer was cut off by a fault.
     dropped_answers: u64,
+    /// Metadata and users (see `metadata.rs`).
+    #[serde(default)]
+    meta: metadata::Meta,
 }
 
 struct Inner {
@@ -211,8 +218,17 @@ fn router(app: App) -> Router {
         .route("/api/fileResources/{uid}", get(file_get))
         .route("/api/dataValueSets", post(data_values))
         .route("/api/completeDataSetRegistrations", post(registrations))
+        .route("/api/organisationUnits/{uid}", get(metadata::org_unit))
+        .route("/api/deletedObjects", get(metadata::deleted_objects))
+        .route("/api/metadata", get(metadata::changes))
+        .route("/api/{plural}", get(metadata::list))
+        .route("/api/{plural}/{*file}", get(metadata::dependency_export))
         .route("/ledger", get(ledger))
         .route("/faults", post(set_faults))
+        .route("/admin/metadata", post(metadata::admin_metadata))
+        .route("/admin/metadata/remove", post(metadata::admin_remove))
+        .route("/admin/sync-user", post(metadata::admin_sync_user))
+        .layer(axum::middleware::from_fn(metadata::etag))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
@@ -295,8 +311,14 @@ impl App {
 }
 
 fn server_date() -> String {
+    server_date_offset(0)
+}
+
+fn server_date_offset(secs: i64) -> String {
     let zone = jiff::tz::TimeZone::get(ZONE).unwrap_or(jiff::tz::TimeZone::UTC);
-    jiff::Timestamp::now()
+    let now = jiff::Timestamp::now();
+    now.checked_add(jiff::SignedDuration::from_secs(secs))
+        .unwrap_or(now)
         .to_zoned(zone)
         .strftime("%Y-%m-%dT%H:%M:%S%.3f")
         .to_string()
@@ -306,9 +328,13 @@ async fn system_info(State(app): State<App>, headers: HeaderMap) -> Response {
     if let Err(r) = app.gate("GET /api/system/info", &headers) {
         return r;
     }
-    let version = app.lock().faults.version.clone().unwrap_or("2.42.3".into());
+    let (version, offset) = {
+        let i = app.lock();
+        let v = i.faults.version.clone().unwrap_or("2.42.3".into());
+        (v, i.faults.clock_offset_secs)
+    };
     axum::Json(json!({
-        "version": version, "revision": "standin", "serverDate": server_date(),
+        "version": version, "revision": "standin", "serverDate": server_date_offset(offset),
         "serverTimeZoneId": ZONE, "serverTimeZoneDisplayName": "East Africa Time",
         "contextPath": "", "calendar": "iso8601", "dateFormat": "yyyy-mm-dd"
     }))
@@ -316,10 +342,27 @@ async fn system_info(State(app): State<App>, headers: HeaderMap) -> Response {
 }
 
 async fn me(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Some(r) = metadata::me_as_staff(&app, &headers) {
+        return r;
+    }
     if let Err(r) = app.gate("GET /api/me", &headers) {
         return r;
     }
-    axum::Json(json!({"id": "SyncUser001", "username": "clinicbox-sync"})).into_response()
+    let ous: Vec<Value> = app
+        .lock()
+        .data
+        .meta
+        .sync_org_units
+        .iter()
+        .map(|id| json!({"id": id}))
+        .collect();
+    axum::Json(json!({"id": "SyncUser001", "username": "clinicbox-sync", "organisationUnits": ous}))
+        .into_response()
+}
+
+/// An ETag's digest.
+fn fnv_hex(bytes: &[u8]) -> String {
+    clinicbox_tests::clinic::fnv1a(bytes)
 }
 
 async fn ledger(State(app): State<App>) -> Response {

@@ -1,0 +1,96 @@
+//! The uplink socket's pull half: what national sent for the box, handed to `serve` to apply.
+//!
+//! The uplink reads national (it never listens); `serve` owns the store, so the uplink posts a
+//! [`MetadataPull`] on the socket and `serve` imports it through the same checks as
+//! `POST /api/metadata`. The pull's bookkeeping ([`PullState`]) is kept by `serve` only once
+//! the import it describes went through, so a cut anywhere makes the next round fetch again.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The largest metadata pull `serve` reads (a whole country's program with its options fits).
+pub const MAX_PULL_BYTES: usize = 48 * 1024 * 1024;
+
+/// What one source (a national URL the pull reads) last gave.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Source {
+    /// National's `ETag` for the answer, sent back as `If-None-Match`.
+    pub etag: Option<String>,
+    /// What the answer named, by collection (`organisationUnits`, `programs`, `dataSets`,
+    /// `users`, `userGroups`): needed when the next answer is 304 and brings no body.
+    pub named: BTreeMap<String, Vec<String>>,
+}
+
+/// The pull's bookkeeping, kept by `serve` with the metadata it describes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PullState {
+    /// By source path (`/api/organisationUnits/…`).
+    pub sources: BTreeMap<String, Source>,
+    /// National's clock when the last applied pull started: later changes are newer than it.
+    pub watermark: Option<String>,
+    /// When metadata from national was last applied, ms since the epoch.
+    pub applied_ms: Option<u64>,
+}
+
+impl PullState {
+    /// Every id the sources named in `collection`, once each.
+    pub fn named(&self, collection: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .sources
+            .values()
+            .flat_map(|s| s.named.get(collection).into_iter().flatten().cloned())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// An object national deleted (`/api/deletedObjects`), by collection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deletion {
+    pub collection: String,
+    pub uid: String,
+}
+
+/// One pull for `serve` to apply: the package (only what changed, already fitted to the box),
+/// national's deletions, and the state to keep once both went through.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetadataPull {
+    pub package: serde_json::Map<String, Value>,
+    pub deletions: Vec<Deletion>,
+    pub state: PullState,
+}
+
+/// What `serve` did with a pull.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PullOutcome {
+    /// `applied`, `unchanged` or `refused`.
+    pub result: String,
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    /// Why the package was refused (the import's first errors), or why parts were left out.
+    pub messages: Vec<String>,
+}
+
+impl PullOutcome {
+    pub fn refused(&self) -> bool {
+        self.result == "refused"
+    }
+}
+
+/// How the metadata pull went, for the status page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetadataReport {
+    /// When this outcome happened, ms since the epoch.
+    pub at_ms: u64,
+    pub outcome: PullOutcome,
+}

@@ -1,0 +1,282 @@
+//! The uplink's pull end to end: a demo box, the real `clinicbox uplink --once` and the
+//! stand-in national (`src/bin/national_standin/`) holding the ministry's metadata and staff.
+//! Every check reads what a tablet or an admin reads from the box.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use clinicbox_tests::clinic::{CLINIC_A, basic, import_to};
+use clinicbox_tests::national::{National, uplink_once_ok};
+use clinicbox_tests::{BoxBuilder, RunningBox, http_request};
+use serde_json::{Value, json};
+
+fn demo_package() -> Value {
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../appliance/api/demo/metadata.json"
+    );
+    serde_json::from_slice(&std::fs::read(p).expect("demo package")).expect("json")
+}
+
+/// National as the ministry runs it: the demo's metadata, the sync account on clinic A.
+fn national_with_demo() -> National {
+    let national = National::start(None);
+    national.put_metadata(&demo_package());
+    national.assign_sync_user(&[CLINIC_A]);
+    national
+}
+
+fn get_as(b: &RunningBox, user: (&str, &str), path: &str) -> (u16, Value) {
+    let auth = basic(user.0, user.1);
+    let r = http_request(
+        b.url().trim_start_matches("http://"),
+        "GET",
+        path,
+        &[("Authorization", &auth)],
+        b"",
+    );
+    let body = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    (r.status, body)
+}
+
+const ANDROID: (&str, &str) = ("android", "Android123");
+const ADMIN: (&str, &str) = ("admin", "district");
+
+fn ids(v: &Value, list: &str) -> Vec<String> {
+    v[list]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The box's clock as tablets filter by it.
+fn box_time(b: &RunningBox) -> String {
+    let (_, info) = get_as(b, ANDROID, "/api/system/info");
+    info["serverDate"].as_str().expect("serverDate").to_string()
+}
+
+fn line<'a>(out: &'a str, prefix: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` line in {out}"))
+}
+
+/// Dependency exports national answered so far.
+fn exports(national: &National) -> u64 {
+    let l = national.ledger();
+    ["programs", "dataSets"]
+        .iter()
+        .map(|t| {
+            l["requests"][format!("GET /api/{t}/{{uid}}/metadata")]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+#[test]
+fn national_s_metadata_changes_reach_a_tablet_s_next_sync_and_a_quiet_round_costs_little() {
+    let national = national_with_demo();
+    // National changes: a new diagnosis, a new stage, a renamed data element, a new nurse.
+    let diagnoses: Vec<Value> = [
+        "cbOptMalari",
+        "cbOptPneumo",
+        "cbOptDiarrh",
+        "cbOptHypert",
+        "cbOptOther1",
+        "cbOptCholer",
+    ]
+    .map(|id| json!({ "id": id }))
+    .to_vec();
+    national.put_metadata(&json!({
+        "options": [{"id": "cbOptCholer", "name": "Cholera", "code": "CHOLERA",
+            "sortOrder": 6, "optionSet": {"id": "cbOsDiag001"}}],
+        "optionSets": [{"id": "cbOsDiag001", "name": "Diagnosis", "valueType": "TEXT",
+            "options": diagnoses}],
+    }));
+    let mut program = demo_package()["programs"][0].clone();
+    program["programStages"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "cbStgFollow"}));
+    let mut weight = demo_package()["dataElements"][0].clone();
+    weight["name"] = json!("Body weight (kg)");
+    national.put_metadata(&json!({
+        "programStages": [{"id": "cbStgFollow", "name": "Follow-up", "program": {"id": "cbPrgOpd001"},
+            "sortOrder": 4, "repeatable": true, "programStageDataElements": [
+                {"id": "cbPsdeFw001", "dataElement": {"id": "cbDeWeight1"}, "compulsory": false}]}],
+        "programs": [program],
+        "dataElements": [weight],
+        "users": [{"id": "cbUserNurse", "username": "wanjiru", "password": "Nurse-2026!",
+            "firstName": "Wanjiru", "surname": "Kamau", "disabled": false,
+            "userRoles": [{"id": "cbRoleCaptr"}], "organisationUnits": [{"id": CLINIC_A}],
+            "dataViewOrganisationUnits": [{"id": CLINIC_A}],
+            "teiSearchOrganisationUnits": [{"id": CLINIC_A}]}],
+    }));
+
+    let b = BoxBuilder::demo().start();
+    let data = b.dir().join("data");
+    let synced = box_time(&b);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = uplink_once_ok(&data, &national);
+    assert!(
+        line(&out, "metadata: ").starts_with("metadata: applied"),
+        "{out}"
+    );
+
+    // The tablet's next metadata sync sees every change through its lastUpdated filters.
+    let since = format!("filter=lastUpdated:gt:{synced}&fields=id,name&paging=false");
+    let (_, stages) = get_as(&b, ANDROID, &format!("/api/programStages?{since}"));
+    assert!(
+        ids(&stages, "programStages").contains(&"cbStgFollow".into()),
+        "{stages}"
+    );
+    let (_, des) = get_as(&b, ANDROID, &format!("/api/dataElements?{since}"));
+    let weight = des["dataElements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "cbDeWeight1")
+        .unwrap_or_else(|| panic!("renamed element not newer: {des}"));
+    assert_eq!(weight["name"], "Body weight (kg)");
+    let (_, set) = get_as(
+        &b,
+        ANDROID,
+        "/api/optionSets/cbOsDiag001?fields=id,options[id,code]",
+    );
+    assert!(
+        ids(&set, "options").contains(&"cbOptCholer".into()),
+        "{set}"
+    );
+    // The new nurse is a user of the box (her password is checked at national first).
+    let (_, users) = get_as(
+        &b,
+        ADMIN,
+        "/api/users?filter=username:eq:wanjiru&fields=id,username,organisationUnits[id]",
+    );
+    assert_eq!(
+        ids(&users, "users"),
+        vec!["cbUserNurse".to_string()],
+        "{users}"
+    );
+    // Only what the clinic needs: no org unit of clinic B's subtree came from national.
+    let read = exports(&national);
+    assert_eq!(
+        read, 3,
+        "two programs and a data set are assigned to clinic A"
+    );
+
+    // A round with nothing changed: no dependency export, every list answered 304.
+    let quiet = uplink_once_ok(&data, &national);
+    assert!(
+        line(&quiet, "metadata: ").starts_with("metadata: unchanged"),
+        "{quiet}"
+    );
+    assert_eq!(exports(&national), read, "no export read again");
+    let received: u64 = line(&quiet, "bytes: ")
+        .split(", ")
+        .nth(1)
+        .and_then(|p| p.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("received bytes");
+    assert!(received < 8 * 1024, "a quiet round read {received} bytes");
+}
+
+#[test]
+fn an_option_national_removed_leaves_the_set_and_stored_values_that_use_it_stay() {
+    let national = national_with_demo();
+    let b = BoxBuilder::demo().start();
+    let data = b.dir().join("data");
+    // A clinic records a triage of YELLOW, and the first round brings the metadata.
+    import_to(b.url(), &clinicbox_tests::clinic::patient(1));
+    uplink_once_ok(&data, &national);
+
+    national.remove_metadata("options", "cbOptYell01");
+    let out = uplink_once_ok(&data, &national);
+    assert!(line(&out, "metadata: ").contains("1 deleted"), "{out}");
+    let (_, set) = get_as(
+        &b,
+        ANDROID,
+        "/api/optionSets/cbOsTriage1?fields=options[id]",
+    );
+    assert!(
+        !ids(&set, "options").contains(&"cbOptYell01".into()),
+        "{set}"
+    );
+    let (status, _) = get_as(&b, ANDROID, "/api/options/cbOptYell01");
+    assert_eq!(status, 404);
+    // The event keeps its value for the tablet.
+    let ev_uid = clinicbox_tests::clinic::uid("ev", 1);
+    let (_, ev) = get_as(
+        &b,
+        ANDROID,
+        &format!("/api/tracker/events/{ev_uid}?fields=dataValues"),
+    );
+    let triage = ev["dataValues"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["dataElement"] == "cbDeTriage1")
+        .map(|v| v["value"].clone());
+    assert_eq!(triage, Some(json!("YELLOW")), "{ev}");
+}
+
+#[test]
+fn a_package_the_box_would_refuse_is_refused_whole_and_the_box_keeps_its_metadata() {
+    let national = national_with_demo();
+    let b = BoxBuilder::demo().start();
+    let data = b.dir().join("data");
+    uplink_once_ok(&data, &national);
+    // National adds a nameless element to a stage: the box's checks refuse it.
+    let mut stage = demo_package()["programStages"][1].clone();
+    stage["name"] = json!("Consultation (new)");
+    stage["programStageDataElements"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "cbPsdeBad01", "dataElement": {"id": "cbDeBadNone"}}));
+    national.put_metadata(&json!({
+        "dataElements": [{"id": "cbDeBadNone", "valueType": "TEXT", "domainType": "TRACKER",
+            "aggregationType": "NONE"}],
+        "programStages": [stage],
+    }));
+    let out = uplink_once_ok(&data, &national);
+    assert!(
+        line(&out, "metadata: ").starts_with("metadata: refused"),
+        "{out}"
+    );
+    assert!(out.contains("E4000"), "the reason is printed: {out}");
+    let (_, st) = get_as(&b, ANDROID, "/api/programStages/cbStgConsul?fields=name");
+    assert_eq!(st["name"], "Consultation", "the box kept its metadata");
+    let (_, status) = get_as(&b, ADMIN, "/status.json");
+    assert_eq!(
+        status["uplink"]["metadata"]["result"], "refused",
+        "{status}"
+    );
+
+    // Fixed at national: the next round applies it.
+    national.put_metadata(
+        &json!({"dataElements": [{"id": "cbDeBadNone", "name": "Fixed",
+        "shortName": "Fixed", "valueType": "TEXT", "domainType": "TRACKER",
+        "aggregationType": "NONE"}]}),
+    );
+    let out = uplink_once_ok(&data, &national);
+    assert!(
+        line(&out, "metadata: ").starts_with("metadata: applied"),
+        "{out}"
+    );
+    let (_, st) = get_as(&b, ANDROID, "/api/programStages/cbStgConsul?fields=name");
+    assert_eq!(st["name"], "Consultation (new)");
+}
+
+#[test]
+fn a_box_clock_off_from_national_s_is_said_on_the_summary_and_the_status_page() {
+    let national = national_with_demo();
+    national.faults(json!({"clock_offset_secs": -600}));
+    let b = BoxBuilder::demo().start();
+    let out = uplink_once_ok(&b.dir().join("data"), &national);
+    let clock = line(&out, "clock: ");
+    assert!(clock.contains("ahead of national's"), "{clock}");
+    let (_, status) = get_as(&b, ADMIN, "/status.json");
+    let skew = status["uplink"]["clockSkewSecs"].as_i64().expect("skew");
+    assert!((590..=640).contains(&skew), "{skew}");
+}
