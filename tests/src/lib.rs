@@ -6,6 +6,7 @@
 pub mod clinic;
 pub mod link;
 pub mod national;
+pub mod wan;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

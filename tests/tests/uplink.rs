@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use clinicbox_tests::national::{National, pushed, uplink_once, uplink_once_ok};
+use clinicbox_tests::wan::{Wan, start_daemon};
 use clinicbox_tests::{BoxBuilder, RunningBox, http_request};
 use serde_json::{Value, json};
 
@@ -357,107 +358,6 @@ fn a_national_server_on_an_unsupported_version_is_refused_with_a_reason() {
 
 /// A namespace with its own loopback (where the stand-in national listens) and a `wan0`
 /// that has no default route until [`Wan::up`]: an LTE dongle without, then with, signal.
-struct Wan {
-    ns: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .expect("ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Wan {
-    /// `tag` tells apart the namespaces of tests running at once in this process.
-    fn new(tag: &str) -> Wan {
-        let ns = format!("cbup{}{tag}", std::process::id() % 100_000);
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &ns])
-            .output();
-        ip(&["netns", "add", &ns]);
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        // A veth pair stands for the dongle and the carrier's side (no dummy driver here).
-        ip(&[
-            "-n", &ns, "link", "add", "wan0", "type", "veth", "peer", "name", "carrier0",
-        ]);
-        ip(&["-n", &ns, "addr", "add", "10.77.0.1/24", "dev", "carrier0"]);
-        ip(&["-n", &ns, "link", "set", "carrier0", "up"]);
-        ip(&["-n", &ns, "addr", "add", "10.77.0.2/24", "dev", "wan0"]);
-        ip(&["-n", &ns, "link", "set", "wan0", "up"]);
-        Wan { ns }
-    }
-
-    fn up(&self) {
-        ip(&[
-            "-n",
-            &self.ns,
-            "route",
-            "replace",
-            "default",
-            "via",
-            "10.77.0.1",
-            "dev",
-            "wan0",
-        ]);
-    }
-
-    fn down(&self) {
-        ip(&["-n", &self.ns, "route", "del", "default"]);
-    }
-}
-
-impl Drop for Wan {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.ns])
-            .output();
-    }
-}
-
-/// A daemon child that is killed when the test ends, even when an assertion failed first.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `clinicbox uplink` (the daemon) inside `wan`'s namespace beside box `b`, sending to
-/// `national` through `wan0`, with `extra` lines for `[uplink]`; its log in the box's directory.
-fn start_daemon(b: &RunningBox, wan: &Wan, national: &National, extra: &str) -> Daemon {
-    let config = b.dir().join("uplink.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[uplink]\nnational_url = \"{}\"\ntoken_file = \"{}\"\ninterface = \"wan0\"\ninterval_secs = 3600\nsocket = \"{}\"\n{extra}",
-            national.url,
-            national.token_file.display(),
-            data_dir(b).join("uplink.sock").display()
-        ),
-    )
-    .unwrap();
-    std::process::Command::new("ip")
-        .args(["netns", "exec", &wan.ns])
-        .arg(clinicbox_tests::binary())
-        .arg("--config")
-        .arg(&config)
-        .arg("uplink")
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(b.dir().join("uplink.log")).unwrap())
-        .spawn()
-        .map(Daemon)
-        .unwrap()
-}
-
 #[test]
 fn the_daemon_sends_when_the_wan_link_comes_up_and_stops_cleanly_on_sigterm() {
     let wan = Wan::new("l");

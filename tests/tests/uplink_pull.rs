@@ -280,3 +280,98 @@ fn a_box_clock_off_from_national_s_is_said_on_the_summary_and_the_status_page() 
     let skew = status["uplink"]["clockSkewSecs"].as_i64().expect("skew");
     assert!((590..=640).contains(&skew), "{skew}");
 }
+
+fn nurse(password: &str, disabled: bool) -> Value {
+    json!({"users": [{"id": "cbUserNurse", "username": "wanjiru", "password": password,
+        "firstName": "Wanjiru", "surname": "Kamau", "disabled": disabled,
+        "userRoles": [{"id": "cbRoleCaptr"}], "organisationUnits": [{"id": CLINIC_A}],
+        "dataViewOrganisationUnits": [{"id": CLINIC_A}],
+        "teiSearchOrganisationUnits": [{"id": CLINIC_A}]}]})
+}
+
+/// Waits up to 60 s for `pred` on what `GET path` answers the admin.
+fn wait_for_admin(b: &RunningBox, path: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, v) = get_as(b, ADMIN, path);
+        if pred(&v) || std::time::Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+fn login(b: &RunningBox, password: &str) -> u16 {
+    get_as(b, ("wanjiru", password), "/api/me?fields=id").0
+}
+
+fn staff_checks(national: &National) -> u64 {
+    national.ledger()["requests"]["GET /api/me (staff)"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_national_nurse_logs_in_online_once_then_offline_and_national_s_changes_to_her_account_follow()
+{
+    let wan = clinicbox_tests::wan::Wan::new("p");
+    let national = National::start(Some(&wan.ns));
+    national.put_metadata(&demo_package());
+    national.assign_sync_user(&[CLINIC_A]);
+    national.put_metadata(&nurse("Nurse-2026!", false));
+    let b = BoxBuilder::demo().start();
+    wan.up();
+    let _uplink = clinicbox_tests::wan::start_daemon(&b, &wan, &national, "interval_secs = 2\n");
+    let users = "/api/users?filter=username:eq:wanjiru&fields=id,disabled";
+    let v = wait_for_admin(&b, users, |v| ids(v, "users").len() == 1);
+    assert_eq!(ids(&v, "users"), vec!["cbUserNurse".to_string()], "{v}");
+
+    // Her first login on the box is checked at national, once; a wrong password is refused.
+    assert_eq!(login(&b, "Nurse-2026!"), 200);
+    assert_eq!(staff_checks(&national), 1);
+    assert_eq!(login(&b, "not-her-password"), 401);
+    assert_eq!(login(&b, "Nurse-2026!"), 200);
+    assert_eq!(
+        staff_checks(&national),
+        2,
+        "only the wrong password went to national"
+    );
+
+    // The dongle loses its signal and the box restarts: she still logs in, offline.
+    wan.down();
+    let dir = b.kill();
+    let data = dir.path().join("data");
+    let b2 = BoxBuilder::new()
+        .arg("--demo")
+        .arg("--data-dir")
+        .arg(data.display().to_string())
+        .start();
+    assert_eq!(
+        login(&b2, "Nurse-2026!"),
+        200,
+        "offline after one online login"
+    );
+    assert_eq!(staff_checks(&national), 2);
+
+    // National changes her password: once the box hears of it, the old one stops working and
+    // the new one is checked at national.
+    national.put_metadata(&nurse("Changed-2027!", false));
+    wan.up();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while login(&b2, "Changed-2027!") != 200 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(login(&b2, "Changed-2027!"), 200);
+    assert_ne!(
+        login(&b2, "Nurse-2026!"),
+        200,
+        "the old password no longer works"
+    );
+
+    // Disabled at national: disabled on the box at the next round.
+    national.put_metadata(&nurse("Changed-2027!", true));
+    let v = wait_for_admin(&b2, users, |v| v["users"][0]["disabled"] == true);
+    assert_eq!(v["users"][0]["disabled"], true, "{v}");
+    assert_ne!(login(&b2, "Changed-2027!"), 200);
+    drop(dir);
+}

@@ -25,6 +25,27 @@ use crate::ApiState;
 use crate::error::ApiError;
 use crate::scope::AuthUser;
 
+/// What national said of a password, asked through the uplink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Right,
+    Wrong,
+    /// No answer: the uplink is offline, busy or national did not answer in time.
+    Unavailable,
+}
+
+/// Asks the national DHIS2 whether a staff member's password is right: a national account's
+/// first login on the box, or its first after national changed the password (the box holds no
+/// hash for it then). Called only after the failed-login limits, with the user's own words.
+pub trait PasswordCheck: Send + Sync {
+    fn check<'a>(
+        &'a self,
+        uid: &'a str,
+        username: &'a str,
+        password: &'a [u8],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Verdict> + Send + 'a>>;
+}
+
 /// Hashes a password with Argon2id (the crate's defaults: 19 MiB, 2 passes) and a random salt.
 pub fn hash_password(password: &str) -> Result<String, ApiError> {
     Argon2::default()
@@ -270,6 +291,12 @@ impl Authenticator {
                 }
             }
             _ => {
+                if let Some(uid) = self
+                    .confirmed_by_national(state, &snap, candidates, &addr_key, now)
+                    .await?
+                {
+                    return Ok(uid);
+                }
                 let (cap_u, cap_a) = (inner.limits.per_user, inner.limits.per_address);
                 inner
                     .users
@@ -289,6 +316,53 @@ impl Authenticator {
 }
 
 impl Authenticator {
+    /// A password the box could not verify, checked at national when the account is one
+    /// national sent: right, its hash is kept (the next logins need no uplink) and the user's
+    /// UID returned. `None` for wrong, unknown or unanswered.
+    async fn confirmed_by_national(
+        &self,
+        state: &ApiState,
+        snap: &crate::metadata::Snapshot,
+        candidates: &[(String, Vec<u8>)],
+        addr_key: &str,
+        now: Instant,
+    ) -> Result<Option<String>, ApiError> {
+        let (Some(check), Some((username, password))) =
+            (state.password_check(), candidates.first())
+        else {
+            return Ok(None);
+        };
+        let Some(cred) = snap.credential(username).cloned() else {
+            return Ok(None);
+        };
+        if check.check(&cred.uid, username, password).await != Verdict::Right {
+            return Ok(None);
+        }
+        let text = String::from_utf8_lossy(password).into_owned();
+        let hash = tokio::task::spawn_blocking(move || hash_password(&text))
+            .await
+            .map_err(|e| ApiError::Internal(format!("password hash task failed: {e}")))??;
+        crate::users::keep_confirmed_hash(state.metadata(), username, hash.clone()).await?;
+        tracing::info!(user.uid = %cred.uid, "first login checked at national; kept for offline logins");
+        self.remember_device(username, addr_key, now);
+        let mut cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(
+            digest(&[&self.inner.pepper, username.as_bytes(), password]),
+            CacheEntry {
+                uid: cred.uid.clone(),
+                hash_digest: digest(&[hash.as_bytes()]),
+                at: now,
+            },
+        );
+        if cred.disabled {
+            return Err(ApiError::AccountDisabled);
+        }
+        Ok(Some(cred.uid))
+    }
+
     /// Whether this attempt must wait: the username has `per_user` recent failures, the address
     /// is not one of its known devices, and an unknown device already had its one attempt in
     /// this `slowdown` interval.

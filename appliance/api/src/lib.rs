@@ -113,6 +113,7 @@ struct Inner {
     system_id: String,
     metrics: Metrics,
     logins: std::sync::OnceLock<auth::LoginObserver>,
+    password_check: std::sync::OnceLock<Arc<dyn auth::PasswordCheck>>,
 }
 
 /// Shared state of every API handler. Cheap to clone.
@@ -163,6 +164,7 @@ impl ApiState {
                 system_id,
                 metrics: Metrics::default(),
                 logins: std::sync::OnceLock::new(),
+                password_check: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -189,6 +191,14 @@ impl ApiState {
     }
     pub(crate) fn login_observer(&self) -> Option<&auth::LoginObserver> {
         self.inner.logins.get()
+    }
+    /// Checks passwords the box cannot verify at national (through the uplink). Set once;
+    /// later calls are ignored.
+    pub fn check_passwords_with(&self, check: Arc<dyn auth::PasswordCheck>) {
+        let _ = self.inner.password_check.set(check);
+    }
+    pub(crate) fn password_check(&self) -> Option<&Arc<dyn auth::PasswordCheck>> {
+        self.inner.password_check.get()
     }
     pub fn system_id(&self) -> &str {
         &self.inner.system_id

@@ -207,6 +207,20 @@ pub async fn set_password(
     .await
 }
 
+/// Keeps the Argon2id `hash` of a password national confirmed (a staff account's first
+/// login on the box), so the next logins are checked offline.
+pub async fn keep_confirmed_hash(
+    svc: &MetadataService,
+    username: &str,
+    hash: String,
+) -> Result<(), ApiError> {
+    update_user(svc, username, move |u| {
+        u.password_hash = Some(hash);
+        Ok(())
+    })
+    .await
+}
+
 /// Disables (or re-enables) a user. A disabled user's tablets are told "Account disabled" and
 /// remove the account and its local data.
 pub async fn set_disabled(

@@ -11,6 +11,7 @@ pub mod logging;
 pub mod outbox;
 pub mod presence;
 pub mod pull;
+pub mod relay;
 pub mod serve;
 pub mod setup;
 pub mod tls;

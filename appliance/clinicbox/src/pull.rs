@@ -31,8 +31,11 @@ pub enum PullError {
 
 /// The pull's bookkeeping as last kept (empty before the first pull).
 pub fn state(api: &ApiState) -> Result<PullState, PullError> {
-    Ok(api
-        .store()
+    state_in(api.store())
+}
+
+pub fn state_in(store: &clinicbox_store::Store) -> Result<PullState, PullError> {
+    Ok(store
         .read()?
         .get(UPLINK, PULL_KEY)?
         .filter(|r| !r.deleted)

@@ -357,7 +357,16 @@ async fn spawn_uplink_socket(
             .as_ref()
             .is_some_and(|r| r.state == clinicbox_control::PowerState::OnBattery)
     });
-    let app = crate::uplink_socket::router(outbox.clone(), api.clone(), uplink.clone(), on_battery);
+    // Staff accounts national sent log in the first time through the uplink.
+    let relay = Arc::new(crate::relay::LoginRelay::new(api.store().clone()));
+    api.check_passwords_with(relay.clone());
+    let app = crate::uplink_socket::router(
+        outbox.clone(),
+        api.clone(),
+        relay,
+        uplink.clone(),
+        on_battery,
+    );
     let lc = lc.clone();
     let stop = async move { lc.shutdown_requested().await };
     let path = &cfg.uplink.socket;

@@ -13,7 +13,9 @@ use axum::routing::{get, post};
 use clinicbox_control::outbox::{
     Confirm, MAX_PARKED_PER_CONFIRM, MAX_REQUEST_BYTES, UplinkReport, VERSION_PREFIX,
 };
-use clinicbox_control::pull::{MAX_PULL_BYTES, MetadataPull, MetadataReport, PullOutcome};
+use clinicbox_control::pull::{
+    LoginVerdict, MAX_PULL_BYTES, MetadataPull, MetadataReport, PullOutcome,
+};
 use serde::Deserialize;
 
 use crate::outbox::{Outbox, OutboxError};
@@ -60,6 +62,7 @@ pub type OnBattery = Arc<dyn Fn() -> bool + Send + Sync>;
 struct SocketState {
     outbox: Outbox,
     api: clinicbox_api::ApiState,
+    relay: Arc<crate::relay::LoginRelay>,
     shared: UplinkShared,
     on_battery: OnBattery,
 }
@@ -118,6 +121,7 @@ pub fn view(
 pub fn router(
     outbox: Outbox,
     api: clinicbox_api::ApiState,
+    relay: Arc<crate::relay::LoginRelay>,
     shared: UplinkShared,
     on_battery: OnBattery,
 ) -> axum::Router {
@@ -133,10 +137,13 @@ pub fn router(
         .route(&v("/report"), post(report))
         .route(&v("/files/{uid}"), get(file_bytes))
         .route(&v("/pull"), get(pull_state))
+        .route(&v("/logins/next"), get(login_question))
+        .route(&v("/logins/{id}"), post(login_answer))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(SocketState {
             outbox,
             api,
+            relay,
             shared,
             on_battery,
         })
@@ -256,6 +263,30 @@ async fn metadata(State(s): State<SocketState>, Json(pull): Json<MetadataPull>) 
             Json(outcome).into_response()
         }
         Err(e) => pull_error(e),
+    }
+}
+
+async fn login_question(State(s): State<SocketState>) -> Response {
+    match s.relay.next().await {
+        Some(q) => Json(q).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginAnswer {
+    verdict: LoginVerdict,
+}
+
+async fn login_answer(
+    State(s): State<SocketState>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+    Json(a): Json<LoginAnswer>,
+) -> StatusCode {
+    if s.relay.answer(id, a.verdict) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
     }
 }
 

@@ -94,3 +94,33 @@ pub struct MetadataReport {
     pub at_ms: u64,
     pub outcome: PullOutcome,
 }
+
+/// A staff member's first login on the box, for the uplink to check at national
+/// (`GET /v1/logins/next`, long-polled). The password lives in memory only, on both sides.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct LoginQuestion {
+    pub id: u64,
+    pub username: String,
+    /// The password's bytes, base64 (a tablet may send Latin-1).
+    pub password_b64: String,
+}
+
+impl std::fmt::Debug for LoginQuestion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginQuestion")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// National's word on a [`LoginQuestion`] (`POST /v1/logins/{id}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoginVerdict {
+    Right,
+    Wrong,
+    Unavailable,
+}
+
+/// How long `serve` holds a long poll open with no question before answering 204.
+pub const LOGIN_POLL_SECS: u64 = 20;

@@ -49,6 +49,15 @@ pub fn backoff(failures: u32, max: Duration) -> Duration {
     capped.mul_f64(jitter)
 }
 
+/// Stops a background task when the daemon's run ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Daemon {
     /// Runs until SIGTERM/SIGINT.
     pub async fn run(self, mut signals: Signals) -> Result<(), UplinkError> {
@@ -60,7 +69,7 @@ impl Daemon {
         // Without a national to send to, stay up and say why (a unit that exits would be
         // restarted forever, and the status page would only say "not running").
         let national = match National::from_config(&self.cfg) {
-            Ok(n) => n,
+            Ok(n) => std::sync::Arc::new(n),
             Err(e) => {
                 let state = format!("not configured: {e}");
                 tracing::warn!("uplink {state}");
@@ -68,6 +77,13 @@ impl Daemon {
                 return self.idle(&local, &mut report, &state, &mut signals).await;
             }
         };
+        let relay = tokio::spawn(crate::logins::relay(
+            local.clone(),
+            national.clone(),
+            self.cfg.interface.clone(),
+            self.lan_interface.clone(),
+        ));
+        let _relay = AbortOnDrop(relay);
         self.notifier.ready("waiting for the WAN link");
         self.set_state(&local, &mut report, "waiting for the WAN link")
             .await;

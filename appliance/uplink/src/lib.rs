@@ -3,6 +3,7 @@
 pub mod config;
 pub mod daemon;
 pub mod local;
+pub mod logins;
 pub mod national;
 pub mod outcome;
 pub mod pull;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clinicbox_control::outbox::{Batch, Confirm, Position, UplinkReport, VERSION_PREFIX};
-use clinicbox_control::pull::{MetadataPull, PullOutcome, PullState};
+use clinicbox_control::pull::{LoginQuestion, LoginVerdict, MetadataPull, PullOutcome, PullState};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -68,6 +68,29 @@ impl LocalBox {
     /// Hands a metadata pull to `serve`, which imports it (or refuses it whole).
     pub async fn apply_metadata(&self, pull: &MetadataPull) -> Result<PullOutcome, UplinkError> {
         self.call("POST", "/metadata", Some(pull)).await
+    }
+
+    /// The next first login to check at national; `None` when none came in a long poll.
+    pub async fn next_login(&self) -> Result<Option<LoginQuestion>, UplinkError> {
+        let bytes = self.send("GET", "/logins/next", None::<&()>).await?;
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| UplinkError::Local(format!("unreadable login question: {e}")))
+    }
+
+    pub async fn answer_login(&self, id: u64, verdict: LoginVerdict) -> Result<(), UplinkError> {
+        let body = serde_json::json!({ "verdict": verdict });
+        match self
+            .send("POST", &format!("/logins/{id}"), Some(&body))
+            .await
+        {
+            // The tablet gave up waiting: nothing to do.
+            Err(UplinkError::Local(m)) if m.contains("404") => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     pub async fn position(&self) -> Result<Position, UplinkError> {

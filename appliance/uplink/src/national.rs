@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{UplinkConfig, UplinkError};
+use clinicbox_control::pull::LoginVerdict;
 
 /// The DHIS2 versions the push is written for (`/api/tracker` with flat payloads, PATs).
 pub const SUPPORTED: std::ops::RangeInclusive<u32> = 39..=43;
@@ -304,9 +305,39 @@ impl National {
         format!("{}{path}", self.base)
     }
 
+    /// A staff member's first login on the box, checked with their own credentials
+    /// (`/api/me`, once): 200 right, 401 wrong, anything else no answer.
+    pub async fn check_password(&self, username: &str, password: &[u8]) -> LoginVerdict {
+        use base64::Engine as _;
+        let mut pair = format!("{username}:").into_bytes();
+        pair.extend_from_slice(password);
+        let text = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(&pair)
+        );
+        let Ok(mut auth) = HeaderValue::from_str(&text) else {
+            return LoginVerdict::Wrong;
+        };
+        auth.set_sensitive(true);
+        let req = self.http.get(self.url("/api/me?fields=id"));
+        match self.exchange_as(req, auth).await {
+            Ok(a) if a.status == 200 => LoginVerdict::Right,
+            Ok(a) if a.status == 401 => LoginVerdict::Wrong,
+            _ => LoginVerdict::Unavailable,
+        }
+    }
+
     async fn exchange(&self, req: reqwest::RequestBuilder) -> Result<Answer, UplinkError> {
+        self.exchange_as(req, self.auth.clone()).await
+    }
+
+    async fn exchange_as(
+        &self,
+        req: reqwest::RequestBuilder,
+        auth: HeaderValue,
+    ) -> Result<Answer, UplinkError> {
         let mut resp = req
-            .header(AUTHORIZATION, self.auth.clone())
+            .header(AUTHORIZATION, auth)
             .header("accept", "application/json")
             .send()
             .await
