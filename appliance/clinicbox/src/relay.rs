@@ -53,7 +53,7 @@ impl LoginRelay {
     }
 
     /// Whether national sent this account (only those are asked about).
-    fn from_national(&self, uid: &str) -> bool {
+    fn sent_by_national(&self, uid: &str) -> bool {
         crate::pull::state_in(&self.store)
             .map(|s| s.named("users").iter().any(|u| u == uid))
             .unwrap_or(false)
@@ -130,7 +130,7 @@ impl PasswordCheck for LoginRelay {
         password: &'a [u8],
     ) -> Pin<Box<dyn std::future::Future<Output = Verdict> + Send + 'a>> {
         Box::pin(async move {
-            if !self.from_national(uid) {
+            if !self.sent_by_national(uid) {
                 return Verdict::Unavailable;
             }
             let v = self.ask(username, password).await;
