@@ -136,6 +136,11 @@ impl National {
         );
     }
 
+    /// Approves (or with a null `state`, un-approves) at national: `[{wf, pe, ou, state}]`.
+    pub fn set_approvals(&self, states: &Value) {
+        self.admin("/admin/approvals", states);
+    }
+
     fn admin(&self, path: &str, body: &Value) {
         let body = serde_json::to_vec(body).expect("json");
         let r = self.here(|| {

@@ -3,7 +3,7 @@
 //! Every check reads what a tablet or an admin reads from the box.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use clinicbox_tests::clinic::{CLINIC_A, basic, import_to};
+use clinicbox_tests::clinic::{CLINIC_A, DS, basic, import_to, month_values, this_month};
 use clinicbox_tests::national::{National, uplink_once_ok};
 use clinicbox_tests::{BoxBuilder, RunningBox, http_request};
 use serde_json::{Value, json};
@@ -374,4 +374,68 @@ fn a_national_nurse_logs_in_online_once_then_offline_and_national_s_changes_to_h
     assert_eq!(v["users"][0]["disabled"], true, "{v}");
     assert_ne!(login(&b2, "Changed-2027!"), 200);
     drop(dir);
+}
+
+fn post_values(b: &RunningBox, body: &Value) -> (u16, Value) {
+    let auth = basic(ANDROID.0, ANDROID.1);
+    let r = http_request(
+        b.url().trim_start_matches("http://"),
+        "POST",
+        "/api/dataValueSets",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::to_vec(body).unwrap(),
+    );
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn a_month_approved_at_national_locks_entry_on_the_box_until_national_unapproves_it() {
+    const WF: &str = "cbWfOpd0001";
+    let national = national_with_demo();
+    let mut ds = demo_package()["dataSets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == DS)
+        .unwrap()
+        .clone();
+    ds["workflow"] = json!({"id": WF});
+    national.put_metadata(&json!({
+        "dataApprovalWorkflows": [{"id": WF, "name": "OPD monthly approval",
+            "periodType": "Monthly", "categoryCombo": {"id": "bjDvmb4bfuf"}}],
+        "dataSets": [ds],
+    }));
+    let b = BoxBuilder::demo().start();
+    let data = b.dir().join("data");
+    let pe = this_month(b.url());
+    let state = |s: Value| json!([{"wf": WF, "pe": pe, "ou": CLINIC_A, "state": s}]);
+    national.set_approvals(&state(json!("APPROVED_HERE")));
+
+    let out = uplink_once_ok(&data, &national);
+    assert_ne!(line(&out, "approvals: "), "approvals: 0 changed", "{out}");
+    let q = format!("/api/dataApprovals/multiple?wf={WF}&pe={pe}&ou={CLINIC_A}");
+    let (_, states) = get_as(&b, ANDROID, &q);
+    assert_eq!(states[0]["state"], "APPROVED_HERE", "{states}");
+    let (code, r) = post_values(&b, &month_values(&pe, ["4", "5"]));
+    assert_eq!(code, 409, "{r}");
+    assert_eq!(r["response"]["conflicts"][0]["errorCode"], "E7642", "{r}");
+    assert_eq!(r["response"]["importCount"]["imported"], 0, "{r}");
+
+    // A quiet round changes nothing; national un-approves: entry opens on the next round.
+    let out = uplink_once_ok(&data, &national);
+    assert_eq!(line(&out, "approvals: "), "approvals: 0 changed", "{out}");
+    national.set_approvals(&state(Value::Null));
+    let out = uplink_once_ok(&data, &national);
+    assert_eq!(line(&out, "approvals: "), "approvals: 1 changed", "{out}");
+    let (_, states) = get_as(&b, ANDROID, &q);
+    assert_ne!(states[0]["state"], "APPROVED_HERE", "{states}");
+    let (code, r) = post_values(&b, &month_values(&pe, ["4", "5"]));
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["response"]["importCount"]["imported"], 2, "{r}");
 }

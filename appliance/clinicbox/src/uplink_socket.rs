@@ -14,7 +14,8 @@ use clinicbox_control::outbox::{
     Confirm, MAX_PARKED_PER_CONFIRM, MAX_REQUEST_BYTES, UplinkReport, VERSION_PREFIX,
 };
 use clinicbox_control::pull::{
-    LoginVerdict, MAX_PULL_BYTES, MetadataPull, MetadataReport, PullOutcome,
+    ApprovalStates, ApprovalsRecorded, LoginVerdict, MAX_PULL_BYTES, MetadataPull, MetadataReport,
+    PullOutcome,
 };
 use serde::Deserialize;
 
@@ -137,6 +138,10 @@ pub fn router(
         .route(&v("/report"), post(report))
         .route(&v("/files/{uid}"), get(file_bytes))
         .route(&v("/pull"), get(pull_state))
+        .route(
+            &v("/approvals"),
+            get(approval_queries).post(approval_states),
+        )
         .route(&v("/logins/next"), get(login_question))
         .route(&v("/logins/{id}"), post(login_answer))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
@@ -266,6 +271,23 @@ async fn metadata(State(s): State<SocketState>, Json(pull): Json<MetadataPull>) 
     }
 }
 
+async fn approval_queries(State(s): State<SocketState>) -> Response {
+    match crate::pull::approvals::queries(&s.api) {
+        Ok(q) => Json(q).into_response(),
+        Err(e) => pull_error(e),
+    }
+}
+
+async fn approval_states(
+    State(s): State<SocketState>,
+    Json(answer): Json<ApprovalStates>,
+) -> Response {
+    match crate::pull::approvals::record(&s.api, answer).await {
+        Ok(changed) => Json(ApprovalsRecorded { changed }).into_response(),
+        Err(e) => pull_error(e),
+    }
+}
+
 async fn login_question(State(s): State<SocketState>) -> Response {
     match s.relay.next().await {
         Some(q) => Json(q).into_response(),
@@ -291,8 +313,12 @@ async fn login_answer(
 }
 
 fn pull_error(e: crate::pull::PullError) -> Response {
-    tracing::warn!(error = %e, "uplink socket: {e}");
-    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+    tracing::warn!(error = %e, "uplink socket");
+    let status = match e {
+        crate::pull::PullError::Invalid(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, e.to_string()).into_response()
 }
 
 fn error(e: OutboxError) -> Response {
@@ -301,6 +327,6 @@ fn error(e: OutboxError) -> Response {
         OutboxError::Invalid(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    tracing::warn!(error = %e, "uplink socket: {e}");
+    tracing::warn!(error = %e, "uplink socket");
     (status, e.to_string()).into_response()
 }

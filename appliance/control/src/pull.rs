@@ -124,3 +124,34 @@ pub enum LoginVerdict {
 
 /// How long `serve` holds a long poll open with no question before answering 204.
 pub const LOGIN_POLL_SECS: u64 = 20;
+
+/// Which approval states the box needs (`GET /v1/approvals`): the workflows of its data sets,
+/// their recent periods and the org units they are assigned to, one query per workflow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApprovalQuery {
+    pub wf: String,
+    pub pe: Vec<String>,
+    pub ou: Vec<String>,
+}
+
+/// National's answer to one [`ApprovalQuery`] (`POST /v1/approvals`): every state it gave;
+/// a combination of the query it gave none for has none on the box either.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApprovalStates {
+    pub query: ApprovalQuery,
+    pub states: Vec<Value>,
+}
+
+/// What `serve` did with one [`ApprovalStates`].
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ApprovalsRecorded {
+    pub changed: usize,
+}
+
+/// The most states one [`ApprovalStates`] may carry.
+pub const MAX_APPROVAL_STATES: usize = 20_000;
+
+/// How many recent periods of a data set the box asks approval states for.
+pub const APPROVAL_PERIODS: i32 = 12;

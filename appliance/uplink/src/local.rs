@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clinicbox_control::outbox::{Batch, Confirm, Position, UplinkReport, VERSION_PREFIX};
-use clinicbox_control::pull::{LoginQuestion, LoginVerdict, MetadataPull, PullOutcome, PullState};
+use clinicbox_control::pull::{
+    ApprovalQuery, ApprovalStates, ApprovalsRecorded, LoginQuestion, LoginVerdict, MetadataPull,
+    PullOutcome, PullState,
+};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -68,6 +71,17 @@ impl LocalBox {
     /// Hands a metadata pull to `serve`, which imports it (or refuses it whole).
     pub async fn apply_metadata(&self, pull: &MetadataPull) -> Result<PullOutcome, UplinkError> {
         self.call("POST", "/metadata", Some(pull)).await
+    }
+
+    /// Which approval states the box needs, one query per workflow.
+    pub async fn approval_queries(&self) -> Result<Vec<ApprovalQuery>, UplinkError> {
+        self.call("GET", "/approvals", None::<&()>).await
+    }
+
+    /// Hands national's states for one query to `serve`; returns how many changed.
+    pub async fn record_approvals(&self, answer: &ApprovalStates) -> Result<usize, UplinkError> {
+        let r: ApprovalsRecorded = self.call("POST", "/approvals", Some(answer)).await?;
+        Ok(r.changed)
     }
 
     /// The next first login to check at national; `None` when none came in a long poll.

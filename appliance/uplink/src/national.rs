@@ -196,20 +196,15 @@ impl National {
                 })?,
                 etag: answer.etag,
             }),
-            s => Err(UplinkError::Unreachable(format!(
-                "national answered {path} with HTTP {s}"
-            ))),
+            s => Err(unexpected(&path, s)),
         }
     }
 
-    async fn get_json(&self, path: &str) -> Result<Value, UplinkError> {
+    pub async fn get_json(&self, path: &str) -> Result<Value, UplinkError> {
         let answer = self.exchange(self.http.get(self.url(path))).await?;
         refuse_auth(path, &answer)?;
         if answer.status != 200 {
-            return Err(UplinkError::Unreachable(format!(
-                "national answered {path} with HTTP {}",
-                answer.status
-            )));
+            return Err(unexpected(path, answer.status));
         }
         serde_json::from_slice(&answer.body)
             .map_err(|e| UplinkError::Protocol(format!("{path} did not answer JSON: {e}")))
@@ -233,9 +228,7 @@ impl National {
         match answer.status {
             200 => Ok(true),
             404 => Ok(false),
-            s => Err(UplinkError::Unreachable(format!(
-                "national answered {path} with HTTP {s}"
-            ))),
+            s => Err(unexpected(&path, s)),
         }
     }
 
@@ -375,6 +368,17 @@ fn refuse_auth(path: &str, answer: &Answer) -> Result<(), UplinkError> {
             "national refused access to {path} (HTTP 403): the sync user lacks an authority"
         ))),
         _ => Ok(()),
+    }
+}
+
+/// A GET answered with neither 200 nor 304: a refusal (4xx) is about this request and holds up
+/// only what asked; anything else means national is not answering properly.
+fn unexpected(path: &str, status: u16) -> UplinkError {
+    let message = format!("national answered {path} with HTTP {status}");
+    if (400..500).contains(&status) {
+        UplinkError::Protocol(message)
+    } else {
+        UplinkError::Unreachable(message)
     }
 }
 

@@ -60,8 +60,10 @@ pub struct RoundSummary {
     pub clock_skew_secs: Option<i64>,
     /// The metadata pull, when it ran.
     pub pull: Option<PullSummary>,
-    /// Why the pull did not finish (the push went on).
-    pub pull_error: Option<String>,
+    /// Approval states that changed on the box, when they were pulled.
+    pub approvals: Option<usize>,
+    /// Pull steps that did not finish, and why (the push went on).
+    pub pull_errors: Vec<String>,
     /// Objects national accepted, by kind.
     pub pushed: BTreeMap<ObjectKind, u64>,
     /// Objects national refused in this round.
@@ -126,8 +128,9 @@ impl RoundSummary {
 impl RoundSummary {
     fn pull_lines(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if let Some(e) = &self.pull_error {
-            out.push(format!("metadata: not pulled: {e}"));
+        out.extend(self.pull_errors.iter().cloned());
+        if let Some(n) = self.approvals {
+            out.push(format!("approvals: {n} changed"));
         }
         let Some(p) = &self.pull else {
             return out;
@@ -176,17 +179,11 @@ pub async fn run(
         national: Some(info),
         ..RoundSummary::default()
     };
-    if let (Some(roots), Some(info)) = (pull, &summary.national) {
-        match crate::pull::metadata(local, national, info, roots).await {
-            Ok(p) => summary.pull = Some(p),
-            // National or the box gone: the push would fail the same way.
-            Err(e @ (UplinkError::Unreachable(_) | UplinkError::Local(_))) => return Err(e),
-            // Anything else holds up the metadata only: the push goes on.
-            Err(e) => {
-                tracing::warn!(error = %e, "metadata pull failed: {e}");
-                summary.pull_error = Some(e.to_string());
-            }
-        }
+    if let (Some(roots), Some(info)) = (pull, summary.national.clone()) {
+        let metadata = crate::pull::metadata(local, national, &info, roots).await;
+        summary.pull = pull_step("metadata", metadata, &mut summary.pull_errors)?;
+        let approvals = crate::approvals::pull(local, national).await;
+        summary.approvals = pull_step("approvals", approvals, &mut summary.pull_errors)?;
     }
     let zone = summary
         .national
@@ -232,6 +229,24 @@ pub async fn run(
     summary.bytes_sent = sent - sent0;
     summary.bytes_received = received - received0;
     Ok(summary)
+}
+
+/// One pull step's result: national or the box gone ends the round (the push would fail the
+/// same way); any other error holds up this step only, and is told.
+fn pull_step<T>(
+    what: &str,
+    result: Result<T, UplinkError>,
+    errors: &mut Vec<String>,
+) -> Result<Option<T>, UplinkError> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e @ (UplinkError::Unreachable(_) | UplinkError::Local(_))) => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "{what} not pulled");
+            errors.push(format!("{what}: not pulled: {e}"));
+            Ok(None)
+        }
+    }
 }
 
 /// Sends one batch: files first (values reference them), then deletions, then creates and

@@ -28,6 +28,7 @@
 
 #![allow(clippy::result_large_err)] // handlers answer early with a whole Response
 
+mod approvals;
 mod metadata;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -127,6 +128,9 @@ struct Data {
     /// Metadata and users (see `metadata.rs`).
     #[serde(default)]
     meta: metadata::Meta,
+    /// Approval states by `wf/pe/ou/aoc` (see `approvals.rs`).
+    #[serde(default)]
+    approvals: BTreeMap<String, Value>,
 }
 
 struct Inner {
@@ -218,6 +222,7 @@ fn router(app: App) -> Router {
         .route("/api/fileResources/{uid}", get(file_get))
         .route("/api/dataValueSets", post(data_values))
         .route("/api/completeDataSetRegistrations", post(registrations))
+        .route("/api/dataApprovals/multiple", get(approvals::multiple))
         .route("/api/organisationUnits/{uid}", get(metadata::org_unit))
         .route("/api/deletedObjects", get(metadata::deleted_objects))
         .route("/api/metadata", get(metadata::changes))
@@ -228,6 +233,7 @@ fn router(app: App) -> Router {
         .route("/admin/metadata", post(metadata::admin_metadata))
         .route("/admin/metadata/remove", post(metadata::admin_remove))
         .route("/admin/sync-user", post(metadata::admin_sync_user))
+        .route("/admin/approvals", post(approvals::admin_set))
         .layer(axum::middleware::from_fn(metadata::etag))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
@@ -1032,6 +1038,18 @@ async fn data_values(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
                     format!(
                         "Current date is past expiry days for period {} and data set",
                         ids[1]
+                    ),
+                ));
+                ignored += 1;
+                continue;
+            }
+            let data_set = str_of(&payload, "dataSet").unwrap_or("");
+            if approvals::locks(&i, data_set, ids[1], ids[2], ids[4]) {
+                conflicts.push(conflict(
+                    "E7642",
+                    format!(
+                        "Data is already approved for data set: `{data_set}` period: `{}` org unit: `{}` attribute option combo: `{}`",
+                        ids[1], ids[2], ids[4]
                     ),
                 ));
                 ignored += 1;

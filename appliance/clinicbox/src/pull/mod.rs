@@ -5,6 +5,8 @@
 //! A package that would fail is refused whole and the box keeps serving what it had; the pull's
 //! bookkeeping is written only after the import it describes went through.
 
+pub mod approvals;
+
 use std::collections::HashSet;
 
 use clinicbox_api::ApiState;
@@ -27,6 +29,9 @@ pub enum PullError {
     Store(#[from] StoreError),
     #[error("the metadata import: {0}")]
     Import(String),
+    /// A request the box does not take (too large, out of range).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// The pull's bookkeeping as last kept (empty before the first pull).
