@@ -1,6 +1,7 @@
 //! The national DHIS2 stand-in (`src/bin/national_standin/`) as a test starts it, and
 //! `clinicbox uplink` as a test runs it.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -99,6 +100,14 @@ impl National {
     /// What national applied: objects with their write counts, notes, data values, requests.
     pub fn ledger(&self) -> Value {
         self.here(|| crate::http_request(self.host(), "GET", "/ledger", &[], b"").json())
+    }
+
+    /// A GET at national as the sync account (what a national form or script would ask).
+    pub fn get(&self, path: &str) -> Value {
+        let auth = format!("ApiToken {TOKEN}");
+        self.here(|| {
+            crate::http_request(self.host(), "GET", path, &[("Authorization", &auth)], b"").json()
+        })
     }
 
     /// Runs `f` where the stand-in's loopback is.
@@ -204,7 +213,24 @@ pub fn uplink_once_via(
     national: &National,
     url: &str,
 ) -> (ExitStatus, String, String) {
+    run_uplink(&[], data_dir, national, url)
+}
+
+/// [`uplink_once_ok`] with arguments before the subcommand (`--config FILE`).
+pub fn uplink_once_with(data_dir: &Path, national: &National, global: &[&OsStr]) -> String {
+    let (status, out, err) = run_uplink(global, data_dir, national, &national.url);
+    assert!(status.success(), "uplink --once failed: {err}\n{out}");
+    out
+}
+
+fn run_uplink(
+    global: &[&OsStr],
+    data_dir: &Path,
+    national: &National,
+    url: &str,
+) -> (ExitStatus, String, String) {
     let out = Command::new(crate::binary())
+        .args(global)
         .args(["uplink", "--demo", "--data-dir"])
         .arg(data_dir)
         .args(["--national-url", url, "--national-token-file"])

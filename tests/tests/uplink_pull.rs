@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use clinicbox_tests::clinic::{CLINIC_A, DS, basic, import_to, month_values, this_month};
-use clinicbox_tests::national::{National, uplink_once_ok};
+use clinicbox_tests::national::{National, uplink_once_ok, uplink_once_with};
 use clinicbox_tests::{BoxBuilder, RunningBox, http_request};
 use serde_json::{Value, json};
 
@@ -438,4 +438,65 @@ fn a_month_approved_at_national_locks_entry_on_the_box_until_national_unapproves
     let (code, r) = post_values(&b, &month_values(&pe, ["4", "5"]));
     assert_eq!(code, 200, "{r}");
     assert_eq!(r["response"]["importCount"]["imported"], 2, "{r}");
+}
+
+/// `n` patient IDs a tablet reserves on box `b`.
+fn tablet_reserves(b: &RunningBox, n: usize) -> Vec<String> {
+    let path =
+        format!("/api/trackedEntityAttributes/cbAttrPatId/generateAndReserve?numberToReserve={n}");
+    let (code, v) = get_as(b, ANDROID, &path);
+    assert_eq!(code, 200, "{v}");
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["value"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn patient_ids_never_collide_between_two_boxes_and_national_over_many_top_ups() {
+    let national = national_with_demo();
+    let a = BoxBuilder::demo().start();
+    let b = BoxBuilder::demo()
+        .config("[tracker]\nbox_number = 1\n")
+        .start();
+    // Small pools so that rounds top up often and tablets sometimes outrun them.
+    let cfg = a.dir().join("uplink-small-pools.toml");
+    std::fs::write(&cfg, "[uplink]\nreserved_values = 20\n").unwrap();
+    let global = [std::ffi::OsStr::new("--config"), cfg.as_os_str()];
+    let mut handed: Vec<String> = Vec::new();
+    let mut from_national = 0;
+    for round in 0..6 {
+        for (bx, take) in [(&a, 12), (&b, 8 + round * 3)] {
+            let out = uplink_once_with(&bx.dir().join("data"), &national, &global);
+            let line = line(&out, "reserved values: ");
+            from_national += line
+                .split(' ')
+                .nth(2)
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or_else(|| panic!("{line}"));
+            handed.extend(tablet_reserves(bx, take));
+        }
+        // A national form takes some too.
+        let own = national
+            .get("/api/trackedEntityAttributes/cbAttrPatId/generateAndReserve?numberToReserve=5");
+        handed.extend(
+            own.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["value"].as_str().unwrap().to_string()),
+        );
+    }
+    let unique: std::collections::HashSet<&String> = handed.iter().collect();
+    assert_eq!(unique.len(), handed.len(), "a value was handed out twice");
+    // Tablets got national's values first, and each box's own slice only past its pool.
+    let national_range = handed.iter().filter(|v| v.as_str() < "OPD-500000").count();
+    assert!(from_national >= 100, "{from_national}");
+    assert!(national_range >= 100, "{national_range}");
+    assert!(
+        handed.iter().any(|v| v.starts_with("OPD-505")),
+        "box B used its own slice"
+    );
+    let issued = national.ledger()["reserved"]["cbAttrPatId"]["issued"].clone();
+    assert_eq!(issued.as_array().unwrap().len(), from_national + 30);
 }

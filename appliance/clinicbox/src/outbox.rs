@@ -119,6 +119,11 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// The tracker the outbox reads (the uplink socket's reserved values go to it too).
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
     pub fn new(tracker: Tracker) -> Outbox {
         Outbox {
             store: tracker.store().clone(),

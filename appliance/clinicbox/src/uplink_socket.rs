@@ -15,7 +15,7 @@ use clinicbox_control::outbox::{
 };
 use clinicbox_control::pull::{
     ApprovalStates, ApprovalsRecorded, LoginVerdict, MAX_PULL_BYTES, MetadataPull, MetadataReport,
-    PullOutcome,
+    PullOutcome, ReservedAdded, ReservedBlock,
 };
 use serde::Deserialize;
 
@@ -142,6 +142,7 @@ pub fn router(
             &v("/approvals"),
             get(approval_queries).post(approval_states),
         )
+        .route(&v("/reserved"), get(reserved_pools).post(reserved_block))
         .route(&v("/logins/next"), get(login_question))
         .route(&v("/logins/{id}"), post(login_answer))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
@@ -284,6 +285,23 @@ async fn approval_states(
 ) -> Response {
     match crate::pull::approvals::record(&s.api, answer).await {
         Ok(changed) => Json(ApprovalsRecorded { changed }).into_response(),
+        Err(e) => pull_error(e),
+    }
+}
+
+async fn reserved_pools(State(s): State<SocketState>) -> Response {
+    match crate::pull::reserved::pools(s.outbox.tracker()).await {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => pull_error(e),
+    }
+}
+
+async fn reserved_block(
+    State(s): State<SocketState>,
+    Json(block): Json<ReservedBlock>,
+) -> Response {
+    match crate::pull::reserved::add(s.outbox.tracker(), block).await {
+        Ok(added) => Json(ReservedAdded { added }).into_response(),
         Err(e) => pull_error(e),
     }
 }

@@ -155,3 +155,29 @@ pub const MAX_APPROVAL_STATES: usize = 20_000;
 
 /// How many recent periods of a data set the box asks approval states for.
 pub const APPROVAL_PERIODS: i32 = 12;
+
+/// A pool of values national reserved for the box (`GET /v1/reserved`): a generated attribute,
+/// the org-unit code its pattern was resolved with, and how many unexpired values it holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReservedPool {
+    pub attribute: String,
+    pub org_unit_code: Option<String>,
+    pub have: usize,
+}
+
+/// Values national reserved for the box (`POST /v1/reserved`), good for `expiry_days`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReservedBlock {
+    pub attribute: String,
+    pub org_unit_code: Option<String>,
+    pub values: Vec<String>,
+    pub expiry_days: u32,
+}
+
+/// What `serve` did with one [`ReservedBlock`]: values new to the box.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ReservedAdded {
+    pub added: usize,
+}

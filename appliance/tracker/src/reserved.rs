@@ -37,6 +37,22 @@ use crate::textpattern::{DateParts, Segment, TextPattern, random_space, random_v
 
 pub const RESERVED: Collection = Collection::named("reservedValues");
 const MAX_PER_REQUEST: usize = 1000;
+/// The longest value a national block may carry.
+const MAX_VALUE_LEN: usize = 255;
+/// The most values one national pool keeps.
+const MAX_POOL: usize = 10_000;
+/// The most national pools the box keeps (attributes times org-unit codes).
+const MAX_POOLS: usize = 500;
+
+/// One pool of values national reserved for this box (see [`Tracker::national_pools`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NationalPool {
+    pub attribute: String,
+    /// The `ORG_UNIT_CODE` the pattern was resolved with, when it has one.
+    pub org_unit_code: Option<String>,
+    /// Unexpired values not yet handed out.
+    pub have: usize,
+}
 
 fn index_name(attribute: &str) -> String {
     format!("rv.{attribute}")
@@ -107,35 +123,139 @@ fn taken(
     Ok(cat_holders || !read.index_lookup(&index_name(attribute), value)?.is_empty())
 }
 
+/// The key national's values are kept under: the pattern with everything but its generated
+/// segment resolved (DHIS2's reserved-value key).
+fn key_of(
+    tp: &TextPattern,
+    org_unit_code: Option<&str>,
+    date: &DateParts,
+) -> Result<String, ApiError> {
+    tp.resolve(org_unit_code, date, None)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
 impl Tracker {
-    /// Stores values the uplink reserved on the national server (see the module docs).
-    pub async fn add_reserved_block(
+    /// The pattern of a generated attribute.
+    fn pattern_of(&self, attribute: &str) -> Result<TextPattern, ApiError> {
+        let snap = self.api().metadata().snapshot()?;
+        let attr = snap
+            .get("trackedEntityAttributes", attribute)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("TrackedEntityAttribute not found: {attribute}"))
+            })?;
+        let pattern = str_of(attr, "pattern").unwrap_or("").trim();
+        if !bool_of(attr, "generated") || pattern.is_empty() {
+            return Err(ApiError::Conflict(format!(
+                "TrackedEntityAttribute {attribute} is not generated"
+            )));
+        }
+        TextPattern::parse(pattern).map_err(|e| ApiError::Conflict(e.to_string()))
+    }
+
+    /// The pools of national values the box keeps: one per generated attribute, and for a
+    /// pattern with `ORG_UNIT_CODE` one per code of the box's org units; with how many
+    /// unexpired values each holds now.
+    pub async fn national_pools(&self) -> Result<Vec<NationalPool>, ApiError> {
+        let snap = self.api().metadata().snapshot()?;
+        let codes: Vec<String> = snap
+            .objects("organisationUnits")
+            .filter_map(|(_, ou)| str_of(ou, "code").map(str::to_string))
+            .take(MAX_POOLS)
+            .collect();
+        let now = self.store().server_time_ms();
+        let date = date_parts(self.api(), now);
+        let read = self.store().read()?;
+        let mut pools = Vec::new();
+        for (uid, attr) in snap.objects("trackedEntityAttributes") {
+            if !bool_of(attr, "generated") {
+                continue;
+            }
+            let Ok(tp) = self.pattern_of(uid) else {
+                continue;
+            };
+            let per_code: Vec<Option<&str>> = if tp.needs_org_unit_code() {
+                codes.iter().map(|c| Some(c.as_str())).collect()
+            } else {
+                vec![None]
+            };
+            for code in per_code {
+                let key = key_of(&tp, code, &date)?;
+                let have = read
+                    .get(RESERVED, &pool_key(uid, &key))?
+                    .and_then(|r| r.json::<Block>().ok())
+                    .map_or(0, |b| b.values.iter().filter(|(_, exp)| *exp > now).count());
+                pools.push(NationalPool {
+                    attribute: uid.to_string(),
+                    org_unit_code: code.map(str::to_string),
+                    have,
+                });
+            }
+            if pools.len() >= MAX_POOLS {
+                break;
+            }
+        }
+        Ok(pools)
+    }
+
+    /// Stores values national reserved for this box (see the module docs), good until
+    /// `expiry_ms`. A value already in the pool, already handed out or held by a tracked
+    /// entity is skipped, so a block sent twice adds nothing. Returns how many were added.
+    pub async fn add_national_values(
         &self,
         attribute: &str,
-        key: &str,
+        org_unit_code: Option<&str>,
         values: Vec<String>,
         expiry_ms: u64,
-    ) -> Result<(), ApiError> {
+    ) -> Result<usize, ApiError> {
+        if values.len() > MAX_PER_REQUEST || values.iter().any(|v| v.len() > MAX_VALUE_LEN) {
+            return Err(ApiError::BadRequest(format!(
+                "a block holds at most {MAX_PER_REQUEST} values of at most {MAX_VALUE_LEN} bytes"
+            )));
+        }
+        let tp = self.pattern_of(attribute)?;
+        let attr_uid = Uid::try_from(attribute)
+            .map_err(|_| ApiError::BadRequest(format!("Invalid UID: {attribute}")))?;
         let _guard = self.inner.reserve_lock.lock().await;
-        let k = pool_key(attribute, key);
-        let key = key.to_string();
-        self.store()
+        let now = self.store().server_time_ms();
+        let key = key_of(&tp, org_unit_code, &date_parts(self.api(), now))?;
+        let k = pool_key(attribute, &key);
+        let fresh: Vec<String> = {
+            let read = self.store().read()?;
+            let cat = self.catalog().read().await;
+            let mut fresh = Vec::new();
+            for v in values {
+                if !taken(&read, !cat.holders(attr_uid, &v).is_empty(), attribute, &v)?
+                    && !fresh.contains(&v)
+                {
+                    fresh.push(v);
+                }
+            }
+            fresh
+        };
+        let written = self
+            .store()
             .write(move |ctx| {
                 let mut block = ctx
                     .get(RESERVED, &k)?
                     .and_then(|r| r.json::<Block>().ok())
                     .unwrap_or_default();
                 block.key = key;
-                block
-                    .values
-                    .extend(values.into_iter().map(|v| (v, expiry_ms)));
-                ctx.put_json(RESERVED, &k, &block)
+                block.values.retain(|(_, exp)| *exp > now);
+                let before = block.values.len();
+                for v in fresh {
+                    if block.values.len() < MAX_POOL && !block.values.iter().any(|(x, _)| *x == v) {
+                        block.values.push((v, expiry_ms));
+                    }
+                }
+                let added = block.values.len() - before;
+                ctx.put_json(RESERVED, &k, &block)?;
+                Ok::<_, clinicbox_store::StoreError>(added)
             })
             .await
             .map_err(|e| match e {
                 WriteError::Rejected(e) | WriteError::Store(e) => ApiError::Store(e),
             })?;
-        Ok(())
+        Ok(written.value)
     }
 
     /// Reserves `n` values of a generated attribute; they are never handed out again.
@@ -146,19 +266,7 @@ impl Tracker {
         org_unit_code: Option<&str>,
         expiry_days: u32,
     ) -> Result<Vec<ReservedValue>, ApiError> {
-        let snap = self.api().metadata().snapshot()?;
-        let attr = snap
-            .get("trackedEntityAttributes", attribute)
-            .ok_or_else(|| {
-                ApiError::NotFound(format!("TrackedEntityAttribute not found: {attribute}"))
-            })?;
-        let pattern = str_of(attr, "pattern").unwrap_or("").trim().to_string();
-        if !bool_of(attr, "generated") || pattern.is_empty() {
-            return Err(ApiError::Conflict(format!(
-                "TrackedEntityAttribute {attribute} is not generated"
-            )));
-        }
-        let tp = TextPattern::parse(&pattern).map_err(|e| ApiError::Conflict(e.to_string()))?;
+        let tp = self.pattern_of(attribute)?;
         let generated = tp.generated().cloned().ok_or_else(|| {
             ApiError::Conflict(format!(
                 "The pattern of {attribute} has no generated segment"
@@ -172,9 +280,7 @@ impl Tracker {
         let _guard = self.inner.reserve_lock.lock().await;
         let now = self.store().server_time_ms();
         let date = date_parts(self.api(), now);
-        let key = tp
-            .resolve(org_unit_code, &date, None)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let key = key_of(&tp, org_unit_code, &date)?;
         let attr_uid = Uid::try_from(attribute)
             .map_err(|_| ApiError::BadRequest(format!("Invalid UID: {attribute}")))?;
         let read = self.store().read()?;

@@ -757,14 +757,27 @@ async fn national_blocks_are_handed_out_first() {
     let b = TestBox::demo().await;
     let far = b.store.server_time_ms() + 86_400_000;
     b.tracker
-        .add_reserved_block(
+        .add_national_values(
             "cbAttrPatId",
-            "OPD-SEQUENTIAL(######)",
+            None,
             vec!["OPD-000101".into(), "OPD-000102".into()],
             far,
         )
         .await
         .unwrap();
+    let pools = b.tracker.national_pools().await.unwrap();
+    assert_eq!(pools.len(), 1);
+    assert_eq!(
+        (pools[0].attribute.as_str(), pools[0].have),
+        ("cbAttrPatId", 2)
+    );
+    // The same block again adds nothing.
+    let again = b
+        .tracker
+        .add_national_values("cbAttrPatId", None, vec!["OPD-000101".into()], far)
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
     let v = b
         .get_ok(
             "/api/trackedEntityAttributes/cbAttrPatId/generateAndReserve?numberToReserve=3",
@@ -779,6 +792,14 @@ async fn national_blocks_are_handed_out_first() {
         .collect();
     assert_eq!(values[..2], ["OPD-000101", "OPD-000102"]);
     assert!(values[2].starts_with("OPD-50"));
+    // Handed out: never taken into the pool again.
+    let stale = b
+        .tracker
+        .add_national_values("cbAttrPatId", None, vec!["OPD-000102".into()], far)
+        .await
+        .unwrap();
+    assert_eq!(stale, 0);
+    assert_eq!(b.tracker.national_pools().await.unwrap()[0].have, 0);
 }
 
 #[tokio::test]

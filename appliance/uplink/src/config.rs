@@ -47,13 +47,29 @@ pub struct UplinkConfig {
     pub org_units: Vec<String>,
     /// Whether rounds pull metadata and users from national before pushing. Default true.
     pub pull_metadata: bool,
+    /// How many values national reserved for the box each pool keeps (one pool per generated
+    /// attribute, and per org-unit code when its pattern has one): a round tops a pool up to
+    /// this when it has fallen below half. Tablets get these before the box's own slice.
+    /// 0: reserve none. Default 500.
+    pub reserved_values: usize,
+}
+
+/// What a round pulls before it pushes.
+#[derive(Debug, Clone, Copy)]
+pub struct PullPlan<'a> {
+    /// The org units whose metadata the round pulls; empty: the sync account's.
+    pub roots: &'a [String],
+    /// See [`UplinkConfig::reserved_values`].
+    pub reserved_values: usize,
 }
 
 impl UplinkConfig {
-    /// The roots a round pulls metadata for (empty: the sync account's), or `None` when the
-    /// pull is off.
-    pub fn pull_roots(&self) -> Option<&[String]> {
-        self.pull_metadata.then_some(self.org_units.as_slice())
+    /// What a round pulls, or `None` when the pull is off.
+    pub fn pull_plan(&self) -> Option<PullPlan<'_>> {
+        self.pull_metadata.then_some(PullPlan {
+            roots: &self.org_units,
+            reserved_values: self.reserved_values,
+        })
     }
 }
 
@@ -84,6 +100,7 @@ impl Default for UplinkConfig {
             max_backoff_secs: 1800,
             org_units: Vec::new(),
             pull_metadata: true,
+            reserved_values: 500,
         }
     }
 }

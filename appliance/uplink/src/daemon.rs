@@ -109,7 +109,7 @@ impl Daemon {
             self.set_state(&local, &mut report, "sending").await;
             // Every request of a round has a timeout, so a live round always moves: keep
             // petting while it runs (a round on a slow link outlasts WatchdogSec).
-            let round = round::run(&local, &national, &mut size, self.cfg.pull_roots());
+            let round = round::run(&local, &national, &mut size, self.cfg.pull_plan());
             tokio::pin!(round);
             let result = loop {
                 tokio::select! {

@@ -8,6 +8,7 @@ pub mod logins;
 pub mod national;
 pub mod outcome;
 pub mod pull;
+pub mod reserved;
 pub mod round;
 pub mod scope;
 
@@ -44,7 +45,7 @@ pub async fn run_once(cfg: &UplinkConfig) -> Result<RoundSummary, UplinkError> {
     let national = National::from_config(cfg)?;
     let local = LocalBox::new(&cfg.socket);
     let mut size = round::BatchSize::new(cfg.batch_bytes);
-    let result = round::run(&local, &national, &mut size, cfg.pull_roots()).await;
+    let result = round::run(&local, &national, &mut size, cfg.pull_plan()).await;
     let (sent, received) = national.bytes();
     let report = clinicbox_control::outbox::UplinkReport {
         state: if result.is_ok() {

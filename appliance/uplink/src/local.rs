@@ -7,7 +7,7 @@ use std::time::Duration;
 use clinicbox_control::outbox::{Batch, Confirm, Position, UplinkReport, VERSION_PREFIX};
 use clinicbox_control::pull::{
     ApprovalQuery, ApprovalStates, ApprovalsRecorded, LoginQuestion, LoginVerdict, MetadataPull,
-    PullOutcome, PullState,
+    PullOutcome, PullState, ReservedAdded, ReservedBlock, ReservedPool,
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
@@ -82,6 +82,17 @@ impl LocalBox {
     pub async fn record_approvals(&self, answer: &ApprovalStates) -> Result<usize, UplinkError> {
         let r: ApprovalsRecorded = self.call("POST", "/approvals", Some(answer)).await?;
         Ok(r.changed)
+    }
+
+    /// The pools of national reserved values the box keeps, and how full they are.
+    pub async fn reserved_pools(&self) -> Result<Vec<ReservedPool>, UplinkError> {
+        self.call("GET", "/reserved", None::<&()>).await
+    }
+
+    /// Hands values national reserved to `serve`; returns how many were new to the box.
+    pub async fn add_reserved(&self, block: &ReservedBlock) -> Result<usize, UplinkError> {
+        let r: ReservedAdded = self.call("POST", "/reserved", Some(block)).await?;
+        Ok(r.added)
     }
 
     /// The next first login to check at national; `None` when none came in a long poll.

@@ -196,7 +196,7 @@ impl National {
                 })?,
                 etag: answer.etag,
             }),
-            s => Err(unexpected(&path, s)),
+            s => Err(unexpected(path, s)),
         }
     }
 

@@ -7,6 +7,7 @@ use clinicbox_control::outbox::{Batch, Confirm, FileRef, ObjectKind, Parked};
 use serde_json::{Value, json};
 
 use crate::UplinkError;
+use crate::config::PullPlan;
 use crate::local::LocalBox;
 use crate::national::{National, NationalInfo};
 use crate::outcome::{self, Outcome};
@@ -62,6 +63,8 @@ pub struct RoundSummary {
     pub pull: Option<PullSummary>,
     /// Approval states that changed on the box, when they were pulled.
     pub approvals: Option<usize>,
+    /// Values national reserved for the box in this round, when the pools were topped up.
+    pub reserved: Option<usize>,
     /// Pull steps that did not finish, and why (the push went on).
     pub pull_errors: Vec<String>,
     /// Objects national accepted, by kind.
@@ -132,6 +135,9 @@ impl RoundSummary {
         if let Some(n) = self.approvals {
             out.push(format!("approvals: {n} changed"));
         }
+        if let Some(n) = self.reserved {
+            out.push(format!("reserved values: {n} new from national"));
+        }
         let Some(p) = &self.pull else {
             return out;
         };
@@ -170,7 +176,7 @@ pub async fn run(
     local: &LocalBox,
     national: &National,
     size: &mut BatchSize,
-    pull: Option<&[String]>,
+    pull: Option<PullPlan<'_>>,
 ) -> Result<RoundSummary, UplinkError> {
     let (sent0, received0) = national.bytes();
     let info = national.connect().await?;
@@ -179,11 +185,13 @@ pub async fn run(
         national: Some(info),
         ..RoundSummary::default()
     };
-    if let (Some(roots), Some(info)) = (pull, summary.national.clone()) {
-        let metadata = crate::pull::metadata(local, national, &info, roots).await;
+    if let (Some(plan), Some(info)) = (pull, summary.national.clone()) {
+        let metadata = crate::pull::metadata(local, national, &info, plan.roots).await;
         summary.pull = pull_step("metadata", metadata, &mut summary.pull_errors)?;
         let approvals = crate::approvals::pull(local, national).await;
         summary.approvals = pull_step("approvals", approvals, &mut summary.pull_errors)?;
+        let reserved = crate::reserved::top_up(local, national, plan.reserved_values).await;
+        summary.reserved = pull_step("reserved values", reserved, &mut summary.pull_errors)?;
     }
     let zone = summary
         .national

@@ -6,6 +6,7 @@
 //! bookkeeping is written only after the import it describes went through.
 
 pub mod approvals;
+pub mod reserved;
 
 use std::collections::HashSet;
 
@@ -32,6 +33,8 @@ pub enum PullError {
     /// A request the box does not take (too large, out of range).
     #[error("{0}")]
     Invalid(String),
+    #[error("reserved values: {0}")]
+    Reserved(String),
 }
 
 /// The pull's bookkeeping as last kept (empty before the first pull).

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::App;
+use super::{App, conflict};
 
 /// The default attribute option combo.
 const DEFAULT_AOC: &str = "HllvX50cXC0";
@@ -120,12 +120,4 @@ pub fn locks(app: &super::Inner, data_set: &str, pe: &str, ou: &str, aoc: &str) 
         .and_then(|a| a.get("state"))
         .and_then(Value::as_str)
         .is_some_and(|s| s.starts_with("APPROVED") || s.starts_with("ACCEPTED"))
-}
-
-fn conflict(message: &str) -> Response {
-    (
-        StatusCode::CONFLICT,
-        axum::Json(json!({"httpStatus": "Conflict", "httpStatusCode": 409, "status": "ERROR", "message": message})),
-    )
-        .into_response()
 }

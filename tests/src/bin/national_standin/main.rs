@@ -30,6 +30,7 @@
 
 mod approvals;
 mod metadata;
+mod reserved;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
@@ -131,6 +132,9 @@ struct Data {
     /// Approval states by `wf/pe/ou/aoc` (see `approvals.rs`).
     #[serde(default)]
     approvals: BTreeMap<String, Value>,
+    /// Reserved values by attribute (see `reserved.rs`).
+    #[serde(default)]
+    reserved: BTreeMap<String, reserved::Reserved>,
 }
 
 struct Inner {
@@ -223,6 +227,10 @@ fn router(app: App) -> Router {
         .route("/api/dataValueSets", post(data_values))
         .route("/api/completeDataSetRegistrations", post(registrations))
         .route("/api/dataApprovals/multiple", get(approvals::multiple))
+        .route(
+            "/api/trackedEntityAttributes/{uid}/generateAndReserve",
+            get(reserved::generate_and_reserve),
+        )
         .route("/api/organisationUnits/{uid}", get(metadata::org_unit))
         .route("/api/deletedObjects", get(metadata::deleted_objects))
         .route("/api/metadata", get(metadata::changes))
@@ -402,6 +410,14 @@ fn gunzip(b: &[u8]) -> Result<Vec<u8>, std::io::Error> {
         .take(64 * 1024 * 1024)
         .read_to_end(&mut out)?;
     Ok(out)
+}
+
+fn conflict(message: &str) -> Response {
+    (
+        StatusCode::CONFLICT,
+        axum::Json(json!({"httpStatus": "Conflict", "httpStatusCode": 409, "status": "ERROR", "message": message})),
+    )
+        .into_response()
 }
 
 fn bad_request(message: &str) -> Response {
