@@ -17,6 +17,11 @@ pub const DS: &str = "cbDsOpdMon1";
 pub const DEFAULT_COC: &str = "HllvX50cXC0";
 const DEMO_METADATA: &str = include_str!("../../appliance/api/demo/metadata.json");
 
+/// The demo's metadata package (what `serve --demo` imports).
+pub fn demo_package() -> Value {
+    serde_json::from_str(DEMO_METADATA).unwrap_or(Value::Null)
+}
+
 pub fn basic(user: &str, password: &str) -> String {
     use base64::Engine as _;
     format!(
@@ -130,7 +135,7 @@ pub fn this_month(url: &str) -> String {
 
 /// Adds a photo (IMAGE) data element to the triage stage, as an admin would.
 pub fn add_photo_element(url: &str) {
-    let demo: Value = serde_json::from_str(DEMO_METADATA).unwrap();
+    let demo = demo_package();
     let mut de = demo["dataElements"]
         .as_array()
         .unwrap()
@@ -197,7 +202,7 @@ pub fn upload_file_to(url: &str, bytes: &[u8]) -> String {
 
 /// A big monthly form: `des` aggregate data elements (female/male each) in a new data set.
 pub fn add_big_monthly_form(url: &str, des: usize) -> Vec<String> {
-    let demo: Value = serde_json::from_str(DEMO_METADATA).unwrap();
+    let demo = demo_package();
     let base = demo["dataElements"]
         .as_array()
         .unwrap()

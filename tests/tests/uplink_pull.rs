@@ -3,18 +3,12 @@
 //! Every check reads what a tablet or an admin reads from the box.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use clinicbox_tests::clinic::{CLINIC_A, DS, basic, import_to, month_values, this_month};
+use clinicbox_tests::clinic::{
+    CLINIC_A, DS, basic, demo_package, import_to, month_values, this_month,
+};
 use clinicbox_tests::national::{National, uplink_once_ok, uplink_once_with};
 use clinicbox_tests::{BoxBuilder, RunningBox, http_request};
 use serde_json::{Value, json};
-
-fn demo_package() -> Value {
-    let p = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../appliance/api/demo/metadata.json"
-    );
-    serde_json::from_slice(&std::fs::read(p).expect("demo package")).expect("json")
-}
 
 /// National as the ministry runs it: the demo's metadata, the sync account on clinic A.
 fn national_with_demo() -> National {

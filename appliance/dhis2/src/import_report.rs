@@ -89,6 +89,10 @@ pub struct ImportReport {
     pub status: ImportStatus,
     pub stats: Stats,
     pub type_reports: Vec<TypeReport>,
+    /// Records the box wrote (DHIS2 counts an identical object as updated; the box does not
+    /// rewrite it). Not part of DHIS2's report.
+    #[serde(skip)]
+    pub written: u64,
 }
 
 impl ImportReport {
@@ -102,6 +106,7 @@ impl ImportReport {
             status,
             stats,
             type_reports,
+            written: 0,
         }
     }
 

@@ -131,22 +131,21 @@ impl RoundSummary {
 impl RoundSummary {
     fn pull_lines(&self) -> Vec<String> {
         let mut out = Vec::new();
-        out.extend(self.pull_errors.iter().cloned());
+        if let Some(p) = &self.pull {
+            let o = &p.outcome;
+            out.push(format!(
+                "metadata: {} ({} created, {} updated, {} deleted; {} source(s) read, {} unchanged)",
+                o.result, o.created, o.updated, o.deleted, p.fetched, p.not_modified
+            ));
+            out.extend(o.messages.iter().map(|m| format!("  {m}")));
+        }
         if let Some(n) = self.approvals {
             out.push(format!("approvals: {n} changed"));
         }
         if let Some(n) = self.reserved {
             out.push(format!("reserved values: {n} new from national"));
         }
-        let Some(p) = &self.pull else {
-            return out;
-        };
-        let o = &p.outcome;
-        out.push(format!(
-            "metadata: {} ({} created, {} updated, {} deleted; {} source(s) read, {} unchanged)",
-            o.result, o.created, o.updated, o.deleted, p.fetched, p.not_modified
-        ));
-        out.extend(o.messages.iter().map(|m| format!("  {m}")));
+        out.extend(self.pull_errors.iter().cloned());
         out
     }
 }

@@ -722,8 +722,9 @@ pub async fn import(
         .await
         .map_err(|e| ApiError::Internal(format!("import task failed: {e}")))??;
 
-    store
-        .write(move |ctx| -> Result<(), clinicbox_store::StoreError> {
+    let written = store
+        .write(move |ctx| -> Result<u64, clinicbox_store::StoreError> {
+            let mut written = 0u64;
             for (w, hash) in writes {
                 match w {
                     Write::Put { key, body } => {
@@ -739,10 +740,11 @@ pub async fn import(
                             .is_some_and(|r| !r.deleted && r.body == bytes);
                         if !same {
                             ctx.put(Collection::METADATA, &key, bytes)?;
+                            written += 1;
                         }
                     }
                     Write::Delete { key } => {
-                        ctx.delete(Collection::METADATA, &key)?;
+                        written += u64::from(ctx.delete(Collection::METADATA, &key)?);
                     }
                     Write::PutUser {
                         uid,
@@ -778,18 +780,21 @@ pub async fn import(
                         if !old.is_some_and(|r| !r.deleted && r.body == bytes) {
                             ctx.put(Collection::USERS, &uid, bytes)?;
                             ctx.index_add(crate::users::USERNAME_INDEX, &username, &uid)?;
+                            written += 1;
                         }
                     }
                     Write::DeleteUser { uid, username } => {
-                        ctx.delete(Collection::USERS, &uid)?;
+                        written += u64::from(ctx.delete(Collection::USERS, &uid)?);
                         ctx.index_remove(crate::users::USERNAME_INDEX, &username, &uid);
                     }
                 }
             }
-            bump_revision(ctx)
+            bump_revision(ctx)?;
+            Ok(written)
         })
         .await
-        .map_err(|e| e.flatten())?;
+        .map_err(|e| e.flatten())?
+        .value;
     tracing::info!(
         created = plan.report.stats.created,
         updated = plan.report.stats.updated,
@@ -797,5 +802,7 @@ pub async fn import(
         ignored = plan.report.stats.ignored,
         "metadata imported"
     );
-    Ok(plan.report)
+    let mut report = plan.report;
+    report.written = written;
+    Ok(report)
 }

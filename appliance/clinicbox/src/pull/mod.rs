@@ -77,8 +77,9 @@ pub async fn apply(api: &ApiState, mut pull: MetadataPull) -> Result<PullOutcome
             return Ok(outcome);
         }
         outcome.result = "applied".into();
+        // DHIS2's "updated" counts identical objects too; the box says what it rewrote.
         outcome.created = report.stats.created;
-        outcome.updated = report.stats.updated;
+        outcome.updated = report.written.saturating_sub(report.stats.created);
     }
     delete(api, &pull, &mut outcome).await?;
     if outcome.result == "applied" {

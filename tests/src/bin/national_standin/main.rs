@@ -21,9 +21,15 @@
 //!   national lacks is E1084.
 //! - Bodies over 10 MB get 413 (the reference nginx's `client_max_body_size`).
 //!
+//! - Metadata, users, approvals and reserved values as national keeps them (`metadata.rs`,
+//!   `approvals.rs`, `reserved.rs`).
+//!
 //! Test-only endpoints, outside `/api`: `GET /ledger` (what was applied, how many times),
-//! `POST /faults` (see [`Faults`]). With `--state FILE` the data (not the jobs) survives a
-//! restart; with `--tls-cert PEM --tls-key PEM` it speaks HTTPS. Prints
+//! `POST /faults` (see [`Faults`]), `POST /admin/metadata`, `/admin/metadata/remove`,
+//! `/admin/sync-user`, `/admin/approvals` (national's admins at work). With `--state FILE` the
+//! data (not the jobs) survives a restart; with `--tls-cert PEM --tls-key PEM` it speaks HTTPS;
+//! `--demo` starts it holding the demo's metadata, a national nurse and the sync account on
+//! clinic A. Prints
 //! `national-standin: listening on http(s)://ADDR` once it accepts connections.
 
 #![allow(clippy::result_large_err)] // handlers answer early with a whole Response
@@ -157,6 +163,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut listen: SocketAddr = "127.0.0.1:0".parse()?;
     let (mut token, mut user, mut password, mut state_file) = (None, None, None, None);
     let (mut tls_cert, mut tls_key) = (None, None);
+    let mut demo = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or(format!("{a} needs a value"));
@@ -166,16 +173,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--user" => user = Some(val()?),
             "--password" => password = Some(val()?),
             "--state" => state_file = Some(PathBuf::from(val()?)),
+            "--demo" => demo = true,
             "--tls-cert" => tls_cert = Some(PathBuf::from(val()?)),
             "--tls-key" => tls_key = Some(PathBuf::from(val()?)),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
-    let data = state_file
+    let mut data: Data = state_file
         .as_ref()
         .and_then(|p| std::fs::read(p).ok())
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
+    if demo && data.meta.objects.is_empty() {
+        metadata::seed_demo(&mut data.meta);
+    }
     let app = App {
         inner: Arc::new(Mutex::new(Inner {
             data,

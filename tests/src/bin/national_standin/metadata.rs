@@ -501,6 +501,23 @@ pub fn me_as_staff(app: &App, headers: &HeaderMap) -> Option<Response> {
     Some(axum::Json(json!({"id": id, "username": username})).into_response())
 }
 
+/// `--demo`: national as the README's walk-through meets it: the demo's metadata, a national
+/// nurse at clinic A (`wanjiru` / `Wanjiru123`) and the sync account on clinic A.
+pub fn seed_demo(meta: &mut Meta) {
+    if let Value::Object(pkg) = clinicbox_tests::clinic::demo_package() {
+        meta.upsert(&pkg);
+    }
+    let nurse = json!({"users": [{"id": "cbUserNurse", "username": "wanjiru",
+        "password": "Wanjiru123", "firstName": "Wanjiru", "surname": "Kamau",
+        "userRoles": [{"id": "cbRoleCaptr"}], "organisationUnits": [{"id": "cbClinicA01"}],
+        "dataViewOrganisationUnits": [{"id": "cbClinicA01"}],
+        "teiSearchOrganisationUnits": [{"id": "cbClinicA01"}]}]});
+    if let Value::Object(pkg) = nurse {
+        meta.upsert(&pkg);
+    }
+    meta.sync_org_units = vec!["cbClinicA01".into()];
+}
+
 pub async fn admin_metadata(
     State(app): State<App>,
     axum::Json(pkg): axum::Json<Value>,
