@@ -150,6 +150,12 @@ impl National {
         self.admin("/admin/approvals", states);
     }
 
+    /// A district officer's values at national: `[{dataElement, period, orgUnit,
+    /// categoryOptionCombo, attributeOptionCombo, value, storedBy}]` (a null value deletes).
+    pub fn set_data_values(&self, values: &Value) {
+        self.admin("/admin/data-values", values);
+    }
+
     fn admin(&self, path: &str, body: &Value) {
         let body = serde_json::to_vec(body).expect("json");
         let r = self.here(|| {

@@ -494,3 +494,105 @@ fn patient_ids_never_collide_between_two_boxes_and_national_over_many_top_ups() 
     let issued = national.ledger()["reserved"]["cbAttrPatId"]["issued"].clone();
     assert_eq!(issued.as_array().unwrap().len(), from_national + 30);
 }
+
+/// The value a tablet downloads for `(element, coc)` this month at clinic A.
+fn box_value(b: &RunningBox, pe: &str, coc: &str) -> Option<String> {
+    let path = format!("/api/dataValueSets?dataSet={DS}&period={pe}&orgUnit={CLINIC_A}");
+    let (_, set) = get_as(b, ANDROID, &path);
+    set["dataValues"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["dataElement"] == "cbDeAggOpd1" && v["categoryOptionCombo"] == coc)
+        .and_then(|v| v["value"].as_str().map(str::to_string))
+}
+
+fn district_sets(national: &National, pe: &str, coc: &str, value: &str) {
+    national.set_data_values(&json!([{"dataElement": "cbDeAggOpd1", "period": pe,
+        "orgUnit": CLINIC_A, "categoryOptionCombo": coc,
+        "attributeOptionCombo": "HllvX50cXC0", "value": value, "storedBy": "district.officer"}]));
+}
+
+fn national_value<'a>(l: &'a Value, pe: &str, coc: &str) -> &'a Value {
+    &l["data_values"][format!("cbDeAggOpd1/{pe}/{CLINIC_A}/{coc}/HllvX50cXC0")]
+}
+
+#[test]
+fn a_value_corrected_at_national_reaches_tablets_and_one_changed_on_both_sides_keeps_the_later() {
+    const FEMALE: &str = "cbCocFemale";
+    const MALE: &str = "cbCocMale01";
+    let national = national_with_demo();
+    let b = BoxBuilder::demo().start();
+    let data = b.dir().join("data");
+    let pe = this_month(b.url());
+    let (code, r) = post_values(&b, &month_values(&pe, ["4", "5"]));
+    assert_eq!(code, 200, "{r}");
+    uplink_once_ok(&data, &national);
+    assert_eq!(national_value(&national.ledger(), &pe, FEMALE)["writes"], 1);
+
+    // The district corrects a figure: the box takes it and does not send it back.
+    district_sets(&national, &pe, FEMALE, "7");
+    let out = uplink_once_ok(&data, &national);
+    assert!(
+        line(&out, "national data: ").starts_with("national data: 1 applied"),
+        "{out}"
+    );
+    assert_eq!(box_value(&b, &pe, FEMALE).as_deref(), Some("7"));
+    let l = national.ledger();
+    assert_eq!(
+        national_value(&l, &pe, FEMALE)["writes"],
+        2,
+        "the push and the district only"
+    );
+    let out = uplink_once_ok(&data, &national);
+    assert!(
+        line(&out, "national data: ").starts_with("national data: 0 applied"),
+        "{out}"
+    );
+
+    // Changed on both sides, national later: national's value is kept on the box, the box's is
+    // shown to an admin and not sent.
+    let (code, r) = post_values(&b, &month_values(&pe, ["7", "9"]));
+    assert_eq!(code, 200, "{r}");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    district_sets(&national, &pe, MALE, "8");
+    let out = uplink_once_ok(&data, &national);
+    assert!(
+        line(&out, "national data: ").ends_with("1 changed on both sides"),
+        "{out}"
+    );
+    assert_eq!(box_value(&b, &pe, MALE).as_deref(), Some("8"));
+    assert_eq!(national_value(&national.ledger(), &pe, MALE)["value"], "8");
+    let (_, status) = get_as(&b, ADMIN, "/status.json");
+    let c = &status["uplink"]["conflicts"][0];
+    assert_eq!(
+        (&c["onBox"], &c["atNational"], &c["chosen"]),
+        (&json!("9"), &json!("8"), &json!("national")),
+        "{status}"
+    );
+
+    // The other way round: the box's later change is kept and reaches national.
+    district_sets(&national, &pe, MALE, "10");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (code, r) = post_values(&b, &month_values(&pe, ["7", "11"]));
+    assert_eq!(code, 200, "{r}");
+    let out = uplink_once_ok(&data, &national);
+    assert!(
+        line(&out, "national data: ").ends_with("1 changed on both sides"),
+        "{out}"
+    );
+    assert_eq!(box_value(&b, &pe, MALE).as_deref(), Some("11"));
+    assert_eq!(national_value(&national.ledger(), &pe, MALE)["value"], "11");
+    let (_, status) = get_as(&b, ADMIN, "/status.json");
+    assert_eq!(
+        status["uplink"]["conflictsCount"], 1,
+        "one record per value: {status}"
+    );
+    assert_eq!(
+        status["uplink"]["conflicts"][0]["chosen"], "box",
+        "{status}"
+    );
+    // Staff see that something needs a look, not the values.
+    let (_, staff) = get_as(&b, ANDROID, "/status.json");
+    assert_eq!(staff["uplink"]["conflicts"], json!([]), "{staff}");
+}

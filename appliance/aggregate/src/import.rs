@@ -629,12 +629,14 @@ pub fn decide(
         (Some(old), Action::Delete | Action::Zero) => Outcome::Delete(StoredDataValue {
             stored_by: op.stored_by.clone(),
             last_updated_by: username.to_string(),
+            from_national: false,
             ..old.clone()
         }),
         (Some(old), Action::Put { .. }) if strategy == ImportStrategy::Delete => {
             Outcome::Delete(StoredDataValue {
                 stored_by: op.stored_by.clone(),
                 last_updated_by: username.to_string(),
+                from_national: false,
                 ..old.clone()
             })
         }
@@ -656,6 +658,7 @@ pub fn decide(
                     followup,
                     stored_by: op.stored_by.clone(),
                     last_updated_by: username.to_string(),
+                    from_national: false,
                 })
             }
         }
@@ -674,6 +677,7 @@ pub fn decide(
                     followup: followup.unwrap_or(false),
                     stored_by: op.stored_by.clone(),
                     last_updated_by: username.to_string(),
+                    from_national: false,
                 })
             }
             ImportStrategy::Update | ImportStrategy::Delete => Outcome::Ignore { rejected: true },
@@ -930,7 +934,29 @@ mod tests {
             followup: false,
             stored_by: "android".into(),
             last_updated_by: "android".into(),
+            from_national: false,
         }
+    }
+
+    #[test]
+    fn a_tablet_s_change_of_national_s_value_is_the_box_s_again() {
+        let national = StoredDataValue {
+            from_national: true,
+            ..stored("7")
+        };
+        let existing = Some((national.clone(), false));
+        let strategy = ImportStrategy::CreateAndUpdate;
+        match decide(existing.as_ref(), &op(put("8")), strategy, "android") {
+            Outcome::Update(b) => assert!(!b.from_national, "sent to national"),
+            other => panic!("{other:?}"),
+        }
+        match decide(existing.as_ref(), &op(Action::Delete), strategy, "android") {
+            Outcome::Delete(b) => assert!(!b.from_national, "the deletion is sent"),
+            other => panic!("{other:?}"),
+        }
+        // The same value again: nothing changes, national already has it.
+        let same = decide(existing.as_ref(), &op(put("7")), strategy, "android");
+        assert_eq!(same, Outcome::Ignore { rejected: false });
     }
 
     #[test]

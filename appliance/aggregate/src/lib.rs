@@ -4,6 +4,7 @@
 pub mod approvals;
 pub mod export;
 pub mod files;
+pub mod from_national;
 pub mod import;
 pub mod outbox;
 pub mod periods;

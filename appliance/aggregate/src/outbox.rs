@@ -19,6 +19,10 @@ pub fn data_value(read: &ReadView, key: &str) -> Result<Option<Value>, StoreErro
     let Ok(v) = rec.json::<StoredDataValue>() else {
         return Ok(None);
     };
+    // National's own version, pulled: nothing to send back.
+    if v.from_national {
+        return Ok(None);
+    }
     let mut out = json!({
         "dataElement": k.data_element,
         "period": k.period,

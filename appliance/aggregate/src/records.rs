@@ -36,6 +36,10 @@ pub struct StoredDataValue {
     pub stored_by: String,
     /// The authenticated account that made the last change.
     pub last_updated_by: String,
+    /// National's own version, pulled by the uplink: the outbox does not send it back. A
+    /// tablet's change clears it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_national: bool,
 }
 
 /// A complete registration as stored.

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod conflicts;
 pub mod count;
 pub mod datastore;
 pub mod demo;

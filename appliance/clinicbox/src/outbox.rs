@@ -100,7 +100,9 @@ fn tracker_type(kind: ObjectKind) -> Option<TrackerType> {
 }
 
 fn is_own(collection: &str) -> bool {
-    collection == UPLINK.name() || collection == PARKED.name()
+    collection == UPLINK.name()
+        || collection == PARKED.name()
+        || collection == clinicbox_api::conflicts::CONFLICTS.name()
 }
 
 /// What every object of one batch renders against.
@@ -119,6 +121,17 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// The latest `limit` values changed on both sides, and how many there are.
+    pub fn conflicts(
+        &self,
+        limit: usize,
+    ) -> Result<(Vec<clinicbox_api::conflicts::Conflict>, usize), OutboxError> {
+        Ok(clinicbox_api::conflicts::latest(
+            &self.store.read()?,
+            limit,
+        )?)
+    }
+
     /// The tracker the outbox reads (the uplink socket's reserved values go to it too).
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
@@ -262,6 +275,9 @@ impl Outbox {
                 .map(|v| (&mut batch.registrations, v)),
         };
         let Some((list, value)) = rendered else {
+            // Nothing national needs (gone, or national's own version): the position still
+            // moves past it.
+            batch.skipped += 1;
             return Ok(0);
         };
         let mut size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(0);

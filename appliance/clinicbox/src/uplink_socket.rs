@@ -14,8 +14,8 @@ use clinicbox_control::outbox::{
     Confirm, MAX_PARKED_PER_CONFIRM, MAX_REQUEST_BYTES, UplinkReport, VERSION_PREFIX,
 };
 use clinicbox_control::pull::{
-    ApprovalStates, ApprovalsRecorded, LoginVerdict, MAX_PULL_BYTES, MetadataPull, MetadataReport,
-    PullOutcome, ReservedAdded, ReservedBlock,
+    ApprovalStates, ApprovalsRecorded, DataWatermark, LoginVerdict, MAX_PULL_BYTES, MetadataPull,
+    MetadataReport, NationalValues, PullOutcome, ReservedAdded, ReservedBlock,
 };
 use serde::Deserialize;
 
@@ -75,6 +75,22 @@ pub fn view(
 ) -> clinicbox_statuspage::Source<Option<clinicbox_statuspage::UplinkView>> {
     Arc::new(move || {
         let status = outbox.status().ok()?;
+        let (conflicts, conflicts_count) = outbox.conflicts(50).unwrap_or_default();
+        let conflicts = conflicts
+            .into_iter()
+            .map(|c| clinicbox_statuspage::ConflictView {
+                kind: c.kind,
+                key: c.key,
+                field: c.field,
+                on_box: c.on_box,
+                at_national: c.at_national,
+                chosen: match c.chosen {
+                    clinicbox_api::conflicts::Side::Box => "box".into(),
+                    clinicbox_api::conflicts::Side::National => "national".into(),
+                },
+                at_ms: c.at_ms,
+            })
+            .collect();
         let report = shared.get();
         let r = report.clone().unwrap_or_default();
         Some(clinicbox_statuspage::UplinkView {
@@ -114,6 +130,8 @@ pub fn view(
                     deleted: m.outcome.deleted,
                     messages: m.outcome.messages,
                 }),
+            conflicts_count,
+            conflicts,
         })
     })
 }
@@ -132,6 +150,12 @@ pub fn router(
             &v("/metadata"),
             post(metadata).layer(DefaultBodyLimit::max(MAX_PULL_BYTES)),
         )
+        .route(
+            &v("/data/values"),
+            post(data_values).layer(DefaultBodyLimit::max(MAX_PULL_BYTES)),
+        )
+        .route(&v("/data"), get(data_plan))
+        .route(&v("/data/watermark"), post(data_watermark))
         .route(&v("/outbox"), get(outbox_batch))
         .route(&v("/confirm"), post(confirm))
         .route(&v("/position"), get(position))
@@ -285,6 +309,27 @@ async fn approval_states(
 ) -> Response {
     match crate::pull::approvals::record(&s.api, answer).await {
         Ok(changed) => Json(ApprovalsRecorded { changed }).into_response(),
+        Err(e) => pull_error(e),
+    }
+}
+
+async fn data_plan(State(s): State<SocketState>) -> Response {
+    match crate::pull::data::plan(&s.api) {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => pull_error(e),
+    }
+}
+
+async fn data_values(State(s): State<SocketState>, Json(body): Json<NationalValues>) -> Response {
+    match crate::pull::data::merge(&s.api, &s.outbox, body).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => pull_error(e),
+    }
+}
+
+async fn data_watermark(State(s): State<SocketState>, Json(w): Json<DataWatermark>) -> Response {
+    match crate::pull::data::keep_watermark(&s.api, w.watermark).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => pull_error(e),
     }
 }

@@ -181,3 +181,51 @@ pub struct ReservedBlock {
 pub struct ReservedAdded {
     pub added: usize,
 }
+
+/// What the data pull needs from `serve` (`GET /v1/data`): the box's data sets, and national's
+/// time the last data pull covered (`None` before the first).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DataPlan {
+    pub data_sets: Vec<String>,
+    pub watermark: Option<String>,
+}
+
+/// National's changed values of one data set (`POST /v1/data/values`), with what the merge
+/// needs to compare times: national's zone and the box's clock minus national's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NationalValues {
+    pub data_set: String,
+    pub zone: String,
+    pub skew_secs: i64,
+    pub values: Vec<Value>,
+}
+
+/// The most values one [`NationalValues`] may carry.
+pub const MAX_NATIONAL_VALUES: usize = 200_000;
+
+/// What `serve` did with national's values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MergeReport {
+    pub applied: u64,
+    pub unchanged: u64,
+    pub skipped: u64,
+    pub conflicts: u64,
+}
+
+impl MergeReport {
+    pub fn add(&mut self, other: MergeReport) {
+        self.applied += other.applied;
+        self.unchanged += other.unchanged;
+        self.skipped += other.skipped;
+        self.conflicts += other.conflicts;
+    }
+}
+
+/// National's time the data pull has covered (`POST /v1/data/watermark`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DataWatermark {
+    pub watermark: String,
+}

@@ -129,6 +129,25 @@ pub struct UplinkView {
     pub clock_skew_secs: Option<i64>,
     /// How the last metadata pull from national went.
     pub metadata: Option<MetadataView>,
+    /// Values changed both on the box and at national, and which version was kept (the
+    /// details only for an admin).
+    pub conflicts_count: usize,
+    pub conflicts: Vec<ConflictView>,
+}
+
+/// A value changed on both sides since the uplink's last round.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConflictView {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub key: String,
+    pub field: Option<String>,
+    pub on_box: Option<String>,
+    pub at_national: Option<String>,
+    /// `box` or `national`.
+    pub chosen: String,
+    pub at_ms: u64,
 }
 
 /// The last metadata pull from national.
@@ -414,6 +433,7 @@ async fn status_json(
         // National's messages may quote a value a tablet sent.
         if let Some(u) = &mut snap.uplink {
             u.parked.clear();
+            u.conflicts.clear();
             if let Some(m) = &mut u.metadata {
                 m.messages.clear();
             }

@@ -420,6 +420,12 @@ pub fn uplink_sentence(now_ms: u64, u: &crate::UplinkView) -> (&'static str, Str
     if u.parked_count > 0 {
         parts.push(format!("{} record(s) need attention", u.parked_count));
     }
+    if u.conflicts_count > 0 {
+        parts.push(format!(
+            "{} value(s) changed both here and at national",
+            u.conflicts_count
+        ));
+    }
     let refused = u.metadata.as_ref().is_some_and(|m| m.result == "refused");
     if refused {
         parts.push("new forms from national could not be applied".into());
@@ -434,12 +440,43 @@ pub fn uplink_sentence(now_ms: u64, u: &crate::UplinkView) -> (&'static str, Str
             duration_words(skew.unsigned_abs())
         ));
     }
-    let class = if u.parked_count > 0 || u.last_error.is_some() || refused || skewed.is_some() {
+    let class = if u.parked_count > 0
+        || u.conflicts_count > 0
+        || u.last_error.is_some()
+        || refused
+        || skewed.is_some()
+    {
         "warn"
     } else {
         "ok"
     };
     (class, parts.join(" · "))
+}
+
+/// Values changed on both sides: both versions and the one kept.
+fn conflicts_section(o: &mut String, u: &crate::UplinkView) {
+    let _ = write!(
+        o,
+        "<section><h2>Changed on the box and at national</h2><p>{} value(s) were changed on both sides since a round. The later change was kept; the other is shown so it can be entered again if it was right.</p><table><tr><th>Type</th><th>Record</th><th>On the box</th><th>At national</th><th>Kept</th><th>When</th></tr>",
+        u.conflicts_count
+    );
+    for c in &u.conflicts {
+        let record = match &c.field {
+            Some(f) => format!("{} · {f}", c.key),
+            None => c.key.clone(),
+        };
+        let _ = write!(
+            o,
+            "<tr data-figure=\"conflict\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&c.kind),
+            esc(&record),
+            esc(c.on_box.as_deref().unwrap_or("(none)")),
+            esc(c.at_national.as_deref().unwrap_or("(none)")),
+            esc(&c.chosen),
+            utc((c.at_ms / 1000) as i64)
+        );
+    }
+    o.push_str("</table></section>");
 }
 
 pub fn render_admin(s: &Snapshot) -> String {
@@ -475,6 +512,9 @@ pub fn render_admin(s: &Snapshot) -> String {
             o.push_str("<p>The box keeps serving the forms it had. Ask national to fix what is named above; the next round tries again.</p>");
         }
         o.push_str("</section>");
+    }
+    if let Some(u) = s.uplink.as_ref().filter(|u| u.conflicts_count > 0) {
+        conflicts_section(&mut o, u);
     }
     if let Some(u) = s.uplink.as_ref().filter(|u| u.parked_count > 0) {
         o.push_str("<section><h2>Records national refused</h2><p>Fix the record on a tablet (or the setting national names); the next change is sent again.</p><table><tr><th>Type</th><th>UID</th><th>Code</th><th>National said</th><th>Tries</th></tr>");

@@ -3,6 +3,7 @@
 pub mod approvals;
 pub mod config;
 pub mod daemon;
+pub mod data;
 pub mod local;
 pub mod logins;
 pub mod national;

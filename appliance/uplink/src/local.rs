@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use clinicbox_control::outbox::{Batch, Confirm, Position, UplinkReport, VERSION_PREFIX};
 use clinicbox_control::pull::{
-    ApprovalQuery, ApprovalStates, ApprovalsRecorded, LoginQuestion, LoginVerdict, MetadataPull,
-    PullOutcome, PullState, ReservedAdded, ReservedBlock, ReservedPool,
+    ApprovalQuery, ApprovalStates, ApprovalsRecorded, DataPlan, DataWatermark, LoginQuestion,
+    LoginVerdict, MergeReport, MetadataPull, NationalValues, PullOutcome, PullState, ReservedAdded,
+    ReservedBlock, ReservedPool,
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
@@ -82,6 +83,26 @@ impl LocalBox {
     pub async fn record_approvals(&self, answer: &ApprovalStates) -> Result<usize, UplinkError> {
         let r: ApprovalsRecorded = self.call("POST", "/approvals", Some(answer)).await?;
         Ok(r.changed)
+    }
+
+    /// The box's data sets and the data pull's watermark.
+    pub async fn data_plan(&self) -> Result<DataPlan, UplinkError> {
+        self.call("GET", "/data", None::<&()>).await
+    }
+
+    /// Hands national's changed values of one data set to `serve` to merge.
+    pub async fn merge_values(&self, body: &NationalValues) -> Result<MergeReport, UplinkError> {
+        self.call("POST", "/data/values", Some(body)).await
+    }
+
+    /// Keeps national's time the data pull covered.
+    pub async fn keep_data_watermark(&self, watermark: &str) -> Result<(), UplinkError> {
+        let body = DataWatermark {
+            watermark: watermark.to_string(),
+        };
+        self.send("POST", "/data/watermark", Some(&body))
+            .await
+            .map(|_| ())
     }
 
     /// The pools of national reserved values the box keeps, and how full they are.

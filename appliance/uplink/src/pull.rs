@@ -75,23 +75,28 @@ struct Puller<'a> {
     summary: PullSummary,
 }
 
-/// Pulls the box's metadata and users from national and has `serve` apply them.
-pub async fn metadata(
-    local: &LocalBox,
-    national: &National,
-    info: &NationalInfo,
-    configured_roots: &[String],
-) -> Result<PullSummary, UplinkError> {
-    let roots = if configured_roots.is_empty() {
+/// The org units the box serves: `[uplink] org_units`, or the sync account's at national.
+pub async fn roots(national: &National, configured: &[String]) -> Result<Vec<String>, UplinkError> {
+    let roots = if configured.is_empty() {
         national.my_org_units().await?
     } else {
-        configured_roots.to_vec()
+        configured.to_vec()
     };
     if roots.is_empty() {
         return Err(UplinkError::Config(
             "the sync account has no org units at national and [uplink] org_units is empty: nothing to pull".into(),
         ));
     }
+    Ok(roots)
+}
+
+/// Pulls the box's metadata and users from national and has `serve` apply them.
+pub async fn metadata(
+    local: &LocalBox,
+    national: &National,
+    info: &NationalInfo,
+    roots: &[String],
+) -> Result<PullSummary, UplinkError> {
     let mut p = Puller {
         national,
         old: local.pull_state().await?,
@@ -99,8 +104,8 @@ pub async fn metadata(
         package: Package::default(),
         summary: PullSummary::default(),
     };
-    p.org_units(&roots).await?;
-    p.users(&roots).await?;
+    p.org_units(roots).await?;
+    p.users(roots).await?;
     p.dependencies().await?;
     let deletions = p.deletions().await?;
     let org_units: HashSet<String> = p.new.named("organisationUnits").into_iter().collect();

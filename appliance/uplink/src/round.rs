@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use clinicbox_control::outbox::{Batch, Confirm, FileRef, ObjectKind, Parked};
+use clinicbox_control::pull::MergeReport;
 use serde_json::{Value, json};
 
 use crate::UplinkError;
@@ -61,6 +62,8 @@ pub struct RoundSummary {
     pub clock_skew_secs: Option<i64>,
     /// The metadata pull, when it ran.
     pub pull: Option<PullSummary>,
+    /// What merging national's changed data did, when it ran.
+    pub national_data: Option<MergeReport>,
     /// Approval states that changed on the box, when they were pulled.
     pub approvals: Option<usize>,
     /// Values national reserved for the box in this round, when the pools were topped up.
@@ -139,6 +142,12 @@ impl RoundSummary {
             ));
             out.extend(o.messages.iter().map(|m| format!("  {m}")));
         }
+        if let Some(d) = &self.national_data {
+            out.push(format!(
+                "national data: {} applied, {} unchanged, {} skipped, {} changed on both sides",
+                d.applied, d.unchanged, d.skipped, d.conflicts
+            ));
+        }
         if let Some(n) = self.approvals {
             out.push(format!("approvals: {n} changed"));
         }
@@ -185,8 +194,20 @@ pub async fn run(
         ..RoundSummary::default()
     };
     if let (Some(plan), Some(info)) = (pull, summary.national.clone()) {
-        let metadata = crate::pull::metadata(local, national, &info, plan.roots).await;
-        summary.pull = pull_step("metadata", metadata, &mut summary.pull_errors)?;
+        let roots = crate::pull::roots(national, plan.roots).await;
+        let roots = pull_step("metadata", roots, &mut summary.pull_errors)?.unwrap_or_default();
+        if !roots.is_empty() {
+            let metadata = crate::pull::metadata(local, national, &info, &roots).await;
+            summary.pull = pull_step("metadata", metadata, &mut summary.pull_errors)?;
+            // Within the tolerance the measurement (whole seconds, one request's latency) is
+            // coarser than the skew: times are compared as they are.
+            let skew = summary
+                .clock_skew_secs
+                .filter(|s| s.abs() > CLOCK_TOLERANCE_SECS)
+                .unwrap_or(0);
+            let data = crate::data::pull(local, national, &info, &roots, skew).await;
+            summary.national_data = pull_step("national data", data, &mut summary.pull_errors)?;
+        }
         let approvals = crate::approvals::pull(local, national).await;
         summary.approvals = pull_step("approvals", approvals, &mut summary.pull_errors)?;
         let reserved = crate::reserved::top_up(local, national, plan.reserved_values).await;

@@ -6,6 +6,7 @@
 //! bookkeeping is written only after the import it describes went through.
 
 pub mod approvals;
+pub mod data;
 pub mod reserved;
 
 use std::collections::HashSet;

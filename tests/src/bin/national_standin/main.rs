@@ -35,6 +35,7 @@
 #![allow(clippy::result_large_err)] // handlers answer early with a whole Response
 
 mod approvals;
+mod data;
 mod metadata;
 mod reserved;
 
@@ -114,6 +115,11 @@ struct ValueRec {
     comment: Option<String>,
     deleted: bool,
     writes: u32,
+    #[serde(default)]
+    stored_by: Option<String>,
+    /// National's time of the last write.
+    #[serde(default)]
+    last_updated: String,
 }
 
 /// Everything national holds, and the ledger of what it applied.
@@ -235,7 +241,10 @@ fn router(app: App) -> Router {
         .route("/api/tracker/jobs/{id}/report", get(job_report))
         .route("/api/fileResources", post(file_upload))
         .route("/api/fileResources/{uid}", get(file_get))
-        .route("/api/dataValueSets", post(data_values))
+        .route(
+            "/api/dataValueSets",
+            get(data::get_values).post(data_values),
+        )
         .route("/api/completeDataSetRegistrations", post(registrations))
         .route("/api/dataApprovals/multiple", get(approvals::multiple))
         .route(
@@ -253,6 +262,7 @@ fn router(app: App) -> Router {
         .route("/admin/metadata/remove", post(metadata::admin_remove))
         .route("/admin/sync-user", post(metadata::admin_sync_user))
         .route("/admin/approvals", post(approvals::admin_set))
+        .route("/admin/data-values", post(data::admin_values))
         .layer(axum::middleware::from_fn(metadata::etag))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
@@ -1087,11 +1097,14 @@ async fn data_values(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
             let comment = str_of(v, "comment").map(str::to_string);
             let delete =
                 v.get("deleted").and_then(Value::as_bool).unwrap_or(false) || value.is_none();
+            let stored_by = str_of(v, "storedBy").map(str::to_string);
             let rec = i.data.data_values.entry(key).or_default();
             if delete {
                 if rec.writes > 0 && !rec.deleted {
                     rec.deleted = true;
                     rec.writes += 1;
+                    rec.stored_by = stored_by;
+                    rec.last_updated = server_date();
                     deleted += 1;
                 } else {
                     ignored += 1;
@@ -1109,6 +1122,8 @@ async fn data_values(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
                 rec.comment = comment;
                 rec.deleted = false;
                 rec.writes += 1;
+                rec.stored_by = stored_by;
+                rec.last_updated = server_date();
             }
         }
         summary(imported, updated, ignored, deleted, conflicts)
