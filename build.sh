@@ -60,6 +60,9 @@ case "$cmd" in
     # sending the same records: bytes per event and per data value, push time, peak RSS.
     cargo build --release --locked -p clinicbox -p clinicbox-tests --bins
     cargo run --release --locked -p clinicbox-bench -- uplink
+    # The uplink's pull on the same link: first metadata pull, a quiet round, a change at
+    # national until a tablet sees it.
+    cargo run --release --locked -p clinicbox-bench -- pull
     ;;
   lint)
     need_rust

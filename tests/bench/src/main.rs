@@ -7,6 +7,7 @@
 
 mod aggregate;
 mod exhaustion;
+mod pull;
 mod tracker;
 mod uplink;
 
@@ -53,6 +54,10 @@ enum Bench {
         #[arg(long, default_value_t = 300)]
         patients: u32,
     },
+    /// The uplink's pull on a bad LTE link: the first full metadata pull, a round with nothing
+    /// changed, a change at national until a tablet sees it (needs `clinicbox` and
+    /// `national_standin` built alongside).
+    Pull,
     /// Tracker upload (one POST of 200 TEs + 200 enrollments + 1,000 events) vs the store's
     /// raw write, download of 500 TEs, search at 10k TEs, peak RSS.
     Tracker {
@@ -244,6 +249,17 @@ fn bench_store(writers: usize, per_writer: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Points the tests' helpers at the `clinicbox` built next to this binary (./build.sh bench),
+/// unless `CLINICBOX_BIN` names one.
+fn use_binaries_beside_this_one() -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().map(std::path::PathBuf::from).unwrap_or_default();
+    if std::env::var_os("CLINICBOX_BIN").is_none() {
+        clinicbox_tests::set_binary(dir.join("clinicbox"));
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Store {
@@ -254,5 +270,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Tracker { rounds, search_tes } => tracker::run(rounds, search_tes),
         Bench::Exhaustion => exhaustion::run(),
         Bench::Uplink { patients } => uplink::run(patients),
+        Bench::Pull => pull::run(),
     }
 }

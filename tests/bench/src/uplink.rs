@@ -14,7 +14,6 @@
 //! Prints bytes on the wire per event and per data value, push time, and the uplink's peak
 //! RSS, each with the baseline and the ratio.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -75,11 +74,7 @@ fn uplink_once(data: &std::path::Path, url: &str, token: &std::path::Path) -> an
 
 pub fn run(patients: u32) -> anyhow::Result<()> {
     // `clinicbox` and `national_standin` are built next to this binary (./build.sh bench).
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-    if std::env::var_os("CLINICBOX_BIN").is_none() {
-        clinicbox_tests::set_binary(dir.join("clinicbox"));
-    }
+    crate::use_binaries_beside_this_one()?;
     let b = BoxBuilder::demo().start();
     let url = b.url().to_string();
     let form = clinic::add_big_monthly_form(&url, 1000);
