@@ -174,6 +174,40 @@ fn national_s_metadata_changes_reach_a_tablet_s_next_sync_and_a_quiet_round_cost
         .and_then(|n| n.parse().ok())
         .expect("received bytes");
     assert!(received < 8 * 1024, "a quiet round read {received} bytes");
+
+    // A change to objects the box holds: fetched by id, no export read again.
+    let mut weight = demo_package()["dataElements"][0].clone();
+    weight["name"] = json!("Weight at visit (kg)");
+    national.put_metadata(&json!({"dataElements": [weight]}));
+    let by_id = || {
+        national.ledger()["requests"]["GET /api/metadata"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = by_id();
+    let out = uplink_once_ok(&data, &national);
+    assert!(
+        line(&out, "metadata: ").starts_with("metadata: applied"),
+        "{out}"
+    );
+    assert_eq!(
+        exports(&national),
+        read,
+        "no export read for a rename: {out}"
+    );
+    assert_eq!(by_id(), before + 2, "the probe and one fetch by id");
+    let (_, de) = get_as(&b, ANDROID, "/api/dataElements/cbDeWeight1?fields=name");
+    assert_eq!(de["name"], "Weight at visit (kg)");
+
+    // A new object the box does not hold (a rule of its program): the exports are read whole.
+    national.put_metadata(
+        &json!({"programRules": [{"id": "cbRuleNew01", "name": "New rule",
+        "program": {"id": "cbPrgOpd001"}, "condition": "true", "priority": 9}]}),
+    );
+    uplink_once_ok(&data, &national);
+    assert_eq!(exports(&national), read + 3, "every export read again");
+    let (code, rule) = get_as(&b, ANDROID, "/api/programRules/cbRuleNew01?fields=name");
+    assert_eq!((code, &rule["name"]), (200, &json!("New rule")), "{rule}");
 }
 
 #[test]

@@ -8,8 +8,10 @@
 //! - each assigned program's and data set's dependency export.
 //!
 //! DHIS2 stamps a dependency export with the time it was made, so its ETag never repeats;
-//! the exports are fetched only when `/api/metadata?filter=lastUpdated:ge:…` (a few hundred
-//! bytes) says something changed since the last applied pull, or the assignments changed.
+//! the exports are read whole only on the first pull, when the assignments changed, or when
+//! `/api/metadata?filter=lastUpdated:ge:…` (a few hundred bytes) names a changed object the
+//! box does not hold. When every changed object is one the box holds, only those are fetched,
+//! by id (`/api/metadata?<type>:filter=id:in:[…]`), unless they name something new.
 //! Deletions come from `/api/deletedObjects` since the same watermark (national's clock).
 
 use std::collections::{BTreeMap, HashSet};
@@ -23,6 +25,9 @@ use crate::local::LocalBox;
 use crate::national::{Fetched, National, NationalInfo};
 use crate::scope::Package;
 
+/// The `named` key of an export source: every id it carried, so a later change can be fetched
+/// by id when it names nothing new.
+const KNOWN: &str = "known";
 /// The user fields the box keeps (never a password: DHIS2 exports none).
 const USER_FIELDS: &str = "id,username,firstName,surname,email,phoneNumber,disabled,passwordLastUpdated,userRoles[id],userGroups[id],organisationUnits[id],dataViewOrganisationUnits[id],teiSearchOrganisationUnits[id]";
 /// Collections a change probe asks about: what dependency exports carry.
@@ -219,37 +224,36 @@ impl Puller<'_> {
         Ok(())
     }
 
-    /// The dependency exports of the assigned programs and data sets, when something changed.
+    /// The dependency exports of the assigned programs and data sets: whole on the first pull
+    /// and when the assignments changed; otherwise only the objects national changed since
+    /// the last pull when they are all ones the box holds (else whole again).
     async fn dependencies(&mut self) -> Result<(), UplinkError> {
         let assigned = |s: &PullState| (s.named("programs"), s.named("dataSets"));
         let (programs, data_sets) = assigned(&self.new);
-        let stale = match self.old.watermark.clone() {
-            None => true,
-            Some(_) if assigned(&self.old) != (programs.clone(), data_sets.clone()) => true,
-            Some(w) => self.changed_since(&w).await?,
-        };
-        let exports = programs
+        let exports: Vec<String> = programs
             .iter()
             .map(|p| format!("/api/programs/{p}/metadata.json"))
             .chain(
                 data_sets
                     .iter()
                     .map(|d| format!("/api/dataSets/{d}/metadata.json")),
-            );
+            )
+            .collect();
+        let whole = match self.old.watermark.clone() {
+            None => true,
+            Some(_) if assigned(&self.old) != (programs.clone(), data_sets.clone()) => true,
+            Some(_) if exports.iter().any(|p| !self.old.sources.contains_key(p)) => true,
+            Some(w) => !self.changed_objects(&w).await?,
+        };
         for path in exports {
             match self.old.sources.get(&path) {
-                Some(old) if !stale => {
+                Some(old) if !whole => {
                     self.new.sources.insert(path, old.clone());
                 }
                 _ => {
                     self.source(&path, |json| Part {
-                        objects: json
-                            .as_object()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|(k, v)| Some((k.clone(), v.as_array()?.clone())))
-                            .collect(),
-                        named: BTreeMap::new(),
+                        objects: collections(json),
+                        named: BTreeMap::from([(KNOWN.to_string(), all_ids(json))]),
                     })
                     .await?;
                 }
@@ -258,18 +262,50 @@ impl Puller<'_> {
         Ok(())
     }
 
-    /// Whether national changed anything a dependency export carries since `watermark`.
-    async fn changed_since(&mut self, watermark: &str) -> Result<bool, UplinkError> {
+    /// Adds what national changed since `watermark`, fetched by id, when every changed object
+    /// is one the box's exports hold and names only such objects. False otherwise: the
+    /// exports are read whole instead.
+    async fn changed_objects(&mut self, watermark: &str) -> Result<bool, UplinkError> {
         let types: String = PROBED.iter().map(|t| format!("&{t}=true")).collect();
         let path = format!("/api/metadata?fields=id&filter=lastUpdated:ge:{watermark}{types}");
         let Fetched::Body { json, .. } = self.national.fetch(&path, None).await? else {
             return Err(UplinkError::Protocol(format!("{path} answered 304")));
         };
-        Ok(PROBED.iter().any(|t| {
-            json.get(*t)
+        let known: HashSet<String> = self.old.named(KNOWN).into_iter().collect();
+        let mut query = String::new();
+        for t in PROBED {
+            let ids: Vec<&str> = json
+                .get(*t)
                 .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty())
-        }))
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o.get("id").and_then(Value::as_str))
+                .collect();
+            // A new object (a rule, a stage) may belong to the box's programs without any
+            // object the box holds naming it: only the whole exports can tell.
+            if ids.iter().any(|id| !known.contains(*id)) {
+                return Ok(false);
+            }
+            if !ids.is_empty() {
+                query.push_str(&format!("&{t}=true&{t}:filter=id:in:[{}]", ids.join(",")));
+            }
+        }
+        if query.is_empty() {
+            return Ok(true);
+        }
+        let path = format!("/api/metadata?fields=:owner{query}");
+        let Fetched::Body { json, .. } = self.national.fetch(&path, None).await? else {
+            return Err(UplinkError::Protocol(format!("{path} answered 304")));
+        };
+        let fetched: HashSet<String> = all_ids(&json).into_iter().collect();
+        if fetched.iter().any(|id| !known.contains(id)) {
+            return Ok(false);
+        }
+        for (collection, list) in collections(&json) {
+            self.package.add(&collection, list);
+        }
+        self.summary.fetched += 1;
+        Ok(true)
     }
 
     /// What national deleted since the last applied pull.
@@ -354,6 +390,36 @@ fn listed(json: &Value, collection: &str) -> Part {
         objects: vec![(collection.to_string(), list)],
         named: BTreeMap::from([(collection.to_string(), ids)]),
     }
+}
+
+/// The collections of a metadata export (`system` and other non-lists left out).
+fn collections(json: &Value) -> Vec<(String, Vec<Value>)> {
+    json.as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_array()?.clone())))
+        .collect()
+}
+
+/// Every id anywhere in `json`: the objects of an export and everything they name.
+fn all_ids(json: &Value) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut stack = vec![json];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(id)) = m.get("id") {
+                    ids.push(id.clone());
+                }
+                stack.extend(m.values());
+            }
+            Value::Array(a) => stack.extend(a),
+            _ => {}
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 fn ref_ids(v: Option<&Value>) -> Vec<String> {

@@ -253,7 +253,10 @@ fn bench_store(writers: usize, per_writer: usize) -> anyhow::Result<()> {
 /// unless `CLINICBOX_BIN` names one.
 fn use_binaries_beside_this_one() -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().map(std::path::PathBuf::from).unwrap_or_default();
+    let dir = exe
+        .parent()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_default();
     if std::env::var_os("CLINICBOX_BIN").is_none() {
         clinicbox_tests::set_binary(dir.join("clinicbox"));
     }

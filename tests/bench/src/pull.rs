@@ -24,7 +24,12 @@ struct Round {
     time: Duration,
 }
 
-fn round(data: &Path, link: &LossyLink, national: &National, config: &Path) -> anyhow::Result<Round> {
+fn round(
+    data: &Path,
+    link: &LossyLink,
+    national: &National,
+    config: &Path,
+) -> anyhow::Result<Round> {
     let s = &link.stats;
     let (d0, u0) = (
         s.down_bytes.load(Ordering::Relaxed),
@@ -96,7 +101,10 @@ pub fn run() -> anyhow::Result<()> {
         );
     };
     println!("\nuplink pull on a bad link (800 ms, 80 kbit/s, 20 % loss), demo metadata");
-    println!("{:<48} {:>14} {:>14} {:>7}", "", "measured", "baseline", "ratio");
+    println!(
+        "{:<48} {:>14} {:>14} {:>7}",
+        "", "measured", "baseline", "ratio"
+    );
     let kib = |b: u64| b as f64 / 1024.0;
     row(
         "first pull, KiB down / demo package size",
@@ -104,7 +112,12 @@ pub fn run() -> anyhow::Result<()> {
         kib(package_bytes),
         "KiB",
     );
-    row("first pull, KiB up / KiB down", kib(first.up), kib(first.down), "KiB");
+    row(
+        "first pull, KiB up / KiB down",
+        kib(first.up),
+        kib(first.down),
+        "KiB",
+    );
     row(
         "quiet round, KiB down+up / first pull",
         kib(quiet.down + quiet.up),

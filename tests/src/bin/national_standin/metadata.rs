@@ -433,6 +433,7 @@ pub async fn deleted_objects(
 
 /// `GET /api/metadata?fields=id&filter=lastUpdated:ge:T&<type>=true…`: the ids of objects of
 /// the asked types changed since T, with the `system` block (its date makes every answer new).
+/// With `<type>:filter=id:in:[…]` instead: those objects whole (a metadata export by id).
 pub async fn changes(
     State(app): State<App>,
     Query(q): Query<BTreeMap<String, String>>,
@@ -440,6 +441,9 @@ pub async fn changes(
 ) -> Response {
     if let Err(r) = app.gate("GET /api/metadata", &headers) {
         return r;
+    }
+    if q.keys().any(|k| k.ends_with(":filter")) {
+        return by_id(&app, &q);
     }
     let Some(since) = q
         .get("filter")
@@ -463,6 +467,36 @@ pub async fn changes(
             .map(|(id, _)| json!({"id": id}))
             .collect();
         out.insert(t.clone(), Value::Array(ids));
+    }
+    axum::Json(Value::Object(out)).into_response()
+}
+
+/// A metadata export of the objects `<type>:filter=id:in:[a,b]` names, for each `<type>=true`.
+fn by_id(app: &App, q: &BTreeMap<String, String>) -> Response {
+    let i = app.lock();
+    let mut out = Map::new();
+    out.insert(
+        "system".into(),
+        json!({"version": "2.42.3", "date": server_date()}),
+    );
+    for (key, filter) in q {
+        let Some(t) = key.strip_suffix(":filter") else {
+            continue;
+        };
+        if q.get(t).map(String::as_str) != Some("true") {
+            continue;
+        }
+        let Some(ids) = filter
+            .strip_prefix("id:in:[")
+            .and_then(|f| f.strip_suffix(']'))
+        else {
+            return super::bad_request(&format!("this stand-in filters {t} by id:in only"));
+        };
+        let list: Vec<Value> = ids
+            .split(',')
+            .filter_map(|id| i.data.meta.get(t, id).cloned())
+            .collect();
+        out.insert(t.to_string(), Value::Array(list));
     }
     axum::Json(Value::Object(out)).into_response()
 }
