@@ -22,6 +22,15 @@ pub fn demo_package() -> Value {
     serde_json::from_str(DEMO_METADATA).unwrap_or(Value::Null)
 }
 
+/// The demo package's object `id` of `collection`, to change and send again.
+pub fn demo_object(collection: &str, id: &str) -> Value {
+    demo_package()[collection]
+        .as_array()
+        .and_then(|list| list.iter().find(|o| o["id"] == id))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {collection} {id} in the demo package"))
+}
+
 pub fn basic(user: &str, password: &str) -> String {
     use base64::Engine as _;
     format!(
@@ -135,14 +144,7 @@ pub fn this_month(url: &str) -> String {
 
 /// Adds a photo (IMAGE) data element to the triage stage, as an admin would.
 pub fn add_photo_element(url: &str) {
-    let demo = demo_package();
-    let mut de = demo["dataElements"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["id"] == "cbDeWeight1")
-        .unwrap()
-        .clone();
+    let mut de = demo_object("dataElements", "cbDeWeight1");
     for (k, v) in [
         ("id", "cbDePhoto01"),
         ("name", "Wound photo"),
@@ -152,13 +154,7 @@ pub fn add_photo_element(url: &str) {
         de[k] = json!(v);
     }
     de.as_object_mut().unwrap().remove("code");
-    let mut stage = demo["programStages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == TRIAGE)
-        .unwrap()
-        .clone();
+    let mut stage = demo_object("programStages", TRIAGE);
     stage["programStageDataElements"]
         .as_array_mut()
         .unwrap()
@@ -202,21 +198,8 @@ pub fn upload_file_to(url: &str, bytes: &[u8]) -> String {
 
 /// A big monthly form: `des` aggregate data elements (female/male each) in a new data set.
 pub fn add_big_monthly_form(url: &str, des: usize) -> Vec<String> {
-    let demo = demo_package();
-    let base = demo["dataElements"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["id"] == "cbDeAggOpd1")
-        .unwrap()
-        .clone();
-    let mut ds = demo["dataSets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["id"] == DS)
-        .unwrap()
-        .clone();
+    let base = demo_object("dataElements", "cbDeAggOpd1");
+    let mut ds = demo_object("dataSets", DS);
     let ids: Vec<String> = (0..des).map(|i| format!("bd{i:09}")).collect();
     let elements: Vec<Value> = ids
         .iter()

@@ -426,13 +426,7 @@ fn post_values(b: &RunningBox, body: &Value) -> (u16, Value) {
 fn a_month_approved_at_national_locks_entry_on_the_box_until_national_unapproves_it() {
     const WF: &str = "cbWfOpd0001";
     let national = national_with_demo();
-    let mut ds = demo_package()["dataSets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["id"] == DS)
-        .unwrap()
-        .clone();
+    let mut ds = demo_object("dataSets", DS);
     ds["workflow"] = json!({"id": WF});
     national.put_metadata(&json!({
         "dataApprovalWorkflows": [{"id": WF, "name": "OPD monthly approval",
@@ -652,13 +646,7 @@ fn seen_changes(b: &RunningBox) -> [bool; 3] {
 fn a_link_cut_mid_pull_leaves_the_box_on_whole_metadata_old_or_new() {
     use clinicbox_tests::link::{LossyLink, Profile};
     let national = national_with_demo();
-    let mut clinic = demo_package()["organisationUnits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["id"] == CLINIC_A)
-        .unwrap()
-        .clone();
+    let mut clinic = demo_object("organisationUnits", CLINIC_A);
     clinic["name"] = json!("Clinic A (renamed)");
     national.put_metadata(&json!({
         "options": [{"id": "cbOptOther1", "code": "OTHER", "name": "Other diagnosis",
