@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use clinicbox_tests::clinic::{
-    CLINIC_A, DS, basic, demo_package, import_to, month_values, this_month,
+    CLINIC_A, DS, basic, demo_object, demo_package, import_to, month_values, this_month,
 };
 use clinicbox_tests::national::{National, uplink_once_ok, uplink_once_with};
 use clinicbox_tests::{BoxBuilder, RunningBox, http_request};
