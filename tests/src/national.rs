@@ -156,6 +156,11 @@ impl National {
         self.admin("/admin/data-values", values);
     }
 
+    /// Someone at national changes tracker data: `{trackedEntities, enrollments, events}`.
+    pub fn set_tracker(&self, payload: &Value) {
+        self.admin("/admin/tracker", payload);
+    }
+
     fn admin(&self, path: &str, body: &Value) {
         let body = serde_json::to_vec(body).expect("json");
         let r = self.here(|| {

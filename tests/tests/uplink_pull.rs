@@ -694,3 +694,126 @@ fn a_link_cut_mid_pull_leaves_the_box_on_whole_metadata_old_or_new() {
     uplink_once_ok(&data, &national);
     assert_eq!(seen_changes(&b), [true; 3]);
 }
+
+fn post_tracker(b: &RunningBox, payload: &Value) {
+    clinicbox_tests::clinic::import_to(b.url(), payload);
+}
+
+fn event_value(b: &RunningBox, event: &str, element: &str) -> Option<String> {
+    let (_, ev) = get_as(
+        b,
+        ANDROID,
+        &format!("/api/tracker/events/{event}?fields=dataValues"),
+    );
+    ev["dataValues"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["dataElement"] == element)
+        .and_then(|d| d["value"].as_str().map(str::to_string))
+}
+
+#[test]
+fn a_patient_transferred_in_at_national_reaches_tablets_and_a_visit_changed_on_both_sides_keeps_the_later_value()
+ {
+    let national = national_with_demo();
+    let b = BoxBuilder::demo().start();
+    let data = b.dir().join("data");
+    uplink_once_ok(&data, &national);
+
+    // A patient registered elsewhere is transferred in: national holds her with an enrollment
+    // at clinic A and a visit.
+    let p = clinicbox_tests::clinic::patient(41);
+    let (te, ev) = (
+        p["trackedEntities"][0]["trackedEntity"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        p["events"][0]["event"].as_str().unwrap().to_string(),
+    );
+    national.set_tracker(&p);
+    let out = uplink_once_ok(&data, &national);
+    assert!(
+        line(&out, "national data: ").starts_with("national data: 3 applied"),
+        "{out}"
+    );
+    let (code, got) = get_as(
+        &b,
+        ANDROID,
+        &format!("/api/tracker/trackedEntities/{te}?program=cbPrgOpd001&fields=attributes"),
+    );
+    assert_eq!(code, 200, "{got}");
+    assert!(got.to_string().contains("Otieno"), "{got}");
+    assert_eq!(event_value(&b, &ev, "cbDeWeight1").as_deref(), Some("61.5"));
+    // National's own records are not sent back.
+    let writes = |l: &Value| {
+        (
+            l["tracked_entities"][&te]["writes"].clone(),
+            l["events"][&ev]["writes"].clone(),
+        )
+    };
+    assert_eq!(writes(&national.ledger()), (json!(1), json!(1)));
+    uplink_once_ok(&data, &national);
+    assert_eq!(writes(&national.ledger()), (json!(1), json!(1)));
+
+    // The nurse corrects the weight on the box; then the district changes it too, and the
+    // triage colour: the later weight (national's) and national's colour are kept; the box's
+    // weight is shown to an admin.
+    post_tracker(
+        &b,
+        &json!({"events": [{"event": ev, "enrollment": p["events"][0]["enrollment"],
+        "program": "cbPrgOpd001", "programStage": "cbStgTriage", "orgUnit": CLINIC_A,
+        "status": "ACTIVE", "occurredAt": "2026-12-01T09:05:00.000",
+        "dataValues": [{"dataElement": "cbDeWeight1", "value": "63"}]}]}),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    national.set_tracker(&json!({"events": [{"event": ev,
+        "dataValues": [{"dataElement": "cbDeWeight1", "value": "64", "storedBy": "district.officer"},
+                       {"dataElement": "cbDeTriage1", "value": "RED", "storedBy": "district.officer"}]}]}));
+    let out = uplink_once_ok(&data, &national);
+    assert!(
+        line(&out, "national data: ").ends_with("1 changed on both sides"),
+        "{out}"
+    );
+    assert_eq!(event_value(&b, &ev, "cbDeWeight1").as_deref(), Some("64"));
+    assert_eq!(event_value(&b, &ev, "cbDeTriage1").as_deref(), Some("RED"));
+    let (_, status) = get_as(&b, ADMIN, "/status.json");
+    let c = &status["uplink"]["conflicts"][0];
+    assert_eq!(
+        (&c["type"], &c["onBox"], &c["atNational"], &c["chosen"]),
+        (
+            &json!("event"),
+            &json!("63"),
+            &json!("64"),
+            &json!("national")
+        ),
+        "{status}"
+    );
+
+    // The other way round: the district first, the nurse later: the box's value is kept and
+    // reaches national.
+    national.set_tracker(&json!({"events": [{"event": ev,
+        "dataValues": [{"dataElement": "cbDeWeight1", "value": "65", "storedBy": "district.officer"}]}]}));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    post_tracker(
+        &b,
+        &json!({"events": [{"event": ev, "enrollment": p["events"][0]["enrollment"],
+        "program": "cbPrgOpd001", "programStage": "cbStgTriage", "orgUnit": CLINIC_A,
+        "status": "ACTIVE", "occurredAt": "2026-12-01T09:05:00.000",
+        "dataValues": [{"dataElement": "cbDeWeight1", "value": "66"}]}]}),
+    );
+    let out = uplink_once_ok(&data, &national);
+    assert!(
+        line(&out, "national data: ").ends_with("1 changed on both sides"),
+        "{out}"
+    );
+    assert_eq!(event_value(&b, &ev, "cbDeWeight1").as_deref(), Some("66"));
+    let weight = national.ledger()["events"][&ev]["body"]["dataValues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["dataElement"] == "cbDeWeight1")
+        .unwrap()["value"]
+        .clone();
+    assert_eq!(weight, "66");
+}

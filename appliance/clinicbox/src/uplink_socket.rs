@@ -15,7 +15,7 @@ use clinicbox_control::outbox::{
 };
 use clinicbox_control::pull::{
     ApprovalStates, ApprovalsRecorded, DataWatermark, LoginVerdict, MAX_PULL_BYTES, MetadataPull,
-    MetadataReport, NationalValues, PullOutcome, ReservedAdded, ReservedBlock,
+    MetadataReport, NationalTracker, NationalValues, PullOutcome, ReservedAdded, ReservedBlock,
 };
 use serde::Deserialize;
 
@@ -153,6 +153,10 @@ pub fn router(
         .route(
             &v("/data/values"),
             post(data_values).layer(DefaultBodyLimit::max(MAX_PULL_BYTES)),
+        )
+        .route(
+            &v("/data/tracker"),
+            post(data_tracker).layer(DefaultBodyLimit::max(MAX_PULL_BYTES)),
         )
         .route(&v("/data"), get(data_plan))
         .route(&v("/data/watermark"), post(data_watermark))
@@ -322,6 +326,13 @@ async fn data_plan(State(s): State<SocketState>) -> Response {
 
 async fn data_values(State(s): State<SocketState>, Json(body): Json<NationalValues>) -> Response {
     match crate::pull::data::merge(&s.api, &s.outbox, body).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => pull_error(e),
+    }
+}
+
+async fn data_tracker(State(s): State<SocketState>, Json(body): Json<NationalTracker>) -> Response {
+    match crate::pull::data::merge_tracker(&s.api, &s.outbox, body).await {
         Ok(r) => Json(r).into_response(),
         Err(e) => pull_error(e),
     }

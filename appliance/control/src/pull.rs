@@ -188,6 +188,9 @@ pub struct ReservedAdded {
 #[serde(default)]
 pub struct DataPlan {
     pub data_sets: Vec<String>,
+    /// Programs with registration, and event programs, assigned to the box's org units.
+    pub tracker_programs: Vec<String>,
+    pub event_programs: Vec<String>,
     pub watermark: Option<String>,
 }
 
@@ -201,6 +204,20 @@ pub struct NationalValues {
     pub skew_secs: i64,
     pub values: Vec<Value>,
 }
+
+/// National's changed tracker objects of one page (`POST /v1/data/tracker`): tracked entities
+/// with their enrollments and events nested, or events; times read in `zone`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NationalTracker {
+    pub zone: String,
+    pub skew_secs: i64,
+    pub tracked_entities: Vec<Value>,
+    pub events: Vec<Value>,
+}
+
+/// The most objects one [`NationalTracker`] may carry.
+pub const MAX_NATIONAL_OBJECTS: usize = 5_000;
 
 /// The most values one [`NationalValues`] may carry.
 pub const MAX_NATIONAL_VALUES: usize = 200_000;

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod config;
 pub mod export;
 pub mod files;
+pub mod from_national;
 pub mod import;
 pub mod jobs;
 pub mod meta;

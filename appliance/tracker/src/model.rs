@@ -83,6 +83,10 @@ pub struct StoredTrackedEntity {
     pub attributes: Vec<StoredAttribute>,
     #[serde(default)]
     pub program_owners: Vec<StoredOwner>,
+    /// National's own version, pulled by the uplink: the outbox does not send it back. Any
+    /// write from a tablet clears it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_national: bool,
 }
 
 impl StoredTrackedEntity {
@@ -131,6 +135,10 @@ pub struct StoredEnrollment {
     /// Set while planning: `completedAt` becomes the commit time.
     #[serde(skip)]
     pub complete_now: bool,
+    /// National's own version, pulled by the uplink: the outbox does not send it back. Any
+    /// write from a tablet clears it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_national: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,6 +184,10 @@ pub struct StoredEvent {
     pub updated_by: Option<String>,
     #[serde(skip)]
     pub complete_now: bool,
+    /// National's own version, pulled by the uplink: the outbox does not send it back. Any
+    /// write from a tablet clears it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_national: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

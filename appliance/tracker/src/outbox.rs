@@ -58,6 +58,10 @@ pub fn render(
     let Some(rec) = read.get(collection(t), uid)? else {
         return Ok(None);
     };
+    // National's own version, pulled: nothing to send back.
+    if crate::from_national::from_national(&rec) {
+        return Ok(None);
+    }
     if rec.deleted {
         return Ok(Some(ForNational::Delete(uid_only(t, uid))));
     }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use clinicbox_control::outbox::{Batch, Confirm, Position, UplinkReport, VERSION_PREFIX};
 use clinicbox_control::pull::{
     ApprovalQuery, ApprovalStates, ApprovalsRecorded, DataPlan, DataWatermark, LoginQuestion,
-    LoginVerdict, MergeReport, MetadataPull, NationalValues, PullOutcome, PullState, ReservedAdded,
-    ReservedBlock, ReservedPool,
+    LoginVerdict, MergeReport, MetadataPull, NationalTracker, NationalValues, PullOutcome,
+    PullState, ReservedAdded, ReservedBlock, ReservedPool,
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
@@ -93,6 +93,11 @@ impl LocalBox {
     /// Hands national's changed values of one data set to `serve` to merge.
     pub async fn merge_values(&self, body: &NationalValues) -> Result<MergeReport, UplinkError> {
         self.call("POST", "/data/values", Some(body)).await
+    }
+
+    /// Hands a page of national's changed tracker objects to `serve` to merge.
+    pub async fn merge_tracker(&self, body: &NationalTracker) -> Result<MergeReport, UplinkError> {
+        self.call("POST", "/data/tracker", Some(body)).await
     }
 
     /// Keeps national's time the data pull covered.

@@ -8,10 +8,15 @@ use std::collections::HashSet;
 use clinicbox_aggregate::from_national::{self, MergeContext};
 use clinicbox_api::ApiState;
 use clinicbox_api::metadata::StoredUser;
-use clinicbox_control::pull::{DataPlan, MAX_NATIONAL_VALUES, MergeReport, NationalValues};
+use clinicbox_control::pull::{
+    DataPlan, MAX_NATIONAL_OBJECTS, MAX_NATIONAL_VALUES, MergeReport, NationalTracker,
+    NationalValues,
+};
 use clinicbox_dhis2::aggregate::DataValue;
+use clinicbox_dhis2::tracker::TrackerPayload;
 use clinicbox_dhis2::{Dhis2Timestamp, ServerTimeZone};
 use clinicbox_store::Collection;
+use clinicbox_tracker::from_national::MergeContext as TrackerContext;
 use serde_json::Value;
 
 use super::PullError;
@@ -34,6 +39,19 @@ pub fn plan(api: &ApiState) -> Result<DataPlan, PullError> {
         })
         .map(|(id, _)| id.to_string())
         .collect();
+    let (mut tracker_programs, mut event_programs) = (Vec::new(), Vec::new());
+    for (id, p) in snap.objects("programs") {
+        let here = clinicbox_api::metadata::ref_ids(p.get("organisationUnits"))
+            .iter()
+            .any(|ou| snap.contains("organisationUnits", ou));
+        if !here {
+            continue;
+        }
+        match p.get("programType").and_then(Value::as_str) {
+            Some("WITH_REGISTRATION") => tracker_programs.push(id.to_string()),
+            _ => event_programs.push(id.to_string()),
+        }
+    }
     let watermark = api
         .store()
         .read()?
@@ -42,6 +60,8 @@ pub fn plan(api: &ApiState) -> Result<DataPlan, PullError> {
         .and_then(|r| r.json::<String>().ok());
     Ok(DataPlan {
         data_sets,
+        tracker_programs,
+        event_programs,
         watermark,
     })
 }
@@ -72,10 +92,7 @@ pub async fn merge(
         .collect();
     let unreadable = total - values.len() as u64;
     let cx = MergeContext {
-        confirmed_seq: outbox
-            .position()
-            .map_err(|e| PullError::Invalid(e.to_string()))?
-            .confirmed,
+        confirmed_seq: confirmed(outbox)?,
         zone,
         skew_ms: body.skew_secs.saturating_mul(1000),
         box_users: usernames(api)?,
@@ -87,6 +104,50 @@ pub async fn merge(
         skipped: m.skipped + unreadable,
         conflicts: m.conflicts,
     })
+}
+
+/// Merges one page of national's tracker objects.
+pub async fn merge_tracker(
+    api: &ApiState,
+    outbox: &Outbox,
+    body: NationalTracker,
+) -> Result<MergeReport, PullError> {
+    if body.tracked_entities.len() + body.events.len() > MAX_NATIONAL_OBJECTS {
+        return Err(PullError::Invalid(format!(
+            "more than {MAX_NATIONAL_OBJECTS} tracker objects in one page"
+        )));
+    }
+    let zone = ServerTimeZone::new(&body.zone)
+        .map_err(|e| PullError::Invalid(format!("national's time zone: {e}")))?;
+    let payload: TrackerPayload = serde_json::from_value(serde_json::json!({
+        "trackedEntities": body.tracked_entities,
+        "events": body.events,
+    }))
+    .map_err(|e| PullError::Invalid(format!("national's tracker objects: {e}")))?;
+    let cx = TrackerContext {
+        confirmed_seq: confirmed(outbox)?,
+        zone,
+        skew_ms: body.skew_secs.saturating_mul(1000),
+        box_users: usernames(api)?,
+    };
+    let m = outbox
+        .tracker()
+        .merge_from_national(payload, cx)
+        .await
+        .map_err(|e| PullError::Invalid(e.to_string()))?;
+    Ok(MergeReport {
+        applied: m.created + m.updated + m.deleted,
+        unchanged: 0,
+        skipped: m.refused,
+        conflicts: m.conflicts,
+    })
+}
+
+fn confirmed(outbox: &Outbox) -> Result<u64, PullError> {
+    Ok(outbox
+        .position()
+        .map_err(|e| PullError::Invalid(e.to_string()))?
+        .confirmed)
 }
 
 /// Keeps national's time the data pull covered.

@@ -12,6 +12,7 @@ mod plan;
 
 use std::time::Instant;
 
+use clinicbox_api::conflicts::Conflict;
 use clinicbox_api::query::Query;
 use clinicbox_api::{ApiError, AuthUser};
 use clinicbox_dhis2::Uid;
@@ -182,6 +183,14 @@ impl Flat {
     }
 }
 
+/// What an import of national's data adds (see `from_national.rs`).
+pub(crate) struct FromNational {
+    /// Objects the box changed and national has not confirmed: written unmarked, so the
+    /// merged version is sent.
+    pub keep_box: std::collections::HashSet<String>,
+    pub conflicts: Vec<Conflict>,
+}
+
 /// The outcome of one import.
 pub struct Imported {
     pub job_id: Option<String>,
@@ -201,20 +210,27 @@ impl Tracker {
     ) -> Result<Imported, ApiError> {
         // A spawned task finishes (and updates the catalog) even if the client disconnects.
         let this = self.clone();
-        tokio::spawn(async move { this.import_inner(user, params, payload, record_job).await })
-            .await
-            .map_err(|e| ApiError::Internal(format!("import task failed: {e}")))?
+        let flat = Flat::from_payload(payload);
+        tokio::spawn(async move {
+            this.import_inner(user, params, flat, record_job, None)
+                .await
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("import task failed: {e}")))?
     }
 
-    async fn import_inner(
+    /// Validates and imports `flat` as `user`; with `national`, its records are marked as
+    /// national's own (but for the UIDs it keeps for the box) and its conflicts are written in
+    /// the same commit.
+    pub(crate) async fn import_inner(
         &self,
         user: AuthUser,
         params: ImportParams,
-        payload: TrackerPayload,
+        flat: Flat,
         record_job: bool,
+        national: Option<FromNational>,
     ) -> Result<Imported, ApiError> {
         let started = Instant::now();
-        let flat = Flat::from_payload(payload);
         let objects = flat.len();
         let mut catalog = self.inner.catalog.write().await;
         let read = self.store().read()?;
@@ -263,7 +279,19 @@ impl Tracker {
             .write(move |ctx| {
                 let now = ctx.now_ms();
                 for w in writes {
-                    write_one(ctx, w, now, &zone)?;
+                    let marked = national
+                        .as_ref()
+                        .is_some_and(|n| !n.keep_box.contains(&w.uid));
+                    write_one(ctx, w, now, &zone, marked)?;
+                }
+                for c in national.iter().flat_map(|n| &n.conflicts) {
+                    clinicbox_api::conflicts::record(
+                        ctx,
+                        &Conflict {
+                            at_ms: now,
+                            ..c.clone()
+                        },
+                    )?;
                 }
                 if record_job {
                     let job = JobRecord {
@@ -332,11 +360,14 @@ fn assign_file(
     Ok(())
 }
 
+/// Writes one planned record; `national` marks it as national's own version (see
+/// `from_national.rs`), and every other write clears the mark.
 fn write_one(
     ctx: &mut clinicbox_store::WriteCtx<'_>,
     w: Write,
     now: u64,
     zone: &clinicbox_dhis2::ServerTimeZone,
+    national: bool,
 ) -> Result<(), clinicbox_store::StoreError> {
     fn body<T: Stamp + Serialize>(
         mut b: T,
@@ -352,9 +383,18 @@ fn write_one(
     }
     let (coll, bytes) = match w.body {
         Body::FileAssignment(owner) => return assign_file(ctx, &w.uid, owner),
-        Body::TrackedEntity(b) => (Collection::TRACKED_ENTITIES, body(*b, now, zone)?),
-        Body::Enrollment(b) => (Collection::ENROLLMENTS, body(*b, now, zone)?),
-        Body::Event(b) => (Collection::EVENTS, body(*b, now, zone)?),
+        Body::TrackedEntity(mut b) => {
+            b.from_national = national;
+            (Collection::TRACKED_ENTITIES, body(*b, now, zone)?)
+        }
+        Body::Enrollment(mut b) => {
+            b.from_national = national;
+            (Collection::ENROLLMENTS, body(*b, now, zone)?)
+        }
+        Body::Event(mut b) => {
+            b.from_national = national;
+            (Collection::EVENTS, body(*b, now, zone)?)
+        }
         Body::Relationship(b) => (Collection::RELATIONSHIPS, body(*b, now, zone)?),
     };
     if w.tombstone {

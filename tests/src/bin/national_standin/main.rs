@@ -38,6 +38,7 @@ mod approvals;
 mod data;
 mod metadata;
 mod reserved;
+mod tracker_export;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
@@ -237,6 +238,11 @@ fn router(app: App) -> Router {
         .route("/api/system/info", get(system_info))
         .route("/api/me", get(me))
         .route("/api/tracker", post(tracker_import))
+        .route(
+            "/api/tracker/trackedEntities",
+            get(tracker_export::tracked_entities),
+        )
+        .route("/api/tracker/events", get(tracker_export::events))
         .route("/api/tracker/jobs/{id}", get(job_notifications))
         .route("/api/tracker/jobs/{id}/report", get(job_report))
         .route("/api/fileResources", post(file_upload))
@@ -263,6 +269,7 @@ fn router(app: App) -> Router {
         .route("/admin/sync-user", post(metadata::admin_sync_user))
         .route("/admin/approvals", post(approvals::admin_set))
         .route("/admin/data-values", post(data::admin_values))
+        .route("/admin/tracker", post(tracker_export::admin_tracker))
         .layer(axum::middleware::from_fn(metadata::etag))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
@@ -885,9 +892,19 @@ fn upsert(d: &mut Data, r: &mut Report, t: Ty, uid: &str, o: &Value) {
                 .unwrap_or_default();
             for item in v.as_array().into_iter().flatten() {
                 let key = str_of(item, id);
+                let before = items.iter().find(|x| str_of(x, id) == key).cloned();
                 items.retain(|x| str_of(x, id) != key);
                 if !item.get("value").is_some_and(Value::is_null) {
-                    items.push(item.clone());
+                    let mut item = item.clone();
+                    // Each value keeps the time national last changed it.
+                    let same = before
+                        .as_ref()
+                        .is_some_and(|b| b.get("value") == item.get("value"));
+                    item["updatedAt"] = match before.as_ref().and_then(|b| b.get("updatedAt")) {
+                        Some(t) if same => t.clone(),
+                        _ => Value::String(server_date()),
+                    };
+                    items.push(item);
                 }
             }
             merged[k.as_str()] = Value::Array(items);

@@ -172,6 +172,7 @@ impl Planner<'_> {
             created_by: Some(self.user.username.clone()),
             updated_by: None,
             complete_now: false,
+            from_national: false,
         });
         stored.org_unit = org_unit.clone();
         stored.enrolled_at = enrolled_at;

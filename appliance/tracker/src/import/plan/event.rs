@@ -211,6 +211,7 @@ impl Planner<'_> {
             created_by: Some(self.user.username.clone()),
             updated_by: None,
             complete_now: false,
+            from_national: false,
         });
         self.merge_data_values(&mut e, stage_obj, &mut stored.data_values, &ev.data_values);
         {

@@ -1,0 +1,157 @@
+//! National's tracker data read back, as DHIS2 2.41+ answers it: `GET
+//! /api/tracker/trackedEntities` (a program, `orgUnits` with `orgUnitMode=DESCENDANTS`,
+//! `updatedAfter`, enrollments and events nested) and `GET /api/tracker/events`, oldest change
+//! first with `page`/`pageSize` and a `pager`; and `/admin/tracker`, someone at national (a
+//! district officer, another clinic) changing tracker data.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{App, Data, Obj, Report, Ty, str_of, upsert};
+
+/// `{trackedEntities, enrollments, events}`, flat, applied as national's own change.
+pub async fn admin_tracker(State(app): State<App>, axum::Json(v): axum::Json<Value>) -> Response {
+    let mut i = app.lock();
+    let mut report = Report::default();
+    for (t, key, id) in [
+        (Ty::Te, "trackedEntities", "trackedEntity"),
+        (Ty::En, "enrollments", "enrollment"),
+        (Ty::Ev, "events", "event"),
+    ] {
+        for o in v.get(key).and_then(Value::as_array).into_iter().flatten() {
+            if let Some(uid) = str_of(o, id) {
+                upsert(&mut i.data, &mut report, t, uid, o);
+            }
+        }
+    }
+    super::App::save(&i);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Whether `ou` lies at or under one of `roots`.
+fn under(d: &Data, ou: &str, roots: &[&str]) -> bool {
+    let path = d
+        .meta
+        .objects
+        .get("organisationUnits")
+        .and_then(|m| m.get(ou))
+        .and_then(|o| o.get("path"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    roots
+        .iter()
+        .any(|r| *r == ou || path.split('/').any(|p| p == *r))
+}
+
+fn updated(o: &Obj) -> &str {
+    o.body
+        .get("updatedAt")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// The page `page` of `items` (oldest change first), with DHIS2 2.41's `pager`.
+fn paged(q: &BTreeMap<String, String>, key: &str, mut items: Vec<(String, Value)>) -> Response {
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    let size: usize = q
+        .get("pageSize")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50)
+        .clamp(1, 1000);
+    let page: usize = q
+        .get("page")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let list: Vec<Value> = items
+        .into_iter()
+        .skip((page - 1) * size)
+        .take(size)
+        .map(|(_, v)| v)
+        .collect();
+    axum::Json(json!({"pager": {"page": page, "pageSize": size}, key: list})).into_response()
+}
+
+fn live(m: &BTreeMap<String, Obj>) -> impl Iterator<Item = (&String, &Obj)> {
+    m.iter().filter(|(_, o)| !o.deleted)
+}
+
+pub async fn tracked_entities(
+    State(app): State<App>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = app.gate("GET /api/tracker/trackedEntities", &headers) {
+        return r;
+    }
+    let Some(program) = q.get("program") else {
+        return super::bad_request("Either `program` or `trackedEntityType` must be specified");
+    };
+    let since = q.get("updatedAfter").cloned().unwrap_or_default();
+    let roots: Vec<&str> = q
+        .get("orgUnits")
+        .map(|s| s.split(',').collect())
+        .unwrap_or_default();
+    let i = app.lock();
+    let d = &i.data;
+    let mut items = Vec::new();
+    for (uid, te) in live(&d.tracked_entities) {
+        if updated(te) <= since.as_str() {
+            continue;
+        }
+        let enrollments: Vec<Value> = live(&d.enrollments)
+            .filter(|(_, e)| {
+                str_of(&e.body, "trackedEntity") == Some(uid.as_str())
+                    && str_of(&e.body, "program") == Some(program.as_str())
+            })
+            .map(|(eid, e)| {
+                let mut body = e.body.clone();
+                body["events"] = Value::Array(
+                    live(&d.events)
+                        .filter(|(_, ev)| str_of(&ev.body, "enrollment") == Some(eid.as_str()))
+                        .map(|(_, ev)| ev.body.clone())
+                        .collect(),
+                );
+                body
+            })
+            .collect();
+        let owned_here = enrollments
+            .iter()
+            .any(|e| str_of(e, "orgUnit").is_some_and(|ou| under(d, ou, &roots)));
+        if !owned_here {
+            continue;
+        }
+        let mut body = te.body.clone();
+        body["enrollments"] = Value::Array(enrollments);
+        items.push((updated(te).to_string(), body));
+    }
+    paged(&q, "trackedEntities", items)
+}
+
+pub async fn events(
+    State(app): State<App>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = app.gate("GET /api/tracker/events", &headers) {
+        return r;
+    }
+    let program = q.get("program").cloned().unwrap_or_default();
+    let since = q.get("updatedAfter").cloned().unwrap_or_default();
+    let root = q.get("orgUnit").cloned().unwrap_or_default();
+    let i = app.lock();
+    let d = &i.data;
+    let items = live(&d.events)
+        .filter(|(_, ev)| {
+            str_of(&ev.body, "program") == Some(program.as_str())
+                && updated(ev) > since.as_str()
+                && str_of(&ev.body, "orgUnit").is_some_and(|ou| under(d, ou, &[root.as_str()]))
+        })
+        .map(|(_, ev)| (updated(ev).to_string(), ev.body.clone()))
+        .collect();
+    paged(&q, "events", items)
+}
