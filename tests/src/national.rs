@@ -161,6 +161,14 @@ impl National {
         self.admin("/admin/tracker", payload);
     }
 
+    /// Someone at national deletes a tracker object (`trackedEntities`, `enrollments`, `events`).
+    pub fn delete_tracker(&self, kind: &str, uid: &str) {
+        self.admin(
+            "/admin/tracker/delete",
+            &serde_json::json!({"type": kind, "uid": uid}),
+        );
+    }
+
     fn admin(&self, path: &str, body: &Value) {
         let body = serde_json::to_vec(body).expect("json");
         let r = self.here(|| {

@@ -753,7 +753,12 @@ fn a_patient_transferred_in_at_national_reaches_tablets_and_a_visit_changed_on_b
         )
     };
     assert_eq!(writes(&national.ledger()), (json!(1), json!(1)));
-    uplink_once_ok(&data, &national);
+    // Met again in the next round's overlap: nothing rewritten, nothing sent.
+    let out = uplink_once_ok(&data, &national);
+    assert!(
+        line(&out, "national data: ").starts_with("national data: 0 applied, 3 unchanged"),
+        "{out}"
+    );
     assert_eq!(writes(&national.ledger()), (json!(1), json!(1)));
 
     // The nurse corrects the weight on the box; then the district changes it too, and the
@@ -816,4 +821,21 @@ fn a_patient_transferred_in_at_national_reaches_tablets_and_a_visit_changed_on_b
         .unwrap()["value"]
         .clone();
     assert_eq!(weight, "66");
+
+    // The visit is deleted at national (entered in error): gone from the box, not sent back.
+    uplink_once_ok(&data, &national);
+    national.delete_tracker("events", &ev);
+    let writes = national.ledger()["events"][&ev]["writes"].clone();
+    let out = uplink_once_ok(&data, &national);
+    assert!(
+        line(&out, "national data: ").starts_with("national data: 1 applied"),
+        "{out}"
+    );
+    let (code, _) = get_as(&b, ANDROID, &format!("/api/tracker/events/{ev}"));
+    assert_eq!(code, 404);
+    let l = national.ledger();
+    assert_eq!(
+        (&l["events"][&ev]["writes"], &l["events"][&ev]["deleted"]),
+        (&writes, &json!(true))
+    );
 }

@@ -15,6 +15,11 @@
 //! (status, dates) is national's. Such an object is written unmarked, so the merged version is
 //! sent to national. Both versions of each value in question are kept as a [`Conflict`], in the
 //! import's own commit; a box change winning over its own value echoed back is no conflict.
+//!
+//! An object national sends exactly as the box holds it (the box's own push echoed back, or
+//! one met in the last round's overlap) is not written again. An object national deleted is
+//! deleted on the box as national's; a box change to it loses (national refuses changes to
+//! what it deleted) and is shown as a conflict.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,7 +36,7 @@ use clinicbox_store::{Collection, ReadView, Record};
 
 use crate::Tracker;
 use crate::import::{Flat, FromNational, ImportParams};
-use crate::model::{StoredEvent, StoredTrackedEntity};
+use crate::model::{StoredEnrollment, StoredEvent, StoredTrackedEntity};
 
 /// Who the box names as the author of national's changes.
 pub const NATIONAL: &str = "national";
@@ -54,6 +59,8 @@ pub struct Merged {
     pub created: u64,
     pub updated: u64,
     pub deleted: u64,
+    /// Objects national sent as the box holds them (the box's own changes echoed back).
+    pub unchanged: u64,
     /// Objects the planner refused (an unknown program, stage, attribute…).
     pub refused: u64,
     pub conflicts: u64,
@@ -81,6 +88,18 @@ impl Tracker {
         let mut flat = Flat::from_payload(payload);
         let mut keep_box = HashSet::new();
         let mut conflicts = Vec::new();
+        let (gone, gone_conflicts) = self.deletions(&mut flat, &cx)?;
+        let unchanged = drop_unchanged(&self.store().read()?, &mut flat)?;
+        let mut merged = self
+            .import_as_national(
+                gone,
+                ImportStrategy::Delete,
+                FromNational {
+                    keep_box: HashSet::new(),
+                    conflicts: gone_conflicts,
+                },
+            )
+            .await?;
         {
             let read = self.store().read()?;
             for te in &mut flat.tracked_entities {
@@ -112,13 +131,7 @@ impl Tracker {
             }
             for en in &flat.enrollments {
                 let uid = en.enrollment.clone().unwrap_or_default();
-                if pending::<crate::model::StoredEnrollment>(
-                    &read,
-                    Collection::ENROLLMENTS,
-                    &uid,
-                    &cx,
-                )?
-                .is_some()
+                if pending::<StoredEnrollment>(&read, Collection::ENROLLMENTS, &uid, &cx)?.is_some()
                 {
                     keep_box.insert(uid);
                 }
@@ -151,18 +164,119 @@ impl Tracker {
             }
         }
         let n_conflicts = conflicts.len() as u64;
+        let rest = self
+            .import_as_national(
+                flat,
+                ImportStrategy::CreateAndUpdate,
+                FromNational {
+                    keep_box,
+                    conflicts,
+                },
+            )
+            .await?;
+        merged.created += rest.created;
+        merged.updated += rest.updated;
+        merged.deleted += rest.deleted;
+        merged.refused += rest.refused;
+        merged.conflicts += n_conflicts;
+        merged.unchanged = unchanged;
+        Ok(merged)
+    }
+
+    /// Takes national's deletions out of `flat`: those of objects the box holds, to delete;
+    /// a deleted object the box changed meanwhile is a conflict national's deletion wins
+    /// (national refuses changes to what it deleted).
+    fn deletions(
+        &self,
+        flat: &mut Flat,
+        cx: &MergeContext,
+    ) -> Result<(Flat, Vec<Conflict>), ApiError> {
+        let read = self.store().read()?;
+        let mut gone = Flat::default();
+        let mut conflicts = Vec::new();
+        let mut check =
+            |kind: &str, c: Collection, uid: Option<&String>| -> Result<bool, ApiError> {
+                let uid = uid.cloned().unwrap_or_default();
+                let Some(rec) = read.get(c, &uid)? else {
+                    return Ok(false);
+                };
+                if rec.deleted {
+                    return Ok(false);
+                }
+                if rec.seq > cx.confirmed_seq && !from_national(&rec) {
+                    conflicts.push(Conflict {
+                        kind: kind.into(),
+                        key: uid,
+                        field: None,
+                        on_box: Some("changed on the box".into()),
+                        at_national: None,
+                        chosen: Side::National,
+                        at_ms: 0,
+                    });
+                }
+                Ok(true)
+            };
+        for ev in std::mem::take(&mut flat.events) {
+            match ev.deleted {
+                Some(true) if check("event", Collection::EVENTS, ev.event.as_ref())? => {
+                    gone.events.push(ev)
+                }
+                Some(true) => {}
+                _ => flat.events.push(ev),
+            }
+        }
+        for en in std::mem::take(&mut flat.enrollments) {
+            match en.deleted {
+                Some(true)
+                    if check(
+                        "enrollment",
+                        Collection::ENROLLMENTS,
+                        en.enrollment.as_ref(),
+                    )? =>
+                {
+                    gone.enrollments.push(en)
+                }
+                Some(true) => {}
+                _ => flat.enrollments.push(en),
+            }
+        }
+        for te in std::mem::take(&mut flat.tracked_entities) {
+            match te.deleted {
+                Some(true)
+                    if check(
+                        "trackedEntity",
+                        Collection::TRACKED_ENTITIES,
+                        te.tracked_entity.as_ref(),
+                    )? =>
+                {
+                    gone.tracked_entities.push(te)
+                }
+                Some(true) => {}
+                _ => flat.tracked_entities.push(te),
+            }
+        }
+        Ok((gone, conflicts))
+    }
+
+    /// Runs the planner over `flat` as national, with `strategy`, in one commit.
+    async fn import_as_national(
+        &self,
+        flat: Flat,
+        strategy: ImportStrategy,
+        national: FromNational,
+    ) -> Result<Merged, ApiError> {
+        if flat.is_empty() {
+            return Ok(Merged::default());
+        }
+        let conflicts = national.conflicts.len() as u64;
         let params = ImportParams {
-            import_strategy: ImportStrategy::CreateAndUpdate,
+            import_strategy: strategy,
             atomic_mode: AtomicMode::Object,
             import_mode: ImportMode::Commit,
             report_mode: ReportMode::Errors,
             run_async: false,
         };
         let user = national_user(self.api().metadata().snapshot()?);
-        let national = FromNational {
-            keep_box,
-            conflicts,
-        };
         let this = self.clone();
         let imported = tokio::spawn(async move {
             this.import_inner(user, params, flat, false, Some(national))
@@ -175,10 +289,124 @@ impl Tracker {
             created: s.created,
             updated: s.updated,
             deleted: s.deleted,
+            unchanged: 0,
             refused: s.ignored,
-            conflicts: n_conflicts,
+            conflicts: if strategy == ImportStrategy::Delete {
+                conflicts
+            } else {
+                0
+            },
         })
     }
+}
+
+/// Drops the objects national sent exactly as the box holds them (the box's own changes
+/// echoed back, a change already met in the last round's overlap): nothing to write, and
+/// tablets need not download them again. Returns how many.
+fn drop_unchanged(read: &ReadView, flat: &mut Flat) -> Result<u64, ApiError> {
+    let before = flat.len();
+    let mut keep = Vec::new();
+    for te in std::mem::take(&mut flat.tracked_entities) {
+        let stored = live::<StoredTrackedEntity>(
+            read,
+            Collection::TRACKED_ENTITIES,
+            te.tracked_entity.as_deref(),
+        )?;
+        let same = stored.is_some_and(|s| {
+            te.org_unit.as_ref().is_none_or(|o| *o == s.org_unit)
+                && te.inactive.is_none_or(|i| i == s.inactive)
+                && te.attributes.iter().all(|a| {
+                    s.attribute(&a.attribute).map(|b| b.value.as_str()) == a.value.as_deref()
+                })
+        });
+        if !same {
+            keep.push(te);
+        }
+    }
+    flat.tracked_entities = keep;
+    let mut keep = Vec::new();
+    for en in std::mem::take(&mut flat.enrollments) {
+        let stored =
+            live::<StoredEnrollment>(read, Collection::ENROLLMENTS, en.enrollment.as_deref())?;
+        // Program attributes travel on the enrollment and live on the tracked entity.
+        let te = match &stored {
+            Some(s) => live::<StoredTrackedEntity>(
+                read,
+                Collection::TRACKED_ENTITIES,
+                Some(&s.tracked_entity),
+            )?,
+            None => None,
+        };
+        let attributes_held = en.attributes.iter().all(|a| {
+            te.as_ref()
+                .and_then(|t| t.attribute(&a.attribute))
+                .map(|b| b.value.as_str())
+                == a.value.as_deref()
+        });
+        let same = attributes_held
+            && stored.is_some_and(|s| {
+                en.status.is_none_or(|st| st == s.status)
+                    && en.org_unit.as_ref().is_none_or(|o| *o == s.org_unit)
+                    && en.enrolled_at.is_none_or(|t| t == s.enrolled_at)
+                    && en.occurred_at.is_none_or(|t| Some(t) == s.occurred_at)
+                    && notes_held(&en.notes, &s.notes)
+            });
+        if !same {
+            keep.push(en);
+        }
+    }
+    flat.enrollments = keep;
+    let mut keep = Vec::new();
+    for ev in std::mem::take(&mut flat.events) {
+        let stored = live::<StoredEvent>(read, Collection::EVENTS, ev.event.as_deref())?;
+        let same = stored.is_some_and(|s| {
+            ev.status.is_none_or(|st| st == s.status)
+                && ev.org_unit.as_ref().is_none_or(|o| *o == s.org_unit)
+                && ev
+                    .program_stage
+                    .as_ref()
+                    .is_none_or(|p| *p == s.program_stage)
+                && ev.occurred_at.is_none_or(|t| Some(t) == s.occurred_at)
+                && notes_held(&ev.notes, &s.notes)
+                && ev.data_values.iter().all(|d| {
+                    let held = s
+                        .data_values
+                        .iter()
+                        .find(|b| b.data_element == d.data_element);
+                    held.map(|b| b.value.as_str()) == d.value.as_deref()
+                })
+        });
+        if !same {
+            keep.push(ev);
+        }
+    }
+    flat.events = keep;
+    Ok((before - flat.len()) as u64)
+}
+
+/// Every note national sent is one the box holds.
+fn notes_held(notes: &[clinicbox_dhis2::tracker::Note], held: &[crate::model::StoredNote]) -> bool {
+    notes.iter().all(|n| {
+        n.note
+            .as_ref()
+            .is_some_and(|id| held.iter().any(|h| h.note == *id))
+    })
+}
+
+/// The live stored object `uid`.
+fn live<T: serde::de::DeserializeOwned>(
+    read: &ReadView,
+    c: Collection,
+    uid: Option<&str>,
+) -> Result<Option<T>, ApiError> {
+    let Some(rec) = read.get(c, uid.unwrap_or_default())? else {
+        return Ok(None);
+    };
+    Ok(if rec.deleted {
+        None
+    } else {
+        rec.json::<T>().ok()
+    })
 }
 
 /// The stored object `uid` when the box changed it and national has not confirmed it yet.

@@ -26,8 +26,8 @@ const PAGE_SIZE: usize = 100;
 /// Pages of one program's changes a round reads at most.
 const MAX_PAGES: usize = 500;
 
-const TE_FIELDS: &str = "trackedEntity,trackedEntityType,orgUnit,inactive,updatedAt,attributes[attribute,value,updatedAt,storedBy],enrollments[enrollment,trackedEntity,program,orgUnit,status,enrolledAt,occurredAt,completedAt,followUp,updatedAt,notes,events[event,enrollment,trackedEntity,program,programStage,orgUnit,status,occurredAt,scheduledAt,completedAt,updatedAt,notes,dataValues[dataElement,value,updatedAt,storedBy]]]";
-const EVENT_FIELDS: &str = "event,enrollment,trackedEntity,program,programStage,orgUnit,status,occurredAt,scheduledAt,completedAt,updatedAt,notes,dataValues[dataElement,value,updatedAt,storedBy]";
+const TE_FIELDS: &str = "trackedEntity,trackedEntityType,orgUnit,inactive,deleted,updatedAt,attributes[attribute,value,updatedAt,storedBy],enrollments[enrollment,trackedEntity,program,orgUnit,status,enrolledAt,occurredAt,completedAt,followUp,deleted,updatedAt,notes,events[event,enrollment,trackedEntity,program,programStage,orgUnit,status,occurredAt,scheduledAt,completedAt,deleted,updatedAt,notes,dataValues[dataElement,value,updatedAt,storedBy]]]";
+const EVENT_FIELDS: &str = "event,enrollment,trackedEntity,program,programStage,orgUnit,status,occurredAt,scheduledAt,completedAt,deleted,updatedAt,notes,dataValues[dataElement,value,updatedAt,storedBy]";
 
 /// Pulls and merges national's changed data values; returns what the merges did.
 pub async fn pull(
@@ -121,6 +121,7 @@ impl TrackerPull<'_> {
             ("orgUnits", self.roots.join(",")),
             ("orgUnitMode", "DESCENDANTS".to_string()),
             ("updatedAfter", self.since.to_string()),
+            ("includeDeleted", "true".to_string()),
             ("fields", TE_FIELDS.to_string()),
         ];
         self.pages("/api/tracker/trackedEntities", "trackedEntities", query)
@@ -136,6 +137,7 @@ impl TrackerPull<'_> {
                 ("orgUnit", root.clone()),
                 ("orgUnitMode", "DESCENDANTS".to_string()),
                 ("updatedAfter", self.since.to_string()),
+                ("includeDeleted", "true".to_string()),
                 ("fields", EVENT_FIELDS.to_string()),
             ];
             report.add(self.pages("/api/tracker/events", "events", query).await?);

@@ -137,7 +137,7 @@ pub async fn merge_tracker(
         .map_err(|e| PullError::Invalid(e.to_string()))?;
     Ok(MergeReport {
         applied: m.created + m.updated + m.deleted,
-        unchanged: 0,
+        unchanged: m.unchanged,
         skipped: m.refused,
         conflicts: m.conflicts,
     })

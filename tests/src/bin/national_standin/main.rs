@@ -270,6 +270,7 @@ fn router(app: App) -> Router {
         .route("/admin/approvals", post(approvals::admin_set))
         .route("/admin/data-values", post(data::admin_values))
         .route("/admin/tracker", post(tracker_export::admin_tracker))
+        .route("/admin/tracker/delete", post(tracker_export::admin_delete))
         .layer(axum::middleware::from_fn(metadata::etag))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)

@@ -1,8 +1,9 @@
 //! National's tracker data read back, as DHIS2 2.41+ answers it: `GET
 //! /api/tracker/trackedEntities` (a program, `orgUnits` with `orgUnitMode=DESCENDANTS`,
 //! `updatedAfter`, enrollments and events nested) and `GET /api/tracker/events`, oldest change
-//! first with `page`/`pageSize` and a `pager`; and `/admin/tracker`, someone at national (a
-//! district officer, another clinic) changing tracker data.
+//! first with `page`/`pageSize` and a `pager` (deleted events with `includeDeleted=true`); and
+//! `/admin/tracker` and `/admin/tracker/delete`, someone at national (a district officer,
+//! another clinic) changing or deleting tracker data.
 
 use std::collections::BTreeMap;
 
@@ -132,6 +133,25 @@ pub async fn tracked_entities(
     paged(&q, "trackedEntities", items)
 }
 
+/// `{type: trackedEntities|enrollments|events, uid}`: deleted at national (soft, as DHIS2 does).
+pub async fn admin_delete(State(app): State<App>, axum::Json(v): axum::Json<Value>) -> Response {
+    let t = match str_of(&v, "type") {
+        Some("trackedEntities") => Ty::Te,
+        Some("enrollments") => Ty::En,
+        Some("events") => Ty::Ev,
+        _ => return super::bad_request("type is trackedEntities, enrollments or events"),
+    };
+    let uid = str_of(&v, "uid").unwrap_or("").to_string();
+    let mut i = app.lock();
+    let Some(o) = t.map(&mut i.data).get_mut(&uid) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    o.deleted = true;
+    o.body["updatedAt"] = Value::String(super::server_date());
+    super::App::save(&i);
+    StatusCode::NO_CONTENT.into_response()
+}
+
 pub async fn events(
     State(app): State<App>,
     Query(q): Query<BTreeMap<String, String>>,
@@ -143,15 +163,25 @@ pub async fn events(
     let program = q.get("program").cloned().unwrap_or_default();
     let since = q.get("updatedAfter").cloned().unwrap_or_default();
     let root = q.get("orgUnit").cloned().unwrap_or_default();
+    let deleted_too = q.get("includeDeleted").map(String::as_str) == Some("true");
     let i = app.lock();
     let d = &i.data;
-    let items = live(&d.events)
+    let items = d
+        .events
+        .iter()
         .filter(|(_, ev)| {
-            str_of(&ev.body, "program") == Some(program.as_str())
+            (deleted_too || !ev.deleted)
+                && str_of(&ev.body, "program") == Some(program.as_str())
                 && updated(ev) > since.as_str()
                 && str_of(&ev.body, "orgUnit").is_some_and(|ou| under(d, ou, &[root.as_str()]))
         })
-        .map(|(_, ev)| (updated(ev).to_string(), ev.body.clone()))
+        .map(|(_, ev)| {
+            let mut body = ev.body.clone();
+            if ev.deleted {
+                body["deleted"] = Value::Bool(true);
+            }
+            (updated(ev).to_string(), body)
+        })
         .collect();
     paged(&q, "events", items)
 }
