@@ -222,6 +222,13 @@ fn an_option_national_removed_leaves_the_set_and_stored_values_that_use_it_stay(
     national.remove_metadata("options", "cbOptYell01");
     let out = uplink_once_ok(&data, &national);
     assert!(line(&out, "metadata: ").contains("1 deleted"), "{out}");
+    // Flagged for an admin, on the summary and the status page.
+    assert!(
+        out.contains("1 stored value(s) refer to options or fields national removed"),
+        "{out}"
+    );
+    let (_, status) = get_as(&b, ADMIN, "/status.json");
+    assert_eq!(status["uplink"]["metadata"]["staleValues"], 1, "{status}");
     let (_, set) = get_as(
         &b,
         ANDROID,

@@ -128,6 +128,7 @@ pub fn view(
                     created: m.outcome.created,
                     updated: m.outcome.updated,
                     deleted: m.outcome.deleted,
+                    stale_values: m.outcome.stale_values,
                     messages: m.outcome.messages,
                 }),
             conflicts_count,
@@ -290,7 +291,11 @@ async fn pull_state(State(s): State<SocketState>) -> Response {
 
 async fn metadata(State(s): State<SocketState>, Json(pull): Json<MetadataPull>) -> Response {
     match crate::pull::apply(&s.api, pull).await {
-        Ok(outcome) => {
+        Ok(mut outcome) => {
+            if outcome.result == "applied" {
+                // Kept and still sent; counted so an admin knows national changed under them.
+                outcome.stale_values = s.outbox.tracker().stale_values().unwrap_or(0);
+            }
             if outcome.result != "unchanged" || s.shared.metadata().is_none() {
                 s.shared.set_metadata(outcome.clone());
             }

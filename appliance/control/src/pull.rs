@@ -78,6 +78,9 @@ pub struct PullOutcome {
     pub deleted: u64,
     /// Why the package was refused (the import's first errors), or why parts were left out.
     pub messages: Vec<String>,
+    /// Stored values that refer to an option or a stage element national's metadata no
+    /// longer has (kept, and still sent), counted after the metadata changed.
+    pub stale_values: u64,
 }
 
 impl PullOutcome {

@@ -160,6 +160,8 @@ pub struct MetadataView {
     pub created: u64,
     pub updated: u64,
     pub deleted: u64,
+    /// Stored values referring to options or stage elements national removed (kept, sent).
+    pub stale_values: u64,
     /// Why it was refused, or what was left out.
     pub messages: Vec<String>,
 }

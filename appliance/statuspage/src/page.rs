@@ -511,6 +511,13 @@ pub fn render_admin(s: &Snapshot) -> String {
         if m.result == "refused" {
             o.push_str("<p>The box keeps serving the forms it had. Ask national to fix what is named above; the next round tries again.</p>");
         }
+        if m.stale_values > 0 {
+            let _ = write!(
+                o,
+                "<p data-figure=\"stale-values\">{} stored value(s) use an option or a field national's forms no longer have. They are kept and still sent; national decides what to do with them.</p>",
+                m.stale_values
+            );
+        }
         o.push_str("</section>");
     }
     if let Some(u) = s.uplink.as_ref().filter(|u| u.conflicts_count > 0) {

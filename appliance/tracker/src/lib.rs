@@ -14,6 +14,7 @@ pub mod outbox;
 pub mod ownership;
 pub mod reserved;
 mod routes;
+pub mod stale;
 pub mod textpattern;
 
 use std::collections::{HashMap, HashSet};

@@ -141,6 +141,12 @@ impl RoundSummary {
                 o.result, o.created, o.updated, o.deleted, p.fetched, p.not_modified
             ));
             out.extend(o.messages.iter().map(|m| format!("  {m}")));
+            if o.stale_values > 0 {
+                out.push(format!(
+                    "  {} stored value(s) refer to options or fields national removed (kept, still sent)",
+                    o.stale_values
+                ));
+            }
         }
         if let Some(d) = &self.national_data {
             out.push(format!(
