@@ -182,11 +182,7 @@ impl National {
 
     /// `GET path` with `If-None-Match: etag` when the box has one.
     pub async fn fetch(&self, path: &str, etag: Option<&str>) -> Result<Fetched, UplinkError> {
-        let mut req = self.http.get(self.url(path));
-        if let Some(tag) = etag {
-            req = req.header(reqwest::header::IF_NONE_MATCH, tag);
-        }
-        let answer = self.exchange(req).await?;
+        let answer = self.get(path, etag).await?;
         refuse_auth(path, &answer)?;
         match answer.status {
             304 => Ok(Fetched::NotModified),
@@ -201,7 +197,7 @@ impl National {
     }
 
     pub async fn get_json(&self, path: &str) -> Result<Value, UplinkError> {
-        let answer = self.exchange(self.http.get(self.url(path))).await?;
+        let answer = self.get(path, None).await?;
         refuse_auth(path, &answer)?;
         if answer.status != 200 {
             return Err(unexpected(path, answer.status));
@@ -223,7 +219,7 @@ impl National {
     /// Whether national already holds file resource `uid` (a re-send after a cut answer).
     pub async fn has_file(&self, uid: &str) -> Result<bool, UplinkError> {
         let path = format!("/api/fileResources/{uid}");
-        let answer = self.exchange(self.http.get(self.url(&path))).await?;
+        let answer = self.get(&path, None).await?;
         refuse_auth(&path, &answer)?;
         match answer.status {
             200 => Ok(true),
@@ -320,6 +316,25 @@ impl National {
         }
     }
 
+    /// `GET path`, tried again on a cut connection: a GET changes nothing at national, and
+    /// on a bad link one cut should not cost the whole round.
+    async fn get(&self, path: &str, etag: Option<&str>) -> Result<Answer, UplinkError> {
+        let mut tries = 0;
+        loop {
+            let mut req = self.http.get(self.url(path));
+            if let Some(tag) = etag {
+                req = req.header(reqwest::header::IF_NONE_MATCH, tag);
+            }
+            match self.exchange(req).await {
+                Err(UplinkError::Unreachable(e)) if tries + 1 < GET_TRIES => {
+                    tries += 1;
+                    tracing::debug!(path, error = %e, "GET cut; trying again");
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn exchange(&self, req: reqwest::RequestBuilder) -> Result<Answer, UplinkError> {
         self.exchange_as(req, self.auth.clone()).await
     }
@@ -357,6 +372,9 @@ impl National {
         Ok(Answer { status, body, etag })
     }
 }
+
+/// How many times a GET is tried on a cut connection.
+const GET_TRIES: u32 = 3;
 
 /// 401 and 403 stop the round: nothing is marked sent.
 fn refuse_auth(path: &str, answer: &Answer) -> Result<(), UplinkError> {
