@@ -11,10 +11,8 @@
 //! versions are kept as a [`Conflict`]. A box change that wins over a value national only
 //! echoed back (stored by one of the box's own users) is no conflict.
 
-use std::collections::HashSet;
-
 use clinicbox_api::Snapshot;
-use clinicbox_api::conflicts::{self, Conflict, Side};
+use clinicbox_api::conflicts::{self, Conflict, MergeContext, NATIONAL, Side};
 use clinicbox_dhis2::aggregate::DataValue;
 use clinicbox_dhis2::period::Period;
 use clinicbox_dhis2::{Dhis2Timestamp, ServerTimeZone};
@@ -24,20 +22,6 @@ use crate::records::{AUDIT, AuditEntry, AuditType, DATA_VALUES, StoredDataValue,
 
 /// The longest value national may send (DHIS2's limit for long text).
 const MAX_VALUE_CHARS: usize = 50_000;
-/// Who the box names as the author of national's changes.
-pub const NATIONAL: &str = "national";
-
-/// How the merge sees the box: what national has confirmed and who the box's users are.
-pub struct MergeContext {
-    /// The outbox's confirmed position: a change after it has not reached national yet.
-    pub confirmed_seq: u64,
-    /// National's zone, for its `lastUpdated`.
-    pub zone: ServerTimeZone,
-    /// The box's clock minus national's, in ms.
-    pub skew_ms: i64,
-    /// Usernames of the box's accounts (their values coming back are echoes).
-    pub box_users: HashSet<String>,
-}
 
 /// What one merge did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -172,9 +156,8 @@ fn merge_one(
         return Ok(());
     }
     // Both changed it: the later change wins.
-    let box_ms = i64::try_from(rec.updated_ms).unwrap_or(i64::MAX) - cx.skew_ms;
-    let national_wins = i.updated_ms.is_some_and(|n| n > box_ms);
-    let echo = cx.box_users.contains(&i.body.stored_by);
+    let national_wins = cx.national_later(rec.updated_ms, i.updated_ms);
+    let echo = cx.is_echo(Some(&i.body.stored_by));
     if national_wins {
         write(ctx, i, on_box.clone())?;
         m.applied += 1;

@@ -4,10 +4,43 @@
 //! One record per value (`<kind>/<key>/<field>`), so the collection grows no faster than the
 //! values themselves.
 
+use std::collections::HashSet;
+
+use clinicbox_dhis2::ServerTimeZone;
 use clinicbox_store::{Collection, ReadView, StoreError, WriteCtx};
 use serde::{Deserialize, Serialize};
 
 pub const CONFLICTS: Collection = Collection::named("uplinkConflicts");
+
+/// Who the box names as the author of national's changes.
+pub const NATIONAL: &str = "national";
+
+/// How a merge of national's changes sees the box.
+pub struct MergeContext {
+    /// The outbox's confirmed position: a change after it has not reached national yet.
+    pub confirmed_seq: u64,
+    /// National's zone, for its times.
+    pub zone: ServerTimeZone,
+    /// The box's clock minus national's, in ms.
+    pub skew_ms: i64,
+    /// Usernames of the box's accounts (their values coming back are echoes).
+    pub box_users: HashSet<String>,
+}
+
+impl MergeContext {
+    /// Whether national's change (`national_ms`, its clock) came after the box's (`box_ms`,
+    /// the box's clock); a change national gave no time for is not later.
+    pub fn national_later(&self, box_ms: u64, national_ms: Option<i64>) -> bool {
+        let box_ms = i64::try_from(box_ms).unwrap_or(i64::MAX) - self.skew_ms;
+        national_ms.is_some_and(|n| n > box_ms)
+    }
+
+    /// A value national holds as stored by one of the box's users: the box's own change
+    /// echoed back, not a change made at national.
+    pub fn is_echo(&self, stored_by: Option<&str>) -> bool {
+        stored_by.is_some_and(|by| self.box_users.contains(by))
+    }
+}
 
 /// Which version a conflict kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,34 +24,19 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use clinicbox_api::conflicts::{Conflict, Side};
+use clinicbox_api::conflicts::{Conflict, MergeContext, NATIONAL, Side};
 use clinicbox_api::scope::Scope;
 use clinicbox_api::{ApiError, AuthUser};
+use clinicbox_dhis2::Dhis2Timestamp;
 use clinicbox_dhis2::tracker::{
     AtomicMode, ImportMode, ImportStrategy, ReportMode, TrackerPayload,
 };
 use clinicbox_dhis2::user::AUTHORITY_ALL;
-use clinicbox_dhis2::{Dhis2Timestamp, ServerTimeZone};
 use clinicbox_store::{Collection, ReadView, Record};
 
 use crate::Tracker;
 use crate::import::{Flat, FromNational, ImportParams};
 use crate::model::{StoredEnrollment, StoredEvent, StoredTrackedEntity};
-
-/// Who the box names as the author of national's changes.
-pub const NATIONAL: &str = "national";
-
-/// How the merge sees the box.
-pub struct MergeContext {
-    /// The outbox's confirmed position: a change after it has not reached national yet.
-    pub confirmed_seq: u64,
-    /// National's zone, for its `updatedAt`.
-    pub zone: ServerTimeZone,
-    /// The box's clock minus national's, in ms.
-    pub skew_ms: i64,
-    /// Usernames of the box's accounts (their values coming back are echoes).
-    pub box_users: HashSet<String>,
-}
 
 /// What one merge did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -448,10 +433,9 @@ fn settle(
     if c.on_box == c.at_national || c.on_box.is_none() || c.box_by == Some(NATIONAL) {
         return true;
     }
-    let box_ms = i64::try_from(c.box_ms).unwrap_or(i64::MAX) - cx.skew_ms;
     let national_ms = c.national_at.and_then(|t| t.to_epoch_ms(&cx.zone).ok());
-    let national_wins = national_ms.is_some_and(|n| n > box_ms);
-    let echo = c.national_by.is_some_and(|by| cx.box_users.contains(by));
+    let national_wins = cx.national_later(c.box_ms, national_ms);
+    let echo = cx.is_echo(c.national_by);
     if national_wins || !echo {
         conflicts.push(Conflict {
             kind: kind.into(),

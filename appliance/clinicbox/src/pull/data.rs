@@ -5,8 +5,9 @@
 
 use std::collections::HashSet;
 
-use clinicbox_aggregate::from_national::{self, MergeContext};
+use clinicbox_aggregate::from_national;
 use clinicbox_api::ApiState;
+use clinicbox_api::conflicts::MergeContext;
 use clinicbox_api::metadata::StoredUser;
 use clinicbox_control::pull::{
     DataPlan, MAX_NATIONAL_OBJECTS, MAX_NATIONAL_VALUES, MergeReport, NationalTracker,
@@ -16,7 +17,6 @@ use clinicbox_dhis2::aggregate::DataValue;
 use clinicbox_dhis2::tracker::TrackerPayload;
 use clinicbox_dhis2::{Dhis2Timestamp, ServerTimeZone};
 use clinicbox_store::Collection;
-use clinicbox_tracker::from_national::MergeContext as TrackerContext;
 use serde_json::Value;
 
 use super::PullError;
@@ -78,8 +78,7 @@ pub async fn merge(
             body.values.len()
         )));
     }
-    let zone = ServerTimeZone::new(&body.zone)
-        .map_err(|e| PullError::Invalid(format!("national's time zone: {e}")))?;
+    let cx = context(api, outbox, &body.zone, body.skew_secs)?;
     let snap = api
         .metadata()
         .snapshot()
@@ -91,12 +90,6 @@ pub async fn merge(
         .filter_map(|v| serde_json::from_value(v).ok())
         .collect();
     let unreadable = total - values.len() as u64;
-    let cx = MergeContext {
-        confirmed_seq: confirmed(outbox)?,
-        zone,
-        skew_ms: body.skew_secs.saturating_mul(1000),
-        box_users: usernames(api)?,
-    };
     let m = from_national::merge(api.store(), &snap, values, cx).await?;
     Ok(MergeReport {
         applied: m.applied,
@@ -117,19 +110,12 @@ pub async fn merge_tracker(
             "more than {MAX_NATIONAL_OBJECTS} tracker objects in one page"
         )));
     }
-    let zone = ServerTimeZone::new(&body.zone)
-        .map_err(|e| PullError::Invalid(format!("national's time zone: {e}")))?;
+    let cx = context(api, outbox, &body.zone, body.skew_secs)?;
     let payload: TrackerPayload = serde_json::from_value(serde_json::json!({
         "trackedEntities": body.tracked_entities,
         "events": body.events,
     }))
     .map_err(|e| PullError::Invalid(format!("national's tracker objects: {e}")))?;
-    let cx = TrackerContext {
-        confirmed_seq: confirmed(outbox)?,
-        zone,
-        skew_ms: body.skew_secs.saturating_mul(1000),
-        box_users: usernames(api)?,
-    };
     let m = outbox
         .tracker()
         .merge_from_national(payload, cx)
@@ -143,11 +129,24 @@ pub async fn merge_tracker(
     })
 }
 
-fn confirmed(outbox: &Outbox) -> Result<u64, PullError> {
-    Ok(outbox
-        .position()
-        .map_err(|e| PullError::Invalid(e.to_string()))?
-        .confirmed)
+/// What a merge needs to know of the box: the outbox's position, national's zone and clock,
+/// the box's users.
+fn context(
+    api: &ApiState,
+    outbox: &Outbox,
+    zone: &str,
+    skew_secs: i64,
+) -> Result<MergeContext, PullError> {
+    Ok(MergeContext {
+        confirmed_seq: outbox
+            .position()
+            .map_err(|e| PullError::Invalid(e.to_string()))?
+            .confirmed,
+        zone: ServerTimeZone::new(zone)
+            .map_err(|e| PullError::Invalid(format!("national's time zone: {e}")))?,
+        skew_ms: skew_secs.saturating_mul(1000),
+        box_users: usernames(api)?,
+    })
 }
 
 /// Keeps national's time the data pull covered.
