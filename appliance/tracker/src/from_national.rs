@@ -1,6 +1,6 @@
 //! Tracker data changed at national, merged by the uplink's pull: tracked entities with their
-//! enrollments and events (a patient transferred in brings the records), and events changed
-//! at national.
+//! enrollments, events and relationships (a patient transferred in brings the records), and
+//! events changed at national.
 //!
 //! National's objects go through the same planner as a tablet's, as national (every
 //! authority, every org unit of the box), and are written marked `fromNational`, so the
@@ -269,6 +269,16 @@ impl Tracker {
         })
         .await
         .map_err(|e| ApiError::Internal(format!("merge task failed: {e}")))??;
+        // Codes and UIDs only: a message may quote a value.
+        for e in imported
+            .report
+            .validation_report
+            .error_reports
+            .iter()
+            .take(5)
+        {
+            tracing::warn!(code = %e.error_code, uid = %e.uid, kind = ?e.tracker_type, "national's object refused");
+        }
         let s = imported.report.stats;
         Ok(Merged {
             created: s.created,
@@ -366,6 +376,14 @@ fn drop_unchanged(read: &ReadView, flat: &mut Flat) -> Result<u64, ApiError> {
         }
     }
     flat.events = keep;
+    // A relationship never changes once made: one the box holds is already the same. Both
+    // tracked entities may carry it: once is enough.
+    let mut seen = HashSet::new();
+    flat.relationships.retain(|r| {
+        let uid = r.relationship.as_deref().unwrap_or_default();
+        seen.insert(uid.to_string())
+            && !matches!(read.get(Collection::RELATIONSHIPS, uid), Ok(Some(rec)) if !rec.deleted)
+    });
     Ok((before - flat.len()) as u64)
 }
 

@@ -200,6 +200,9 @@ pub struct StoredRelationship {
     pub bidirectional: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at_client: Option<Dhis2Timestamp>,
+    /// National's own version, pulled by the uplink: the outbox does not send it back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_national: bool,
 }
 
 /// Fills "commit time" placeholders (0 ms, `complete_now`) with the commit's time.

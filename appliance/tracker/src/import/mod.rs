@@ -395,7 +395,10 @@ fn write_one(
             b.from_national = national;
             (Collection::EVENTS, body(*b, now, zone)?)
         }
-        Body::Relationship(b) => (Collection::RELATIONSHIPS, body(*b, now, zone)?),
+        Body::Relationship(mut b) => {
+            b.from_national = national;
+            (Collection::RELATIONSHIPS, body(*b, now, zone)?)
+        }
     };
     if w.tombstone {
         ctx.put_tombstone(coll, &w.uid, bytes)

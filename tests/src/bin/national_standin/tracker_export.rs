@@ -1,6 +1,6 @@
 //! National's tracker data read back, as DHIS2 2.41+ answers it: `GET
 //! /api/tracker/trackedEntities` (a program, `orgUnits` with `orgUnitMode=DESCENDANTS`,
-//! `updatedAfter`, enrollments and events nested) and `GET /api/tracker/events`, oldest change
+//! `updatedAfter`, enrollments, events and relationships nested) and `GET /api/tracker/events`, oldest change
 //! first with `page`/`pageSize` and a `pager` (deleted events with `includeDeleted=true`); and
 //! `/admin/tracker` and `/admin/tracker/delete`, someone at national (a district officer,
 //! another clinic) changing or deleting tracker data.
@@ -22,6 +22,7 @@ pub async fn admin_tracker(State(app): State<App>, axum::Json(v): axum::Json<Val
         (Ty::Te, "trackedEntities", "trackedEntity"),
         (Ty::En, "enrollments", "enrollment"),
         (Ty::Ev, "events", "event"),
+        (Ty::Rel, "relationships", "relationship"),
     ] {
         for o in v.get(key).and_then(Value::as_array).into_iter().flatten() {
             if let Some(uid) = str_of(o, id) {
@@ -128,6 +129,17 @@ pub async fn tracked_entities(
         }
         let mut body = te.body.clone();
         body["enrollments"] = Value::Array(enrollments);
+        let names = |r: &Value, side: &str| {
+            r.pointer(&format!("/{side}/trackedEntity/trackedEntity"))
+                .and_then(Value::as_str)
+                == Some(uid.as_str())
+        };
+        body["relationships"] = Value::Array(
+            live(&d.relationships)
+                .filter(|(_, r)| names(&r.body, "from") || names(&r.body, "to"))
+                .map(|(_, r)| r.body.clone())
+                .collect(),
+        );
         items.push((updated(te).to_string(), body));
     }
     paged(&q, "trackedEntities", items)

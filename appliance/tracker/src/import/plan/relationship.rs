@@ -120,6 +120,7 @@ impl Planner<'_> {
             to,
             bidirectional,
             created_at_client: r.created_at_client,
+            from_national: false,
         };
         for (ty, item) in [&f, &t] {
             let te = self.te_of(*ty, item);
