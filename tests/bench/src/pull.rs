@@ -1,6 +1,6 @@
 //! `clinicbox-bench pull`: what the uplink's pull costs on a bad LTE link (800 ms one-way,
 //! 80 kbit/s, 20 % loss), measured in one run against a stand-in national holding the demo's
-//! metadata (reserved values off, so the rounds carry metadata only):
+//! metadata (reserved values off, so the rounds carry no blocks of patient IDs):
 //! - the first full pull, next to the demo package's own size;
 //! - a round with nothing changed (ETags and the change probe), next to the first pull (what
 //!   every round would cost without them);
