@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 
 use clinicbox_control::pull::{MergeReport, NationalTracker, NationalValues};
+use futures_util::future::join_all;
 use serde_json::Value;
 
 use crate::UplinkError;
@@ -29,7 +30,7 @@ const MAX_PAGES: usize = 500;
 const TE_FIELDS: &str = "trackedEntity,trackedEntityType,orgUnit,inactive,deleted,updatedAt,attributes[attribute,value,updatedAt,storedBy],enrollments[enrollment,trackedEntity,program,orgUnit,status,enrolledAt,occurredAt,completedAt,followUp,deleted,updatedAt,notes,events[event,enrollment,trackedEntity,program,programStage,orgUnit,status,occurredAt,scheduledAt,completedAt,deleted,updatedAt,notes,dataValues[dataElement,value,updatedAt,storedBy]]],relationships[relationship,relationshipType,from,to,bidirectional]";
 const EVENT_FIELDS: &str = "event,enrollment,trackedEntity,program,programStage,orgUnit,status,occurredAt,scheduledAt,completedAt,deleted,updatedAt,notes,dataValues[dataElement,value,updatedAt,storedBy]";
 
-/// Pulls and merges national's changed data values; returns what the merges did.
+/// Pulls and merges national's changed data; returns what the merges did.
 pub async fn pull(
     local: &LocalBox,
     national: &National,
@@ -47,75 +48,96 @@ pub async fn pull(
         .ok_or_else(|| UplinkError::Protocol("national gave no readable serverDate".into()))?;
     let plan = local.data_plan().await?;
     let since = plan.watermark.unwrap_or_else(|| BEGINNING.into());
-    let mut report = MergeReport::default();
-    for data_set in plan.data_sets {
-        let mut query = vec![("dataSet", data_set.clone())];
-        query.extend(roots.iter().map(|r| ("orgUnit", r.clone())));
-        query.extend([
-            ("children", "true".to_string()),
-            ("lastUpdated", since.clone()),
-            ("includeDeleted", "true".to_string()),
-        ]);
-        let query = serde_urlencoded::to_string(&query)
-            .map_err(|e| UplinkError::Protocol(e.to_string()))?;
-        let answer = national
-            .get_json(&format!("/api/dataValueSets?{query}"))
-            .await?;
-        let values = match answer.get("dataValues") {
-            Some(Value::Array(v)) => v.clone(),
-            None | Some(Value::Null) => continue,
-            Some(_) => {
-                return Err(UplinkError::Protocol(
-                    "national's dataValues are not a list".into(),
-                ));
-            }
-        };
-        if values.is_empty() {
-            continue;
-        }
-        let body = NationalValues {
-            data_set,
-            zone: zone.clone(),
-            skew_secs,
-            values,
-        };
-        report.add(local.merge_values(&body).await?);
-    }
-    let mut tracker = TrackerPull {
+    let pull = DataPull {
         local,
         national,
         roots,
         zone: &zone,
         skew_secs,
         since: &since,
-        seen: HashSet::new(),
     };
-    for program in &plan.tracker_programs {
-        report.add(tracker.tracked_entities(program).await?);
+    let mut report = MergeReport::default();
+    // Data sets and programs' tracked entities do not depend on each other: asked at once, so
+    // a slow link costs one round trip for them, not one each.
+    let (values, entities) = tokio::join!(
+        join_all(plan.data_sets.iter().map(|ds| pull.data_set(ds))),
+        join_all(
+            plan.tracker_programs
+                .iter()
+                .map(|p| pull.tracked_entities(p))
+        ),
+    );
+    let mut seen = HashSet::new();
+    for r in values {
+        report.add(r?);
     }
-    for program in plan.tracker_programs.iter().chain(&plan.event_programs) {
-        report.add(tracker.events(program).await?);
+    for r in entities {
+        let (r, events) = r?;
+        report.add(r);
+        seen.extend(events);
+    }
+    // Then the events, less those already merged with their tracked entity.
+    let programs = plan.tracker_programs.iter().chain(&plan.event_programs);
+    for r in join_all(programs.map(|p| pull.events(p, &seen))).await {
+        report.add(r?);
     }
     local.keep_data_watermark(&next).await?;
     Ok(report)
 }
 
-/// Tracked entities and events changed at national, page by page.
-struct TrackerPull<'a> {
+/// One data pull's requests.
+struct DataPull<'a> {
     local: &'a LocalBox,
     national: &'a National,
     roots: &'a [String],
     zone: &'a str,
     skew_secs: i64,
     since: &'a str,
-    /// Events already merged with their tracked entity: not merged again from the events.
-    seen: HashSet<String>,
 }
 
-impl TrackerPull<'_> {
-    /// A program's tracked entities changed since the watermark, with their enrollments and
-    /// events (a patient transferred in brings the records).
-    async fn tracked_entities(&mut self, program: &str) -> Result<MergeReport, UplinkError> {
+impl DataPull<'_> {
+    /// One data set's values changed since the watermark.
+    async fn data_set(&self, data_set: &str) -> Result<MergeReport, UplinkError> {
+        let mut query = vec![("dataSet", data_set.to_string())];
+        query.extend(self.roots.iter().map(|r| ("orgUnit", r.clone())));
+        query.extend([
+            ("children", "true".to_string()),
+            ("lastUpdated", self.since.to_string()),
+            ("includeDeleted", "true".to_string()),
+        ]);
+        let query = serde_urlencoded::to_string(&query)
+            .map_err(|e| UplinkError::Protocol(e.to_string()))?;
+        let answer = self
+            .national
+            .get_json(&format!("/api/dataValueSets?{query}"))
+            .await?;
+        let values = match answer.get("dataValues") {
+            Some(Value::Array(v)) if !v.is_empty() => v.clone(),
+            None | Some(Value::Null) | Some(Value::Array(_)) => {
+                return Ok(MergeReport::default());
+            }
+            Some(_) => {
+                return Err(UplinkError::Protocol(
+                    "national's dataValues are not a list".into(),
+                ));
+            }
+        };
+        let body = NationalValues {
+            data_set: data_set.to_string(),
+            zone: self.zone.to_string(),
+            skew_secs: self.skew_secs,
+            values,
+        };
+        self.local.merge_values(&body).await
+    }
+
+    /// A program's tracked entities changed since the watermark, with their enrollments,
+    /// events and relationships (a patient transferred in brings the records); also the UIDs
+    /// of the events they carried.
+    async fn tracked_entities(
+        &self,
+        program: &str,
+    ) -> Result<(MergeReport, HashSet<String>), UplinkError> {
         let query = vec![
             ("program", program.to_string()),
             ("orgUnits", self.roots.join(",")),
@@ -124,12 +146,27 @@ impl TrackerPull<'_> {
             ("includeDeleted", "true".to_string()),
             ("fields", TE_FIELDS.to_string()),
         ];
-        self.pages("/api/tracker/trackedEntities", "trackedEntities", query)
-            .await
+        let mut seen = HashSet::new();
+        let report = self
+            .pages(
+                "/api/tracker/trackedEntities",
+                "trackedEntities",
+                query,
+                |list| {
+                    seen.extend(nested_events(&list));
+                    list
+                },
+            )
+            .await?;
+        Ok((report, seen))
     }
 
-    /// A program's events changed since the watermark.
-    async fn events(&mut self, program: &str) -> Result<MergeReport, UplinkError> {
+    /// A program's events changed since the watermark, but those in `seen`.
+    async fn events(
+        &self,
+        program: &str,
+        seen: &HashSet<String>,
+    ) -> Result<MergeReport, UplinkError> {
         let mut report = MergeReport::default();
         for root in self.roots {
             let query = vec![
@@ -140,17 +177,27 @@ impl TrackerPull<'_> {
                 ("includeDeleted", "true".to_string()),
                 ("fields", EVENT_FIELDS.to_string()),
             ];
-            report.add(self.pages("/api/tracker/events", "events", query).await?);
+            let unseen = |list: Vec<Value>| {
+                list.into_iter()
+                    .filter(|e| event_uid(e).is_none_or(|u| !seen.contains(&u)))
+                    .collect()
+            };
+            report.add(
+                self.pages("/api/tracker/events", "events", query, unseen)
+                    .await?,
+            );
         }
         Ok(report)
     }
 
-    /// Reads `path` page by page (oldest change first) and has `serve` merge each page.
+    /// Reads `path` page by page (oldest change first), passes each page through `keep` and
+    /// has `serve` merge what it keeps.
     async fn pages(
-        &mut self,
+        &self,
         path: &str,
         key: &str,
         mut query: Vec<(&str, String)>,
+        mut keep: impl FnMut(Vec<Value>) -> Vec<Value>,
     ) -> Result<MergeReport, UplinkError> {
         query.extend([
             ("order", "updatedAt:asc".to_string()),
@@ -173,7 +220,7 @@ impl TrackerPull<'_> {
                 }
             };
             let last = list.len() < PAGE_SIZE;
-            let list = self.unseen(key, list);
+            let list = keep(list);
             if !list.is_empty() {
                 let mut body = NationalTracker {
                     zone: self.zone.to_string(),
@@ -195,26 +242,21 @@ impl TrackerPull<'_> {
             "{path} has more than {MAX_PAGES} pages of changes"
         )))
     }
+}
 
-    /// Notes the events nested in tracked entities; drops events already noted.
-    fn unseen(&mut self, key: &str, list: Vec<Value>) -> Vec<Value> {
-        let uid = |e: &Value| e.get("event").and_then(Value::as_str).map(str::to_string);
-        if key == "events" {
-            return list
-                .into_iter()
-                .filter(|e| uid(e).is_none_or(|u| !self.seen.contains(&u)))
-                .collect();
-        }
-        for te in &list {
-            let enrollments = te.get("enrollments").and_then(Value::as_array);
-            for en in enrollments.into_iter().flatten() {
-                let events = en.get("events").and_then(Value::as_array);
-                self.seen
-                    .extend(events.into_iter().flatten().filter_map(uid));
-            }
-        }
-        list
-    }
+fn event_uid(e: &Value) -> Option<String> {
+    e.get("event").and_then(Value::as_str).map(str::to_string)
+}
+
+/// The UIDs of the events nested in a page of tracked entities.
+fn nested_events(list: &[Value]) -> Vec<String> {
+    list.iter()
+        .filter_map(|te| te.get("enrollments").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|en| en.get("events").and_then(Value::as_array))
+        .flatten()
+        .filter_map(event_uid)
+        .collect()
 }
 
 /// `yyyy-MM-ddTHH:mm:ss.SSS` `secs` earlier.
