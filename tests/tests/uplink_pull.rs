@@ -702,8 +702,12 @@ fn a_link_cut_mid_pull_leaves_the_box_on_whole_metadata_old_or_new() {
     assert_eq!(seen_changes(&b), [true; 3]);
 }
 
-fn post_tracker(b: &RunningBox, payload: &Value) {
-    clinicbox_tests::clinic::import_to(b.url(), payload);
+/// A nurse sets the weight of the triage visit `p`'s event on the box.
+fn nurse_sets_weight(b: &RunningBox, p: &Value, weight: &str) {
+    let mut event = p["events"][0].clone();
+    event["dataValues"] = json!([{"dataElement": "cbDeWeight1", "value": weight}]);
+    event.as_object_mut().unwrap().remove("notes");
+    import_to(b.url(), &json!({ "events": [event] }));
 }
 
 fn event_value(b: &RunningBox, event: &str, element: &str) -> Option<String> {
@@ -793,13 +797,7 @@ fn a_patient_transferred_in_at_national_reaches_tablets_and_a_visit_changed_on_b
     // The nurse corrects the weight on the box; then the district changes it too, and the
     // triage colour: the later weight (national's) and national's colour are kept; the box's
     // weight is shown to an admin.
-    post_tracker(
-        &b,
-        &json!({"events": [{"event": ev, "enrollment": p["events"][0]["enrollment"],
-        "program": "cbPrgOpd001", "programStage": "cbStgTriage", "orgUnit": CLINIC_A,
-        "status": "ACTIVE", "occurredAt": "2026-12-01T09:05:00.000",
-        "dataValues": [{"dataElement": "cbDeWeight1", "value": "63"}]}]}),
-    );
+    nurse_sets_weight(&b, &p, "63");
     std::thread::sleep(std::time::Duration::from_millis(20));
     national.set_tracker(&json!({"events": [{"event": ev,
         "dataValues": [{"dataElement": "cbDeWeight1", "value": "64", "storedBy": "district.officer"},
@@ -829,13 +827,7 @@ fn a_patient_transferred_in_at_national_reaches_tablets_and_a_visit_changed_on_b
     national.set_tracker(&json!({"events": [{"event": ev,
         "dataValues": [{"dataElement": "cbDeWeight1", "value": "65", "storedBy": "district.officer"}]}]}));
     std::thread::sleep(std::time::Duration::from_millis(20));
-    post_tracker(
-        &b,
-        &json!({"events": [{"event": ev, "enrollment": p["events"][0]["enrollment"],
-        "program": "cbPrgOpd001", "programStage": "cbStgTriage", "orgUnit": CLINIC_A,
-        "status": "ACTIVE", "occurredAt": "2026-12-01T09:05:00.000",
-        "dataValues": [{"dataElement": "cbDeWeight1", "value": "66"}]}]}),
-    );
+    nurse_sets_weight(&b, &p, "66");
     let out = uplink_once_ok(&data, &national);
     assert!(
         line(&out, "national data: ").ends_with("1 changed on both sides"),

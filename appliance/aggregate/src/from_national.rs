@@ -49,29 +49,26 @@ pub async fn merge(
     values: Vec<DataValue>,
     cx: MergeContext,
 ) -> Result<Merged, StoreError> {
-    let mut merged = Merged::default();
-    let mut incoming = Vec::with_capacity(values.len());
-    for v in values {
-        match checked(snap, v, &cx.zone) {
-            Some(i) => incoming.push(i),
-            None => merged.skipped += 1,
-        }
-    }
-    let written = store
+    let total = values.len();
+    let incoming: Vec<Incoming> = values
+        .into_iter()
+        .filter_map(|v| checked(snap, v, &cx.zone))
+        .collect();
+    let skipped = (total - incoming.len()) as u64;
+    let merged = store
         .write(move |ctx| -> Result<Merged, StoreError> {
-            let mut m = Merged::default();
+            let mut m = Merged {
+                skipped,
+                ..Merged::default()
+            };
             for i in &incoming {
                 merge_one(ctx, i, &cx, &mut m)?;
             }
             Ok(m)
         })
         .await
-        .map_err(|e| e.flatten())?
-        .value;
-    merged.applied = written.applied;
-    merged.unchanged = written.unchanged;
-    merged.conflicts = written.conflicts;
-    Ok(merged)
+        .map_err(|e| e.flatten())?;
+    Ok(merged.value)
 }
 
 fn checked(snap: &Snapshot, v: DataValue, zone: &ServerTimeZone) -> Option<Incoming> {

@@ -71,84 +71,16 @@ impl Tracker {
         cx: MergeContext,
     ) -> Result<Merged, ApiError> {
         let mut flat = Flat::from_payload(payload);
-        let mut keep_box = HashSet::new();
-        let mut conflicts = Vec::new();
         let (gone, gone_conflicts) = self.deletions(&mut flat, &cx)?;
         let unchanged = drop_unchanged(&self.store().read()?, &mut flat)?;
+        let national_gone = FromNational {
+            keep_box: HashSet::new(),
+            conflicts: gone_conflicts,
+        };
         let mut merged = self
-            .import_as_national(
-                gone,
-                ImportStrategy::Delete,
-                FromNational {
-                    keep_box: HashSet::new(),
-                    conflicts: gone_conflicts,
-                },
-            )
+            .import_as_national(gone, ImportStrategy::Delete, national_gone)
             .await?;
-        {
-            let read = self.store().read()?;
-            for te in &mut flat.tracked_entities {
-                let uid = te.tracked_entity.clone().unwrap_or_default();
-                let Some(stored) =
-                    pending::<StoredTrackedEntity>(&read, Collection::TRACKED_ENTITIES, &uid, &cx)?
-                else {
-                    continue;
-                };
-                keep_box.insert(uid.clone());
-                let by_attr: HashMap<&str, _> = stored
-                    .attributes
-                    .iter()
-                    .map(|a| (a.attribute.as_str(), a))
-                    .collect();
-                te.attributes.retain(|a| {
-                    let on_box = by_attr.get(a.attribute.as_str());
-                    let contest = Contest {
-                        field: &a.attribute,
-                        on_box: on_box.map(|b| b.value.as_str()),
-                        box_ms: on_box.map_or(0, |b| b.updated_ms),
-                        box_by: on_box.and_then(|b| b.stored_by.as_deref()),
-                        at_national: a.value.as_deref(),
-                        national_at: a.updated_at,
-                        national_by: a.stored_by.as_deref(),
-                    };
-                    settle("trackedEntity", &uid, contest, &cx, &mut conflicts)
-                });
-            }
-            for en in &flat.enrollments {
-                let uid = en.enrollment.clone().unwrap_or_default();
-                if pending::<StoredEnrollment>(&read, Collection::ENROLLMENTS, &uid, &cx)?.is_some()
-                {
-                    keep_box.insert(uid);
-                }
-            }
-            for ev in &mut flat.events {
-                let uid = ev.event.clone().unwrap_or_default();
-                let Some(stored) = pending::<StoredEvent>(&read, Collection::EVENTS, &uid, &cx)?
-                else {
-                    continue;
-                };
-                keep_box.insert(uid.clone());
-                let by_de: HashMap<&str, _> = stored
-                    .data_values
-                    .iter()
-                    .map(|d| (d.data_element.as_str(), d))
-                    .collect();
-                ev.data_values.retain(|d| {
-                    let on_box = by_de.get(d.data_element.as_str());
-                    let contest = Contest {
-                        field: &d.data_element,
-                        on_box: on_box.map(|b| b.value.as_str()),
-                        box_ms: on_box.map_or(0, |b| b.updated_ms),
-                        box_by: on_box.and_then(|b| b.stored_by.as_deref()),
-                        at_national: d.value.as_deref(),
-                        national_at: d.updated_at,
-                        national_by: d.stored_by.as_deref(),
-                    };
-                    settle("event", &uid, contest, &cx, &mut conflicts)
-                });
-            }
-        }
-        let n_conflicts = conflicts.len() as u64;
+        let (keep_box, conflicts) = self.settle_pending(&mut flat, &cx)?;
         let rest = self
             .import_as_national(
                 flat,
@@ -163,9 +95,81 @@ impl Tracker {
         merged.updated += rest.updated;
         merged.deleted += rest.deleted;
         merged.refused += rest.refused;
-        merged.conflicts += n_conflicts;
+        merged.conflicts += rest.conflicts;
         merged.unchanged = unchanged;
         Ok(merged)
+    }
+
+    /// Settles the objects the box changed and national has not confirmed: the values the box
+    /// keeps are taken out of national's version; returns those objects (written unmarked) and
+    /// the conflicts.
+    fn settle_pending(
+        &self,
+        flat: &mut Flat,
+        cx: &MergeContext,
+    ) -> Result<(HashSet<String>, Vec<Conflict>), ApiError> {
+        let mut keep_box = HashSet::new();
+        let mut conflicts = Vec::new();
+        let read = self.store().read()?;
+        for te in &mut flat.tracked_entities {
+            let uid = te.tracked_entity.clone().unwrap_or_default();
+            let Some(stored) =
+                pending::<StoredTrackedEntity>(&read, Collection::TRACKED_ENTITIES, &uid, cx)?
+            else {
+                continue;
+            };
+            keep_box.insert(uid.clone());
+            let by_attr: HashMap<&str, _> = stored
+                .attributes
+                .iter()
+                .map(|a| (a.attribute.as_str(), a))
+                .collect();
+            te.attributes.retain(|a| {
+                let on_box = by_attr.get(a.attribute.as_str());
+                let contest = Contest {
+                    field: &a.attribute,
+                    on_box: on_box.map(|b| b.value.as_str()),
+                    box_ms: on_box.map_or(0, |b| b.updated_ms),
+                    box_by: on_box.and_then(|b| b.stored_by.as_deref()),
+                    at_national: a.value.as_deref(),
+                    national_at: a.updated_at,
+                    national_by: a.stored_by.as_deref(),
+                };
+                settle("trackedEntity", &uid, contest, cx, &mut conflicts)
+            });
+        }
+        for en in &flat.enrollments {
+            let uid = en.enrollment.clone().unwrap_or_default();
+            if pending::<StoredEnrollment>(&read, Collection::ENROLLMENTS, &uid, cx)?.is_some() {
+                keep_box.insert(uid);
+            }
+        }
+        for ev in &mut flat.events {
+            let uid = ev.event.clone().unwrap_or_default();
+            let Some(stored) = pending::<StoredEvent>(&read, Collection::EVENTS, &uid, cx)? else {
+                continue;
+            };
+            keep_box.insert(uid.clone());
+            let by_de: HashMap<&str, _> = stored
+                .data_values
+                .iter()
+                .map(|d| (d.data_element.as_str(), d))
+                .collect();
+            ev.data_values.retain(|d| {
+                let on_box = by_de.get(d.data_element.as_str());
+                let contest = Contest {
+                    field: &d.data_element,
+                    on_box: on_box.map(|b| b.value.as_str()),
+                    box_ms: on_box.map_or(0, |b| b.updated_ms),
+                    box_by: on_box.and_then(|b| b.stored_by.as_deref()),
+                    at_national: d.value.as_deref(),
+                    national_at: d.updated_at,
+                    national_by: d.stored_by.as_deref(),
+                };
+                settle("event", &uid, contest, cx, &mut conflicts)
+            });
+        }
+        Ok((keep_box, conflicts))
     }
 
     /// Takes national's deletions out of `flat`: those of objects the box holds, to delete;
@@ -250,7 +254,7 @@ impl Tracker {
         strategy: ImportStrategy,
         national: FromNational,
     ) -> Result<Merged, ApiError> {
-        if flat.is_empty() {
+        if flat.is_empty() && national.conflicts.is_empty() {
             return Ok(Merged::default());
         }
         let conflicts = national.conflicts.len() as u64;
@@ -286,11 +290,7 @@ impl Tracker {
             deleted: s.deleted,
             unchanged: 0,
             refused: s.ignored,
-            conflicts: if strategy == ImportStrategy::Delete {
-                conflicts
-            } else {
-                0
-            },
+            conflicts,
         })
     }
 }

@@ -200,24 +200,7 @@ pub async fn run(
         ..RoundSummary::default()
     };
     if let (Some(plan), Some(info)) = (pull, summary.national.clone()) {
-        let roots = crate::pull::roots(national, plan.roots).await;
-        let roots = pull_step("metadata", roots, &mut summary.pull_errors)?.unwrap_or_default();
-        if !roots.is_empty() {
-            let metadata = crate::pull::metadata(local, national, &info, &roots).await;
-            summary.pull = pull_step("metadata", metadata, &mut summary.pull_errors)?;
-            // Within the tolerance the measurement (whole seconds, one request's latency) is
-            // coarser than the skew: times are compared as they are.
-            let skew = summary
-                .clock_skew_secs
-                .filter(|s| s.abs() > CLOCK_TOLERANCE_SECS)
-                .unwrap_or(0);
-            let data = crate::data::pull(local, national, &info, &roots, skew).await;
-            summary.national_data = pull_step("national data", data, &mut summary.pull_errors)?;
-        }
-        let approvals = crate::approvals::pull(local, national).await;
-        summary.approvals = pull_step("approvals", approvals, &mut summary.pull_errors)?;
-        let reserved = crate::reserved::top_up(local, national, plan.reserved_values).await;
-        summary.reserved = pull_step("reserved values", reserved, &mut summary.pull_errors)?;
+        pull_all(local, national, plan, &info, &mut summary).await?;
     }
     let zone = summary
         .national
@@ -263,6 +246,35 @@ pub async fn run(
     summary.bytes_sent = sent - sent0;
     summary.bytes_received = received - received0;
     Ok(summary)
+}
+
+/// The pull before the push: metadata, national's data, approvals, reserved values.
+async fn pull_all(
+    local: &LocalBox,
+    national: &National,
+    plan: PullPlan<'_>,
+    info: &NationalInfo,
+    summary: &mut RoundSummary,
+) -> Result<(), UplinkError> {
+    let roots = crate::pull::roots(national, plan.roots).await;
+    let roots = pull_step("metadata", roots, &mut summary.pull_errors)?.unwrap_or_default();
+    if !roots.is_empty() {
+        let metadata = crate::pull::metadata(local, national, info, &roots).await;
+        summary.pull = pull_step("metadata", metadata, &mut summary.pull_errors)?;
+        // Within the tolerance the measurement (whole seconds, one request's latency) is
+        // coarser than the skew: times are compared as they are.
+        let skew = summary
+            .clock_skew_secs
+            .filter(|s| s.abs() > CLOCK_TOLERANCE_SECS)
+            .unwrap_or(0);
+        let data = crate::data::pull(local, national, info, &roots, skew).await;
+        summary.national_data = pull_step("national data", data, &mut summary.pull_errors)?;
+    }
+    let approvals = crate::approvals::pull(local, national).await;
+    summary.approvals = pull_step("approvals", approvals, &mut summary.pull_errors)?;
+    let reserved = crate::reserved::top_up(local, national, plan.reserved_values).await;
+    summary.reserved = pull_step("reserved values", reserved, &mut summary.pull_errors)?;
+    Ok(())
 }
 
 /// One pull step's result: national or the box gone ends the round (the push would fail the
