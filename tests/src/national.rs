@@ -161,6 +161,14 @@ impl National {
         self.admin("/admin/tracker", payload);
     }
 
+    /// Someone at national moves `te`'s owner in `program` to `org_unit`.
+    pub fn transfer(&self, te: &str, program: &str, org_unit: &str) {
+        self.admin(
+            "/admin/tracker/transfer",
+            &serde_json::json!({"trackedEntity": te, "program": program, "orgUnit": org_unit}),
+        );
+    }
+
     /// Someone at national deletes a tracker object (`trackedEntities`, `enrollments`, `events`).
     pub fn delete_tracker(&self, kind: &str, uid: &str) {
         self.admin(

@@ -860,3 +860,148 @@ fn a_patient_transferred_in_at_national_reaches_tablets_and_a_visit_changed_on_b
         (&writes, &json!(true))
     );
 }
+
+/// A request to the box as `user`, with a JSON body.
+fn send_as(
+    b: &RunningBox,
+    user: (&str, &str),
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let auth = basic(user.0, user.1);
+    let r = http_request(
+        b.url().trim_start_matches("http://"),
+        method,
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::to_vec(body).unwrap(),
+    );
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+/// National's ownership moves, as its ledger lists them.
+fn transfers(national: &National) -> Vec<Value> {
+    national.ledger()["transfers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_patient_transferred_in_from_a_clinic_the_box_does_not_hold_brings_her_records_and_a_move_on_the_box_reaches_national_once()
+ {
+    const CLINIC_Z: &str = "cbClinicZ01";
+    const OPD: &str = "cbPrgOpd001";
+    // The box serves clinics A and B.
+    let national = national_with_demo();
+    national.assign_sync_user(&[CLINIC_A, "cbClinicB01"]);
+    // A clinic of the district the box knows nothing of.
+    national.put_metadata(
+        &json!({"organisationUnits": [{"id": CLINIC_Z, "name": "Lakeside Clinic Z",
+        "shortName": "Clinic Z", "openingDate": "2020-01-01", "level": 3,
+        "parent": {"id": "cbDistrct01"}, "path": format!("/cbCountry01/cbDistrct01/{CLINIC_Z}")}]}),
+    );
+    let b = BoxBuilder::demo().start();
+    let data = b.dir().join("data");
+    uplink_once_ok(&data, &national);
+
+    // She was registered, enrolled and seen at clinic Z: national's pulls for the box do not
+    // carry her while Z owns her.
+    let p: Value = serde_json::from_str(
+        &clinicbox_tests::clinic::patient(43)
+            .to_string()
+            .replace(CLINIC_A, CLINIC_Z),
+    )
+    .unwrap();
+    let te = p["trackedEntities"][0]["trackedEntity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ev = p["events"][0]["event"].as_str().unwrap().to_string();
+    let en = p["enrollments"][0]["enrollment"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    national.set_tracker(&p);
+    uplink_once_ok(&data, &national);
+    let her = format!("/api/tracker/trackedEntities/{te}?program={OPD}&fields=*");
+    assert_eq!(get_as(&b, ADMIN, &her).0, 404);
+
+    // National transfers her to clinic A: she comes with her enrollment and visit at Z.
+    national.transfer(&te, OPD, CLINIC_A);
+    let out = uplink_once_ok(&data, &national);
+    assert!(
+        line(&out, "national data: ").starts_with("national data: 3 applied"),
+        "{out}"
+    );
+    let (code, got) = get_as(&b, ANDROID, &her);
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(got["enrollments"][0]["orgUnit"], CLINIC_Z, "{got}");
+    assert_eq!(
+        got["programOwners"][0]["orgUnit"], CLINIC_A,
+        "the owner is clinic A: {got}"
+    );
+    assert_eq!(event_value(&b, &ev, "cbDeWeight1").as_deref(), Some("61.5"));
+
+    // The nurse sees her at clinic A: the visit reaches national, which now lets the box write.
+    let visit = json!({"events": [{"event": "evTransfer1", "enrollment": en, "program": OPD,
+        "programStage": "cbStgConsul", "orgUnit": CLINIC_A, "status": "ACTIVE",
+        "occurredAt": "2026-12-05T10:00:00.000",
+        "dataValues": [{"dataElement": "cbDeDiagnos", "value": "MALARIA"}]}]});
+    import_to(b.url(), &visit);
+    uplink_once_ok(&data, &national);
+    assert_eq!(national.ledger()["events"]["evTransfer1"]["writes"], 1);
+
+    // The district admin moves her to clinic B (also the box's) on the box; national's answer
+    // is cut, so the move is sent again next round and national moves her once.
+    let (code, body) = send_as(
+        &b,
+        ADMIN,
+        "PUT",
+        &format!("/api/tracker/ownership/transfer?trackedEntity={te}&program={OPD}&ou=cbClinicB01"),
+        &Value::Null,
+    );
+    assert_eq!(code, 200, "{body}");
+    national.faults(json!({"drop_transfer_answers": 1}));
+    let _ = clinicbox_tests::national::uplink_once(&data, &national);
+    uplink_once_ok(&data, &national);
+    uplink_once_ok(&data, &national);
+    let l = national.ledger();
+    assert_eq!(
+        (
+            &l["requests"]["PUT /api/tracker/ownership/transfer"],
+            &l["dropped_answers"]
+        ),
+        (&json!(2), &json!(1))
+    );
+    let moves = transfers(&national);
+    assert_eq!(moves.len(), 2, "{moves:?}");
+    assert_eq!(
+        (&moves[1]["to"], &moves[1]["by"]),
+        (&json!("cbClinicB01"), &json!("sync"))
+    );
+    assert_eq!(
+        national.get(&format!(
+            "/api/tracker/trackedEntities?program={OPD}&orgUnits=cbClinicB01&ouMode=DESCENDANTS"
+        ))["trackedEntities"][0]["trackedEntity"],
+        te.as_str()
+    );
+
+    // National's copy met again in the pull's overlap did not undo the box's move. The box
+    // keeps her records; clinic A's nurse may no longer write for her, as on national.
+    let (code, got) = get_as(&b, ADMIN, &her);
+    assert_eq!(code, 200);
+    assert_eq!(got["programOwners"][0]["orgUnit"], "cbClinicB01", "{got}");
+    let mut later = visit.clone();
+    later["events"][0]["event"] = json!("evTransfer2");
+    let (_, report) = send_as(&b, ANDROID, "POST", "/api/tracker?async=false", &later);
+    assert_eq!(report["status"], "ERROR", "{report}");
+    assert!(report.to_string().contains("E1102"), "{report}");
+}

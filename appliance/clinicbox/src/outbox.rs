@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use clinicbox_api::Snapshot;
 use clinicbox_control::outbox::{
-    Batch, Confirm, FileRef, MAX_BATCH_BYTES, ObjectKind, Parked, Position, TrackerPart,
+    Batch, Confirm, FileRef, MAX_BATCH_BYTES, ObjectKind, OwnershipTransfer, Parked, Position,
+    TrackerPart,
 };
 use clinicbox_dhis2::ServerTimeZone;
 use clinicbox_dhis2::tracker::TrackerType;
@@ -29,6 +30,8 @@ const POSITION_KEY: &str = "position";
 const MAX_CHANGES_PER_BATCH: usize = 50_000;
 /// How far `pending` counts by kind before it says "at least".
 const PENDING_SCAN_LIMIT: usize = 20_000;
+/// What one ownership transfer costs on the link, about: one small PUT.
+const TRANSFER_BYTES: usize = 200;
 /// National's code for "not persisted because an object it references was not".
 const DEPENDENCY_FAILED: &str = "E5000";
 
@@ -80,6 +83,8 @@ pub fn kind_of(collection: &str) -> Option<ObjectKind> {
     }
     if collection == Collection::FILE_RESOURCES.name() {
         Some(ObjectKind::FileResource)
+    } else if collection == clinicbox_tracker::outbox::TRANSFERS.name() {
+        Some(ObjectKind::OwnershipTransfer)
     } else if collection == clinicbox_aggregate::records::DATA_VALUES.name() {
         Some(ObjectKind::DataValue)
     } else if collection == clinicbox_aggregate::records::REGISTRATIONS.name() {
@@ -257,6 +262,20 @@ impl Outbox {
                     }
                     None => None,
                 }
+            }
+            None if kind == ObjectKind::OwnershipTransfer => {
+                let Some(t) = clinicbox_tracker::outbox::transfer(read, key)
+                    .map_err(|e| OutboxError::Render(e.to_string()))?
+                else {
+                    batch.skipped += 1;
+                    return Ok(0);
+                };
+                batch.transfers.push(OwnershipTransfer {
+                    tracked_entity: t.tracked_entity,
+                    program: t.program,
+                    org_unit: t.org_unit,
+                });
+                return Ok(TRANSFER_BYTES);
             }
             None if kind == ObjectKind::FileResource => {
                 let Some(file) = file_ref(read, key)? else {

@@ -45,10 +45,13 @@ pub enum ObjectKind {
     Relationship,
     DataValue,
     Registration,
+    /// A tablet moved a patient's program owner on the box (`PUT /api/tracker/ownership/transfer`);
+    /// its key is `trackedEntity/program`.
+    OwnershipTransfer,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 7] = [
+    pub const ALL: [ObjectKind; 8] = [
         ObjectKind::FileResource,
         ObjectKind::TrackedEntity,
         ObjectKind::Enrollment,
@@ -56,6 +59,7 @@ impl ObjectKind {
         ObjectKind::Relationship,
         ObjectKind::DataValue,
         ObjectKind::Registration,
+        ObjectKind::OwnershipTransfer,
     ];
 
     /// The plural DHIS2 uses for the collection (`trackedEntities`, `dataValues`, …).
@@ -68,6 +72,7 @@ impl ObjectKind {
             ObjectKind::Relationship => "relationships",
             ObjectKind::DataValue => "dataValues",
             ObjectKind::Registration => "completeDataSetRegistrations",
+            ObjectKind::OwnershipTransfer => "ownershipTransfers",
         }
     }
 }
@@ -95,6 +100,10 @@ pub struct Batch {
     pub data_values: Vec<Value>,
     /// Complete registrations (`completed: false` for an un-completion).
     pub registrations: Vec<Value>,
+    /// Program owners moved on the box, sent after the tracker objects they name (national
+    /// transfers only what it holds).
+    #[serde(default)]
+    pub transfers: Vec<OwnershipTransfer>,
     /// Changes in the range that national does not take (metadata, job reports, …), not
     /// counting the outbox's own position records. A batch with nothing to send is worth
     /// confirming only when this is above zero; confirming moves the position, which is itself
@@ -116,6 +125,7 @@ impl Batch {
             && self.tracker_deletions.is_empty()
             && self.data_values.is_empty()
             && self.registrations.is_empty()
+            && self.transfers.is_empty()
     }
 }
 
@@ -179,6 +189,23 @@ pub struct Parked {
     /// depends on was (E5000), and that object has since gone through (set by `serve`).
     #[serde(default)]
     pub retry: bool,
+}
+
+/// A program owner moved on the box: national's `PUT /api/tracker/ownership/transfer` with these
+/// three. Re-sending is harmless: national answers "already the owner" and changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnershipTransfer {
+    pub tracked_entity: String,
+    pub program: String,
+    pub org_unit: String,
+}
+
+impl OwnershipTransfer {
+    /// The outbox key: `trackedEntity/program`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.tracked_entity, self.program)
+    }
 }
 
 /// What national confirmed for one batch: move the position from `after` to `upto`, keep

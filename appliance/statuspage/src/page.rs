@@ -161,6 +161,7 @@ fn collection_label(c: &str) -> &str {
         "dataStore" => "Settings (dataStore)",
         "users" => "Users",
         "dataValues" => "Aggregate data values",
+        "ownershipTransfers" => "Patients moved to another clinic",
         "system" => "Box identity",
         "metadataRevision" => "Metadata revision",
         other => other,

@@ -113,6 +113,10 @@ impl Tracker {
         let read = self.store().read()?;
         for te in &mut flat.tracked_entities {
             let uid = te.tracked_entity.clone().unwrap_or_default();
+            // An owner moved on the box and not yet sent is the later move: national gets it.
+            let mut owners = std::mem::take(&mut te.program_owners);
+            owners.retain(|o| !transfer_pending(&read, &uid, &o.program, cx));
+            te.program_owners = owners;
             let Some(stored) =
                 pending::<StoredTrackedEntity>(&read, Collection::TRACKED_ENTITIES, &uid, cx)?
             else {
@@ -313,6 +317,10 @@ fn drop_unchanged(read: &ReadView, flat: &mut Flat) -> Result<u64, ApiError> {
                 && te.attributes.iter().all(|a| {
                     s.attribute(&a.attribute).map(|b| b.value.as_str()) == a.value.as_deref()
                 })
+                && te
+                    .program_owners
+                    .iter()
+                    .all(|o| s.owner(&o.program) == Some(o.org_unit.as_str()))
         });
         if !same {
             keep.push(te);
@@ -437,6 +445,15 @@ pub fn from_national(rec: &Record) -> bool {
         from_national: bool,
     }
     rec.json::<Origin>().is_ok_and(|o| o.from_national)
+}
+
+/// Whether the box moved `te`'s owner in `program` after the outbox's confirmed position.
+fn transfer_pending(read: &ReadView, te: &str, program: &str, cx: &MergeContext) -> bool {
+    let key = crate::outbox::transfer_key(te, program);
+    read.get(crate::outbox::TRANSFERS, &key)
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.seq > cx.confirmed_seq)
 }
 
 /// Decides one value changed on both sides: true keeps national's (it goes into the import).

@@ -60,6 +60,16 @@ pub struct StoredOwner {
     pub org_unit: String,
 }
 
+/// A program owner moved on the box, for national: the latest transfer of one entity in one
+/// program (collection [`crate::outbox::TRANSFERS`], key `trackedEntity/program`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredTransfer {
+    pub tracked_entity: String,
+    pub program: String,
+    pub org_unit: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredTrackedEntity {
@@ -99,6 +109,21 @@ impl StoredTrackedEntity {
             .iter()
             .find(|o| o.program == program)
             .map(|o| o.org_unit.as_str())
+    }
+
+    /// Makes `org_unit` the owner in `program`.
+    pub fn set_owner(&mut self, program: &str, org_unit: &str) {
+        match self
+            .program_owners
+            .iter_mut()
+            .find(|o| o.program == program)
+        {
+            Some(o) => o.org_unit = org_unit.to_string(),
+            None => self.program_owners.push(StoredOwner {
+                program: program.to_string(),
+                org_unit: org_unit.to_string(),
+            }),
+        }
     }
 }
 

@@ -13,7 +13,26 @@ use serde_json::{Map, Value};
 
 use crate::Tracker;
 use crate::export::render::Renderer;
-use crate::model::{StoredEnrollment, StoredEvent, StoredRelationship, StoredTrackedEntity};
+use crate::model::{
+    StoredEnrollment, StoredEvent, StoredRelationship, StoredTrackedEntity, StoredTransfer,
+};
+
+/// Program owners moved on the box (`PUT /api/tracker/ownership/transfer`), one record per
+/// entity and program: the change log carries each move to the outbox.
+pub const TRANSFERS: Collection = Collection::named("ownershipTransfers");
+
+/// The key of a transfer record.
+pub fn transfer_key(te: &str, program: &str) -> String {
+    format!("{te}/{program}")
+}
+
+/// The transfer recorded under `key`, as national should receive it.
+pub fn transfer(read: &ReadView, key: &str) -> Result<Option<StoredTransfer>, ApiError> {
+    Ok(read
+        .get(TRANSFERS, key)?
+        .filter(|r| !r.deleted)
+        .and_then(|r| r.json().ok()))
+}
 
 /// The tracker type stored in collection `c`, if it is one national takes.
 pub fn tracker_type(c: &str) -> Option<TrackerType> {

@@ -13,7 +13,8 @@ use crate::Tracker;
 use crate::catalog::{self, Change, stamps};
 use crate::export::tracked_entities::te_readable;
 use crate::meta::Meta;
-use crate::model::{StoredOwner, StoredTrackedEntity};
+use crate::model::{StoredTrackedEntity, StoredTransfer};
+use crate::outbox;
 
 fn param<'a>(q: &'a Query, keys: &[&str]) -> Result<&'a str, ApiError> {
     keys.iter()
@@ -74,22 +75,22 @@ pub async fn transfer(
     let mut stored: StoredTrackedEntity = rec
         .json()
         .map_err(|e| ApiError::Internal(format!("reading a tracked entity: {e}")))?;
-    match stored
-        .program_owners
-        .iter_mut()
-        .find(|o| o.program == program)
-    {
-        Some(o) => o.org_unit = ou.clone(),
-        None => stored.program_owners.push(StoredOwner {
-            program: program.clone(),
-            org_unit: ou.clone(),
-        }),
-    }
+    stored.set_owner(&program, &ou);
     let body = stored.clone();
     let key = te.to_string();
+    // The move goes to national through the outbox, after the entity it names.
+    let transfer = StoredTransfer {
+        tracked_entity: key.clone(),
+        program: program.clone(),
+        org_unit: ou.clone(),
+    };
     let committed = t
         .store()
-        .write(move |ctx| ctx.put_json(Collection::TRACKED_ENTITIES, &key, &body))
+        .write(move |ctx| {
+            ctx.put_json(Collection::TRACKED_ENTITIES, &key, &body)?;
+            let tkey = outbox::transfer_key(&transfer.tracked_entity, &transfer.program);
+            ctx.put_json(outbox::TRANSFERS, &tkey, &transfer)
+        })
         .await
         .map_err(|e| match e {
             WriteError::Rejected(e) | WriteError::Store(e) => ApiError::Store(e),

@@ -27,7 +27,7 @@ const PAGE_SIZE: usize = 100;
 /// Pages of one program's changes a round reads at most.
 const MAX_PAGES: usize = 500;
 
-const TE_FIELDS: &str = "trackedEntity,trackedEntityType,orgUnit,inactive,deleted,updatedAt,attributes[attribute,value,updatedAt,storedBy],enrollments[enrollment,trackedEntity,program,orgUnit,status,enrolledAt,occurredAt,completedAt,followUp,deleted,updatedAt,notes,events[event,enrollment,trackedEntity,program,programStage,orgUnit,status,occurredAt,scheduledAt,completedAt,deleted,updatedAt,notes,dataValues[dataElement,value,updatedAt,storedBy]]],relationships[relationship,relationshipType,from,to,bidirectional]";
+const TE_FIELDS: &str = "trackedEntity,trackedEntityType,orgUnit,inactive,deleted,updatedAt,programOwners[orgUnit,program],attributes[attribute,value,updatedAt,storedBy],enrollments[enrollment,trackedEntity,program,orgUnit,status,enrolledAt,occurredAt,completedAt,followUp,deleted,updatedAt,notes,events[event,enrollment,trackedEntity,program,programStage,orgUnit,status,occurredAt,scheduledAt,completedAt,deleted,updatedAt,notes,dataValues[dataElement,value,updatedAt,storedBy]]],relationships[relationship,relationshipType,from,to,bidirectional]";
 const EVENT_FIELDS: &str = "event,enrollment,trackedEntity,program,programStage,orgUnit,status,occurredAt,scheduledAt,completedAt,deleted,updatedAt,notes,dataValues[dataElement,value,updatedAt,storedBy]";
 
 /// Pulls and merges national's changed data; returns what the merges did.

@@ -277,6 +277,25 @@ impl National {
         .await
     }
 
+    /// `PUT /api/tracker/ownership/transfer`: a program owner moved on the box. A 403 here is
+    /// about this one entity (its owner is no longer the box's at national), not the account.
+    pub async fn transfer_ownership(
+        &self,
+        t: &clinicbox_control::outbox::OwnershipTransfer,
+    ) -> Result<Answer, UplinkError> {
+        let path = "/api/tracker/ownership/transfer";
+        let req = self.http.put(self.url(path)).query(&[
+            ("trackedEntity", t.tracked_entity.as_str()),
+            ("program", t.program.as_str()),
+            ("ou", t.org_unit.as_str()),
+        ]);
+        let answer = self.exchange(req).await?;
+        if answer.status == 401 {
+            refuse_auth(path, &answer)?;
+        }
+        Ok(answer)
+    }
+
     async fn post(&self, path: &str, body: Vec<u8>) -> Result<Answer, UplinkError> {
         let len = body.len() as u64;
         let req = self

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use clinicbox_control::outbox::{ObjectKind, Parked};
+use clinicbox_control::outbox::{ObjectKind, OwnershipTransfer, Parked};
 use clinicbox_dhis2::tracker::{TrackerImportReport, TrackerType};
 use clinicbox_dhis2::value_type::{excerpt_message, excerpt_of};
 use serde_json::Value;
@@ -210,6 +210,32 @@ pub fn parked(kind: ObjectKind, uid: &str, code: &str, message: &str) -> Parked 
     }
 }
 
+/// National's answer to one ownership transfer. "Already the owner" is success (a re-send
+/// after a cut answer); a patient or enrollment national does not hold yet is parked as a
+/// dependant (sent again once something parked goes through); other refusals are parked.
+pub fn transfer(answer: &Answer, t: &OwnershipTransfer) -> Result<Outcome, UplinkError> {
+    let key = (ObjectKind::OwnershipTransfer, t.key());
+    let message = serde_json::from_slice::<Value>(&answer.body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| format!("HTTP {}", answer.status));
+    let mut out = Outcome::default();
+    match answer.status {
+        200..=204 => out.accepted.push(key),
+        400 if message.contains("is already") => out.accepted.push(key),
+        404 => out.parked.push(parked(key.0, &key.1, "E5000", &message)),
+        400 if message.contains("No owner found") => {
+            out.parked.push(parked(key.0, &key.1, "E5000", &message))
+        }
+        400 | 403 | 409 => {
+            let code = format!("HTTP{}", answer.status);
+            out.parked.push(parked(key.0, &key.1, &code, &message));
+        }
+        _ => return Err(status_error("/api/tracker/ownership/transfer", answer)),
+    }
+    Ok(out)
+}
+
 fn status_error(path: &str, answer: &Answer) -> UplinkError {
     match answer.status {
         413 => UplinkError::TooLarge,
@@ -332,5 +358,30 @@ mod tests {
         assert_eq!(out.accepted, vec![sent[0].clone(), sent[2].clone()]);
         assert_eq!(out.parked[0].uid, sent[1].1);
         assert_eq!(out.parked[0].code, "E7640");
+    }
+
+    #[test]
+    fn a_transfer_national_already_holds_is_sent_and_one_it_cannot_place_waits_for_its_patient() {
+        let t = OwnershipTransfer {
+            tracked_entity: "teUplink001".into(),
+            program: "cbPrgOpd001".into(),
+            org_unit: "cbClinicB01".into(),
+        };
+        let said = |status, message: &str| {
+            transfer(&answer(status, json!({ "message": message })), &t)
+                .map(|o| (o.accepted.len(), o.parked.first().map(|p| p.code.clone())))
+        };
+        assert_eq!(said(200, "Ownership transferred").ok(), Some((1, None)));
+        let already = "Tracked entity not transferred. The owner of the tracked entity teUplink001 and program cbPrgOpd001 is already cbClinicB01";
+        assert_eq!(said(400, already).ok(), Some((1, None)));
+        assert_eq!(
+            said(404, "TrackedEntity with id teUplink001 could not be found.").ok(),
+            Some((0, Some("E5000".into())))
+        );
+        assert_eq!(
+            said(403, "User does not have access to change ownership").ok(),
+            Some((0, Some("HTTP403".into())))
+        );
+        assert!(said(502, "Bad Gateway").is_err());
     }
 }

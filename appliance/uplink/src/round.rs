@@ -297,7 +297,7 @@ fn pull_step<T>(
 
 /// Sends one batch: files first (values reference them), then deletions, then creates and
 /// updates, then data values per data set and period, then registrations (after the values
-/// they complete).
+/// they complete), then ownership transfers (national moves only what it holds).
 async fn push(
     local: &LocalBox,
     national: &National,
@@ -348,6 +348,10 @@ async fn push(
             &answer,
             &sent,
         )?);
+    }
+    for t in &batch.transfers {
+        let answer = national.transfer_ownership(t).await?;
+        all.absorb(outcome::transfer(&answer, t)?);
     }
     Ok(all)
 }

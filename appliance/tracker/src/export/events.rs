@@ -44,18 +44,19 @@ fn enum_of<T: for<'de> serde::Deserialize<'de>>(
     Ok(None)
 }
 
-/// Whether the user may read this event: program sharing, org unit in the search scope, and
-/// for tracker events the entity's ownership rule.
+/// Whether the user may read this event: program sharing, then for tracker events the
+/// entity's ownership rule (as DHIS2 2.41+: a visit made at another clinic is read wherever the
+/// patient is owned now), for events without registration the org unit in the search scope.
 fn readable(user: &AuthUser, t: &Tracker, cat: &Catalog, m: &EvMeta) -> bool {
     let Some(prog) = user.snapshot.get("programs", m.program.as_str()) else {
         return false;
     };
-    if !data_read(user, prog) || !user.can_search_in(m.org_unit.as_str()) {
+    if !data_read(user, prog) {
         return false;
     }
     match m.te.and_then(|te| cat.tes.get(&te).map(|tm| (te, tm))) {
         Some((te, tm)) => te_readable(user, t, tm, te, Some((m.program.as_str(), prog))).is_ok(),
-        None => true,
+        None => user.can_search_in(m.org_unit.as_str()),
     }
 }
 

@@ -21,8 +21,8 @@
 //!   national lacks is E1084.
 //! - Bodies over 10 MB get 413 (the reference nginx's `client_max_body_size`).
 //!
-//! - Metadata, users, approvals and reserved values as national keeps them (`metadata.rs`,
-//!   `approvals.rs`, `reserved.rs`).
+//! - Metadata, users, approvals, reserved values and program ownership as national keeps them
+//!   (`metadata.rs`, `approvals.rs`, `reserved.rs`, `ownership.rs`).
 //!
 //! Test-only endpoints, outside `/api`: `GET /ledger` (what was applied, how many times),
 //! `POST /faults` (see [`Faults`]), `POST /admin/metadata`, `/admin/metadata/remove`,
@@ -37,6 +37,7 @@
 mod approvals;
 mod data;
 mod metadata;
+mod ownership;
 mod reserved;
 mod tracker_export;
 
@@ -83,6 +84,8 @@ struct Faults {
     file_data_elements: BTreeSet<String>,
     /// Seconds added to the `serverDate` `/api/system/info` reports (a box clock that is off).
     clock_offset_secs: i64,
+    /// Apply the next N ownership transfers, then cut the connection instead of answering.
+    drop_transfer_answers: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -148,6 +151,12 @@ struct Data {
     /// Reserved values by attribute (see `reserved.rs`).
     #[serde(default)]
     reserved: BTreeMap<String, reserved::Reserved>,
+    /// Program owners by `te/program` (see `ownership.rs`).
+    #[serde(default)]
+    owners: BTreeMap<String, String>,
+    /// Ownership transfers applied, in order: `{trackedEntity, program, from, to, by}`.
+    #[serde(default)]
+    transfers: Vec<Value>,
 }
 
 struct Inner {
@@ -243,6 +252,10 @@ fn router(app: App) -> Router {
             get(tracker_export::tracked_entities),
         )
         .route("/api/tracker/events", get(tracker_export::events))
+        .route(
+            "/api/tracker/ownership/transfer",
+            axum::routing::put(ownership::transfer_request),
+        )
         .route("/api/tracker/jobs/{id}", get(job_notifications))
         .route("/api/tracker/jobs/{id}/report", get(job_report))
         .route("/api/fileResources", post(file_upload))
@@ -271,6 +284,7 @@ fn router(app: App) -> Router {
         .route("/admin/data-values", post(data::admin_values))
         .route("/admin/tracker", post(tracker_export::admin_tracker))
         .route("/admin/tracker/delete", post(tracker_export::admin_delete))
+        .route("/admin/tracker/transfer", post(ownership::admin_transfer))
         .layer(axum::middleware::from_fn(metadata::etag))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
@@ -341,15 +355,19 @@ impl App {
         Self::save(&i);
         if i.faults.drop_answer_after_apply > 0 {
             i.faults.drop_answer_after_apply -= 1;
-            i.data.dropped_answers += 1;
-            Self::save(&i);
-            // Headers go out, then the body fails: the client sees a connection cut mid-answer.
-            let broken = futures_util::stream::once(async {
-                Err::<Bytes, std::io::Error>(std::io::Error::other("connection cut"))
-            });
-            return (status, Body::from_stream(broken)).into_response();
+            return Self::cut(&mut i, status);
         }
         (status, axum::Json(body)).into_response()
+    }
+
+    /// Headers go out, then the body fails: the client sees a connection cut mid-answer.
+    fn cut(i: &mut Inner, status: StatusCode) -> Response {
+        i.data.dropped_answers += 1;
+        Self::save(i);
+        let broken = futures_util::stream::once(async {
+            Err::<Bytes, std::io::Error>(std::io::Error::other("connection cut"))
+        });
+        (status, Body::from_stream(broken)).into_response()
     }
 }
 
@@ -798,7 +816,8 @@ fn check(
                     "Missing required enrollment property: `program`.".into(),
                 ));
             }
-            parent(d, Ty::Te, str_of(o, "trackedEntity").or(Some("")), "E1068")
+            parent(d, Ty::Te, str_of(o, "trackedEntity").or(Some("")), "E1068")?;
+            ownership::check(d, o)
         }
         Ty::Ev => {
             if str_of(o, "programStage").is_none() || str_of(o, "orgUnit").is_none() {
@@ -821,7 +840,8 @@ fn check(
                     ));
                 }
             }
-            parent(d, Ty::En, str_of(o, "enrollment"), "E1033")
+            parent(d, Ty::En, str_of(o, "enrollment"), "E1033")?;
+            ownership::check(d, o)
         }
         Ty::Rel => {
             if existing == Some(false) {
@@ -915,6 +935,10 @@ fn upsert(d: &mut Data, r: &mut Report, t: Ty, uid: &str, o: &Value) {
     }
     merged["updatedAt"] = Value::String(server_date());
     entry.body = merged;
+    if t == Ty::En {
+        let body = entry.body.clone();
+        ownership::enrolled(d, &body);
+    }
     r.done(t, uid);
     for n in notes
         .as_ref()

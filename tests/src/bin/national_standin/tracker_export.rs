@@ -1,6 +1,7 @@
 //! National's tracker data read back, as DHIS2 2.41+ answers it: `GET
 //! /api/tracker/trackedEntities` (a program, `orgUnits` with `orgUnitMode=DESCENDANTS`,
-//! `updatedAfter`, enrollments, events and relationships nested) and `GET /api/tracker/events`, oldest change
+//! `updatedAfter`, owned there, with enrollments, events, relationships and `programOwners`
+//! nested) and `GET /api/tracker/events`, oldest change
 //! first with `page`/`pageSize` and a `pager` (deleted events with `includeDeleted=true`); and
 //! `/admin/tracker` and `/admin/tracker/delete`, someone at national (a district officer,
 //! another clinic) changing or deleting tracker data.
@@ -35,7 +36,7 @@ pub async fn admin_tracker(State(app): State<App>, axum::Json(v): axum::Json<Val
 }
 
 /// Whether `ou` lies at or under one of `roots`.
-fn under(d: &Data, ou: &str, roots: &[&str]) -> bool {
+pub fn under(d: &Data, ou: &str, roots: &[&str]) -> bool {
     let path = d
         .meta
         .objects
@@ -121,14 +122,15 @@ pub async fn tracked_entities(
                 body
             })
             .collect();
-        let owned_here = enrollments
-            .iter()
-            .any(|e| str_of(e, "orgUnit").is_some_and(|ou| under(d, ou, &roots)));
+        // National's program queries follow the owner, not where the enrollment was made.
+        let owned_here =
+            super::ownership::owner(d, uid, program).is_some_and(|ou| under(d, ou, &roots));
         if !owned_here {
             continue;
         }
         let mut body = te.body.clone();
         body["enrollments"] = Value::Array(enrollments);
+        body["programOwners"] = super::ownership::program_owners(d, uid);
         let names = |r: &Value, side: &str| {
             r.pointer(&format!("/{side}/trackedEntity/trackedEntity"))
                 .and_then(Value::as_str)

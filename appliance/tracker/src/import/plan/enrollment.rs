@@ -73,7 +73,7 @@ impl Planner<'_> {
             e.add(C::E1068, &[&te]);
             return self.fail(e, index);
         }
-        if !self.meta.org_unit_exists(&org_unit) {
+        if !self.org_unit_known(&org_unit) {
             e.add(C::E1070, &[&org_unit]);
             return self.fail(e, index);
         }
@@ -82,7 +82,7 @@ impl Planner<'_> {
         {
             e.add(C::E1000, &[&self.user.username, &denied]);
         }
-        if !self.meta.program_in_org_unit(&program, &org_unit) {
+        if !self.program_offered(&program, &org_unit) {
             e.add(C::E1041, &[&org_unit, &program]);
         }
         if let Some(o) = old {

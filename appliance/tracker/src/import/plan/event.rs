@@ -78,7 +78,7 @@ impl Planner<'_> {
             e.add(C::E1123, &["orgUnit"]);
             return self.fail(e, index);
         };
-        if !self.meta.org_unit_exists(&org_unit) {
+        if !self.org_unit_known(&org_unit) {
             e.add(C::E1011, &[&org_unit]);
             return self.fail(e, index);
         }
@@ -88,7 +88,7 @@ impl Planner<'_> {
         {
             e.add(C::E1000, &[&self.user.username, &denied]);
         }
-        if !self.meta.program_in_org_unit(&program, &org_unit) {
+        if !self.program_offered(&program, &org_unit) {
             e.add(C::E1029, &[&org_unit, &program]);
         }
         if let Some(o) = old {

@@ -126,6 +126,10 @@ pub struct Planner<'a> {
     planned_enrollments: HashMap<(String, String), HashSet<String>>,
     /// Capture-scope answers per org unit.
     capture: std::cell::RefCell<HashMap<String, bool>>,
+    /// Importing national's own data: national checked its org units against its whole
+    /// hierarchy and its own access rules, so org units outside the box's metadata (a patient
+    /// enrolled elsewhere, transferred in) are taken as national states them.
+    national: bool,
     /// Unassigned file resources a value of this import references, with their new owner:
     /// assigned in the same commit as the owner, if it is written.
     file_refs: Vec<(String, FileOwner)>,
@@ -248,6 +252,8 @@ impl<'a> Planner<'a> {
             planned_enrollments: HashMap::new(),
             capture: std::cell::RefCell::new(HashMap::new()),
             file_refs: Vec::new(),
+            // No box user can hold this UID: box users' UIDs are DHIS2's 11 characters.
+            national: user.uid == clinicbox_api::conflicts::NATIONAL,
         };
         if params.import_strategy == ImportStrategy::Delete {
             // Children first, so a payload that deletes a whole tree needs no cascade right.
@@ -447,12 +453,25 @@ impl<'a> Planner<'a> {
     }
 
     fn can_capture(&self, ou: &str) -> bool {
+        if self.national {
+            return true;
+        }
         if let Some(c) = self.capture.borrow().get(ou) {
             return *c;
         }
         let c = self.user.can_capture_in(ou);
         self.capture.borrow_mut().insert(ou.to_string(), c);
         c
+    }
+
+    /// Whether `ou` is an org unit the write may name: one the box holds, or any of national's.
+    fn org_unit_known(&self, ou: &str) -> bool {
+        self.national || self.meta.org_unit_exists(ou)
+    }
+
+    /// Whether `program` is assigned to `ou` (national's data: as national assigned it).
+    fn program_offered(&self, program: &str, ou: &str) -> bool {
+        self.national || self.meta.program_in_org_unit(program, ou)
     }
 
     /// The org unit a write fails on, if any (reported as E1000), for an enrollment or event

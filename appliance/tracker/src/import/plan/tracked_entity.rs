@@ -59,7 +59,7 @@ impl Planner<'_> {
             e.add(C::E1005, &[&tet]);
             return self.fail(e, index);
         };
-        if !self.meta.org_unit_exists(&org_unit) {
+        if !self.org_unit_known(&org_unit) {
             e.add(C::E1049, &[&org_unit]);
             return self.fail(e, index);
         }
@@ -102,6 +102,16 @@ impl Planner<'_> {
                 ..StoredTrackedEntity::default()
             });
         stored.org_unit = org_unit;
+        // Owners move only by transfer; national's own data says where they are now.
+        if self.national {
+            for o in te
+                .program_owners
+                .iter()
+                .filter(|o| !o.program.is_empty() && !o.org_unit.is_empty())
+            {
+                stored.set_owner(&o.program, &o.org_unit);
+            }
+        }
         if te.geometry.is_some() {
             stored.geometry = te.geometry.clone();
         }
