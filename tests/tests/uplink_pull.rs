@@ -1005,3 +1005,73 @@ fn a_patient_transferred_in_from_a_clinic_the_box_does_not_hold_brings_her_recor
     assert_eq!(report["status"], "ERROR", "{report}");
     assert!(report.to_string().contains("E1102"), "{report}");
 }
+
+#[test]
+fn a_patient_national_moves_away_keeps_her_records_on_the_box_and_its_tablets_learn_it_from_the_first_refused_write()
+ {
+    const CLINIC_Z: &str = "cbClinicZ01";
+    const OPD: &str = "cbPrgOpd001";
+    let national = national_with_demo();
+    national.put_metadata(
+        &json!({"organisationUnits": [{"id": CLINIC_Z, "name": "Lakeside Clinic Z",
+        "shortName": "Clinic Z", "openingDate": "2020-01-01", "level": 3,
+        "parent": {"id": "cbDistrct01"}, "path": format!("/cbCountry01/cbDistrct01/{CLINIC_Z}")}]}),
+    );
+    let b = BoxBuilder::demo().start();
+    let data = b.dir().join("data");
+    // Registered and seen at clinic A on the box, sent to national.
+    let p = clinicbox_tests::clinic::patient(44);
+    let te = p["trackedEntities"][0]["trackedEntity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let en = p["enrollments"][0]["enrollment"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    import_to(b.url(), &p);
+    uplink_once_ok(&data, &national);
+    assert_eq!(national.ledger()["tracked_entities"][&te]["writes"], 1);
+
+    // National moves her to clinic Z; the box's queries no longer carry her, and a nurse records
+    // a consultation on the box: national refuses it, and the box learns where she went.
+    national.transfer(&te, OPD, CLINIC_Z);
+    let consult = |event: &str| {
+        json!({"events": [{"event": event, "enrollment": en, "program": OPD,
+            "programStage": "cbStgConsul", "orgUnit": CLINIC_A, "status": "ACTIVE",
+            "occurredAt": "2026-12-05T10:00:00.000",
+            "dataValues": [{"dataElement": "cbDeDiagnos", "value": "MALARIA"}]}]})
+    };
+    import_to(b.url(), &consult("evMovedAw01"));
+    let out = uplink_once_ok(&data, &national);
+    assert!(out.contains("events evMovedAw01: E1102"), "{out}");
+    assert!(
+        out.contains("1 patient(s) moved away from the box's clinics at national"),
+        "{out}"
+    );
+    assert!(national.ledger()["events"]["evMovedAw01"].is_null());
+
+    // Her records stay on the box; clinic A's tablets now get DHIS2's answer themselves.
+    let (code, got) = get_as(
+        &b,
+        ADMIN,
+        &format!("/api/tracker/trackedEntities/{te}?fields=attributes"),
+    );
+    assert_eq!(code, 200, "{got}");
+    assert!(got.to_string().contains("Otieno"), "{got}");
+    let (_, report) = send_as(
+        &b,
+        ANDROID,
+        "POST",
+        "/api/tracker?async=false",
+        &consult("evMovedAw02"),
+    );
+    assert!(report.to_string().contains("E1102"), "{report}");
+    // Asked once: the next round has nothing new refused.
+    let out = uplink_once_ok(&data, &national);
+    assert!(!out.contains("moved away"), "{out}");
+    assert_eq!(
+        national.ledger()["requests"]["GET /api/tracker/trackedEntities/{uid}"],
+        1
+    );
+}

@@ -8,6 +8,7 @@ pub mod local;
 pub mod logins;
 pub mod national;
 pub mod outcome;
+pub mod owners;
 pub mod pull;
 pub mod reserved;
 pub mod round;

@@ -277,6 +277,26 @@ impl National {
         .await
     }
 
+    /// Who owns `te` in `program` at national now (`trackedEntity`, `trackedEntityType`,
+    /// `orgUnit`, `programOwners`); `None` when national does not let the box see her (a
+    /// protected program's patient moved elsewhere: 403) or holds no such patient (404).
+    pub async fn owners_of(&self, te: &str, program: &str) -> Result<Option<Value>, UplinkError> {
+        let path = format!(
+            "/api/tracker/trackedEntities/{te}?program={program}&fields=trackedEntity,trackedEntityType,orgUnit,programOwners[orgUnit,program]"
+        );
+        let answer = self.get(&path, None).await?;
+        match answer.status {
+            200 => serde_json::from_slice(&answer.body)
+                .map(Some)
+                .map_err(|e| UplinkError::Protocol(format!("{path} did not answer JSON: {e}"))),
+            403 | 404 => Ok(None),
+            _ => {
+                refuse_auth(&path, &answer)?;
+                Err(unexpected(&path, answer.status))
+            }
+        }
+    }
+
     /// `PUT /api/tracker/ownership/transfer`: a program owner moved on the box. A 403 here is
     /// about this one entity (its owner is no longer the box's at national), not the account.
     pub async fn transfer_ownership(

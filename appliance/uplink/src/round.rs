@@ -1,7 +1,7 @@
 //! One round: reach national, then push the outbox batch by batch, confirming each batch to
 //! `serve` only after national answered for every object in it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use clinicbox_control::outbox::{Batch, Confirm, FileRef, ObjectKind, Parked};
 use clinicbox_control::pull::MergeReport;
@@ -12,6 +12,7 @@ use crate::config::PullPlan;
 use crate::local::LocalBox;
 use crate::national::{National, NationalInfo};
 use crate::outcome::{self, Outcome};
+use crate::owners;
 use crate::pull::PullSummary;
 
 /// The smallest batch the uplink shrinks to on a link that keeps failing.
@@ -74,6 +75,9 @@ pub struct RoundSummary {
     pub pushed: BTreeMap<ObjectKind, u64>,
     /// Objects national refused in this round.
     pub parked: Vec<Parked>,
+    /// What asking national about patients whose writes it refused for ownership did (their
+    /// owner moved away from the box's clinics), when any were.
+    pub moved_away: Option<MergeReport>,
     pub batches: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
@@ -114,6 +118,12 @@ impl RoundSummary {
             self.batches
         ));
         out.push(format!("parked: {}", self.parked.len()));
+        if let Some(m) = &self.moved_away {
+            out.push(format!(
+                "  {} patient(s) moved away from the box's clinics at national (owner updated on the box)",
+                m.applied
+            ));
+        }
         for p in self.parked.iter().take(20) {
             out.push(format!(
                 "  {} {}: {} {}",
@@ -132,6 +142,15 @@ impl RoundSummary {
 }
 
 impl RoundSummary {
+    /// The skew national's times are corrected by when merged. Within the tolerance the
+    /// measurement (whole seconds, one request's latency) is coarser than the skew: times are
+    /// compared as they are.
+    fn merge_skew(&self) -> i64 {
+        self.clock_skew_secs
+            .filter(|s| s.abs() > CLOCK_TOLERANCE_SECS)
+            .unwrap_or(0)
+    }
+
     fn pull_lines(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(p) = &self.pull {
@@ -208,6 +227,7 @@ pub async fn run(
         .and_then(|n| n.server_time_zone_id.clone());
     let mut stop_at: Option<u64> = None;
     let mut retries = 0;
+    let mut moved = BTreeSet::new();
     loop {
         let batch = local.batch(size.get(), zone.as_deref()).await?;
         let end = *stop_at.get_or_insert(batch.end);
@@ -233,6 +253,7 @@ pub async fn run(
         }
         summary.batches += 1;
         summary.parked.extend(outcome.parked.iter().cloned());
+        moved.extend(owners::refused_for_ownership(&batch, &outcome.parked));
         local
             .confirm(&Confirm {
                 after: batch.after,
@@ -241,6 +262,10 @@ pub async fn run(
                 sent: outcome.accepted,
             })
             .await?;
+    }
+    if let (false, Some(zone)) = (moved.is_empty(), zone.as_deref()) {
+        let skew = summary.merge_skew();
+        summary.moved_away = Some(owners::follow(local, national, &moved, zone, skew).await?);
     }
     let (sent, received) = national.bytes();
     summary.bytes_sent = sent - sent0;
@@ -261,12 +286,7 @@ async fn pull_all(
     if !roots.is_empty() {
         let metadata = crate::pull::metadata(local, national, info, &roots).await;
         summary.pull = pull_step("metadata", metadata, &mut summary.pull_errors)?;
-        // Within the tolerance the measurement (whole seconds, one request's latency) is
-        // coarser than the skew: times are compared as they are.
-        let skew = summary
-            .clock_skew_secs
-            .filter(|s| s.abs() > CLOCK_TOLERANCE_SECS)
-            .unwrap_or(0);
+        let skew = summary.merge_skew();
         let data = crate::data::pull(local, national, info, &roots, skew).await;
         summary.national_data = pull_step("national data", data, &mut summary.pull_errors)?;
     }

@@ -251,6 +251,10 @@ fn router(app: App) -> Router {
             "/api/tracker/trackedEntities",
             get(tracker_export::tracked_entities),
         )
+        .route(
+            "/api/tracker/trackedEntities/{uid}",
+            get(tracker_export::tracked_entity),
+        )
         .route("/api/tracker/events", get(tracker_export::events))
         .route(
             "/api/tracker/ownership/transfer",

@@ -199,3 +199,72 @@ pub async fn events(
         .collect();
     paged(&q, "events", items)
 }
+
+/// `GET /api/tracker/trackedEntities/{uid}?program=`: one patient with her `programOwners`.
+/// The sync account sees a patient of an open program wherever she is owned (its search scope
+/// is national's); a protected or closed program's only where it may write (403
+/// `OWNERSHIP_ACCESS_DENIED`, as DHIS2 answers).
+pub async fn tracked_entity(
+    State(app): State<App>,
+    axum::extract::Path(uid): axum::extract::Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = app.gate("GET /api/tracker/trackedEntities/{uid}", &headers) {
+        return r;
+    }
+    let i = app.lock();
+    let d = &i.data;
+    let Some(te) = d.tracked_entities.get(&uid).filter(|o| !o.deleted) else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(
+                json!({"httpStatus": "Not Found", "httpStatusCode": 404, "status": "ERROR",
+                "message": format!("TrackedEntity with id {uid} could not be found.")}),
+            ),
+        )
+            .into_response();
+    };
+    let program = q.get("program").cloned().unwrap_or_default();
+    let level = d
+        .meta
+        .objects
+        .get("programs")
+        .and_then(|m| m.get(&program))
+        .and_then(|p| str_of(p, "accessLevel"))
+        .unwrap_or("OPEN");
+    let guarded = matches!(level, "PROTECTED" | "CLOSED");
+    if guarded && !super::ownership::sync_may_write(d, &uid, &program) {
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(
+                json!({"httpStatus": "Forbidden", "httpStatusCode": 403, "status": "ERROR",
+                "message": "OWNERSHIP_ACCESS_DENIED"}),
+            ),
+        )
+            .into_response();
+    }
+    let mut body = te.body.clone();
+    body["programOwners"] = super::ownership::program_owners(d, &uid);
+    if let (Some(fields), Some(map)) = (q.get("fields"), body.as_object_mut()) {
+        let wanted = top_level(fields);
+        map.retain(|k, _| wanted.iter().any(|w| w == k));
+    }
+    axum::Json(body).into_response()
+}
+
+/// The top-level names of a `fields` filter (`a,b[c,d],e` → a, b, e).
+fn top_level(fields: &str) -> Vec<String> {
+    let (mut out, mut depth, mut name) = (Vec::new(), 0usize, String::new());
+    for c in fields.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => out.push(std::mem::take(&mut name)),
+            c if depth == 0 => name.push(c),
+            _ => {}
+        }
+    }
+    out.push(name);
+    out
+}
