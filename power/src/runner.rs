@@ -105,7 +105,8 @@ impl<S: PowerSource> PowerLoop<S> {
         let mut shutdown: Option<JoinHandle<ShutdownOutcome>> = None;
         let mut last_state = PowerState::Unknown;
         let mut last_error: Option<String> = None;
-        let mut last_response = Instant::now();
+        // tokio's clock, so tests can step it; the policy keeps the wall clock's.
+        let mut last_response = tokio::time::Instant::now();
         let mut ticker = tokio::time::interval(poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
@@ -134,7 +135,7 @@ impl<S: PowerSource> PowerLoop<S> {
                     let mut absent = false;
                     let reading = match read {
                         Ok(Ok(r)) => {
-                            last_response = Instant::now();
+                            last_response = tokio::time::Instant::now();
                             if last_error.take().is_some() {
                                 tracing::info!(power.source = %self.describe, "power source answers again ({})", r.raw_status);
                             }
@@ -143,7 +144,7 @@ impl<S: PowerSource> PowerLoop<S> {
                         Ok(Err(e)) => {
                             // An answer, even an error, means the loop and the source's I/O work.
                             if !matches!(e, SourceError::Stuck(_)) {
-                                last_response = Instant::now();
+                                last_response = tokio::time::Instant::now();
                             }
                             absent = matches!(e, SourceError::Absent(_));
                             note_error(&mut last_error, &self.describe, &e.to_string());

@@ -4,7 +4,10 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the real one in a process, a paused one in tests that step time.
+use tokio::time::Instant;
 
 use sd_notify::NotifyState;
 
