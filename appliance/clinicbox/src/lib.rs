@@ -1,5 +1,4 @@
-//! The ClinicBox daemon and admin commands. `main.rs` only parses arguments and calls in here,
-//! so tests can run the same code in-process.
+#![doc = include_str!("../README.md")]
 
 pub mod app;
 pub mod config;

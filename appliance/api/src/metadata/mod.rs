@@ -2,6 +2,7 @@
 //! `<type>/<uid>` (users in `USERS`), and an in-memory [`Snapshot`] rebuilt when the metadata
 //! revision changes, from which every metadata endpoint, the auth layer and scope checks read.
 
+pub mod check;
 pub mod import;
 pub mod serve;
 
@@ -196,6 +197,47 @@ impl Snapshot {
         };
         snap.index();
         Ok(snap)
+    }
+
+    /// A snapshot holding a package's objects as stored (tests of the checks).
+    #[cfg(test)]
+    pub(crate) fn from_package(package: &Value) -> Snapshot {
+        let mut types: HashMap<&'static str, BTreeMap<String, Map<String, Value>>> = HashMap::new();
+        let mut credentials = HashMap::new();
+        for s in schema::SCHEMAS {
+            let mut objects = BTreeMap::new();
+            for o in package
+                .get(s.plural)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let (Some(obj), Some(id)) = (o.as_object(), o.get("id").and_then(Value::as_str))
+                else {
+                    continue;
+                };
+                if let Some(username) = obj.get("username").and_then(Value::as_str) {
+                    let credential = Credential {
+                        uid: id.to_string(),
+                        password_hash: None,
+                        disabled: false,
+                    };
+                    credentials.insert(username.to_string(), credential);
+                }
+                objects.insert(id.to_string(), obj.clone());
+            }
+            types.insert(s.plural, objects);
+        }
+        let mut snap = Snapshot {
+            revision: 1,
+            types,
+            ou_programs: HashMap::new(),
+            ou_data_sets: HashMap::new(),
+            ou_children: HashMap::new(),
+            credentials,
+        };
+        snap.index();
+        snap
     }
 
     fn index(&mut self) {
