@@ -3,27 +3,27 @@
 //! one store write, so a whole data set costs one durable commit and an acknowledged import is
 //! on disk. Counting follows DHIS2 2.42: a re-post of the same value, comment and follow-up is
 //! `ignored`; a rejected value is `ignored` with a conflict whose `indexes` point at it.
+//! Each value's checks, in DHIS2's order, are in `check.rs`.
+
+mod check;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use clinicbox_api::files::{StoredFile, Use, uploaded_in_scope};
 use clinicbox_api::query::Query;
 use clinicbox_api::{ApiError, AuthUser};
 use clinicbox_dhis2::Period;
 use clinicbox_dhis2::aggregate::{
-    ConflictCode, DataValue, DataValueSet, ImportConflict, ImportCount, ImportStrategy,
-    ImportSummary, ImportSummaryStatus,
+    ConflictCode, DataValueSet, ImportConflict, ImportCount, ImportStrategy, ImportSummary,
+    ImportSummaryStatus,
 };
-use clinicbox_dhis2::value_type::{self, MAX_STORED_BY_LENGTH, MAX_VALUE_LENGTH, ValueError};
-use clinicbox_store::{Collection, DataValueKey, ReadView, StoreError, WriteCtx};
+use clinicbox_store::{DataValueKey, ReadView, StoreError, WriteCtx};
 use serde_json::{Value, json};
 
-use crate::approvals;
 use crate::periods::Now;
 use crate::records::{AUDIT, AuditEntry, AuditType, DATA_VALUES, StoredDataValue};
 use crate::registrations;
-use crate::rules::{Categories, DataSetRules, Lock, data_sets_for, element_combo, option_codes};
+use crate::rules::{Categories, DataSetRules};
 
 /// Query parameters of an import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,393 +130,10 @@ impl Plan {
     }
 }
 
+use check::Checker;
+
 fn trimmed(s: &Option<String>) -> Option<&str> {
     s.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
-
-/// Validation state shared by the values of one request.
-struct Checker<'a> {
-    user: &'a AuthUser,
-    now: &'a Now,
-    read: &'a ReadView,
-    params: ImportParams,
-    cats: Categories<'a>,
-    rules: HashMap<String, Option<Arc<DataSetRules>>>,
-    options: HashMap<String, std::collections::HashSet<String>>,
-    approved: HashMap<String, bool>,
-    /// Per combo: its first option the user may not write (checked once per request).
-    unwritable: HashMap<String, Option<String>>,
-    /// Per org unit: in the user's capture scope.
-    capture: HashMap<String, bool>,
-    /// Per data set and period: the lock, if any.
-    locks: HashMap<(String, String), Option<Lock>>,
-}
-
-type Conflict = (ConflictCode, Vec<(&'static str, String)>);
-
-/// A conflict of one value. Every object is cut to a short excerpt (the wire crate's helper,
-/// as in tracker reports), so nothing a tablet posted is echoed whole into the summary.
-fn conflict(code: ConflictCode, objects: &[(&'static str, &str)]) -> Conflict {
-    (
-        code,
-        objects
-            .iter()
-            .map(|(k, v)| (*k, value_type::excerpt(v).into_owned()))
-            .collect(),
-    )
-}
-
-/// The value to store, checked with the wire crate's value-type checker: `None` when blank or
-/// missing (no value), else the value trimmed (as DHIS2's data value import trims) and
-/// normalised. The checks every value gets run on the value as posted, so a control character
-/// at either end is refused rather than trimmed away.
-fn checked_value(value_type: &str, posted: Option<&str>) -> Result<Option<String>, ValueError> {
-    let Some(posted) = posted else {
-        return Ok(None);
-    };
-    value_type::check_text(posted)?;
-    let trimmed = posted.trim();
-    if trimmed.is_empty() {
-        return Ok(None);
-    }
-    value_type::check(value_type, trimmed).map(|v| Some(v.into_owned()))
-}
-
-impl Checker<'_> {
-    fn rules(&mut self, id: &str) -> Option<Arc<DataSetRules>> {
-        let snap = &self.user.snapshot;
-        let (now, default) = (self.now, self.cats.default_combo.clone());
-        self.rules
-            .entry(id.to_string())
-            .or_insert_with(|| DataSetRules::load(snap, id, now, &default).map(Arc::new))
-            .clone()
-    }
-
-    fn unwritable(&mut self, coc: &str) -> Option<String> {
-        if let Some(v) = self.unwritable.get(coc) {
-            return v.clone();
-        }
-        let v = self.cats.unwritable_option(coc, self.user);
-        self.unwritable.insert(coc.to_string(), v.clone());
-        v
-    }
-
-    fn can_capture(&mut self, ou: &str) -> bool {
-        let user = self.user;
-        *self
-            .capture
-            .entry(ou.to_string())
-            .or_insert_with(|| user.can_capture_in(ou))
-    }
-
-    fn lock(&mut self, rules: &DataSetRules, period: &Period) -> Option<Lock> {
-        let (now, user) = (self.now, self.user);
-        self.locks
-            .entry((rules.id.clone(), period.id().to_string()))
-            .or_insert_with(|| rules.lock(period, now, user))
-            .clone()
-    }
-
-    fn is_approved(&mut self, wf: &str, pe: &str, ou: &str, aoc: &str) -> Result<bool, StoreError> {
-        let key = format!("{wf}/{pe}/{ou}/{aoc}");
-        if let Some(v) = self.approved.get(&key) {
-            return Ok(*v);
-        }
-        let v = approvals::is_approved(self.read, &key)?;
-        self.approved.insert(key, v);
-        Ok(v)
-    }
-
-    /// Checks value `index` in DHIS2's order; the first failing check is its conflict.
-    /// Why a file value cannot reference `uid`: not on the box, not this user's to use (the
-    /// uploader's or their clinic's), or already a tracker record's.
-    fn file_refused(&self, uid: &str) -> Result<Option<&'static str>, StoreError> {
-        let file = self
-            .read
-            .get(Collection::FILE_RESOURCES, uid)?
-            .filter(|r| !r.deleted)
-            .and_then(|r| r.json::<StoredFile>().ok());
-        Ok(match file {
-            None => Some("file_resource_not_found"),
-            Some(f) if f.assigned_to.is_some() => Some("file_resource_already_assigned"),
-            Some(f) if !uploaded_in_scope(self.user, &f, Use::Assign) => {
-                Some("file_resource_not_found")
-            }
-            Some(_) => None,
-        })
-    }
-
-    fn check(
-        &mut self,
-        set: &DataValueSet,
-        set_rules: Option<&Arc<DataSetRules>>,
-        index: usize,
-        v: &DataValue,
-    ) -> Result<Result<Op, Conflict>, StoreError> {
-        let snap = self.user.snapshot.clone();
-        let user = self.user;
-        let de_id = trimmed(&v.data_element).unwrap_or("");
-        let Some(de) = snap.get("dataElements", de_id) else {
-            return Ok(Err(conflict(
-                ConflictCode::E7610,
-                &[("dataElement", de_id)],
-            )));
-        };
-        let pe = trimmed(&v.period).or(trimmed(&set.period)).unwrap_or("");
-        let Ok(period) = Period::parse(pe) else {
-            return Ok(Err(conflict(ConflictCode::E7611, &[("period", pe)])));
-        };
-        let ou = trimmed(&v.org_unit)
-            .or(trimmed(&set.org_unit))
-            .unwrap_or("");
-        let Some(ou_path) = snap.org_unit_path(ou).map(str::to_string) else {
-            return Ok(Err(conflict(ConflictCode::E7612, &[("orgUnit", ou)])));
-        };
-        let coc = match trimmed(&v.category_option_combo) {
-            Some(c) if !self.cats.exists(c) => {
-                return Ok(Err(conflict(
-                    ConflictCode::E7613,
-                    &[("categoryOptionCombo", c)],
-                )));
-            }
-            Some(c) => c.to_string(),
-            None => self.cats.default_coc.clone(),
-        };
-        if let Some(o) = self.unwritable(&coc) {
-            return Ok(Err(conflict(
-                ConflictCode::E7614,
-                &[("categoryOptionCombo", &coc), ("categoryOption", &o)],
-            )));
-        }
-        let aoc = match trimmed(&v.attribute_option_combo).or(trimmed(&set.attribute_option_combo))
-        {
-            Some(c) if !self.cats.exists(c) => {
-                return Ok(Err(conflict(
-                    ConflictCode::E7615,
-                    &[("attributeOptionCombo", c)],
-                )));
-            }
-            Some(c) => c.to_string(),
-            None => self.cats.default_coc.clone(),
-        };
-        if let Some(o) = self.unwritable(&aoc) {
-            return Ok(Err(conflict(
-                ConflictCode::E7616,
-                &[("attributeOptionCombo", &aoc), ("categoryOption", &o)],
-            )));
-        }
-        if !self.can_capture(ou) {
-            return Ok(Err(conflict(
-                ConflictCode::E7617,
-                &[("orgUnit", ou), ("user", &user.uid)],
-            )));
-        }
-
-        let deleted = v.deleted == Some(true) || self.params.strategy == ImportStrategy::Delete;
-        let value_type = de
-            .get("valueType")
-            .and_then(Value::as_str)
-            .unwrap_or("TEXT");
-        let comment = v.comment.clone().filter(|c| !c.trim().is_empty());
-        let mut value = trimmed(&v.value).map(str::to_string);
-        if !deleted {
-            value = match checked_value(value_type, v.value.as_deref()) {
-                Ok(value) => value,
-                Err(reason) => {
-                    return Ok(Err(conflict(
-                        ConflictCode::E7619,
-                        &[("dataElement", de_id), ("value", &reason.to_string())],
-                    )));
-                }
-            };
-        }
-        if let (Some(raw), false) = (value.as_deref(), deleted) {
-            if value_type::is_file(value_type) {
-                if let Some(why) = self.file_refused(raw)? {
-                    return Ok(Err(conflict(
-                        ConflictCode::E7619,
-                        &[("dataElement", de_id), ("value", why)],
-                    )));
-                }
-            }
-        }
-        if comment
-            .as_ref()
-            .is_some_and(|c| value_type::longer_than(c, MAX_VALUE_LENGTH))
-        {
-            return Ok(Err(conflict(
-                ConflictCode::E7620,
-                &[("comment", "comment_length_greater_than_max_length")],
-            )));
-        }
-        if let (Some(val), false, Some(os)) = (
-            &value,
-            deleted,
-            de.get("optionSet")
-                .and_then(|o| o.get("id"))
-                .and_then(Value::as_str),
-        ) {
-            let codes = self
-                .options
-                .entry(os.to_string())
-                .or_insert_with(|| option_codes(&snap, os));
-            let ok = if value_type == "MULTI_TEXT" {
-                val.split(',').all(|c| codes.contains(c.trim()))
-            } else {
-                codes.contains(val)
-            };
-            if !ok {
-                return Ok(Err(conflict(
-                    ConflictCode::E7621,
-                    &[("dataElement", de_id)],
-                )));
-            }
-        }
-
-        // The data set whose rules apply: the posted one, else one holding this element here.
-        let rules = match set_rules {
-            Some(r) => Some(r.clone()),
-            None => match data_sets_for(&snap, de_id, ou).first() {
-                Some(id) => self.rules(id),
-                None => None,
-            },
-        };
-        let combo = element_combo(&snap, rules.as_deref(), de, de_id, &self.cats.default_combo);
-        match &rules {
-            Some(r) => {
-                if r.period_type.is_some_and(|t| t != period.period_type()) {
-                    return Ok(Err(conflict(
-                        ConflictCode::E7632,
-                        &[("period", pe), ("dataElement", de_id)],
-                    )));
-                }
-                if !r.elements.contains_key(de_id) {
-                    return Ok(Err(conflict(
-                        ConflictCode::E7633,
-                        &[("dataElement", de_id), ("dataSet", &r.id)],
-                    )));
-                }
-                if !self.cats.in_combo(&combo, &coc) {
-                    return Ok(Err(conflict(
-                        ConflictCode::E7634,
-                        &[("categoryOptionCombo", &coc), ("dataElement", de_id)],
-                    )));
-                }
-                if !self.cats.in_combo(&r.attribute_combo, &aoc) {
-                    return Ok(Err(conflict(
-                        ConflictCode::E7635,
-                        &[("attributeOptionCombo", &aoc), ("dataElement", de_id)],
-                    )));
-                }
-                if !r.org_units.contains(ou) {
-                    return Ok(Err(conflict(
-                        ConflictCode::E7636,
-                        &[("orgUnit", ou), ("dataElement", de_id)],
-                    )));
-                }
-            }
-            None => {
-                if !self.cats.in_combo(&combo, &coc) {
-                    return Ok(Err(conflict(
-                        ConflictCode::E7634,
-                        &[("categoryOptionCombo", &coc), ("dataElement", de_id)],
-                    )));
-                }
-                return Ok(Err(conflict(
-                    ConflictCode::E7636,
-                    &[("orgUnit", ou), ("dataElement", de_id)],
-                )));
-            }
-        }
-        let stored_by = trimmed(&v.stored_by).unwrap_or(&user.username).to_string();
-        if stored_by.chars().count() > MAX_STORED_BY_LENGTH {
-            return Ok(Err(conflict(
-                ConflictCode::E7637,
-                &[("storedBy", "stored_by_length_greater_than_max_length")],
-            )));
-        }
-        if let Some(code) = self.cats.aoc_restriction(&aoc, &period, &ou_path) {
-            let first = if code == ConflictCode::E7638 {
-                ("period", pe)
-            } else {
-                ("orgUnit", ou)
-            };
-            return Ok(Err(conflict(
-                code,
-                &[first, ("attributeOptionCombo", &aoc)],
-            )));
-        }
-        if let Some(r) = &rules {
-            if !(self.params.force && user.is_superuser()) {
-                match self.lock(r, &period) {
-                    Some(Lock::Expired) => {
-                        return Ok(Err(conflict(
-                            ConflictCode::E7640,
-                            &[("period", pe), ("dataSet", &r.id)],
-                        )));
-                    }
-                    Some(Lock::Future(latest)) => {
-                        return Ok(Err(conflict(
-                            ConflictCode::E7641,
-                            &[
-                                ("period", pe),
-                                ("latestOpenPeriod", &latest),
-                                ("dataElement", de_id),
-                                ("dataSet", &r.id),
-                            ],
-                        )));
-                    }
-                    Some(Lock::InputClosed) => {
-                        return Ok(Err(conflict(
-                            ConflictCode::E7643,
-                            &[("period", pe), ("dataSet", &r.id)],
-                        )));
-                    }
-                    None => {}
-                }
-                if let Some(wf) = &r.workflow {
-                    if self.is_approved(wf, pe, ou, &aoc)? {
-                        return Ok(Err(conflict(
-                            ConflictCode::E7642,
-                            &[
-                                ("orgUnit", ou),
-                                ("period", pe),
-                                ("attributeOptionCombo", &aoc),
-                                ("dataSet", &r.id),
-                            ],
-                        )));
-                    }
-                }
-            }
-        }
-
-        let zero_insignificant = value_type::is_numeric(value_type)
-            && value.as_deref().is_some_and(value_type::is_zero)
-            && de.get("zeroIsSignificant").and_then(Value::as_bool) != Some(true);
-        let action = if deleted || (value.is_none() && comment.is_none()) {
-            Action::Delete
-        } else if zero_insignificant {
-            Action::Zero
-        } else {
-            Action::Put {
-                value,
-                comment,
-                followup: v.followup,
-            }
-        };
-        Ok(Ok(Op {
-            index,
-            key: DataValueKey {
-                data_element: de_id.to_string(),
-                period: period.id().to_string(),
-                org_unit: ou.to_string(),
-                category_option_combo: coc,
-                attribute_option_combo: aoc,
-            },
-            action,
-            stored_by,
-        }))
-    }
 }
 
 /// Validates a posted set for `user` at `now`, reading approvals and file resources from `read`.
@@ -552,19 +169,7 @@ pub fn plan(
             &[("attributeOptionCombo", aoc)],
         ));
     }
-    let mut checker = Checker {
-        user,
-        now,
-        read,
-        params,
-        cats,
-        rules: HashMap::new(),
-        options: HashMap::new(),
-        approved: HashMap::new(),
-        unwritable: HashMap::new(),
-        capture: HashMap::new(),
-        locks: HashMap::new(),
-    };
+    let mut checker = Checker::new(user, now, read, params, cats);
     let mut summary = ImportSummary::new(ImportSummaryStatus::Success);
     summary.import_options = Some(params.echo());
     let mut ops = Vec::with_capacity(set.data_values.len());
