@@ -3,7 +3,6 @@
 
 pub mod admin;
 pub mod auth;
-pub mod cli;
 pub mod conflicts;
 pub mod count;
 pub mod datastore;

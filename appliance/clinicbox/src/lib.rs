@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod app;
+pub mod commands;
 pub mod config;
 pub mod headers;
 pub mod keys;

@@ -37,10 +37,10 @@ enum Command {
     Keys(KeysCommand),
     /// Manage tablet users (stop `serve` first: it holds the store).
     #[command(subcommand)]
-    User(clinicbox_api::cli::UserCommand<clinicbox::unlock::UnlockArgs>),
+    User(clinicbox::commands::UserCommand),
     /// Import DHIS2 metadata packages (stop `serve` first: it holds the store).
     #[command(subcommand)]
-    Metadata(clinicbox_api::cli::MetadataCommand<clinicbox::unlock::UnlockArgs>),
+    Metadata(clinicbox::commands::MetadataCommand),
     /// Watch the UPS or battery; quiesce `serve` and power off cleanly before it runs out.
     Power {
         /// Board profile whose [power] section gives the defaults (the site config's [power]
@@ -109,12 +109,12 @@ fn main() -> anyhow::Result<()> {
                         .map(|p| p.to_string())
                         .map_err(|e| e.to_string())
                 };
-                clinicbox_api::cli::run_user(&api, cmd, &ask).await
+                clinicbox::commands::run_user(&api, cmd, &ask).await
             })
         }
         Command::Metadata(cmd) => {
             admin_command(cfg, cli.data_dir, &cmd.unlock().clone(), |api| async move {
-                clinicbox_api::cli::run_metadata(&api, cmd).await
+                clinicbox::commands::run_metadata(&api, cmd).await
             })
         }
         Command::Uplink(args) => uplink(cfg, cli.data_dir, args),

@@ -1,17 +1,19 @@
 //! The `clinicbox user …` and `clinicbox metadata …` subcommands: argument types (clap) and what
-//! they do over an [`ApiState`]. The binary opens the store, builds the state and prints the text.
+//! they do over the API's [`ApiState`] (its `admin` functions). `main.rs` opens the store,
+//! builds the state and prints the text.
 
 use std::path::PathBuf;
 
-use crate::ApiState;
-use crate::admin::{self, NewUser};
-use crate::error::ApiError;
-use crate::metadata::import::ImportParams;
+use clinicbox_api::admin::{self, NewUser};
+use clinicbox_api::metadata::import::ImportParams;
+use clinicbox_api::{ApiError, ApiState};
 
-/// `clinicbox user …`. `U` is the binary's store-unlock options, flattened into every command
-/// so they can follow the subcommand as in `clinicbox keys`.
+use crate::unlock::UnlockArgs;
+
+/// `clinicbox user …`. The store-unlock options are flattened into every command so they can
+/// follow the subcommand as in `clinicbox keys`.
 #[derive(Debug, Clone, clap::Subcommand)]
-pub enum UserCommand<U: clap::Args> {
+pub enum UserCommand {
     /// Add a user (the password is asked for, or read from standard input).
     Add {
         username: String,
@@ -32,13 +34,13 @@ pub enum UserCommand<U: clap::Args> {
         #[arg(long)]
         superuser: bool,
         #[command(flatten)]
-        unlock: U,
+        unlock: UnlockArgs,
     },
     /// Set a user's password (asked for, or read from standard input).
     Passwd {
         username: String,
         #[command(flatten)]
-        unlock: U,
+        unlock: UnlockArgs,
     },
     /// Disable a user: its tablets are told "Account disabled" and remove their local copy.
     Disable {
@@ -47,7 +49,7 @@ pub enum UserCommand<U: clap::Args> {
         #[arg(long)]
         enable: bool,
         #[command(flatten)]
-        unlock: U,
+        unlock: UnlockArgs,
     },
     /// List users.
     List {
@@ -55,13 +57,13 @@ pub enum UserCommand<U: clap::Args> {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        unlock: U,
+        unlock: UnlockArgs,
     },
 }
 
-impl<U: clap::Args> UserCommand<U> {
+impl UserCommand {
     /// The unlock options given with the command.
-    pub fn unlock(&self) -> &U {
+    pub fn unlock(&self) -> &UnlockArgs {
         match self {
             UserCommand::Add { unlock, .. }
             | UserCommand::Passwd { unlock, .. }
@@ -73,7 +75,7 @@ impl<U: clap::Args> UserCommand<U> {
 
 /// `clinicbox metadata …` (`U` as for [`UserCommand`]).
 #[derive(Debug, Clone, clap::Subcommand)]
-pub enum MetadataCommand<U: clap::Args> {
+pub enum MetadataCommand {
     /// Import a DHIS2 metadata package (JSON in the `/api/metadata` export format).
     Import {
         file: PathBuf,
@@ -87,13 +89,13 @@ pub enum MetadataCommand<U: clap::Args> {
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
-        unlock: U,
+        unlock: UnlockArgs,
     },
 }
 
-impl<U: clap::Args> MetadataCommand<U> {
+impl MetadataCommand {
     /// The unlock options given with the command.
-    pub fn unlock(&self) -> &U {
+    pub fn unlock(&self) -> &UnlockArgs {
         match self {
             MetadataCommand::Import { unlock, .. } => unlock,
         }
@@ -101,9 +103,9 @@ impl<U: clap::Args> MetadataCommand<U> {
 }
 
 /// Runs a user command; returns what to print. `password` asks for a password (label given).
-pub async fn run_user<U: clap::Args>(
+pub async fn run_user(
     state: &ApiState,
-    cmd: UserCommand<U>,
+    cmd: UserCommand,
     password: &dyn Fn(&str) -> Result<String, String>,
 ) -> Result<String, ApiError> {
     let svc = state.metadata();
@@ -172,10 +174,7 @@ pub async fn run_user<U: clap::Args>(
 }
 
 /// Runs a metadata command; returns what to print, or the import report's errors.
-pub async fn run_metadata<U: clap::Args>(
-    state: &ApiState,
-    cmd: MetadataCommand<U>,
-) -> Result<String, ApiError> {
+pub async fn run_metadata(state: &ApiState, cmd: MetadataCommand) -> Result<String, ApiError> {
     match cmd {
         MetadataCommand::Import {
             file,
@@ -184,7 +183,7 @@ pub async fn run_metadata<U: clap::Args>(
             dry_run,
             ..
         } => {
-            let q = crate::query::Query::parse(&format!(
+            let q = clinicbox_api::query::Query::parse(&format!(
                 "importStrategy={import_strategy}&atomicMode={atomic_mode}"
             ));
             let mut params = ImportParams::from_query(&q)?;
