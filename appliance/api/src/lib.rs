@@ -30,7 +30,7 @@ use axum::response::Response;
 use axum::routing::get;
 use clinicbox_dhis2::schema::{self, Schema};
 use clinicbox_dhis2::{Dhis2Timestamp, ImportStatus, ServerTimeZone, Status, WebMessage};
-use clinicbox_store::{Collection, Store};
+use clinicbox_store::{Collection, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 pub use crate::error::{ApiError, ApiResult};
@@ -125,11 +125,20 @@ pub struct ApiState {
 /// A stable id for this box, kept in the store.
 const SYSTEM: Collection = Collection::named("system");
 
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("api.time_zone: {0}")]
+    TimeZone(String),
+    #[error("the store: {0}")]
+    Store(#[from] StoreError),
+}
+
 impl ApiState {
     /// Validates the config and loads the metadata snapshot.
-    pub async fn new(store: Store, config: ApiConfig) -> Result<ApiState, ApiError> {
+    pub async fn new(store: Store, config: ApiConfig) -> Result<ApiState, StartError> {
         let zone = ServerTimeZone::new(&config.time_zone)
-            .map_err(|e| ApiError::BadRequest(format!("api.time_zone: {e}")))?;
+            .map_err(|e| StartError::TimeZone(e.to_string()))?;
         let metadata = MetadataService::new(store.clone(), zone.clone())?;
         let system_id = match store
             .read()?

@@ -204,11 +204,13 @@ where
         .enable_all()
         .build()?;
     let result = rt.block_on(async {
-        let api = clinicbox_api::ApiState::new(store.clone(), cfg.api.clone()).await?;
-        f(api).await
+        let api = clinicbox_api::ApiState::new(store.clone(), cfg.api.clone())
+            .await
+            .map_err(anyhow::Error::from)?;
+        f(api).await.map_err(|e| anyhow::anyhow!("{e}"))
     });
     store.close()?;
-    let out = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let out = result?;
     println!("{out}");
     Ok(())
 }

@@ -14,8 +14,6 @@ use clinicbox_store::{Collection, ReadView, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::error::ApiError;
-
 /// One record holding the metadata revision, bumped by every metadata or user write so that
 /// every process and handle sees the change.
 pub const REVISION: Collection = Collection::named("metadataRevision");
@@ -123,7 +121,11 @@ impl Snapshot {
         self.credentials.get(username)
     }
 
-    fn build(revision: u64, read: &ReadView, zone: &ServerTimeZone) -> Result<Snapshot, ApiError> {
+    fn build(
+        revision: u64,
+        read: &ReadView,
+        zone: &ServerTimeZone,
+    ) -> Result<Snapshot, StoreError> {
         let mut types: HashMap<&'static str, BTreeMap<String, Map<String, Value>>> = HashMap::new();
         for s in schema::SCHEMAS {
             types.insert(s.plural, BTreeMap::new());
@@ -421,7 +423,7 @@ pub struct MetadataService {
 }
 
 impl MetadataService {
-    pub fn new(store: Store, zone: ServerTimeZone) -> Result<Self, ApiError> {
+    pub fn new(store: Store, zone: ServerTimeZone) -> Result<Self, StoreError> {
         let read = store.read()?;
         let rev = read_revision(&read)?;
         let snap = Snapshot::build(rev, &read, &zone)?;
@@ -442,7 +444,7 @@ impl MetadataService {
     }
 
     /// The current snapshot, rebuilt first if the stored revision moved.
-    pub fn snapshot(&self) -> Result<Arc<Snapshot>, ApiError> {
+    pub fn snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
         let read = self.store.read()?;
         let rev = read_revision(&read)?;
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
