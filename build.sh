@@ -45,24 +45,34 @@ case "$cmd" in
     ;;
   bench)
     need_rust
-    cargo run --release --locked -p clinicbox-bench -- store "$@"
-    # A tablet's login + full metadata sync of the demo package over loopback (clinicbox-api).
-    cargo test --release --locked -p clinicbox-api --test sync_bench -- --ignored --nocapture
-    # A month's data set (500 values) uploaded and downloaded through the aggregate API.
-    cargo run --release --locked -p clinicbox-bench -- aggregate
-    # Tracker: one POST of 200 TEs + 200 enrollments + 1,000 events vs the store's raw write,
-    # download of 500 TEs, search at 10k TEs, peak RSS.
-    cargo run --release --locked -p clinicbox-bench -- tracker
-    # What one logged-in tablet can cost (a 12 MB value, stored reports, 300,000 empty
-    # objects) next to an ordinary upload: answer size, store growth, memory.
-    cargo run --release --locked -p clinicbox-bench -- exhaustion
-    # The uplink on a bad LTE link (800 ms, 80 kbit/s, 20 % loss) vs the Android app's way of
-    # sending the same records: bytes per event and per data value, push time, peak RSS.
-    cargo build --release --locked -p clinicbox -p clinicbox-tests --bins
-    cargo run --release --locked -p clinicbox-bench -- uplink
-    # The uplink's pull on the same link: first metadata pull, a quiet round, a change at
-    # national until a tablet sees it.
-    cargo run --release --locked -p clinicbox-bench -- pull
+    # Every benchmark prints its report, and its headline figures as FIGURE lines
+    # (tests/bench/src/figures.rs); the table at the end gathers them with their ratios.
+    log=$(mktemp)
+    trap 'rm -f "$log"' EXIT
+    {
+      cargo run --release --locked -p clinicbox-bench -- store "$@"
+      # A tablet's login + full metadata sync of the demo package over loopback (clinicbox-api).
+      cargo test --release --locked -p clinicbox-api --test sync_bench -- --ignored --nocapture
+      # A month's data set (500 values) uploaded and downloaded through the aggregate API.
+      cargo run --release --locked -p clinicbox-bench -- aggregate
+      # Tracker: one POST of 200 TEs + 200 enrollments + 1,000 events vs the store's raw write,
+      # download of 500 TEs, search at 10k TEs, peak RSS.
+      cargo run --release --locked -p clinicbox-bench -- tracker
+      # What one logged-in tablet can cost (a 12 MB value, stored reports, 300,000 empty
+      # objects) next to an ordinary upload: answer size, store growth, memory.
+      cargo run --release --locked -p clinicbox-bench -- exhaustion
+      # The uplink on a bad LTE link (800 ms, 80 kbit/s, 20 % loss) vs the Android app's way of
+      # sending the same records: bytes per event and per data value, push time, peak RSS.
+      cargo build --release --locked -p clinicbox -p clinicbox-tests --bins
+      cargo run --release --locked -p clinicbox-bench -- uplink
+      # The uplink's pull on the same link: first metadata pull, a quiet round, a change at
+      # national until a tablet sees it.
+      cargo run --release --locked -p clinicbox-bench -- pull
+      # Re-announcing the box after a LAN address change vs avahi-daemon (needs root and
+      # network namespaces; says SKIPPED otherwise).
+      cargo bench --locked -p clinicbox-discovery --bench reannounce
+    } 2>&1 | tee "$log"
+    cargo run --release --locked -q -p clinicbox-bench -- table "$log"
     ;;
   lint)
     need_rust

@@ -323,5 +323,25 @@ async fn run_async(values: usize, rounds: usize) -> anyhow::Result<()> {
         "ratio download / raw store scan: {:.2}",
         raw_r.as_secs_f64() / down.as_secs_f64()
     );
+    let peer = "store, one durable write";
+    let import_name = format!("POST dataValueSets, {n} new values");
+    crate::figures::figure(
+        "aggregate",
+        &import_name,
+        rate(imp),
+        "values/s",
+        peer,
+        rate(raw_w),
+    );
+    let down_name = format!("GET dataValueSets, {n} values");
+    let scan = "store, scan + parse";
+    crate::figures::figure(
+        "aggregate",
+        &down_name,
+        rate(down),
+        "values/s",
+        scan,
+        rate(raw_r),
+    );
     Ok(())
 }

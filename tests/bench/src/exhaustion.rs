@@ -177,4 +177,16 @@ fn print(rows: &[Row]) {
             r.ms
         );
     }
+    for r in &rows[1..] {
+        let name = format!("{}: answer / request", r.case);
+        let base_name = "an ordinary upload";
+        crate::figures::figure(
+            "exhaust",
+            &name,
+            per_sent(r),
+            "B/B",
+            base_name,
+            per_sent(base),
+        );
+    }
 }

@@ -7,6 +7,7 @@
 
 mod aggregate;
 mod exhaustion;
+mod figures;
 mod pull;
 mod tracker;
 mod uplink;
@@ -58,6 +59,11 @@ enum Bench {
     /// changed, a change at national until a tablet sees it (needs `clinicbox` and
     /// `national_standin` built alongside).
     Pull,
+    /// Prints the figure lines of a `./build.sh bench` log as one table with their ratios.
+    Table {
+        /// The log of the benchmark run.
+        log: std::path::PathBuf,
+    },
     /// Tracker upload (one POST of 200 TEs + 200 enrollments + 1,000 events) vs the store's
     /// raw write, download of 500 TEs, search at 10k TEs, peak RSS.
     Tracker {
@@ -246,6 +252,16 @@ fn bench_store(writers: usize, per_writer: usize) -> anyhow::Result<()> {
         "ratio clinicbox-store / raw redb:          {:.2}",
         ours_rate / raw_rate
     );
+    let name = format!("durable writes, {writers} writers");
+    figures::figure(
+        "store",
+        &name,
+        ours_rate,
+        "rec/s",
+        "SQLite (WAL, FULL)",
+        sqlite_rate,
+    );
+    figures::figure("store", &name, ours_rate, "rec/s", "raw redb", raw_rate);
     Ok(())
 }
 
@@ -274,5 +290,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Exhaustion => exhaustion::run(),
         Bench::Uplink { patients } => uplink::run(patients),
         Bench::Pull => pull::run(),
+        Bench::Table { log } => figures::table(&log),
     }
 }

@@ -99,6 +99,8 @@ pub fn run() -> anyhow::Result<()> {
             "{name:<48} {a:>10.1} {unit:<3} {b:>10.1} {unit:<3} {:>7.3}",
             a / b.max(f64::MIN_POSITIVE)
         );
+        let (figure, baseline) = name.split_once(" / ").unwrap_or((name, "baseline"));
+        crate::figures::figure("pull", figure, a, unit, baseline, b);
     };
     println!("\nuplink pull on a bad link (800 ms, 80 kbit/s, 20 % loss), demo metadata");
     println!(

@@ -421,5 +421,17 @@ async fn run_async(rounds: usize, search_tes: usize) -> anyhow::Result<()> {
     println!("catalog rebuild at start with {search_tes} TEs + enrollments: {rebuild_ms:.0} ms");
     println!();
     println!("peak RSS: {:.1} MiB", peak_rss_kib() as f64 / 1024.0);
+    let upload = "POST /api/tracker, 1,400 objects";
+    crate::figures::figure(
+        "tracker",
+        upload,
+        api,
+        "events/s",
+        "store, one raw write",
+        raw,
+    );
+    let download = "download 500 TEs, pages of 50";
+    let scan = "store, scan + parse";
+    crate::figures::figure("tracker", download, dl_med, "ms", scan, scan_med);
     Ok(())
 }

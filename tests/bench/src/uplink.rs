@@ -204,6 +204,7 @@ fn print_table(patients: u32, values: u64, up: &Cost, app: &Cost, rss_kib: u64) 
             "{name:<44} {a:>12.1} {unit:<3} {b:>12.1} {unit:<3} {:>7.2}",
             a / b.max(f64::MIN_POSITIVE)
         );
+        crate::figures::figure("uplink", name, a, unit, "the Android app's way", b);
     };
     println!(
         "\nuplink vs app-style on the same link (800 ms, 80 kbit/s, 20 % loss): {patients} patients \
