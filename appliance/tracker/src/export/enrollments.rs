@@ -17,8 +17,8 @@ use super::listing::{page_response, relationships, renderer};
 use super::render::{Renderer, to_map};
 use super::tracked_entities::{live_rels, te_readable};
 use super::{
-    OrgUnitSelection, Paging, SortKey, child, compare_by, date_param, fields, order, uid_list,
-    wants,
+    OrgUnitSelection, Paging, SortKey, child, date_param, fields, order, sort_by_order, stamp_key,
+    uid_list, wants,
 };
 use crate::Tracker;
 use crate::catalog::{Catalog, EnMeta};
@@ -171,28 +171,15 @@ pub async fn list(
             .collect();
         (out, parts_of)
     };
-    let order = if order.is_empty() {
-        vec![super::OrderBy {
-            field: "createdAt".into(),
-            desc: true,
-        }]
-    } else {
-        order
-    };
-    candidates.sort_by(|a, b| {
-        compare_by(
-            a,
-            b,
-            &order,
-            |(u, m), f| match f {
-                "createdAt" | "createdAtClient" => Some(SortKey::Num(m.stamps.created_ms as i64)),
-                "updatedAt" | "updatedAtClient" => Some(SortKey::Num(m.stamps.updated_ms as i64)),
-                "enrollment" => Some(SortKey::Text(u.to_string())),
-                _ => None,
-            },
-            |(u, _)| *u,
-        )
-    });
+    sort_by_order(
+        &mut candidates,
+        order,
+        |(u, m), f| {
+            stamp_key(&m.stamps, f)
+                .or_else(|| (f == "enrollment").then(|| SortKey::Text(u.to_string())))
+        },
+        |(u, _)| *u,
+    );
     let uids: Vec<Uid> = candidates.iter().map(|(u, _)| *u).collect();
     let total = uids.len();
     let page = paging.slice(&uids);

@@ -1,5 +1,7 @@
 //! `GET /api/tracker/events` and `GET /api/tracker/events/{uid}`.
 
+use std::collections::HashSet;
+
 use axum::Extension;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -10,7 +12,7 @@ use clinicbox_api::query::Query;
 use clinicbox_api::{ApiError, ApiResult, ApiState, AuthUser};
 use clinicbox_dhis2::Uid;
 use clinicbox_dhis2::tracker::{EnrollmentStatus, EventStatus};
-use clinicbox_store::Collection;
+use clinicbox_store::{Collection, ReadView};
 use serde_json::Value;
 
 use super::filters::ValueFilter;
@@ -18,8 +20,8 @@ use super::listing::{page_response, relationships, renderer};
 use super::render::to_map;
 use super::tracked_entities::{live_rels, te_readable};
 use super::{
-    OrgUnitSelection, Paging, SortKey, compare_by, date_param, fields, order, ts_ms, uid_list,
-    wants,
+    OrgUnitSelection, Paging, SortKey, date_param, fields, order, sort_by_order, stamp_key, ts_ms,
+    uid_list, wants,
 };
 use crate::Tracker;
 use crate::catalog::{Catalog, EvMeta};
@@ -60,6 +62,102 @@ fn readable(user: &AuthUser, t: &Tracker, cat: &Catalog, m: &EvMeta) -> bool {
     }
 }
 
+/// What an events listing asks for.
+struct Params {
+    program: Option<Uid>,
+    stage: Option<Uid>,
+    te: Option<Uid>,
+    status: Option<EventStatus>,
+    en_status: Option<EnrollmentStatus>,
+    events: Option<HashSet<Uid>>,
+    enrollments: Option<HashSet<Uid>>,
+    occurred: (Option<i64>, Option<i64>),
+    scheduled: (Option<i64>, Option<i64>),
+    updated: (Option<i64>, Option<i64>),
+    include_deleted: bool,
+    filters: Vec<ValueFilter>,
+}
+
+impl Params {
+    fn parse(state: &ApiState, user: &AuthUser, q: &Query) -> Result<Params, ApiError> {
+        let uid_of = |k: &str| -> Result<Option<Uid>, ApiError> {
+            match q.get(k).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(v) => Uid::try_from(v)
+                    .map(Some)
+                    .map_err(|_| ApiError::BadRequest(format!("Invalid UID for {k}: {v}"))),
+            }
+        };
+        let program = uid_of("program")?;
+        if let Some(p) = program
+            && !user.snapshot.contains("programs", p.as_str())
+        {
+            return Err(ApiError::BadRequest(format!(
+                "Program is specified but does not exist: {p}"
+            )));
+        }
+        let date = |keys: &[&str]| date_param(state, q, keys);
+        Ok(Params {
+            program,
+            stage: uid_of("programStage")?,
+            te: uid_of("trackedEntity")?,
+            status: enum_of(q, &["status"])?,
+            en_status: enum_of(q, &["programStatus", "enrollmentStatus"])?,
+            events: uid_list(q, &["events", "event"]),
+            enrollments: uid_list(q, &["enrollments", "enrollment"]),
+            occurred: (
+                date(&["occurredAfter", "startDate"])?,
+                date(&["occurredBefore", "endDate"])?,
+            ),
+            scheduled: (date(&["scheduledAfter"])?, date(&["scheduledBefore"])?),
+            updated: (
+                date(&["updatedAfter", "lastUpdatedStartDate"])?,
+                date(&["updatedBefore", "lastUpdatedEndDate"])?,
+            ),
+            include_deleted: q.bool("includeDeleted", false)?,
+            filters: q
+                .all("filter")
+                .filter(|f| !f.is_empty())
+                .map(ValueFilter::parse)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// The catalog entry matches the identifiers and statuses asked for.
+    fn selects(&self, cat: &Catalog, m: &EvMeta) -> bool {
+        if self.program.is_some_and(|p| p != m.program)
+            || self.stage.is_some_and(|s| s != m.stage)
+            || self.te.is_some_and(|t| Some(t) != m.te)
+            || self.status.is_some_and(|s| s != m.status)
+            || self
+                .enrollments
+                .as_ref()
+                .is_some_and(|l| m.enrollment.is_none_or(|e| !l.contains(&e)))
+        {
+            return false;
+        }
+        self.en_status.is_none_or(|s| {
+            m.enrollment
+                .and_then(|e| cat.enrollments.get(&e))
+                .is_some_and(|em| em.status == s)
+        })
+    }
+
+    /// Its occurred, scheduled and update times fall in the ranges asked for.
+    fn in_ranges(&self, state: &ApiState, m: &EvMeta) -> bool {
+        let in_range = |v: Option<i64>, (a, b): (Option<i64>, Option<i64>)| match v {
+            Some(v) => a.is_none_or(|a| v >= a) && b.is_none_or(|b| v <= b),
+            None => a.is_none() && b.is_none(),
+        };
+        let occurred = m.occurred_at.map(|o| ts_ms(state, &o));
+        let scheduled = m.scheduled_at.map(|o| ts_ms(state, &o));
+        let updated = i64::try_from(m.stamps.updated_ms).unwrap_or(i64::MAX);
+        in_range(occurred, self.occurred)
+            && in_range(scheduled, self.scheduled)
+            && in_range(Some(updated), self.updated)
+    }
+}
+
 pub async fn list(
     State(state): State<ApiState>,
     Extension(t): Extension<Tracker>,
@@ -72,113 +170,13 @@ pub async fn list(
     let paging = Paging::parse(&q)?;
     let order = order(&q)?;
     let sel = OrgUnitSelection::parse(&q, &user, "orgUnits")?;
-    let uid_of = |k: &str| -> Result<Option<Uid>, ApiError> {
-        match q.get(k).filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            Some(v) => Uid::try_from(v)
-                .map(Some)
-                .map_err(|_| ApiError::BadRequest(format!("Invalid UID for {k}: {v}"))),
-        }
-    };
-    let program = uid_of("program")?;
-    if let Some(p) = program {
-        if !user.snapshot.contains("programs", p.as_str()) {
-            return Err(ApiError::BadRequest(format!(
-                "Program is specified but does not exist: {p}"
-            )));
-        }
-    }
-    let stage = uid_of("programStage")?;
-    let te = uid_of("trackedEntity")?;
-    let status: Option<EventStatus> = enum_of(&q, &["status"])?;
-    let en_status: Option<EnrollmentStatus> = enum_of(&q, &["programStatus", "enrollmentStatus"])?;
-    let events = uid_list(&q, &["events", "event"]);
-    let enrollments = uid_list(&q, &["enrollments", "enrollment"]);
-    let occurred_after = date_param(&state, &q, &["occurredAfter", "startDate"])?;
-    let occurred_before = date_param(&state, &q, &["occurredBefore", "endDate"])?;
-    let scheduled_after = date_param(&state, &q, &["scheduledAfter"])?;
-    let scheduled_before = date_param(&state, &q, &["scheduledBefore"])?;
-    let updated_after = date_param(&state, &q, &["updatedAfter", "lastUpdatedStartDate"])?;
-    let updated_before = date_param(&state, &q, &["updatedBefore", "lastUpdatedEndDate"])?;
-    let include_deleted = q.bool("includeDeleted", false)?;
-    let filters: Vec<ValueFilter> = q
-        .all("filter")
-        .filter(|f| !f.is_empty())
-        .map(ValueFilter::parse)
-        .collect::<Result<_, _>>()?;
-    let mut candidates: Vec<(Uid, EvMeta)> = {
-        let cat = t.catalog().read().await;
-        let pool: Vec<Uid> = match &events {
-            Some(list) => list.iter().copied().collect(),
-            None => cat.events.keys().copied().collect(),
-        };
-        let mut out = Vec::new();
-        for u in pool {
-            let Some(m) = cat.events.get(&u) else {
-                continue;
-            };
-            if m.stamps.deleted && !include_deleted {
-                continue;
-            }
-            if program.is_some_and(|p| p != m.program)
-                || stage.is_some_and(|s| s != m.stage)
-                || te.is_some_and(|t| Some(t) != m.te)
-                || status.is_some_and(|s| s != m.status)
-                || enrollments
-                    .as_ref()
-                    .is_some_and(|l| m.enrollment.is_none_or(|e| !l.contains(&e)))
-            {
-                continue;
-            }
-            if let Some(s) = en_status {
-                let ok = m
-                    .enrollment
-                    .and_then(|e| cat.enrollments.get(&e))
-                    .is_some_and(|em| em.status == s);
-                if !ok {
-                    continue;
-                }
-            }
-            let in_range = |v: Option<i64>, a: Option<i64>, b: Option<i64>| match v {
-                Some(v) => a.is_none_or(|a| v >= a) && b.is_none_or(|b| v <= b),
-                None => a.is_none() && b.is_none(),
-            };
-            let occurred = m.occurred_at.map(|o| ts_ms(&state, &o));
-            let scheduled = m.scheduled_at.map(|o| ts_ms(&state, &o));
-            let updated = i64::try_from(m.stamps.updated_ms).unwrap_or(i64::MAX);
-            if !in_range(occurred, occurred_after, occurred_before)
-                || !in_range(scheduled, scheduled_after, scheduled_before)
-                || !in_range(Some(updated), updated_after, updated_before)
-            {
-                continue;
-            }
-            if !sel.covers(&user, m.org_unit) || !readable(&user, &t, &cat, m) {
-                continue;
-            }
-            out.push((u, m.clone()));
-        }
-        out
-    };
-    let order = if order.is_empty() {
-        vec![super::OrderBy {
-            field: "createdAt".into(),
-            desc: true,
-        }]
-    } else {
-        order
-    };
-    candidates.sort_by(|a, b| {
-        compare_by(
-            a,
-            b,
-            &order,
-            |(u, m), f| match f {
-                "createdAt" | "createdAtClient" | "created" => {
-                    Some(SortKey::Num(m.stamps.created_ms as i64))
-                }
-                "updatedAt" | "updatedAtClient" | "lastUpdated" => {
-                    Some(SortKey::Num(m.stamps.updated_ms as i64))
-                }
+    let p = Params::parse(&state, &user, &q)?;
+    let mut candidates = candidates(&state, &t, &user, &sel, &p).await;
+    sort_by_order(
+        &mut candidates,
+        order,
+        |(u, m), f| {
+            stamp_key(&m.stamps, f).or_else(|| match f {
                 "occurredAt" | "eventDate" => {
                     m.occurred_at.map(|o| SortKey::Num(ts_ms(&state, &o)))
                 }
@@ -188,42 +186,22 @@ pub async fn list(
                 "event" => Some(SortKey::Text(u.to_string())),
                 "orgUnit" => Some(SortKey::Text(m.org_unit.to_string())),
                 _ => None,
-            },
-            |(u, _)| *u,
-        )
-    });
+            })
+        },
+        |(u, _)| *u,
+    );
     let read = t.store().read()?;
-    let uids: Vec<Uid> = if filters.is_empty() {
+    let uids: Vec<Uid> = if p.filters.is_empty() {
         candidates.iter().map(|(u, _)| *u).collect()
     } else {
-        let mut hits = Vec::new();
-        for (u, _) in &candidates {
-            let Some(rec) = read.get(Collection::EVENTS, u.as_str())? else {
-                continue;
-            };
-            let Ok(ev) = rec.json::<StoredEvent>() else {
-                continue;
-            };
-            let ok = filters.iter().all(|f| {
-                f.matches(
-                    ev.data_values
-                        .iter()
-                        .find(|d| d.data_element == f.uid.as_str())
-                        .map(|d| d.value.as_str()),
-                )
-            });
-            if ok {
-                hits.push(*u);
-            }
-        }
-        hits
+        value_hits(&read, &candidates, &p.filters)?
     };
     let total = uids.len();
     let page = paging.slice(&uids);
     let rels = if wants(&fields, "relationships") {
         let cat = t.catalog().read().await;
         page.iter()
-            .map(|u| (*u, live_rels(&cat, *u, include_deleted)))
+            .map(|u| (*u, live_rels(&cat, *u, p.include_deleted)))
             .collect()
     } else {
         std::collections::HashMap::new()
@@ -235,10 +213,8 @@ pub async fn list(
             continue;
         };
         let mut ev = renderer.event(u.as_str(), &rec)?;
-        ev.relationships.extend(relationships(
-            &renderer,
-            rels.get(u).map(Vec::as_slice).unwrap_or(&[]),
-        )?);
+        let listed = rels.get(u).map(Vec::as_slice).unwrap_or(&[]);
+        ev.relationships.extend(relationships(&renderer, listed)?);
         let mut map = to_map(&ev)?;
         map.entry("relationships")
             .or_insert(Value::Array(Vec::new()));
@@ -247,6 +223,65 @@ pub async fn list(
     Ok(page_response(
         &state, &headers, &uri, "events", items, &paging, total,
     ))
+}
+
+/// The events the query selects from the catalog, readable by the user in the org units
+/// asked for.
+async fn candidates(
+    state: &ApiState,
+    t: &Tracker,
+    user: &AuthUser,
+    sel: &OrgUnitSelection,
+    p: &Params,
+) -> Vec<(Uid, EvMeta)> {
+    let cat = t.catalog().read().await;
+    let pool: Vec<Uid> = match &p.events {
+        Some(list) => list.iter().copied().collect(),
+        None => cat.events.keys().copied().collect(),
+    };
+    let mut out = Vec::new();
+    for u in pool {
+        let Some(m) = cat.events.get(&u) else {
+            continue;
+        };
+        if (m.stamps.deleted && !p.include_deleted)
+            || !p.selects(&cat, m)
+            || !p.in_ranges(state, m)
+            || !sel.covers(user, m.org_unit)
+            || !readable(user, t, &cat, m)
+        {
+            continue;
+        }
+        out.push((u, m.clone()));
+    }
+    out
+}
+
+/// The candidates whose stored data values match every filter.
+fn value_hits(
+    read: &ReadView,
+    candidates: &[(Uid, EvMeta)],
+    filters: &[ValueFilter],
+) -> Result<Vec<Uid>, ApiError> {
+    let mut hits = Vec::new();
+    for (u, _) in candidates {
+        let Some(rec) = read.get(Collection::EVENTS, u.as_str())? else {
+            continue;
+        };
+        let Ok(ev) = rec.json::<StoredEvent>() else {
+            continue;
+        };
+        let value = |f: &ValueFilter| {
+            ev.data_values
+                .iter()
+                .find(|d| d.data_element == f.uid.as_str())
+                .map(|d| d.value.as_str())
+        };
+        if filters.iter().all(|f| f.matches(value(f))) {
+            hits.push(*u);
+        }
+    }
+    Ok(hits)
 }
 
 pub async fn get_one(

@@ -373,9 +373,78 @@ pub fn compare_by<T>(
     tie(a).cmp(&tie(b))
 }
 
+/// Sorts a listing's candidates by `order`, newest created first when none is asked, ties by
+/// UID.
+pub fn sort_by_order<T>(
+    items: &mut [T],
+    order: Vec<OrderBy>,
+    key: impl Fn(&T, &str) -> Option<SortKey>,
+    uid: impl Fn(&T) -> Uid,
+) {
+    let order = if order.is_empty() {
+        vec![OrderBy {
+            field: "createdAt".into(),
+            desc: true,
+        }]
+    } else {
+        order
+    };
+    items.sort_by(|a, b| compare_by(a, b, &order, &key, &uid));
+}
+
+/// The sort key of what every tracker object has: when it was created and last updated.
+pub fn stamp_key(s: &crate::catalog::Stamps, field: &str) -> Option<SortKey> {
+    let ms = match field {
+        "createdAt" | "createdAtClient" | "created" => s.created_ms,
+        "updatedAt" | "updatedAtClient" | "lastUpdated" => s.updated_ms,
+        _ => return None,
+    };
+    Some(SortKey::Num(i64::try_from(ms).unwrap_or(i64::MAX)))
+}
+
 /// A sortable value.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SortKey {
     Num(i64),
     Text(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Stamps;
+
+    fn uid(n: u8) -> Uid {
+        Uid::try_from(format!("teSort{n:05}").as_str()).expect("uid")
+    }
+
+    #[test]
+    fn listings_sort_newest_first_unless_asked_and_ties_go_by_uid() {
+        let stamps = |c: u64, u: u64| Stamps {
+            created_ms: c,
+            updated_ms: u,
+            deleted: false,
+        };
+        let items = vec![
+            (uid(1), stamps(10, 50)),
+            (uid(2), stamps(30, 40)),
+            (uid(3), stamps(20, 40)),
+        ];
+        let sorted = |order: Vec<OrderBy>| {
+            let mut v = items.clone();
+            sort_by_order(&mut v, order, |(_, s), f| stamp_key(s, f), |(u, _)| *u);
+            v.iter().map(|(u, _)| *u).collect::<Vec<_>>()
+        };
+        assert_eq!(sorted(Vec::new()), vec![uid(2), uid(3), uid(1)]);
+        let by_update = vec![OrderBy {
+            field: "lastUpdated".into(),
+            desc: false,
+        }];
+        assert_eq!(sorted(by_update), vec![uid(2), uid(3), uid(1)]);
+        let unknown = vec![OrderBy {
+            field: "nothing".into(),
+            desc: true,
+        }];
+        assert_eq!(sorted(unknown), vec![uid(1), uid(2), uid(3)]);
+    }
 }

@@ -20,8 +20,8 @@ use super::filters::ValueFilter;
 use super::listing::{page_response, relationships, renderer};
 use super::render::{Renderer, to_map};
 use super::{
-    OrgUnitSelection, Paging, SortKey, child, compare_by, date_param, fields, order, ts_ms,
-    uid_list, wants,
+    OrgUnitSelection, Paging, SortKey, child, date_param, fields, order, sort_by_order, stamp_key,
+    ts_ms, uid_list, wants,
 };
 use crate::Tracker;
 use crate::catalog::{Catalog, TeMeta};
@@ -90,6 +90,126 @@ fn parse_status(q: &Query) -> Result<Option<EnrollmentStatus>, ApiError> {
     }
 }
 
+impl Params {
+    fn parse(state: &ApiState, q: &Query) -> Result<Params, ApiError> {
+        let non_empty = |k: &str| q.get(k).filter(|s| !s.is_empty()).map(str::to_string);
+        let p = Params {
+            program: non_empty("program"),
+            tet: non_empty("trackedEntityType"),
+            uids: uid_list(q, &["trackedEntities", "trackedEntity"]),
+            status: parse_status(q)?,
+            follow_up: match q.get("followUp") {
+                None | Some("") => None,
+                Some(_) => Some(q.bool("followUp", false)?),
+            },
+            enrolled_after: date_param(state, q, &["enrollmentEnrolledAfter", "programStartDate"])?,
+            enrolled_before: date_param(state, q, &["enrollmentEnrolledBefore", "programEndDate"])?,
+            occurred_after: date_param(state, q, &["enrollmentOccurredAfter"])?,
+            occurred_before: date_param(state, q, &["enrollmentOccurredBefore"])?,
+            updated_after: date_param(state, q, &["updatedAfter", "lastUpdatedStartDate"])?,
+            updated_before: date_param(state, q, &["updatedBefore", "lastUpdatedEndDate"])?,
+            include_deleted: q.bool("includeDeleted", false)?,
+            filters: q
+                .all("filter")
+                .filter(|f| !f.is_empty())
+                .map(ValueFilter::parse)
+                .collect::<Result<_, _>>()?,
+        };
+        if p.program.is_none() && p.tet.is_none() && p.uids.is_none() {
+            return Err(ApiError::BadRequest(
+                "Either `program`, `trackedEntityType` or `trackedEntities` should be specified"
+                    .into(),
+            ));
+        }
+        Ok(p)
+    }
+}
+
+/// What a listing reads: the program and tracked entity type asked for (known, readable),
+/// and the object whose search rules apply.
+struct Access<'s> {
+    prog: Option<&'s Obj>,
+    tet: Option<String>,
+    /// The program's search rules, else the type's.
+    rules: Option<&'s Obj>,
+}
+
+type Obj = Map<String, Value>;
+
+impl<'s> Access<'s> {
+    fn check(user: &'s AuthUser, p: &Params) -> Result<Access<'s>, ApiError> {
+        let snap = &user.snapshot;
+        let prog = match &p.program {
+            Some(pu) => Some(snap.get("programs", pu).ok_or_else(|| {
+                ApiError::BadRequest(format!("Program is specified but does not exist: {pu}"))
+            })?),
+            None => None,
+        };
+        if let (Some(obj), Some(pu)) = (prog, &p.program)
+            && !data_read(user, obj)
+        {
+            return Err(ApiError::Forbidden(format!(
+                "User has no access to program: {pu}"
+            )));
+        }
+        let tet = p.tet.clone().or_else(|| prog.and_then(Meta::program_tet));
+        let tet_obj = match &tet {
+            Some(tu) => Some(snap.get("trackedEntityTypes", tu).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "Tracked entity type is specified but does not exist: {tu}"
+                ))
+            })?),
+            None => None,
+        };
+        if let (Some(obj), Some(tu)) = (tet_obj, &tet)
+            && !data_read(user, obj)
+        {
+            return Err(ApiError::Forbidden(format!(
+                "User has no access to tracked entity type: {tu}"
+            )));
+        }
+        Ok(Access {
+            prog,
+            tet,
+            rules: prog.or(tet_obj),
+        })
+    }
+
+    /// A search outside the capture scope names enough distinct attributes.
+    fn enough_attributes(&self, filters: &[ValueFilter]) -> Result<(), ApiError> {
+        let Some(min) = self
+            .rules
+            .and_then(|o| o.get("minAttributesRequiredToSearch"))
+            .and_then(Value::as_u64)
+        else {
+            return Ok(());
+        };
+        let distinct: HashSet<Uid> = filters.iter().map(|f| f.uid).collect();
+        if (distinct.len() as u64) < min {
+            return Err(ApiError::Conflict(format!(
+                "At least {min} attributes should be mentioned in the search criteria."
+            )));
+        }
+        Ok(())
+    }
+
+    /// A search outside the capture scope finds no more than the rules allow.
+    fn not_too_many(&self, found: usize) -> Result<(), ApiError> {
+        let max = self
+            .rules
+            .and_then(|o| o.get("maxTeiCountToReturn"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if max > 0 && found as u64 > max {
+            return Err(ApiError::Conflict("maxteicountreached".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A listed entity: its UID, its catalog entry, and for a program query its enrolment time.
+type Candidate = (Uid, TeMeta, Option<i64>);
+
 pub async fn list(
     State(state): State<ApiState>,
     Extension(t): Extension<Tracker>,
@@ -102,219 +222,127 @@ pub async fn list(
     let paging = Paging::parse(&q)?;
     let order = order(&q)?;
     let sel = OrgUnitSelection::parse(&q, &user, "orgUnits")?;
-    let p = Params {
-        program: q
-            .get("program")
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
-        tet: q
-            .get("trackedEntityType")
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
-        uids: uid_list(&q, &["trackedEntities", "trackedEntity"]),
-        status: parse_status(&q)?,
-        follow_up: match q.get("followUp") {
-            None | Some("") => None,
-            Some(_) => Some(q.bool("followUp", false)?),
-        },
-        enrolled_after: date_param(&state, &q, &["enrollmentEnrolledAfter", "programStartDate"])?,
-        enrolled_before: date_param(&state, &q, &["enrollmentEnrolledBefore", "programEndDate"])?,
-        occurred_after: date_param(&state, &q, &["enrollmentOccurredAfter"])?,
-        occurred_before: date_param(&state, &q, &["enrollmentOccurredBefore"])?,
-        updated_after: date_param(&state, &q, &["updatedAfter", "lastUpdatedStartDate"])?,
-        updated_before: date_param(&state, &q, &["updatedBefore", "lastUpdatedEndDate"])?,
-        include_deleted: q.bool("includeDeleted", false)?,
-        filters: q
-            .all("filter")
-            .filter(|f| !f.is_empty())
-            .map(ValueFilter::parse)
-            .collect::<Result<_, _>>()?,
-    };
-    if p.program.is_none() && p.tet.is_none() && p.uids.is_none() {
-        return Err(ApiError::BadRequest(
-            "Either `program`, `trackedEntityType` or `trackedEntities` should be specified".into(),
-        ));
-    }
-    let snap = &user.snapshot;
-    let prog = match &p.program {
-        Some(pu) => Some(snap.get("programs", pu).ok_or_else(|| {
-            ApiError::BadRequest(format!("Program is specified but does not exist: {pu}"))
-        })?),
-        None => None,
-    };
-    if let Some(obj) = prog {
-        if !data_read(&user, obj) {
-            return Err(ApiError::Forbidden(format!(
-                "User has no access to program: {}",
-                p.program.as_deref().unwrap_or_default()
-            )));
-        }
-    }
-    let tet_uid = p.tet.clone().or_else(|| prog.and_then(Meta::program_tet));
-    if let Some(tu) = &tet_uid {
-        let tet = snap.get("trackedEntityTypes", tu).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "Tracked entity type is specified but does not exist: {tu}"
-            ))
-        })?;
-        if !data_read(&user, tet) {
-            return Err(ApiError::Forbidden(format!(
-                "User has no access to tracked entity type: {tu}"
-            )));
-        }
-    }
+    let p = Params::parse(&state, &q)?;
+    let access = Access::check(&user, &p)?;
     // Search rules outside the capture scope: enough attributes, not too many results.
     let searching = !p.filters.is_empty();
-    let rules_obj = prog.or_else(|| {
-        tet_uid
-            .as_ref()
-            .and_then(|t| snap.get("trackedEntityTypes", t))
-    });
-    if searching && !sel.within_capture(&user) {
-        if let Some(min) = rules_obj
-            .and_then(|o| o.get("minAttributesRequiredToSearch"))
-            .and_then(Value::as_u64)
-        {
-            let distinct: HashSet<Uid> = p.filters.iter().map(|f| f.uid).collect();
-            if (distinct.len() as u64) < min {
-                return Err(ApiError::Conflict(format!(
-                    "At least {min} attributes should be mentioned in the search criteria."
-                )));
-            }
-        }
+    let outside = searching && !sel.within_capture(&user);
+    if outside {
+        access.enough_attributes(&p.filters)?;
     }
-    let program_uid = p.program.as_deref().and_then(|s| Uid::try_from(s).ok());
-    let tet_u = tet_uid.as_deref().and_then(|s| Uid::try_from(s).ok());
-    // 1. Candidates from the catalog, sorted.
-    let mut candidates: Vec<(Uid, TeMeta, Option<i64>)> = {
-        let cat = t.catalog().read().await;
-        let exact = p
-            .filters
-            .iter()
-            .find_map(|f| f.exact().map(|v| (f.uid, v.to_string())));
-        let pool: Vec<Uid> = if let Some(list) = &p.uids {
-            list.iter().copied().collect()
-        } else if let Some((a, v)) = &exact {
-            cat.holders(*a, v).to_vec()
-        } else {
-            cat.tes.keys().copied().collect()
-        };
-        let mut out = Vec::new();
-        for u in pool {
-            let Some(m) = cat.tes.get(&u) else { continue };
-            if m.stamps.deleted && !p.include_deleted {
-                continue;
-            }
-            if tet_u.is_some_and(|tu| tu != m.tet) {
-                continue;
-            }
-            let enrolled = match program_uid {
-                Some(pu) => match enrollment_match(&state, &cat, u, pu, &p) {
-                    Some(e) => e,
-                    None => continue,
-                },
-                None => None,
-            };
-            if !sel.covers(&user, m.owner(program_uid)) {
-                continue;
-            }
-            let prog_ref = p.program.as_deref().zip(prog);
-            if te_readable(&user, &t, m, u, prog_ref).is_err() {
-                continue;
-            }
-            let up = i64::try_from(m.stamps.updated_ms).unwrap_or(i64::MAX);
-            if p.updated_after.is_some_and(|a| up < a) || p.updated_before.is_some_and(|b| up > b) {
-                continue;
-            }
-            out.push((u, m.clone(), enrolled));
-        }
-        out
-    };
-    let order = if order.is_empty() {
-        vec![super::OrderBy {
-            field: "createdAt".into(),
-            desc: true,
-        }]
-    } else {
-        order
-    };
-    candidates.sort_by(|a, b| {
-        compare_by(
-            a,
-            b,
-            &order,
-            |(u, m, en), f| match f {
-                "createdAt" | "createdAtClient" | "created" => {
-                    Some(SortKey::Num(m.stamps.created_ms as i64))
-                }
-                "updatedAt" | "updatedAtClient" | "lastUpdated" => {
-                    Some(SortKey::Num(m.stamps.updated_ms as i64))
-                }
+    let mut candidates = candidates(&state, &t, &user, &sel, &p, &access).await;
+    sort_by_order(
+        &mut candidates,
+        order,
+        |(u, m, en), f| {
+            stamp_key(&m.stamps, f).or_else(|| match f {
                 "trackedEntity" => Some(SortKey::Text(u.to_string())),
                 "enrolledAt" => en.map(SortKey::Num),
                 "orgUnit" => Some(SortKey::Text(m.org_unit.to_string())),
                 _ => None,
-            },
-            |(u, _, _)| *u,
-        )
-    });
+            })
+        },
+        |(u, _, _)| *u,
+    );
     let read = t.store().read()?;
-    // 2. Value filters need the decrypted values.
-    let uids: Vec<Uid> = if searching {
-        let mut hits = Vec::new();
-        for (u, _, _) in &candidates {
-            let Some(rec) = read.get(Collection::TRACKED_ENTITIES, u.as_str())? else {
-                continue;
-            };
-            let Ok(te) = rec.json::<StoredTrackedEntity>() else {
-                continue;
-            };
-            if p.filters
-                .iter()
-                .all(|f| f.matches(te.attribute(f.uid.as_str()).map(|a| a.value.as_str())))
-            {
-                hits.push(*u);
-            }
-        }
-        hits
+    let uids = if searching {
+        search_hits(&read, &candidates, &p.filters)?
     } else {
         candidates.iter().map(|(u, _, _)| *u).collect()
     };
-    if searching && !sel.within_capture(&user) {
-        let max = rules_obj
-            .and_then(|o| o.get("maxTeiCountToReturn"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        if max > 0 && uids.len() as u64 > max {
-            return Err(ApiError::Conflict("maxteicountreached".into()));
-        }
+    if outside {
+        access.not_too_many(uids.len())?;
     }
     let total = uids.len();
     let page = paging.slice(&uids);
+    let program_uid = p.program.as_deref().and_then(|s| Uid::try_from(s).ok());
     let renderer = renderer(&state, &user, &read);
     let children = Children::collect(&t, &page, program_uid, p.include_deleted, &fields).await;
     let mut items = Vec::with_capacity(page.len());
     for u in &page {
-        if let Some(v) = render_te(
-            &renderer,
-            &children,
-            *u,
-            p.program.as_deref(),
-            &fields,
-            &read,
-        )? {
+        let program = p.program.as_deref();
+        if let Some(v) = render_te(&renderer, &children, *u, program, &fields, &read)? {
             items.push(v);
         }
     }
+    let key = "trackedEntities";
     Ok(page_response(
-        &state,
-        &headers,
-        &uri,
-        "trackedEntities",
-        items,
-        &paging,
-        total,
+        &state, &headers, &uri, key, items, &paging, total,
     ))
+}
+
+/// The entities the query selects from the catalog (the UIDs asked for, the holders of an
+/// exact attribute value, or all), readable by the user, with their enrolment time.
+async fn candidates(
+    state: &ApiState,
+    t: &Tracker,
+    user: &AuthUser,
+    sel: &OrgUnitSelection,
+    p: &Params,
+    access: &Access<'_>,
+) -> Vec<Candidate> {
+    let program_uid = p.program.as_deref().and_then(|s| Uid::try_from(s).ok());
+    let tet_u = access.tet.as_deref().and_then(|s| Uid::try_from(s).ok());
+    let cat = t.catalog().read().await;
+    let exact = p
+        .filters
+        .iter()
+        .find_map(|f| f.exact().map(|v| (f.uid, v.to_string())));
+    let pool: Vec<Uid> = if let Some(list) = &p.uids {
+        list.iter().copied().collect()
+    } else if let Some((a, v)) = &exact {
+        cat.holders(*a, v).to_vec()
+    } else {
+        cat.tes.keys().copied().collect()
+    };
+    let prog_ref = p.program.as_deref().zip(access.prog);
+    let mut out = Vec::new();
+    for u in pool {
+        let Some(m) = cat.tes.get(&u) else { continue };
+        if (m.stamps.deleted && !p.include_deleted) || tet_u.is_some_and(|tu| tu != m.tet) {
+            continue;
+        }
+        let enrolled = match program_uid {
+            Some(pu) => match enrollment_match(state, &cat, u, pu, p) {
+                Some(e) => e,
+                None => continue,
+            },
+            None => None,
+        };
+        if !sel.covers(user, m.owner(program_uid)) || te_readable(user, t, m, u, prog_ref).is_err()
+        {
+            continue;
+        }
+        let up = i64::try_from(m.stamps.updated_ms).unwrap_or(i64::MAX);
+        if p.updated_after.is_some_and(|a| up < a) || p.updated_before.is_some_and(|b| up > b) {
+            continue;
+        }
+        out.push((u, m.clone(), enrolled));
+    }
+    out
+}
+
+/// The candidates whose stored attribute values match every filter (they need the decrypted
+/// records).
+fn search_hits(
+    read: &ReadView,
+    candidates: &[Candidate],
+    filters: &[ValueFilter],
+) -> Result<Vec<Uid>, ApiError> {
+    let mut hits = Vec::new();
+    for (u, _, _) in candidates {
+        let Some(rec) = read.get(Collection::TRACKED_ENTITIES, u.as_str())? else {
+            continue;
+        };
+        let Ok(te) = rec.json::<StoredTrackedEntity>() else {
+            continue;
+        };
+        let value = |f: &ValueFilter| te.attribute(f.uid.as_str()).map(|a| a.value.as_str());
+        if filters.iter().all(|f| f.matches(value(f))) {
+            hits.push(*u);
+        }
+    }
+    Ok(hits)
 }
 
 /// For a program query: whether the entity has a matching enrollment, and its enrolment time.
