@@ -5,12 +5,13 @@
 
 use std::collections::HashMap;
 
-use clinicbox_dhis2::ImportReport;
-use clinicbox_store::Collection;
-use serde_json::Value;
+use clinicbox_dhis2::{ImportReport, UserPayload};
+use clinicbox_store::{Collection, StoreError, WriteCtx};
+use serde_json::{Map, Value};
 
+use super::check::Item;
 pub use super::check::{Plan, check};
-use super::{MetadataService, StoredUser, bump_revision};
+use super::{MetadataService, Snapshot, StoredUser, bump_revision};
 use crate::auth;
 use crate::error::ApiError;
 use crate::query::Query;
@@ -138,202 +139,241 @@ pub async fn import(
     if !plan.ok || params.validate_only {
         return Ok(plan.report);
     }
-    let mut writes = Vec::new();
-    for it in plan.items.into_iter().filter(|i| i.errors.is_empty()) {
+    let report = plan.report;
+    let mut writes = writes(&snap, plan.items, plan.strategy);
+    writes.extend(plan.moved.into_iter().map(moved_org_unit));
+    let writes = with_hashes(svc, writes).await?;
+    let written = svc
+        .store()
+        .write(move |ctx| apply(ctx, writes))
+        .await
+        .map_err(|e| e.flatten())?
+        .value;
+    tracing::info!(
+        created = report.stats.created,
+        updated = report.stats.updated,
+        deleted = report.stats.deleted,
+        ignored = report.stats.ignored,
+        "metadata imported"
+    );
+    let mut report = report;
+    report.written = written;
+    Ok(report)
+}
+
+/// The writes for the objects that passed the checks.
+fn writes(snap: &Snapshot, items: Vec<Item>, strategy: ImportStrategy) -> Vec<Write> {
+    let mut out = Vec::new();
+    for it in items.into_iter().filter(|i| i.errors.is_empty()) {
         let plural = it.schema.plural;
-        if plan.strategy == ImportStrategy::Delete {
-            if plural == "users" {
-                let username = snap
-                    .get("users", &it.uid)
-                    .and_then(|u| u.get("username"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                writes.push(Write::DeleteUser {
+        let key = format!("{plural}/{}", it.uid);
+        if strategy == ImportStrategy::Delete {
+            out.push(match plural {
+                "users" => Write::DeleteUser {
+                    username: snap
+                        .get("users", &it.uid)
+                        .and_then(|u| u.get("username"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
                     uid: it.uid,
-                    username,
-                });
-            } else {
-                writes.push(Write::Delete {
-                    key: format!("{plural}/{}", it.uid),
-                });
-            }
+                },
+                _ => Write::Delete { key },
+            });
             continue;
         }
         let mut obj = it.obj;
         for k in COMPUTED {
             obj.remove(*k);
         }
-        if let Some(u) = it.user {
-            obj.remove("password");
-            if let Some(Value::Object(c)) = obj.get_mut("userCredentials") {
-                c.remove("password");
-            }
-            // Normalise to the 2.42 shape.
-            obj.insert("username".into(), Value::from(u.username.clone()));
-            obj.insert("disabled".into(), Value::Bool(u.disabled));
-            if !obj.contains_key("userRoles") {
-                let roles: Vec<Value> = u
-                    .user_roles
-                    .iter()
-                    .map(|r| serde_json::json!({"id": r}))
-                    .collect();
-                obj.insert("userRoles".into(), Value::Array(roles));
-            }
-            obj.remove("userCredentials");
-            writes.push(Write::PutUser {
-                uid: it.uid,
-                user: Value::Object(obj),
-                password: u.password,
-                username: u.username,
-            });
-        } else {
-            writes.push(Write::Put {
-                key: format!("{plural}/{}", it.uid),
+        out.push(match it.user {
+            Some(u) => user_write(it.uid, obj, u),
+            None => Write::Put {
+                key,
                 body: Value::Object(obj),
-            });
-        }
-    }
-    for (id, mut o) in plan.moved {
-        for k in COMPUTED {
-            o.remove(*k);
-        }
-        o.remove("created");
-        writes.push(Write::Put {
-            key: format!("organisationUnits/{id}"),
-            body: Value::Object(o),
+            },
         });
     }
-    // Hash new passwords off the async threads; keep an existing hash the password still matches
-    // so that re-importing the same package changes nothing. A user without a password keeps
-    // the stored hash unless the package says the password changed since (national's
-    // `passwordLastUpdated`): then the next login has to be checked where it changed.
-    let store = svc.store().clone();
-    let existing: HashMap<String, Option<String>> = {
-        let read = store.read()?;
-        let mut m = HashMap::new();
-        for w in &writes {
-            if let Write::PutUser { uid, user, .. } = w {
-                let old = read
-                    .get(Collection::USERS, uid)?
-                    .filter(|r| !r.deleted)
-                    .and_then(|r| r.json::<StoredUser>().ok());
-                let changed_at = |u: &Value| u.get("passwordLastUpdated").cloned();
-                let h = old.and_then(|s| {
-                    let was = changed_at(&s.user);
-                    let moved = was.is_some() && was != changed_at(user);
-                    s.password_hash.filter(|_| !moved)
-                });
-                m.insert(uid.clone(), h);
-            }
-        }
-        m
-    };
-    let writes =
-        tokio::task::spawn_blocking(move || -> Result<Vec<(Write, Option<String>)>, ApiError> {
-            let mut out = Vec::new();
-            for w in writes {
-                let hash = match &w {
-                    Write::PutUser { uid, password, .. } => {
-                        let old = existing.get(uid).cloned().flatten();
-                        match (password, old) {
-                            (Some(p), Some(h)) if auth::verify_password(p.as_bytes(), &h) => {
-                                Some(h)
-                            }
-                            (Some(p), _) => Some(auth::hash_password(p)?),
-                            (None, old) => old,
-                        }
-                    }
-                    _ => None,
-                };
-                out.push((w, hash));
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("import task failed: {e}")))??;
+    out
+}
 
-    let written = store
-        .write(move |ctx| -> Result<u64, clinicbox_store::StoreError> {
-            let mut written = 0u64;
-            for (w, hash) in writes {
-                match w {
-                    Write::Put { key, body } => {
-                        let bytes = serde_json::to_vec(&body).map_err(|source| {
-                            clinicbox_store::StoreError::Json {
-                                collection: Collection::METADATA.name().into(),
-                                key: key.clone(),
-                                source,
-                            }
-                        })?;
-                        let same = ctx
-                            .get(Collection::METADATA, &key)?
-                            .is_some_and(|r| !r.deleted && r.body == bytes);
-                        if !same {
-                            ctx.put(Collection::METADATA, &key, bytes)?;
-                            written += 1;
-                        }
-                    }
-                    Write::Delete { key } => {
-                        written += u64::from(ctx.delete(Collection::METADATA, &key)?);
-                    }
-                    Write::PutUser {
-                        uid,
-                        user,
-                        username,
-                        ..
-                    } => {
-                        let stored = StoredUser {
-                            user,
-                            password_hash: hash,
-                        };
-                        let bytes = serde_json::to_vec(&stored).map_err(|source| {
-                            clinicbox_store::StoreError::Json {
-                                collection: Collection::USERS.name().into(),
-                                key: uid.clone(),
-                                source,
-                            }
-                        })?;
-                        let old = ctx.get(Collection::USERS, &uid)?;
-                        if let Some(old_user) = old
-                            .as_ref()
-                            .filter(|r| !r.deleted)
-                            .and_then(|r| r.json::<StoredUser>().ok())
-                        {
-                            if let Some(old_name) =
-                                old_user.user.get("username").and_then(Value::as_str)
-                            {
-                                if old_name != username {
-                                    ctx.index_remove(crate::users::USERNAME_INDEX, old_name, &uid);
-                                }
-                            }
-                        }
-                        if !old.is_some_and(|r| !r.deleted && r.body == bytes) {
-                            ctx.put(Collection::USERS, &uid, bytes)?;
-                            ctx.index_add(crate::users::USERNAME_INDEX, &username, &uid)?;
-                            written += 1;
-                        }
-                    }
-                    Write::DeleteUser { uid, username } => {
-                        written += u64::from(ctx.delete(Collection::USERS, &uid)?);
-                        ctx.index_remove(crate::users::USERNAME_INDEX, &username, &uid);
+/// A user as stored: the 2.42 shape (username, disabled and roles at the top), no password.
+fn user_write(uid: String, mut obj: Map<String, Value>, u: UserPayload) -> Write {
+    obj.remove("password");
+    if let Some(Value::Object(c)) = obj.get_mut("userCredentials") {
+        c.remove("password");
+    }
+    obj.insert("username".into(), Value::from(u.username.clone()));
+    obj.insert("disabled".into(), Value::Bool(u.disabled));
+    if !obj.contains_key("userRoles") {
+        let roles: Vec<Value> = u
+            .user_roles
+            .iter()
+            .map(|r| serde_json::json!({"id": r}))
+            .collect();
+        obj.insert("userRoles".into(), Value::Array(roles));
+    }
+    obj.remove("userCredentials");
+    Write::PutUser {
+        uid,
+        user: Value::Object(obj),
+        password: u.password,
+        username: u.username,
+    }
+}
+
+/// An org unit outside the package whose path moved with an ancestor.
+fn moved_org_unit((id, mut o): (String, Map<String, Value>)) -> Write {
+    for k in COMPUTED {
+        o.remove(*k);
+    }
+    o.remove("created");
+    Write::Put {
+        key: format!("organisationUnits/{id}"),
+        body: Value::Object(o),
+    }
+}
+
+/// Each write with the password hash its user keeps. New passwords are hashed off the async
+/// threads; an existing hash the password still matches is kept, so re-importing the same
+/// package changes nothing. A user without a password keeps the stored hash unless the package
+/// says the password changed since (national's `passwordLastUpdated`): then the next login has
+/// to be checked where it changed.
+async fn with_hashes(
+    svc: &MetadataService,
+    writes: Vec<Write>,
+) -> Result<Vec<(Write, Option<String>)>, ApiError> {
+    let existing = stored_hashes(svc, &writes)?;
+    tokio::task::spawn_blocking(move || -> Result<Vec<(Write, Option<String>)>, ApiError> {
+        let mut out = Vec::new();
+        for w in writes {
+            let hash = match &w {
+                Write::PutUser { uid, password, .. } => {
+                    let old = existing.get(uid).cloned().flatten();
+                    match (password, old) {
+                        (Some(p), Some(h)) if auth::verify_password(p.as_bytes(), &h) => Some(h),
+                        (Some(p), _) => Some(auth::hash_password(p)?),
+                        (None, old) => old,
                     }
                 }
+                _ => None,
+            };
+            out.push((w, hash));
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("import task failed: {e}")))?
+}
+
+/// The hashes the users written keep, unless their password changed elsewhere since.
+fn stored_hashes(
+    svc: &MetadataService,
+    writes: &[Write],
+) -> Result<HashMap<String, Option<String>>, ApiError> {
+    let read = svc.store().read()?;
+    let mut m = HashMap::new();
+    for w in writes {
+        let Write::PutUser { uid, user, .. } = w else {
+            continue;
+        };
+        let old = read
+            .get(Collection::USERS, uid)?
+            .filter(|r| !r.deleted)
+            .and_then(|r| r.json::<StoredUser>().ok());
+        let changed_at = |u: &Value| u.get("passwordLastUpdated").cloned();
+        let h = old.and_then(|s| {
+            let was = changed_at(&s.user);
+            let moved = was.is_some() && was != changed_at(user);
+            s.password_hash.filter(|_| !moved)
+        });
+        m.insert(uid.clone(), h);
+    }
+    Ok(m)
+}
+
+/// Applies the writes in one transaction (an object stored exactly so is not rewritten) and
+/// bumps the metadata revision; returns how many records changed.
+fn apply(ctx: &mut WriteCtx<'_>, writes: Vec<(Write, Option<String>)>) -> Result<u64, StoreError> {
+    let mut written = 0u64;
+    for (w, hash) in writes {
+        written += match w {
+            Write::Put { key, body } => put_metadata(ctx, &key, &body)?,
+            Write::Delete { key } => u64::from(ctx.delete(Collection::METADATA, &key)?),
+            Write::PutUser {
+                uid,
+                user,
+                username,
+                ..
+            } => {
+                let stored = StoredUser {
+                    user,
+                    password_hash: hash,
+                };
+                put_user(ctx, &uid, &username, &stored)?
             }
-            bump_revision(ctx)?;
-            Ok(written)
-        })
-        .await
-        .map_err(|e| e.flatten())?
-        .value;
-    tracing::info!(
-        created = plan.report.stats.created,
-        updated = plan.report.stats.updated,
-        deleted = plan.report.stats.deleted,
-        ignored = plan.report.stats.ignored,
-        "metadata imported"
-    );
-    let mut report = plan.report;
-    report.written = written;
-    Ok(report)
+            Write::DeleteUser { uid, username } => {
+                ctx.index_remove(crate::users::USERNAME_INDEX, &username, &uid);
+                u64::from(ctx.delete(Collection::USERS, &uid)?)
+            }
+        };
+    }
+    bump_revision(ctx)?;
+    Ok(written)
+}
+
+fn json_bytes(
+    collection: Collection,
+    key: &str,
+    v: &impl serde::Serialize,
+) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|source| StoreError::Json {
+        collection: collection.name().into(),
+        key: key.to_string(),
+        source,
+    })
+}
+
+/// Puts a metadata object unless it is stored exactly so; 1 when written.
+fn put_metadata(ctx: &mut WriteCtx<'_>, key: &str, body: &Value) -> Result<u64, StoreError> {
+    let bytes = json_bytes(Collection::METADATA, key, body)?;
+    let same = ctx
+        .get(Collection::METADATA, key)?
+        .is_some_and(|r| !r.deleted && r.body == bytes);
+    if same {
+        return Ok(0);
+    }
+    ctx.put(Collection::METADATA, key, bytes)?;
+    Ok(1)
+}
+
+/// Puts a user unless stored exactly so, keeping the username index right (a renamed user
+/// leaves its old name); 1 when written.
+fn put_user(
+    ctx: &mut WriteCtx<'_>,
+    uid: &str,
+    username: &str,
+    stored: &StoredUser,
+) -> Result<u64, StoreError> {
+    let bytes = json_bytes(Collection::USERS, uid, stored)?;
+    let old = ctx.get(Collection::USERS, uid)?;
+    let old_name = old
+        .as_ref()
+        .filter(|r| !r.deleted)
+        .and_then(|r| r.json::<StoredUser>().ok())
+        .and_then(|u| {
+            u.user
+                .get("username")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+    if let Some(old_name) = old_name.filter(|n| n != username) {
+        ctx.index_remove(crate::users::USERNAME_INDEX, &old_name, uid);
+    }
+    if old.is_some_and(|r| !r.deleted && r.body == bytes) {
+        return Ok(0);
+    }
+    ctx.put(Collection::USERS, uid, bytes)?;
+    ctx.index_add(crate::users::USERNAME_INDEX, username, uid)?;
+    Ok(1)
 }
