@@ -5,12 +5,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use clinicbox_api::error::json_response;
+use clinicbox_api::ApiState;
 use clinicbox_api::fields::{FieldList, NoResolve, project};
 use clinicbox_api::query::Query;
-use clinicbox_api::{ApiError, ApiResult, ApiState, AuthUser};
 use clinicbox_dhis2::aggregate::DataApproval;
 use clinicbox_store::{ReadView, Store, StoreError};
+use clinicbox_web::error::json_response;
+use clinicbox_web::{ApiError, ApiResult, AuthUser};
 use serde_json::Value;
 
 use crate::records::{APPROVALS, approval_key, split4};

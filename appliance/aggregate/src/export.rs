@@ -8,12 +8,13 @@ use std::collections::HashSet;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use clinicbox_api::error::json_response;
+use clinicbox_api::ApiState;
 use clinicbox_api::fields::{FieldList, NoResolve, project};
-use clinicbox_api::metadata::ref_ids;
 use clinicbox_api::query::Query;
-use clinicbox_api::{ApiError, ApiResult, ApiState, AuthUser};
 use clinicbox_store::DataValueKey;
+use clinicbox_web::error::json_response;
+use clinicbox_web::snapshot::ref_ids;
+use clinicbox_web::{ApiError, ApiResult, AuthUser};
 use serde_json::{Map, Value, json};
 
 use crate::records::{DATA_VALUES, StoredDataValue};

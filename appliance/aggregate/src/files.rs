@@ -11,9 +11,10 @@
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use clinicbox_api::ApiState;
 use clinicbox_api::query::Query;
-use clinicbox_api::{ApiError, ApiResult, ApiState, AuthUser};
 use clinicbox_store::{Collection, DataValueKey};
+use clinicbox_web::{ApiError, ApiResult, AuthUser};
 use serde_json::Value;
 
 use crate::records::{DATA_VALUES, StoredDataValue};

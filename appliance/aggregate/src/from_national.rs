@@ -11,12 +11,12 @@
 //! versions are kept as a [`Conflict`]. A box change that wins over a value national only
 //! echoed back (stored by one of the box's own users) is no conflict.
 
-use clinicbox_api::Snapshot;
 use clinicbox_api::conflicts::{self, Conflict, MergeContext, NATIONAL, Side};
 use clinicbox_dhis2::aggregate::DataValue;
 use clinicbox_dhis2::period::Period;
 use clinicbox_dhis2::{Dhis2Timestamp, ServerTimeZone};
 use clinicbox_store::{DataValueKey, Store, StoreError, WriteCtx};
+use clinicbox_web::Snapshot;
 
 use crate::records::{AUDIT, AuditEntry, AuditType, DATA_VALUES, StoredDataValue, audit_key};
 

@@ -18,12 +18,13 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use clinicbox_api::error::web_message_response;
+use clinicbox_api::ApiState;
 use clinicbox_api::extract::JsonBytes;
 use clinicbox_api::query::Query;
-use clinicbox_api::{ApiError, ApiResult, ApiState, AuthUser};
 use clinicbox_dhis2::WebMessage;
 use clinicbox_dhis2::aggregate::{DataValueSet, ImportSummary};
+use clinicbox_web::error::web_message_response;
+use clinicbox_web::{ApiError, ApiResult, AuthUser};
 
 pub use crate::approvals::record as record_approvals;
 pub use crate::records::{APPROVALS, AUDIT, DATA_VALUES, REGISTRATIONS};

@@ -7,17 +7,18 @@ use std::collections::HashSet;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use clinicbox_api::error::json_response;
+use clinicbox_api::ApiState;
 use clinicbox_api::extract::Json;
 use clinicbox_api::fields::{FieldList, NoResolve, project};
 use clinicbox_api::query::Query;
-use clinicbox_api::{ApiError, ApiResult, ApiState, AuthUser};
 use clinicbox_dhis2::Period;
 use clinicbox_dhis2::aggregate::{
     CompleteDataSetRegistration, CompleteDataSetRegistrations, ConflictCode, ImportConflict,
     ImportSummary, ImportSummaryStatus,
 };
 use clinicbox_store::{StoreError, WriteCtx};
+use clinicbox_web::error::json_response;
+use clinicbox_web::{ApiError, ApiResult, AuthUser};
 use serde_json::{Map, Value};
 
 use crate::periods::Now;

@@ -5,10 +5,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use clinicbox_api::AuthUser;
-use clinicbox_api::metadata::{Snapshot, ref_ids};
 use clinicbox_dhis2::aggregate::ConflictCode;
 use clinicbox_dhis2::{Dhis2Timestamp, Period, PeriodType};
+use clinicbox_web::AuthUser;
+use clinicbox_web::snapshot::{Snapshot, ref_ids};
 use serde_json::{Map, Value};
 
 use crate::periods::{self, Now};

@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 
 use clinicbox_api::query::Query;
-use clinicbox_api::{ApiError, AuthUser};
 use clinicbox_dhis2::{Dhis2Timestamp, Period};
+use clinicbox_web::{ApiError, AuthUser};
 use jiff::civil::Date;
 
 use crate::periods::Now;

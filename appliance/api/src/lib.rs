@@ -7,14 +7,12 @@ pub mod conflicts;
 pub mod count;
 pub mod datastore;
 pub mod demo;
-pub mod error;
 pub mod extract;
 pub mod fields;
 pub mod files;
 pub mod filter;
 pub mod metadata;
 pub mod query;
-pub mod scope;
 pub mod system;
 pub mod users;
 
@@ -33,10 +31,11 @@ use clinicbox_dhis2::{Dhis2Timestamp, ImportStatus, ServerTimeZone, Status, WebM
 use clinicbox_store::{Collection, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
-pub use crate::error::{ApiError, ApiResult};
 pub use crate::metadata::import::{ImportParams, ImportStrategy};
 pub use crate::metadata::{MetadataService, Snapshot};
-pub use crate::scope::{AuthUser, OrgUnitRef, Scope};
+pub use clinicbox_web::error::{ApiError, ApiResult};
+pub use clinicbox_web::scope::{AuthUser, OrgUnitRef, Scope};
+pub use clinicbox_web::{error, scope};
 
 use crate::auth::{Authenticator, LoginLimits};
 use crate::error::web_message_response;

@@ -8,12 +8,13 @@ use axum::body::Body;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use clinicbox_api::error::{json_response, web_message_response};
+use clinicbox_api::ApiState;
 use clinicbox_api::query::Query;
-use clinicbox_api::{ApiError, ApiResult, ApiState, AuthUser};
 use clinicbox_dhis2::tracker::FileResource;
 use clinicbox_dhis2::{Dhis2Timestamp, Uid, WebMessage};
 use clinicbox_store::{Collection, Record, WriteError};
+use clinicbox_web::error::{json_response, web_message_response};
+use clinicbox_web::{ApiError, ApiResult, AuthUser};
 
 pub use clinicbox_api::files::{FileOwner, StoredFile, Use, uploaded_in_scope};
 

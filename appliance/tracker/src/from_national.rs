@@ -25,14 +25,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use clinicbox_api::conflicts::{Conflict, MergeContext, NATIONAL, Side};
-use clinicbox_api::scope::Scope;
-use clinicbox_api::{ApiError, AuthUser};
 use clinicbox_dhis2::Dhis2Timestamp;
 use clinicbox_dhis2::tracker::{
     AtomicMode, ImportMode, ImportStrategy, ReportMode, TrackerPayload,
 };
 use clinicbox_dhis2::user::AUTHORITY_ALL;
 use clinicbox_store::{Collection, ReadView, Record};
+use clinicbox_web::scope::Scope;
+use clinicbox_web::{ApiError, AuthUser};
 
 use crate::Tracker;
 use crate::import::{Flat, FromNational, ImportParams};
@@ -490,7 +490,7 @@ fn settle(
 }
 
 /// National as an importing user: every authority, every org unit the box holds.
-fn national_user(snapshot: Arc<clinicbox_api::Snapshot>) -> AuthUser {
+fn national_user(snapshot: Arc<clinicbox_web::Snapshot>) -> AuthUser {
     AuthUser {
         uid: NATIONAL.into(),
         username: NATIONAL.into(),

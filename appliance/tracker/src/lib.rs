@@ -21,9 +21,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use axum::{Extension, Router};
-use clinicbox_api::{ApiError, ApiState};
+use clinicbox_api::ApiState;
 use clinicbox_dhis2::ServerTimeZone;
 use clinicbox_store::Store;
+use clinicbox_web::ApiError;
 
 pub use config::TrackerConfig;
 pub use import::{ImportParams, Imported};

@@ -3,8 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use clinicbox_api::metadata::ref_ids;
-use clinicbox_api::{AuthUser, Snapshot};
+use clinicbox_web::snapshot::ref_ids;
+use clinicbox_web::{AuthUser, Snapshot};
 use serde_json::{Map, Value};
 
 type Obj = Map<String, Value>;

@@ -5,10 +5,10 @@
 //! owners), so the bytes on the LTE link carry only data. Every object, note and relationship
 //! keeps its UID: that is what makes a re-send an update on national, never a copy.
 
-use clinicbox_api::{ApiError, Snapshot};
 use clinicbox_dhis2::tracker::TrackerType;
 use clinicbox_dhis2::{Dhis2Timestamp, ServerTimeZone};
 use clinicbox_store::{Collection, ReadView, Record};
+use clinicbox_web::{ApiError, Snapshot};
 use serde_json::{Map, Value};
 
 use crate::Tracker;

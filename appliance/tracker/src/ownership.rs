@@ -3,11 +3,11 @@
 
 use axum::Extension;
 use axum::response::Response;
-use clinicbox_api::error::web_message_response;
 use clinicbox_api::query::Query;
-use clinicbox_api::{ApiError, ApiResult, AuthUser};
 use clinicbox_dhis2::{Uid, WebMessage};
 use clinicbox_store::{Collection, WriteError};
+use clinicbox_web::error::web_message_response;
+use clinicbox_web::{ApiError, ApiResult, AuthUser};
 
 use crate::Tracker;
 use crate::catalog::{self, Change, stamps};

@@ -22,12 +22,13 @@ use axum::Extension;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
-use clinicbox_api::error::json_response;
+use clinicbox_api::ApiState;
 use clinicbox_api::query::Query;
-use clinicbox_api::{ApiError, ApiResult, ApiState, AuthUser};
 use clinicbox_dhis2::tracker::ReservedValue;
 use clinicbox_dhis2::{Dhis2Timestamp, Uid};
 use clinicbox_store::{Collection, ReadView, WriteError};
+use clinicbox_web::error::json_response;
+use clinicbox_web::{ApiError, ApiResult, AuthUser};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

@@ -5,12 +5,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Extension, Router};
-use clinicbox_api::error::{json_response, web_message_response};
+use clinicbox_api::ApiState;
 use clinicbox_api::extract::JsonBytes;
 use clinicbox_api::query::Query;
-use clinicbox_api::{ApiError, ApiResult, ApiState, AuthUser};
 use clinicbox_dhis2::WebMessage;
 use clinicbox_dhis2::tracker::{ReportMode, TrackerPayload, TrackerStatus};
+use clinicbox_web::error::{json_response, web_message_response};
+use clinicbox_web::{ApiError, ApiResult, AuthUser};
 use serde_json::json;
 
 use crate::export::{enrollments, events, relationships, tracked_entities};

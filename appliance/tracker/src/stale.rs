@@ -5,8 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use clinicbox_api::{ApiError, Snapshot};
 use clinicbox_store::Collection;
+use clinicbox_web::{ApiError, Snapshot};
 use serde_json::Value;
 
 use crate::Tracker;

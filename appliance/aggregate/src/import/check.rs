@@ -14,13 +14,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use clinicbox_api::AuthUser;
 use clinicbox_api::files::{StoredFile, Use, uploaded_in_scope};
-use clinicbox_api::metadata::Snapshot;
 use clinicbox_dhis2::Period;
 use clinicbox_dhis2::aggregate::{ConflictCode, DataValue, DataValueSet, ImportStrategy};
 use clinicbox_dhis2::value_type::{self, MAX_STORED_BY_LENGTH, MAX_VALUE_LENGTH, ValueError};
 use clinicbox_store::{Collection, DataValueKey, ReadView, StoreError};
+use clinicbox_web::AuthUser;
+use clinicbox_web::Snapshot;
 use serde_json::{Map, Value};
 
 use super::{Action, ImportParams, Op, trimmed};

@@ -11,13 +11,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use clinicbox_api::query::Query;
-use clinicbox_api::{ApiError, AuthUser};
 use clinicbox_dhis2::Period;
 use clinicbox_dhis2::aggregate::{
     ConflictCode, DataValueSet, ImportConflict, ImportCount, ImportStrategy, ImportSummary,
     ImportSummaryStatus,
 };
 use clinicbox_store::{DataValueKey, ReadView, StoreError, WriteCtx};
+use clinicbox_web::{ApiError, AuthUser};
 use serde_json::{Value, json};
 
 use crate::periods::Now;

@@ -4,13 +4,14 @@ use axum::Extension;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use clinicbox_api::error::json_response;
+use clinicbox_api::ApiState;
 use clinicbox_api::fields::{NoResolve, project};
 use clinicbox_api::query::Query;
-use clinicbox_api::{ApiError, ApiResult, ApiState, AuthUser};
 use clinicbox_dhis2::Uid;
 use clinicbox_dhis2::tracker::{Enrollment, EnrollmentStatus};
 use clinicbox_store::{Collection, ReadView};
+use clinicbox_web::error::json_response;
+use clinicbox_web::{ApiError, ApiResult, AuthUser};
 use serde_json::Value;
 
 use super::listing::{page_response, relationships, renderer};

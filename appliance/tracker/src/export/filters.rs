@@ -2,8 +2,8 @@
 //! DHIS2's operators (the SDK sends them upper-case), `;` between IN values and `/` escaping
 //! `: ; , /` inside values. Text comparisons are case-insensitive, as in DHIS2.
 
-use clinicbox_api::ApiError;
 use clinicbox_dhis2::Uid;
+use clinicbox_web::ApiError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {

@@ -3,11 +3,12 @@
 
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
-use clinicbox_api::error::json_response;
-use clinicbox_api::{ApiResult, ApiState, AuthUser};
+use clinicbox_api::ApiState;
 use clinicbox_dhis2::Uid;
 use clinicbox_dhis2::tracker::Relationship;
 use clinicbox_store::{Collection, ReadView};
+use clinicbox_web::error::json_response;
+use clinicbox_web::{ApiResult, AuthUser};
 use serde_json::Value;
 
 use super::render::Renderer;

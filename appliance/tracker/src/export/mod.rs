@@ -17,10 +17,11 @@ use std::cmp::Ordering;
 use std::collections::HashSet;
 
 use axum::http::{HeaderMap, Uri};
+use clinicbox_api::ApiState;
 use clinicbox_api::fields::FieldList;
 use clinicbox_api::query::Query;
-use clinicbox_api::{ApiError, ApiState, AuthUser};
 use clinicbox_dhis2::{Dhis2Timestamp, Uid};
+use clinicbox_web::{ApiError, AuthUser};
 use serde_json::{Map, Value, json};
 
 /// `orgUnitMode`.

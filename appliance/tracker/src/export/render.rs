@@ -3,13 +3,14 @@
 
 use std::collections::HashSet;
 
-use clinicbox_api::{ApiError, ApiState, Snapshot};
+use clinicbox_api::ApiState;
 use clinicbox_dhis2::Dhis2Timestamp;
 use clinicbox_dhis2::tracker::{
     Attribute, DataValue, Enrollment, Event, Note, ProgramOwner, Relationship, TrackedEntity,
     UserInfo,
 };
 use clinicbox_store::{Collection, ReadView, Record};
+use clinicbox_web::{ApiError, Snapshot};
 use serde_json::Value;
 
 use crate::meta::{Meta, str_of};

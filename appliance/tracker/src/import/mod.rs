@@ -14,13 +14,13 @@ use std::time::Instant;
 
 use clinicbox_api::conflicts::Conflict;
 use clinicbox_api::query::Query;
-use clinicbox_api::{ApiError, AuthUser};
 use clinicbox_dhis2::Uid;
 use clinicbox_dhis2::tracker::{
     AtomicMode, Enrollment, Event, ImportMode, ImportStrategy, Relationship, ReportMode,
     TrackedEntity, TrackerImportReport, TrackerPayload,
 };
 use clinicbox_store::{Collection, WriteError};
+use clinicbox_web::{ApiError, AuthUser};
 use serde::{Deserialize, Serialize};
 
 use crate::Tracker;

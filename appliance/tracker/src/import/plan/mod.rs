@@ -21,13 +21,13 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
-use clinicbox_api::{AuthUser, Snapshot};
 use clinicbox_dhis2::tracker::{
     ImportStrategy, Note, TrackerErrorReport, TrackerImportReport, TrackerType, ValidationCode,
 };
 use clinicbox_dhis2::value_type::{self, ValueError};
 use clinicbox_dhis2::{Dhis2Timestamp, ServerTimeZone, Uid};
 use clinicbox_store::{Collection, ReadView};
+use clinicbox_web::{AuthUser, Snapshot};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 

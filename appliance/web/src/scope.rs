@@ -9,7 +9,7 @@ use clinicbox_dhis2::sharing::{Access, AccessString, LegacySharing, Sharing};
 use clinicbox_dhis2::user::AUTHORITY_ALL;
 use serde_json::{Map, Value};
 
-use crate::metadata::{Snapshot, ref_ids};
+use crate::snapshot::{Snapshot, ref_ids};
 
 /// An org unit with its path, as the scope holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
