@@ -14,7 +14,7 @@ use clinicbox_web::error::json_response;
 use clinicbox_web::{ApiError, ApiResult, AuthUser};
 use serde_json::Value;
 
-use super::listing::{page_response, relationships, renderer};
+use super::listing::{not_found, page_response, relationships, renderer, requested};
 use super::render::{Renderer, to_map};
 use super::tracked_entities::{live_rels, te_readable};
 use super::{
@@ -213,18 +213,18 @@ pub async fn get_one(
     q: Query,
 ) -> ApiResult<Response> {
     let fields = fields(&q, DEFAULT_FIELDS)?;
-    let not_found = || ApiError::NotFound(format!("Enrollment with id {uid} could not be found."));
-    let u = Uid::try_from(uid.as_str()).map_err(|_| not_found())?;
+    let gone = || not_found("Enrollment", &uid);
+    let u = requested("Enrollment", &uid)?;
     let p = {
         let cat = t.catalog().read().await;
-        let m = cat.enrollments.get(&u).ok_or_else(not_found)?;
+        let m = cat.enrollments.get(&u).ok_or_else(gone)?;
         if m.stamps.deleted || !readable(&user, &t, &cat, m) {
-            return Err(not_found());
+            return Err(gone());
         }
         parts(&cat, u, false)
     };
     let read = t.store().read()?;
     let r = renderer(&state, &user, &read);
-    let v = render(&r, &read, u, &p, &fields)?.ok_or_else(not_found)?;
+    let v = render(&r, &read, u, &p, &fields)?.ok_or_else(gone)?;
     Ok(json_response(StatusCode::OK, &v))
 }

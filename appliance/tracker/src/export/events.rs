@@ -17,7 +17,7 @@ use clinicbox_web::{ApiError, ApiResult, AuthUser};
 use serde_json::Value;
 
 use super::filters::ValueFilter;
-use super::listing::{page_response, relationships, renderer};
+use super::listing::{not_found, page_response, relationships, renderer, requested};
 use super::render::to_map;
 use super::tracked_entities::{live_rels, te_readable};
 use super::{
@@ -293,19 +293,19 @@ pub async fn get_one(
     q: Query,
 ) -> ApiResult<Response> {
     let fields = fields(&q, DEFAULT_FIELDS)?;
-    let not_found = || ApiError::NotFound(format!("Event with id {uid} could not be found."));
-    let u = Uid::try_from(uid.as_str()).map_err(|_| not_found())?;
+    let gone = || not_found("Event", &uid);
+    let u = requested("Event", &uid)?;
     let rels = {
         let cat = t.catalog().read().await;
-        let m = cat.events.get(&u).ok_or_else(not_found)?;
+        let m = cat.events.get(&u).ok_or_else(gone)?;
         if m.stamps.deleted || !readable(&user, &t, &cat, m) {
-            return Err(not_found());
+            return Err(gone());
         }
         live_rels(&cat, u, false)
     };
     let read = t.store().read()?;
     let renderer = renderer(&state, &user, &read);
-    let rec = read.get(Collection::EVENTS, &uid)?.ok_or_else(not_found)?;
+    let rec = read.get(Collection::EVENTS, &uid)?.ok_or_else(gone)?;
     let mut ev = renderer.event(&uid, &rec)?;
     if wants(&fields, "relationships") {
         ev.relationships.extend(relationships(&renderer, &rels)?);

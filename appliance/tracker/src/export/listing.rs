@@ -6,7 +6,9 @@ use axum::response::Response;
 use clinicbox_api::ApiState;
 use clinicbox_dhis2::Uid;
 use clinicbox_dhis2::tracker::Relationship;
+use clinicbox_dhis2::value_type::excerpt;
 use clinicbox_store::{Collection, ReadView};
+use clinicbox_web::ApiError;
 use clinicbox_web::error::json_response;
 use clinicbox_web::{ApiResult, AuthUser};
 use serde_json::Value;
@@ -50,4 +52,18 @@ pub(super) fn page_response(
 ) -> Response {
     let link = PageLink::new(state, headers, uri);
     json_response(StatusCode::OK, &page_body(key, items, paging, total, &link))
+}
+
+/// DHIS2's 404 for one object: "<Label> with id <uid> could not be found." (the UID as sent,
+/// cut to an excerpt).
+pub(super) fn not_found(label: &str, uid: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "{label} with id {} could not be found.",
+        excerpt(uid)
+    ))
+}
+
+/// The UID of a single-object request: anything that is not a UID is not found.
+pub(super) fn requested(label: &str, uid: &str) -> Result<Uid, ApiError> {
+    Uid::try_from(uid).map_err(|_| not_found(label, uid))
 }

@@ -14,7 +14,7 @@ use clinicbox_store::Collection;
 use clinicbox_web::error::json_response;
 use clinicbox_web::{ApiError, ApiResult, AuthUser};
 
-use super::listing::{page_response, renderer};
+use super::listing::{not_found, page_response, renderer, requested};
 use super::render::to_map;
 use super::tracked_entities::{live_rels, te_readable};
 use super::{Paging, fields};
@@ -114,24 +114,23 @@ pub async fn get_one(
     q: Query,
 ) -> ApiResult<Response> {
     let fields = fields(&q, DEFAULT_FIELDS)?;
-    let not_found =
-        || ApiError::NotFound(format!("Relationship with id {uid} could not be found."));
-    let u = Uid::try_from(uid.as_str()).map_err(|_| not_found())?;
+    let gone = || not_found("Relationship", &uid);
+    let u = requested("Relationship", &uid)?;
     {
         let cat = t.catalog().read().await;
-        let m = cat.relationships.get(&u).ok_or_else(not_found)?;
+        let m = cat.relationships.get(&u).ok_or_else(gone)?;
         if m.stamps.deleted
             || !item_readable(&user, &t, &cat, m.from)
             || !item_readable(&user, &t, &cat, m.to)
         {
-            return Err(not_found());
+            return Err(gone());
         }
     }
     let read = t.store().read()?;
     let r = renderer(&state, &user, &read);
     let rec = read
         .get(Collection::RELATIONSHIPS, &uid)?
-        .ok_or_else(not_found)?;
+        .ok_or_else(gone)?;
     Ok(json_response(
         StatusCode::OK,
         &project(&to_map(&r.relationship(&uid, &rec)?)?, &fields, &NoResolve),

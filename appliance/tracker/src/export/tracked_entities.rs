@@ -18,7 +18,7 @@ use clinicbox_web::{ApiError, ApiResult, AuthUser};
 use serde_json::{Map, Value};
 
 use super::filters::ValueFilter;
-use super::listing::{page_response, relationships, renderer};
+use super::listing::{not_found, page_response, relationships, renderer, requested};
 use super::render::{Renderer, to_map};
 use super::{
     OrgUnitSelection, Paging, SortKey, child, date_param, fields, order, sort_by_order, stamp_key,
@@ -539,9 +539,8 @@ pub async fn get_one(
         .filter(|s| !s.is_empty())
         .map(str::to_string);
     let include_deleted = q.bool("includeDeleted", false)?;
-    let not_found =
-        || ApiError::NotFound(format!("TrackedEntity with id {uid} could not be found."));
-    let u = Uid::try_from(uid.as_str()).map_err(|_| not_found())?;
+    let gone = || not_found("TrackedEntity", &uid);
+    let u = requested("TrackedEntity", &uid)?;
     let snap = &user.snapshot;
     let prog = match &program {
         Some(p) => Some(snap.get("programs", p).ok_or_else(|| {
@@ -552,9 +551,9 @@ pub async fn get_one(
     let program_uid = program.as_deref().and_then(|p| Uid::try_from(p).ok());
     {
         let cat = t.catalog().read().await;
-        let m = cat.tes.get(&u).ok_or_else(not_found)?;
+        let m = cat.tes.get(&u).ok_or_else(gone)?;
         if m.stamps.deleted && !include_deleted {
-            return Err(not_found());
+            return Err(gone());
         }
         if let Some(pu) = program_uid {
             let enrolled = cat
@@ -563,7 +562,7 @@ pub async fn get_one(
                 .any(|e| cat.enrollments.get(e).is_some_and(|m| m.program == pu));
             let owned = m.owners.iter().any(|(p, _)| *p == pu);
             if !enrolled && !owned {
-                return Err(not_found());
+                return Err(gone());
             }
         }
         te_readable(&user, &t, m, u, program.as_deref().zip(prog))?;
@@ -571,7 +570,7 @@ pub async fn get_one(
     let read = t.store().read()?;
     let renderer = renderer(&state, &user, &read);
     let children = Children::collect(&t, &[u], program_uid, include_deleted, &fields).await;
-    let v = render_te(&renderer, &children, u, program.as_deref(), &fields, &read)?
-        .ok_or_else(not_found)?;
+    let v =
+        render_te(&renderer, &children, u, program.as_deref(), &fields, &read)?.ok_or_else(gone)?;
     Ok(json_response(StatusCode::OK, &v))
 }
