@@ -590,4 +590,172 @@ mod tests {
             Action::Put { value: None, .. }
         ));
     }
+
+    /// The demo metadata as stored (the default combo marked as the API marks it), a
+    /// superuser of the whole hierarchy, a store for approvals and files, and a day in
+    /// December 2026.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: clinicbox_store::Store,
+        user: AuthUser,
+        now: Now,
+    }
+
+    fn fixture() -> Fixture {
+        let mut package: Value =
+            serde_json::from_str(clinicbox_api::demo::DEMO_METADATA).expect("demo metadata");
+        for c in package["categoryCombos"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            let default = c["name"] == "default";
+            c["isDefault"] = Value::Bool(default);
+        }
+        // Paths as the import computes them.
+        let parents: HashMap<String, Option<String>> = package["organisationUnits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| {
+                let id = o["id"].as_str().unwrap_or_default().to_string();
+                (id, o["parent"]["id"].as_str().map(str::to_string))
+            })
+            .collect();
+        for o in package["organisationUnits"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            let mut chain = vec![o["id"].as_str().unwrap_or_default().to_string()];
+            while let Some(Some(p)) = chain.last().and_then(|c| parents.get(c)) {
+                chain.push(p.clone());
+            }
+            chain.reverse();
+            o["path"] = Value::from(format!("/{}", chain.join("/")));
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = clinicbox_store::Store::create(
+            &dir.path().join("data"),
+            clinicbox_store::NewKeySlot::KeyFile {
+                path: dir.path().join("key"),
+                label: "test".into(),
+                create: true,
+            },
+        )
+        .expect("store");
+        let user = AuthUser {
+            uid: "cbUserTest1".into(),
+            username: "tester".into(),
+            authorities: std::collections::BTreeSet::new(),
+            user_groups: Vec::new(),
+            user_roles: Vec::new(),
+            scope: clinicbox_web::Scope {
+                capture: Vec::new(),
+                search: Vec::new(),
+                view: Vec::new(),
+                all: true,
+            },
+            snapshot: Arc::new(Snapshot::from_package(&package)),
+        };
+        let zone = clinicbox_dhis2::ServerTimeZone::new("Africa/Nairobi").expect("zone");
+        // 2026-12-06 12:00 UTC.
+        let now = Now::at(1_796_558_400_000, &zone).expect("now");
+        Fixture {
+            _dir: dir,
+            store,
+            user,
+            now,
+        }
+    }
+
+    fn value(de: &str, pe: &str, coc: Option<&str>, v: &str) -> DataValue {
+        DataValue {
+            data_element: Some(de.into()),
+            period: Some(pe.into()),
+            org_unit: Some("cbClinicA01".into()),
+            category_option_combo: coc.map(str::to_string),
+            value: Some(v.into()),
+            ..DataValue::default()
+        }
+    }
+
+    /// The code of the first check `v` fails, in a set naming `data_set` (or none).
+    fn first_failure(f: &Fixture, data_set: Option<&str>, v: DataValue) -> Option<ConflictCode> {
+        let read = f.store.read().expect("read");
+        let snap = f.user.snapshot.clone();
+        let cats = Categories::new(&snap);
+        let params =
+            ImportParams::from_query(&clinicbox_api::query::Query::parse("")).expect("params");
+        let mut checker = Checker::new(&f.user, &f.now, &read, params, cats);
+        let set = DataValueSet {
+            data_set: data_set.map(str::to_string),
+            data_values: vec![v.clone()],
+            ..DataValueSet::default()
+        };
+        let rules = data_set.and_then(|id| checker.rules(id));
+        match checker.check(&set, rules.as_ref(), 0, &v).expect("store") {
+            Ok(_) => None,
+            Err((code, _)) => Some(code),
+        }
+    }
+
+    #[test]
+    fn what_a_value_names_is_checked_first() {
+        let f = fixture();
+        let ok = |coc| value("cbDeAggOpd1", "202612", coc, "4");
+        assert_eq!(first_failure(&f, None, ok(Some("cbCocFemale"))), None);
+        let cases = [
+            (
+                value("cbDeNothing", "202612", None, "4"),
+                ConflictCode::E7610,
+            ),
+            (
+                value("cbDeAggOpd1", "2026-13", None, "4"),
+                ConflictCode::E7611,
+            ),
+            (
+                DataValue {
+                    org_unit: Some("cbNowhere01".into()),
+                    ..ok(Some("cbCocFemale"))
+                },
+                ConflictCode::E7612,
+            ),
+            (ok(Some("cbCocNone01")), ConflictCode::E7613),
+        ];
+        for (v, code) in cases {
+            assert_eq!(first_failure(&f, None, v), Some(code));
+        }
+    }
+
+    #[test]
+    fn then_the_value_then_its_data_set_then_whether_entry_is_open() {
+        let f = fixture();
+        let ds = Some("cbDsOpdMon1");
+        let v = |pe: &str, value_: &str| value("cbDeAggOpd1", pe, Some("cbCocFemale"), value_);
+        assert_eq!(
+            first_failure(&f, ds, v("202612", "-3")),
+            Some(ConflictCode::E7619)
+        );
+        // A tracker element is in no data set here; a weekly period is not the set's type.
+        let tracker_element = value("cbDeQty0001", "202612", None, "3");
+        assert_eq!(
+            first_failure(&f, ds, tracker_element),
+            Some(ConflictCode::E7633)
+        );
+        assert_eq!(
+            first_failure(&f, ds, v("2026W49", "3")),
+            Some(ConflictCode::E7632)
+        );
+        // Expired (15 days after the period) and too far ahead (one future period open).
+        assert_eq!(
+            first_failure(&f, ds, v("202609", "3")),
+            Some(ConflictCode::E7640)
+        );
+        assert_eq!(
+            first_failure(&f, ds, v("202703", "3")),
+            Some(ConflictCode::E7641)
+        );
+        assert_eq!(first_failure(&f, ds, v("202612", "3")), None);
+    }
 }
