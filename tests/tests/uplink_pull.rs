@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use clinicbox_tests::clinic::{
-    CLINIC_A, DS, basic, demo_object, demo_package, import_to, month_values, this_month,
+    CLINIC_A, DS, OPD, basic, demo_object, demo_package, import_to, month_values, this_month,
 };
 use clinicbox_tests::national::{National, uplink_once_ok, uplink_once_with};
 use clinicbox_tests::{BoxBuilder, RunningBox, http_request};
@@ -861,6 +861,17 @@ fn a_patient_transferred_in_at_national_reaches_tablets_and_a_visit_changed_on_b
     );
 }
 
+/// A clinic of the district at national, outside the box's org units.
+const CLINIC_Z: &str = "cbClinicZ01";
+
+fn add_clinic_z(national: &National) {
+    national.put_metadata(
+        &json!({"organisationUnits": [{"id": CLINIC_Z, "name": "Lakeside Clinic Z",
+        "shortName": "Clinic Z", "openingDate": "2020-01-01", "level": 3,
+        "parent": {"id": "cbDistrct01"}, "path": format!("/cbCountry01/cbDistrct01/{CLINIC_Z}")}]}),
+    );
+}
+
 /// A request to the box as `user`, with a JSON body.
 fn send_as(
     b: &RunningBox,
@@ -897,17 +908,11 @@ fn transfers(national: &National) -> Vec<Value> {
 #[test]
 fn a_patient_transferred_in_from_a_clinic_the_box_does_not_hold_brings_her_records_and_a_move_on_the_box_reaches_national_once()
  {
-    const CLINIC_Z: &str = "cbClinicZ01";
-    const OPD: &str = "cbPrgOpd001";
     // The box serves clinics A and B.
     let national = national_with_demo();
     national.assign_sync_user(&[CLINIC_A, "cbClinicB01"]);
     // A clinic of the district the box knows nothing of.
-    national.put_metadata(
-        &json!({"organisationUnits": [{"id": CLINIC_Z, "name": "Lakeside Clinic Z",
-        "shortName": "Clinic Z", "openingDate": "2020-01-01", "level": 3,
-        "parent": {"id": "cbDistrct01"}, "path": format!("/cbCountry01/cbDistrct01/{CLINIC_Z}")}]}),
-    );
+    add_clinic_z(&national);
     let b = BoxBuilder::demo().start();
     let data = b.dir().join("data");
     uplink_once_ok(&data, &national);
@@ -1009,14 +1014,8 @@ fn a_patient_transferred_in_from_a_clinic_the_box_does_not_hold_brings_her_recor
 #[test]
 fn a_patient_national_moves_away_keeps_her_records_on_the_box_and_its_tablets_learn_it_from_the_first_refused_write()
  {
-    const CLINIC_Z: &str = "cbClinicZ01";
-    const OPD: &str = "cbPrgOpd001";
     let national = national_with_demo();
-    national.put_metadata(
-        &json!({"organisationUnits": [{"id": CLINIC_Z, "name": "Lakeside Clinic Z",
-        "shortName": "Clinic Z", "openingDate": "2020-01-01", "level": 3,
-        "parent": {"id": "cbDistrct01"}, "path": format!("/cbCountry01/cbDistrct01/{CLINIC_Z}")}]}),
-    );
+    add_clinic_z(&national);
     let b = BoxBuilder::demo().start();
     let data = b.dir().join("data");
     // Registered and seen at clinic A on the box, sent to national.

@@ -152,6 +152,29 @@ impl Snapshot {
         Snapshot::new(1, types, credentials)
     }
 
+    /// Adds `{id}` to `collection` of each `(target, id)`'s target object of type `plural`,
+    /// once.
+    fn link(&mut self, plural: &str, collection: &str, links: Vec<(String, String)>) {
+        let Some(targets) = self.types.get_mut(plural) else {
+            return;
+        };
+        for (t, id) in links {
+            let Some(obj) = targets.get_mut(&t) else {
+                continue;
+            };
+            let entry = obj
+                .entry(collection)
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Value::Array(items) = entry
+                && !items
+                    .iter()
+                    .any(|i| i.get("id").and_then(Value::as_str) == Some(&id))
+            {
+                items.push(serde_json::json!({ "id": id }));
+            }
+        }
+    }
+
     fn index(&mut self) {
         let assign = |plural: &str| {
             let mut map: HashMap<String, Vec<String>> = HashMap::new();
@@ -182,25 +205,7 @@ impl Snapshot {
                     Some((p.to_string(), id.clone()))
                 })
                 .collect();
-            let Some(parents) = self.types.get_mut(parent) else {
-                continue;
-            };
-            for (p, id) in links {
-                let Some(obj) = parents.get_mut(&p) else {
-                    continue;
-                };
-                let entry = obj
-                    .entry(collection)
-                    .or_insert_with(|| Value::Array(Vec::new()));
-                if let Value::Array(items) = entry {
-                    if !items
-                        .iter()
-                        .any(|i| i.get("id").and_then(Value::as_str) == Some(&id))
-                    {
-                        items.push(serde_json::json!({ "id": id }));
-                    }
-                }
-            }
+            self.link(parent, collection, links);
         }
         // Many-to-many links DHIS2 serves from both ends (e.g. `categoryOptions.categories`,
         // filtered on by the SDK) but a package carries on the owning side only.
@@ -239,25 +244,7 @@ impl Snapshot {
                         .map(move |t| (t, id.clone()))
                 })
                 .collect();
-            let Some(targets) = self.types.get_mut(other) else {
-                continue;
-            };
-            for (t, id) in links {
-                let Some(obj) = targets.get_mut(&t) else {
-                    continue;
-                };
-                let entry = obj
-                    .entry(collection)
-                    .or_insert_with(|| Value::Array(Vec::new()));
-                if let Value::Array(items) = entry {
-                    if !items
-                        .iter()
-                        .any(|i| i.get("id").and_then(Value::as_str) == Some(&id))
-                    {
-                        items.push(serde_json::json!({ "id": id }));
-                    }
-                }
-            }
+            self.link(other, collection, links);
         }
         self.ou_programs = programs;
         self.ou_data_sets = data_sets;

@@ -116,11 +116,7 @@ impl Params {
                 date(&["updatedBefore", "lastUpdatedEndDate"])?,
             ),
             include_deleted: q.bool("includeDeleted", false)?,
-            filters: q
-                .all("filter")
-                .filter(|f| !f.is_empty())
-                .map(ValueFilter::parse)
-                .collect::<Result<_, _>>()?,
+            filters: ValueFilter::all(q)?,
         })
     }
 

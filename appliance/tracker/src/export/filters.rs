@@ -81,6 +81,14 @@ fn unescape(s: &str) -> String {
 }
 
 impl ValueFilter {
+    /// Every non-empty `filter=` of a query.
+    pub fn all(q: &clinicbox_api::query::Query) -> Result<Vec<ValueFilter>, ApiError> {
+        q.all("filter")
+            .filter(|f| !f.is_empty())
+            .map(ValueFilter::parse)
+            .collect()
+    }
+
     pub fn parse(raw: &str) -> Result<ValueFilter, ApiError> {
         let bad = |why: &str| ApiError::BadRequest(format!("Invalid filter '{raw}': {why}"));
         let parts = split_escaped(raw, ':');

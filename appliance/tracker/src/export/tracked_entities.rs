@@ -110,11 +110,7 @@ impl Params {
             updated_after: date_param(state, q, &["updatedAfter", "lastUpdatedStartDate"])?,
             updated_before: date_param(state, q, &["updatedBefore", "lastUpdatedEndDate"])?,
             include_deleted: q.bool("includeDeleted", false)?,
-            filters: q
-                .all("filter")
-                .filter(|f| !f.is_empty())
-                .map(ValueFilter::parse)
-                .collect::<Result<_, _>>()?,
+            filters: ValueFilter::all(q)?,
         };
         if p.program.is_none() && p.tet.is_none() && p.uids.is_none() {
             return Err(ApiError::BadRequest(
