@@ -42,6 +42,8 @@ pub enum StoreError {
     Random,
     #[error("database error: {0}")]
     Database(String),
+    #[error("the snapshot cannot copy this store: {0}")]
+    Snapshot(String),
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,

@@ -7,6 +7,7 @@ mod error;
 mod keyslot;
 mod read;
 mod record;
+mod snapshot;
 mod store;
 mod tables;
 mod write;
@@ -18,6 +19,7 @@ pub use keyslot::{
 };
 pub use read::{ReadView, Records};
 pub use record::{Change, Record};
+pub use snapshot::SnapshotInfo;
 pub use store::{DB_FILE, Store, StoreStats};
 pub use write::{CommitInfo, Committed, WriteCtx};
 pub use zeroize::Zeroizing;

@@ -276,6 +276,22 @@ impl Store {
         ))
     }
 
+    /// Writes a consistent copy of the whole store to `dest` (a file; its directory must
+    /// exist) while writes go on: what one read transaction sees, every table, sealed values
+    /// and key slots as they are, so the copy opens with the same secrets. Written under a
+    /// temporary name and renamed once durable.
+    pub fn snapshot_to(&self, dest: &Path) -> Result<crate::SnapshotInfo, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let last_seq = {
+            let meta = txn.open_table(META)?;
+            meta.get(tables::META_LAST_SEQ)?
+                .and_then(|v| tables::u64_le(v.value()))
+                .unwrap_or(0)
+        };
+        let info = crate::snapshot::copy(&txn, dest)?;
+        Ok(crate::SnapshotInfo { last_seq, ..info })
+    }
+
     /// Finishes every write already submitted, then refuses new ones. Idempotent.
     pub fn close(&self) -> Result<(), StoreError> {
         let sender = self
