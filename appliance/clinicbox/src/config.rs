@@ -37,6 +37,8 @@ pub struct Config {
     pub power: clinicbox_power::PowerConfig,
     /// The uplink to the national DHIS2 (`clinicbox uplink`); `serve` uses `socket`.
     pub uplink: clinicbox_uplink::UplinkConfig,
+    /// Encrypted backups (`clinicbox backup`).
+    pub backup: crate::backup::BackupConfig,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             tracker: Default::default(),
             power: Default::default(),
             uplink: Default::default(),
+            backup: Default::default(),
         }
     }
 }

@@ -119,6 +119,7 @@ pub fn run(cfg: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::AddRecovery { label, unlock: u } => {
             let store = open(dir, cfg, &u)?;
             let (info, key) = store.add_key_slot(NewKeySlot::Recovery { label })?;
+            remember_recovery(dir, info.id, key.as_ref().map(|k| k.as_str()))?;
             print_recovery(info.id, key.as_ref().map(|k| k.as_str()));
             Ok(())
         }
@@ -186,10 +187,22 @@ fn init(dir: &Path, key_file: Option<PathBuf>, pin: bool, no_recovery: bool) -> 
         let (info, key) = store.add_key_slot(NewKeySlot::Recovery {
             label: "recovery key".into(),
         })?;
+        remember_recovery(dir, info.id, key.as_ref().map(|k| k.as_str()))?;
         print_recovery(info.id, key.as_ref().map(|k| k.as_str()));
     }
     store.close()?;
     Ok(())
+}
+
+/// Keeps the recovery key's backup recipient (its public half), so backups open with it.
+fn remember_recovery(dir: &Path, id: u32, key: Option<&str>) -> anyhow::Result<()> {
+    let Some(key) = key else { return Ok(()) };
+    crate::backup::recipients::remember_recovery_key(dir, id, key).with_context(|| {
+        format!(
+            "recording the recovery key's backup recipient in {}",
+            dir.display()
+        )
+    })
 }
 
 fn print_recovery(id: u32, key: Option<&str>) {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod app;
+pub mod backup;
 pub mod commands;
 pub mod config;
 pub mod headers;

@@ -50,6 +50,24 @@ enum Command {
     },
     /// Send what the clinic recorded to the national DHIS2 ([uplink] in the configuration).
     Uplink(UplinkArgs),
+    /// Back the running box up into DIR: one encrypted file, opened by the ministry's HQ keys
+    /// ([backup] hq_recipients) and the box's recovery keys. Prints the file's path last.
+    Backup {
+        /// The folder to write to (a USB stick's mount point).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Make a new data directory (--data-dir, absent or empty) from a backup.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// An age identity file of the ministry's HQ.
+        #[arg(long, value_name = "KEYFILE", conflicts_with = "recovery_key")]
+        hq_identity: Option<PathBuf>,
+        /// Open it with the box's printed recovery key (asked for, or read from standard input).
+        #[arg(long)]
+        recovery_key: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,6 +136,12 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::Uplink(args) => uplink(cfg, cli.data_dir, args),
+        Command::Backup { to } => backup(cfg, cli.data_dir, &to),
+        Command::Restore {
+            file,
+            hq_identity,
+            recovery_key,
+        } => restore(cli.data_dir, &file, hq_identity, recovery_key),
         Command::Power { board } => {
             let power = clinicbox_power::load_config_for(board.as_deref(), cli.config.as_deref())?;
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -212,5 +236,61 @@ where
     store.close()?;
     let out = result?;
     println!("{out}");
+    Ok(())
+}
+
+/// `clinicbox backup --to DIR`: beside a running box (`--config`, or `--data-dir` for a demo box,
+/// whose control socket is next to its data).
+fn backup(mut cfg: Config, data_dir: Option<PathBuf>, to: &std::path::Path) -> anyhow::Result<()> {
+    if let Some(d) = data_dir {
+        let demo_socket = d.join("control.sock");
+        if demo_socket.exists() {
+            cfg.power.control_socket = demo_socket;
+        }
+        cfg.data_dir = d;
+    }
+    let w = clinicbox::backup::backup(
+        &cfg.data_dir,
+        &cfg.power.control_socket,
+        &cfg.box_info.name,
+        &cfg.backup,
+        to,
+    )?;
+    println!(
+        "backup of box {} up to change {}: {} files, {} bytes",
+        w.manifest.box_id,
+        w.manifest.last_seq,
+        w.manifest.files.len(),
+        w.bytes
+    );
+    println!("{}", w.path.display());
+    Ok(())
+}
+
+/// `clinicbox restore FILE --data-dir NEWDIR (--hq-identity KEYFILE | --recovery-key)`.
+fn restore(
+    data_dir: Option<PathBuf>,
+    file: &std::path::Path,
+    hq_identity: Option<PathBuf>,
+    recovery_key: bool,
+) -> anyhow::Result<()> {
+    let Some(new_dir) = data_dir else {
+        anyhow::bail!("name the new data directory with --data-dir NEWDIR");
+    };
+    let key = match (hq_identity, recovery_key) {
+        (Some(path), false) => clinicbox::backup::RestoreKey::HqIdentity(path),
+        (None, true) => {
+            clinicbox::backup::RestoreKey::RecoveryKey(clinicbox::unlock::prompt("Recovery key")?)
+        }
+        _ => anyhow::bail!("open the backup with --hq-identity KEYFILE or --recovery-key"),
+    };
+    let m = clinicbox::backup::restore(file, &new_dir, &key)?;
+    println!(
+        "restored box {} ({}) as of {} changes into {}",
+        m.box_id,
+        m.box_name,
+        m.last_seq,
+        new_dir.display()
+    );
     Ok(())
 }

@@ -69,12 +69,17 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
         clinicbox_process::Signals::install().context("installing the SIGTERM/SIGINT handlers")?;
     let notifier = Arc::new(clinicbox_process::Notifier::from_env());
     let store = open_store(&cfg, demo).await?;
+    if demo {
+        crate::backup::recipients::demo_hq_identity(&cfg.data_dir)
+            .context("writing the demo's HQ backup identity")?;
+    }
     let api = clinicbox_api::ApiState::new(store.clone(), cfg.api.clone())
         .await
         .context("starting the DHIS2 API")?;
     if demo {
         load_demo(&api).await?;
     }
+    let box_id = api.system_id().to_string();
     let tracker = clinicbox_tracker::Tracker::start(api.clone(), cfg.tracker.clone())
         .await
         .context("starting the tracker")?;
@@ -135,7 +140,7 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     let presence = presence.start(app.clone(), &http_bound, limits).await?;
 
     spawn_watchdog(lc.clone(), notifier.clone());
-    spawn_control_socket(&cfg, lc.clone(), power.clone()).await;
+    spawn_control_socket(&cfg, lc.clone(), power.clone(), box_id).await;
     notifier.ready(&format!("serving {} listener(s)", servers.len()));
     if demo {
         println!(
@@ -277,11 +282,19 @@ pub fn power_view(
 pub struct DaemonControl {
     lc: Arc<Lifecycle>,
     power: PowerShared,
+    /// Where a backup's snapshot of the store is staged, and the box's id to name it.
+    staging: PathBuf,
+    box_id: String,
 }
 
 impl DaemonControl {
-    pub fn new(lc: Arc<Lifecycle>, power: PowerShared) -> Self {
-        DaemonControl { lc, power }
+    pub fn new(lc: Arc<Lifecycle>, power: PowerShared, data_dir: &Path, box_id: String) -> Self {
+        DaemonControl {
+            lc,
+            power,
+            staging: crate::backup::layout::staging_file(data_dir),
+            box_id,
+        }
     }
 }
 
@@ -324,6 +337,35 @@ impl clinicbox_control::ControlHandler for DaemonControl {
         self.lc
             .resume()
             .map_err(|e| clinicbox_control::HandlerError(e.to_string()))
+    }
+
+    async fn snapshot(
+        &self,
+    ) -> Result<clinicbox_control::SnapshotOutcome, clinicbox_control::HandlerError> {
+        let failed = |e: String| clinicbox_control::HandlerError(e);
+        let (store, staging) = (self.lc.store().clone(), self.staging.clone());
+        let at_ms = store.server_time_ms();
+        let info = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = staging.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            }
+            store.snapshot_to(&staging).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(failed)?;
+        tracing::info!(
+            bytes = info.bytes,
+            last_seq = info.last_seq,
+            "store snapshot taken for a backup"
+        );
+        Ok(clinicbox_control::SnapshotOutcome {
+            path: self.staging.display().to_string(),
+            bytes: info.bytes,
+            last_seq: info.last_seq,
+            box_id: self.box_id.clone(),
+            at_ms,
+        })
     }
 
     async fn status(&self) -> clinicbox_control::DaemonStatus {
@@ -384,13 +426,18 @@ async fn spawn_uplink_socket(
 /// Serves the control socket (`[power] control_socket`) until shutdown. Failing to bind is
 /// logged, not fatal: tablets keep being served, and the power process still syncs and powers
 /// off without a quiesce.
-pub async fn spawn_control_socket(cfg: &Config, lc: Arc<Lifecycle>, power: PowerShared) {
+pub async fn spawn_control_socket(
+    cfg: &Config,
+    lc: Arc<Lifecycle>,
+    power: PowerShared,
+    box_id: String,
+) {
     let path = cfg.power.control_socket.clone();
     let opts = clinicbox_control::SocketOptions::default();
     match clinicbox_control::ControlListener::bind(&path, &opts).await {
         Ok(listener) => {
             tracing::info!(socket.path = %path.display(), "control socket at {}", path.display());
-            let handler = Arc::new(DaemonControl::new(lc.clone(), power));
+            let handler = Arc::new(DaemonControl::new(lc.clone(), power, &cfg.data_dir, box_id));
             tokio::spawn(clinicbox_control::serve(listener, handler, async move {
                 lc.shutdown_requested().await
             }));

@@ -9,7 +9,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::protocol::{
     DaemonStatus, ErrorCode, MAX_LINE_BYTES, PROTOCOL_VERSION, PowerReport, QuiesceOutcome,
-    Request, RequestEnvelope, Response, ResponseEnvelope,
+    Request, RequestEnvelope, Response, ResponseEnvelope, SnapshotOutcome,
 };
 use crate::server::{LineRead, read_line_limited};
 
@@ -106,6 +106,15 @@ impl ControlClient {
     pub async fn status(&mut self) -> Result<DaemonStatus, ClientError> {
         match self.call(Request::Status {}, self.timeout).await? {
             Response::Status(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A consistent copy of the store in the daemon's staging file; `timeout` bounds the copy
+    /// (a big store on an SD card takes a while).
+    pub async fn snapshot(&mut self, timeout: Duration) -> Result<SnapshotOutcome, ClientError> {
+        match self.call(Request::Snapshot {}, timeout).await? {
+            Response::Snapshot(s) => Ok(s),
             other => Err(unexpected(other)),
         }
     }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 pub use client::{ClientError, ControlClient};
 pub use protocol::{
     DaemonStatus, ErrorCode, PROTOCOL_VERSION, PowerReport, PowerState, QuiesceOutcome, Request,
-    Response,
+    Response, SnapshotOutcome,
 };
 pub use server::{ControlHandler, HandlerError, serve};
 pub use socket::{ControlListener, DEFAULT_SOCKET_MODE, SocketGuard, SocketOptions};

@@ -54,6 +54,9 @@ pub enum Request {
     Resume { reason: String },
     /// Ask for the daemon's status. (A struct variant so that unknown fields are rejected.)
     Status {},
+    /// Write a consistent copy of the store, taken while writes go on, into the daemon's
+    /// backup staging file; the caller packs it and removes it.
+    Snapshot {},
 }
 
 /// The daemon's answer.
@@ -67,6 +70,7 @@ pub enum Response {
     /// The daemon accepts writes again.
     Resumed,
     Status(DaemonStatus),
+    Snapshot(SnapshotOutcome),
     Error {
         code: ErrorCode,
         message: String,
@@ -82,6 +86,21 @@ pub struct QuiesceOutcome {
     /// False when in-flight requests were still running at the deadline and were cut off
     /// (they were never acknowledged, so nothing acknowledged is lost).
     pub drained: bool,
+}
+
+/// Where a snapshot of the store was written and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotOutcome {
+    /// The staging file, inside the daemon's data directory.
+    pub path: String,
+    pub bytes: u64,
+    /// The store's last sequence number in the copy.
+    pub last_seq: u64,
+    /// The box's id (its DHIS2 system id), to name the backup.
+    pub box_id: String,
+    /// When the copy was taken (the store's clock, ms).
+    pub at_ms: u64,
 }
 
 /// The daemon's status as seen over the control socket.

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 
 use crate::protocol::{
     DaemonStatus, ErrorCode, MAX_LINE_BYTES, PROTOCOL_VERSION, PowerReport, QuiesceOutcome,
-    Request, RequestEnvelope, Response, ResponseEnvelope,
+    Request, RequestEnvelope, Response, ResponseEnvelope, SnapshotOutcome,
 };
 use crate::socket::ControlListener;
 
@@ -48,6 +48,11 @@ pub trait ControlHandler: Send + Sync + 'static {
 
     /// Current status.
     fn status(&self) -> impl Future<Output = DaemonStatus> + Send;
+
+    /// A consistent copy of the store in the staging file (see [`Request::Snapshot`]).
+    fn snapshot(&self) -> impl Future<Output = Result<SnapshotOutcome, HandlerError>> + Send {
+        async { Err(HandlerError("this daemon takes no snapshots".into())) }
+    }
 }
 
 /// Serve `listener` until `shutdown` resolves. Each connection runs in its own task; a
@@ -245,6 +250,10 @@ async fn dispatch<H: ControlHandler>(request: Request, handler: &H) -> Response 
             }
         }
         Request::Status {} => Response::Status(handler.status().await),
+        Request::Snapshot {} => match handler.snapshot().await {
+            Ok(outcome) => Response::Snapshot(outcome),
+            Err(e) => failed(e),
+        },
     }
 }
 

@@ -1,0 +1,236 @@
+//! Backups end to end: the real `clinicbox serve`, `clinicbox backup` beside it while a tablet
+//! keeps writing, and `clinicbox restore` into a new data directory that another box then
+//! serves. What the tablets read back is the judge.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use clinicbox_tests::clinic::{basic, import_to, patient};
+use clinicbox_tests::{BoxBuilder, RunningBox, http_request, run_admin};
+
+fn te_of(n: u32) -> String {
+    patient(n)["trackedEntities"][0]["trackedEntity"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `clinicbox backup`; returns the file it printed last.
+fn backup(args: &[&str]) -> PathBuf {
+    let (st, out, err) = run_admin(args, "");
+    assert!(st.success(), "backup: {out}{err}");
+    PathBuf::from(out.lines().last().expect("a path").trim())
+}
+
+fn restore(args: &[&str], stdin: &str) -> (bool, String) {
+    let (st, out, err) = run_admin(args, stdin);
+    (st.success(), format!("{out}{err}"))
+}
+
+/// A tablet's read of patient `te`: its status and first name.
+fn read_patient(b: &RunningBox, te: &str) -> (u16, String) {
+    let r = http_request(
+        b.url().trim_start_matches("http://"),
+        "GET",
+        &format!("/api/tracker/trackedEntities/{te}?fields=attributes"),
+        &[("Authorization", &basic("android", "Android123"))],
+        b"",
+    );
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn a_backup_taken_while_a_tablet_writes_restores_every_acknowledged_patient_on_another_box() {
+    let b = BoxBuilder::demo().start();
+    let data = b.dir().join("data");
+    let stick = tempfile::tempdir().expect("stick");
+    // A tablet keeps registering patients while the backup runs; every one it was told was
+    // stored before the backup started must come back.
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tablet = {
+        let (acked, stop, url) = (acked.clone(), stop.clone(), b.url().to_string());
+        std::thread::spawn(move || {
+            for n in 100..400u32 {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                import_to(&url, &patient(n));
+                acked.lock().unwrap().push(n);
+            }
+        })
+    };
+    while acked.lock().unwrap().len() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let before: Vec<u32> = acked.lock().unwrap().clone();
+    let file = backup(&["--data-dir", &s(&data), "backup", "--to", &s(stick.path())]);
+    stop.store(true, Ordering::Release);
+    tablet.join().expect("the tablet was never refused");
+    assert!(file.is_file(), "{file:?}");
+    assert!(file.starts_with(stick.path()));
+
+    // Restored into a new data directory, served by another box.
+    let hq = s(&data.join("demo-hq.key"));
+    let target = tempfile::tempdir().expect("target");
+    let new_dir = target.path().join("data");
+    let (ok, out) = restore(
+        &[
+            "--data-dir",
+            &s(&new_dir),
+            "restore",
+            &s(&file),
+            "--hq-identity",
+            &hq,
+        ],
+        "",
+    );
+    assert!(ok, "{out}");
+    assert!(
+        !new_dir.join("demo-hq.key").exists(),
+        "a backup holds no key to itself"
+    );
+    let replacement = BoxBuilder::new()
+        .arg("--demo")
+        .arg("--data-dir")
+        .arg(s(&new_dir))
+        .start();
+    for n in &before {
+        let (code, body) = read_patient(&replacement, &te_of(*n));
+        assert_eq!(code, 200, "patient {n}: {body}");
+        assert!(body.contains("Otieno"), "{body}");
+    }
+    // The same box: same id, so tablets and national see one box.
+    let id = |b: &RunningBox| {
+        let r = http_request(
+            b.url().trim_start_matches("http://"),
+            "GET",
+            "/api/system/info",
+            &[("Authorization", &basic("android", "Android123"))],
+            b"",
+        );
+        r.json()["systemId"].clone()
+    };
+    assert_eq!(id(&replacement), id(&b));
+    // A restore never overwrites: the data directory now exists and is not empty.
+    let (ok, out) = restore(
+        &[
+            "--data-dir",
+            &s(&new_dir),
+            "restore",
+            &s(&file),
+            "--hq-identity",
+            &hq,
+        ],
+        "",
+    );
+    assert!(!ok && out.contains("not empty"), "{out}");
+}
+
+#[test]
+fn a_tampered_cut_or_foreign_backup_is_refused_and_nothing_is_made() {
+    let b = BoxBuilder::demo().start();
+    let data = b.dir().join("data");
+    import_to(b.url(), &patient(7));
+    let stick = tempfile::tempdir().expect("stick");
+    let file = backup(&["--data-dir", &s(&data), "backup", "--to", &s(stick.path())]);
+    let bytes = std::fs::read(&file).expect("read");
+    let hq = s(&data.join("demo-hq.key"));
+    let target = tempfile::tempdir().expect("target");
+    let attempt = |name: &str, content: &[u8], key: &str| {
+        let f = stick.path().join(name);
+        std::fs::write(&f, content).expect("write");
+        let new_dir = target.path().join(name);
+        let (ok, out) = restore(
+            &[
+                "--data-dir",
+                &s(&new_dir),
+                "restore",
+                &s(&f),
+                "--hq-identity",
+                key,
+            ],
+            "",
+        );
+        assert!(!ok, "{name} was restored: {out}");
+        assert!(!new_dir.exists(), "{name}: a directory was made");
+        assert!(!target.path().join(format!("{name}.partial")).exists());
+        out
+    };
+    let mut tampered = bytes.clone();
+    let mid = tampered.len() / 2;
+    tampered[mid] ^= 0x40;
+    attempt("tampered", &tampered, &hq);
+    attempt("cut", &bytes[..bytes.len() * 2 / 3], &hq);
+    attempt("not-a-backup", b"hello", &hq);
+    // Another ministry's key.
+    let other = BoxBuilder::demo().start();
+    let foreign = s(&other.dir().join("data/demo-hq.key"));
+    let out = attempt("foreign", &bytes, &foreign);
+    assert!(out.contains("does not open"), "{out}");
+}
+
+#[test]
+fn a_box_set_up_as_the_image_does_is_restored_with_its_printed_recovery_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let key_file = data.join("keys/store.key");
+    std::fs::create_dir_all(data.join("keys")).expect("mkdir");
+    let printed = clinicbox_tests::init_store(&data, &key_file, &[]);
+    let recovery = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() >= 32 && l.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
+        .expect("the recovery key is printed")
+        .to_string();
+    let config = format!(
+        "data_dir = \"{}\"\n[store]\nkey_file = \"{}\"\n[power]\ncontrol_socket = \"{}\"\n",
+        data.display(),
+        key_file.display(),
+        dir.path().join("control.sock").display()
+    );
+    let cfg_path = dir.path().join("clinicbox.toml");
+    std::fs::write(&cfg_path, &config).expect("config");
+    let b = BoxBuilder::new().arg("--config").arg(s(&cfg_path)).start();
+    // Nobody but the recovery key opens it: no HQ key is configured.
+    let stick = tempfile::tempdir().expect("stick");
+    let file = backup(&[
+        "--config",
+        &s(&cfg_path),
+        "backup",
+        "--to",
+        &s(stick.path()),
+    ]);
+    drop(b);
+    let new_dir = dir.path().join("restored");
+    let (ok, out) = restore(
+        &[
+            "--data-dir",
+            &s(&new_dir),
+            "restore",
+            &s(&file),
+            "--recovery-key",
+        ],
+        &format!("{recovery}\n"),
+    );
+    assert!(ok, "{out}");
+    assert!(new_dir.join("keys/store.key").is_file());
+    // A wrong recovery key opens nothing.
+    let (ok, out) = restore(
+        &[
+            "--data-dir",
+            &s(&dir.path().join("other")),
+            "restore",
+            &s(&file),
+            "--recovery-key",
+        ],
+        "0000-0000-0000-0000-0000-0000-0000-0000\n",
+    );
+    assert!(!ok && out.contains("does not open"), "{out}");
+}
