@@ -41,6 +41,17 @@ fn read_patient(b: &RunningBox, te: &str) -> (u16, String) {
     (r.status, String::from_utf8_lossy(&r.body).into_owned())
 }
 
+/// The status page's "Last backup" line.
+fn last_backup(b: &RunningBox) -> String {
+    let r = http_request(b.url().trim_start_matches("http://"), "GET", "/", &[], b"");
+    let page = String::from_utf8_lossy(&r.body).into_owned();
+    page.split("data-figure=\"backup\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or("(no backup line)")
+        .to_string()
+}
+
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
@@ -70,7 +81,11 @@ fn a_backup_taken_while_a_tablet_writes_restores_every_acknowledged_patient_on_a
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let before: Vec<u32> = acked.lock().unwrap().clone();
+    assert!(last_backup(&b).contains("never"), "{}", last_backup(&b));
     let file = backup(&["--data-dir", &s(&data), "backup", "--to", &s(stick.path())]);
+    // The status page says when, how big and where.
+    let said = last_backup(&b);
+    assert!(said.contains(&s(stick.path())), "{said}");
     stop.store(true, Ordering::Release);
     tablet.join().expect("the tablet was never refused");
     assert!(file.is_file(), "{file:?}");
@@ -233,4 +248,111 @@ fn a_box_set_up_as_the_image_does_is_restored_with_its_printed_recovery_key() {
         "0000-0000-0000-0000-0000-0000-0000-0000\n",
     );
     assert!(!ok && out.contains("does not open"), "{out}");
+}
+
+#[test]
+fn a_restored_box_resumes_the_uplink_where_the_old_one_stopped_so_national_applies_nothing_twice() {
+    use clinicbox_tests::national::{National, pushed, uplink_once_ok};
+    let national = National::start(None);
+    national.put_metadata(&clinicbox_tests::clinic::demo_package());
+    national.assign_sync_user(&[clinicbox_tests::clinic::CLINIC_A]);
+    let old = BoxBuilder::demo().start();
+    let data = old.dir().join("data");
+    for n in 1..=3 {
+        import_to(old.url(), &patient(n));
+    }
+    uplink_once_ok(&data, &national);
+    // Recorded after the last round: only the backup holds it.
+    import_to(old.url(), &patient(4));
+    let stick = tempfile::tempdir().expect("stick");
+    let file = backup(&["--data-dir", &s(&data), "backup", "--to", &s(stick.path())]);
+    let hq = s(&data.join("demo-hq.key"));
+    let _old_dir = old.kill();
+
+    let target = tempfile::tempdir().expect("target");
+    let new_dir = target.path().join("data");
+    let (ok, out) = restore(
+        &[
+            "--data-dir",
+            &s(&new_dir),
+            "restore",
+            &s(&file),
+            "--hq-identity",
+            &hq,
+        ],
+        "",
+    );
+    assert!(ok, "{out}");
+    let replacement = BoxBuilder::new()
+        .arg("--demo")
+        .arg("--data-dir")
+        .arg(s(&new_dir))
+        .start();
+    let out = uplink_once_ok(&new_dir, &national);
+    assert_eq!(pushed(&out, "trackedEntities"), 1, "{out}");
+    let ledger = national.ledger();
+    for n in 1..=4 {
+        assert_eq!(
+            ledger["tracked_entities"][te_of(n)]["writes"],
+            1,
+            "patient {n}"
+        );
+    }
+    drop(replacement);
+}
+
+#[test]
+fn a_backup_killed_at_any_moment_leaves_the_earlier_backups_whole_and_no_file_that_looks_complete()
+{
+    let b = BoxBuilder::demo().start();
+    let data = b.dir().join("data");
+    // Enough records that a backup takes a moment to write.
+    import_to(b.url(), &clinicbox_tests::clinic::patients(1000, 150));
+    let stick = tempfile::tempdir().expect("stick");
+    let first = backup(&["--data-dir", &s(&data), "backup", "--to", &s(stick.path())]);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(7);
+    let mut delay = u64::from(seed % 97);
+    for _ in 0..8 {
+        let mut child = std::process::Command::new(clinicbox_tests::binary())
+            .args(["--data-dir", &s(&data), "backup", "--to", &s(stick.path())])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn backup");
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+        delay = (delay * 37 + 11) % 120;
+    }
+    // Every file that looks like a backup opens whole; the first one is still there.
+    let hq = s(&data.join("demo-hq.key"));
+    let target = tempfile::tempdir().expect("target");
+    let mut backups: Vec<PathBuf> = std::fs::read_dir(stick.path())
+        .expect("stick")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "backup"))
+        .collect();
+    backups.sort();
+    assert!(
+        backups.contains(&first) || backups.len() >= 5,
+        "{backups:?}"
+    );
+    for (i, f) in backups.iter().enumerate() {
+        let new_dir = target.path().join(format!("r{i}"));
+        let (ok, out) = restore(
+            &[
+                "--data-dir",
+                &s(&new_dir),
+                "restore",
+                &s(f),
+                "--hq-identity",
+                &hq,
+            ],
+            "",
+        );
+        assert!(ok, "{f:?}: {out}");
+    }
 }

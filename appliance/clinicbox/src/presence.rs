@@ -135,6 +135,7 @@ pub fn prepare(
             crate::setup::keys_dir(&cfg.data_dir),
         )))
         .power(power)
+        .backup(backup_view(store.clone()))
         .uplink(uplink)
         .discovery(Arc::new(move || {
             discovery_view(view.lock().unwrap_or_else(PoisonError::into_inner).as_ref())
@@ -445,6 +446,19 @@ impl Presence {
         let tablets = self.tablets;
         let _ = tokio::task::spawn_blocking(move || tablets.flush()).await;
     }
+}
+
+/// The status page's view of the last backup `clinicbox backup` reported.
+fn backup_view(
+    store: clinicbox_store::Store,
+) -> clinicbox_statuspage::Source<Option<clinicbox_statuspage::BackupView>> {
+    std::sync::Arc::new(move || {
+        crate::backup::LastBackup::read(&store).map(|b| clinicbox_statuspage::BackupView {
+            at_ms: b.at_ms,
+            bytes: b.bytes,
+            folder: b.folder,
+        })
+    })
 }
 
 #[cfg(test)]

@@ -368,6 +368,22 @@ impl clinicbox_control::ControlHandler for DaemonControl {
         })
     }
 
+    async fn backup_written(
+        &self,
+        file: String,
+        bytes: u64,
+        at_ms: u64,
+    ) -> Result<(), clinicbox_control::HandlerError> {
+        let record = crate::backup::LastBackup::new(&file, bytes, at_ms);
+        tracing::info!(bytes, folder = %record.folder, "backup written");
+        self.lc
+            .store()
+            .write(move |ctx| record.put(ctx))
+            .await
+            .map(|_| ())
+            .map_err(|e| clinicbox_control::HandlerError(e.to_string()))
+    }
+
     async fn status(&self) -> clinicbox_control::DaemonStatus {
         clinicbox_control::DaemonStatus {
             version: env!("CARGO_PKG_VERSION").to_string(),

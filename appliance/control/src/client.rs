@@ -119,6 +119,24 @@ impl ControlClient {
         }
     }
 
+    /// Tells the daemon a backup was written.
+    pub async fn backup_written(
+        &mut self,
+        file: &str,
+        bytes: u64,
+        at_ms: u64,
+    ) -> Result<(), ClientError> {
+        let req = Request::BackupWritten {
+            file: file.to_string(),
+            bytes,
+            at_ms,
+        };
+        match self.call(req, self.timeout).await? {
+            Response::Ack => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Send one request and wait for its answer. Every request is idempotent, so one retry on
     /// a fresh connection is safe when the old one turns out to be dead.
     pub async fn call(

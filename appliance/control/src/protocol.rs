@@ -57,6 +57,13 @@ pub enum Request {
     /// Write a consistent copy of the store, taken while writes go on, into the daemon's
     /// backup staging file; the caller packs it and removes it.
     Snapshot {},
+    /// A backup was written (shown on the status page): its file, size, and when its snapshot
+    /// was taken.
+    BackupWritten {
+        file: String,
+        bytes: u64,
+        at_ms: u64,
+    },
 }
 
 /// The daemon's answer.

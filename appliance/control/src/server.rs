@@ -53,6 +53,17 @@ pub trait ControlHandler: Send + Sync + 'static {
     fn snapshot(&self) -> impl Future<Output = Result<SnapshotOutcome, HandlerError>> + Send {
         async { Err(HandlerError("this daemon takes no snapshots".into())) }
     }
+
+    /// Record that a backup was written (see [`Request::BackupWritten`]).
+    fn backup_written(
+        &self,
+        file: String,
+        bytes: u64,
+        at_ms: u64,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        let _ = (file, bytes, at_ms);
+        async { Err(HandlerError("this daemon keeps no backup record".into())) }
+    }
 }
 
 /// Serve `listener` until `shutdown` resolves. Each connection runs in its own task; a
@@ -254,6 +265,12 @@ async fn dispatch<H: ControlHandler>(request: Request, handler: &H) -> Response 
             Ok(outcome) => Response::Snapshot(outcome),
             Err(e) => failed(e),
         },
+        Request::BackupWritten { file, bytes, at_ms } => {
+            match handler.backup_written(file, bytes, at_ms).await {
+                Ok(()) => Response::Ack,
+                Err(e) => failed(e),
+            }
+        }
     }
 }
 

@@ -104,6 +104,17 @@ pub struct PowerView {
     pub detail: Option<String>,
 }
 
+/// The last backup written (`clinicbox backup`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupView {
+    /// When its snapshot of the store was taken (ms since the epoch).
+    pub at_ms: u64,
+    pub bytes: u64,
+    /// The folder it went to (a USB stick's mount point).
+    pub folder: String,
+}
+
 /// Where the uplink to national stands: the outbox (from the store) and the uplink process's
 /// last report.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -212,6 +223,7 @@ struct Inner {
     discovery: Option<Source<DiscoveryView>>,
     power: Option<Source<Option<PowerView>>>,
     uplink: Option<Source<Option<UplinkView>>>,
+    backup: Option<Source<Option<BackupView>>>,
     store: Option<Store>,
     tablets: Tablets,
     metrics: Metrics,
@@ -237,6 +249,7 @@ impl StatusBuilder {
                 recheck_certificate: None,
                 discovery: None,
                 power: None,
+                backup: None,
                 uplink: None,
                 store: None,
                 tablets: Tablets::default(),
@@ -266,6 +279,11 @@ impl StatusBuilder {
     }
     pub fn uplink(mut self, f: Source<Option<UplinkView>>) -> Self {
         self.inner.uplink = Some(f);
+        self
+    }
+    /// The last backup (shown as "never" when the source is set and has none).
+    pub fn backup(mut self, f: Source<Option<BackupView>>) -> Self {
+        self.inner.backup = Some(f);
         self
     }
     pub fn store(mut self, store: Store) -> Self {
@@ -320,6 +338,7 @@ impl StatusState {
             certificate: i.certificate.as_ref().map(|f| f()),
             discovery: i.discovery.as_ref().map(|f| f()),
             power: i.power.as_ref().and_then(|f| f()),
+            backup: i.backup.as_ref().map(|f| f()),
             uplink: i.uplink.as_ref().and_then(|f| f()),
             store,
             tablets: i.tablets.list(),
@@ -343,6 +362,8 @@ pub struct Snapshot {
     pub certificate: Option<CertView>,
     pub discovery: Option<DiscoveryView>,
     pub power: Option<PowerView>,
+    /// `None`: backups are not reported here; `Some(None)`: never backed up.
+    pub backup: Option<Option<BackupView>>,
     pub uplink: Option<UplinkView>,
     pub store: Option<StoreStats>,
     pub tablets: Vec<TabletSeen>,

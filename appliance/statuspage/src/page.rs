@@ -352,6 +352,28 @@ pub fn render(s: &Snapshot) -> String {
                 .unwrap_or_default()
         );
     }
+    if let Some(b) = &s.backup {
+        let (class, text) = match b {
+            Some(b) => (
+                "ok",
+                format!(
+                    "{}, {}, to {}",
+                    ago(s.now_ms, b.at_ms),
+                    bytes(b.bytes),
+                    b.folder
+                ),
+            ),
+            None => (
+                "warn",
+                "never: plug in a USB stick and back the box up".to_string(),
+            ),
+        };
+        let _ = write!(
+            o,
+            "<dt>Last backup</dt><dd><span class=\"{class}\" data-figure=\"backup\">{}</span></dd>",
+            esc(&text)
+        );
+    }
     if let Some(u) = &s.uplink {
         let (class, text) = uplink_sentence(s.now_ms, u);
         let _ = write!(

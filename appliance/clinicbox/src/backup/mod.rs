@@ -43,6 +43,52 @@ impl Default for BackupConfig {
     }
 }
 
+/// The last backup, as `serve` keeps it for the status page (record `system/lastBackup`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastBackup {
+    /// The folder it went to (a stick's mount point); the file name says the rest.
+    pub folder: String,
+    pub bytes: u64,
+    pub at_ms: u64,
+}
+
+const LAST_BACKUP: (clinicbox_store::Collection, &str) =
+    (clinicbox_store::Collection::named("system"), "lastBackup");
+
+impl LastBackup {
+    /// The record for a backup written to `file` (a path; only its folder is kept, bounded).
+    pub fn new(file: &str, bytes: u64, at_ms: u64) -> LastBackup {
+        let folder = Path::new(file)
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        LastBackup {
+            folder: clinicbox_dhis2::value_type::excerpt(&folder).into_owned(),
+            bytes,
+            at_ms,
+        }
+    }
+
+    pub fn put(
+        &self,
+        ctx: &mut clinicbox_store::WriteCtx<'_>,
+    ) -> Result<(), clinicbox_store::StoreError> {
+        ctx.put_json(LAST_BACKUP.0, LAST_BACKUP.1, self)
+    }
+
+    /// The last backup recorded in the store, if any.
+    pub fn read(store: &clinicbox_store::Store) -> Option<LastBackup> {
+        store
+            .read()
+            .ok()?
+            .get(LAST_BACKUP.0, LAST_BACKUP.1)
+            .ok()??
+            .json()
+            .ok()
+    }
+}
+
 /// What one backup wrote.
 #[derive(Debug, Clone)]
 pub struct Written {
@@ -99,6 +145,7 @@ pub fn backup(
     let _ = std::fs::remove_file(&staging);
     let written = written?;
     prune(to, &snap.box_id, cfg.keep.max(1))?;
+    report(control_socket, &written, snap.at_ms);
     Ok(written)
 }
 
@@ -120,6 +167,27 @@ fn snapshot(
             control_socket.display()
         )
     })
+}
+
+/// Tells `serve` the backup was written, for the status page; a backup on the stick is what
+/// counts, so a failure here is only said.
+fn report(control_socket: &Path, written: &Written, at_ms: u64) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(_) => return,
+    };
+    let file = written.path.display().to_string();
+    let told = rt.block_on(async {
+        let mut client =
+            clinicbox_control::ControlClient::new(control_socket, Duration::from_secs(10));
+        client.backup_written(&file, written.bytes, at_ms).await
+    });
+    if let Err(e) = told {
+        eprintln!("the backup is written, but the status page was not told: {e}");
+    }
 }
 
 /// Encrypts the archive of `files` into `to/name`, through a temporary name.
