@@ -68,6 +68,8 @@ case "$cmd" in
       # The uplink's pull on the same link: first metadata pull, a quiet round, a change at
       # national until a tablet sees it.
       cargo run --release --locked -p clinicbox-bench -- pull
+      # A backup and a restore of 100,000 patients next to copying the store file.
+      cargo run --release --locked -p clinicbox-bench -- backup
       # Re-announcing the box after a LAN address change vs avahi-daemon (needs root and
       # network namespaces; says SKIPPED otherwise).
       cargo bench --locked -p clinicbox-discovery --bench reannounce

@@ -6,6 +6,7 @@
 //! temporary directory. Absolute figures depend on fsync cost; the ratios are what transfer.
 
 mod aggregate;
+mod backup;
 mod exhaustion;
 mod figures;
 mod pull;
@@ -59,6 +60,12 @@ enum Bench {
     /// changed, a change at national until a tablet sees it (needs `clinicbox` and
     /// `national_standin` built alongside).
     Pull,
+    /// A backup and a restore next to copying the store file: time and size.
+    Backup {
+        /// Patients in the store (each: tracked entity, enrollment, two events).
+        #[arg(long, default_value_t = 100_000)]
+        patients: u32,
+    },
     /// Prints the figure lines of a `./build.sh bench` log as one table with their ratios.
     Table {
         /// The log of the benchmark run.
@@ -291,5 +298,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Uplink { patients } => uplink::run(patients),
         Bench::Pull => pull::run(),
         Bench::Table { log } => figures::table(&log),
+        Bench::Backup { patients } => backup::run(patients),
     }
 }

@@ -190,8 +190,9 @@ fn report(control_socket: &Path, written: &Written, at_ms: u64) {
     }
 }
 
-/// Encrypts the archive of `files` into `to/name`, through a temporary name.
-fn write_encrypted(
+/// Encrypts the archive of `files` into `to/name`, through a temporary name (the benchmark
+/// calls it on its own snapshot).
+pub fn write_encrypted(
     to: &Path,
     name: &str,
     recipients: &[age::x25519::Recipient],
