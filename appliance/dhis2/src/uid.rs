@@ -26,6 +26,10 @@ pub enum UidError {
 pub struct Uid([u8; UID_LEN]);
 
 impl Uid {
+    /// Below every UID: the start of a range over `(key, Uid)` pairs. Not a valid UID itself
+    /// (never stored, never rendered).
+    pub const RANGE_START: Uid = Uid([0; UID_LEN]);
+
     /// A fresh random UID from the OS random source, with DHIS2's alphabet rule.
     ///
     /// # Panics

@@ -8,7 +8,7 @@
 //! [`Catalog::apply`], and readers take the lock only to copy candidate lists, so a tablet that
 //! read `serverDate` after a commit always finds that commit in the catalog.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use clinicbox_dhis2::Uid;
 use clinicbox_dhis2::tracker::{EnrollmentStatus, EventStatus, TrackerType};
@@ -102,6 +102,10 @@ pub struct Catalog {
     pub item_relationships: HashMap<Uid, Vec<Uid>>,
     /// (attribute, value digest) → tracked entities holding that value (tombstones excluded).
     pub values: HashMap<(Uid, ValueDigest), Vec<Uid>>,
+    /// Tracked entities and events by last update: a tablet's "anything new since T?" reads
+    /// what changed, not everything the box holds.
+    tes_by_update: BTreeSet<(u64, Uid)>,
+    events_by_update: BTreeSet<(u64, Uid)>,
 }
 
 fn uid(s: &str) -> Option<Uid> {
@@ -201,6 +205,7 @@ impl Catalog {
 
     pub fn put_te(&mut self, u: Uid, m: TeMeta) {
         if let Some(old) = self.tes.get(&u) {
+            self.tes_by_update.remove(&(old.stamps.updated_ms, u));
             for k in old.values.clone() {
                 if let Some(v) = self.values.get_mut(&k) {
                     v.retain(|t| *t != u);
@@ -218,6 +223,7 @@ impl Catalog {
                 }
             }
         }
+        self.tes_by_update.insert((m.stamps.updated_ms, u));
         self.tes.insert(u, m);
     }
 
@@ -230,7 +236,25 @@ impl Catalog {
         if let Some(e) = m.enrollment {
             push_unique(&mut self.enrollment_events, e, u);
         }
+        if let Some(old) = self.events.get(&u) {
+            self.events_by_update.remove(&(old.stamps.updated_ms, u));
+        }
+        self.events_by_update.insert((m.stamps.updated_ms, u));
         self.events.insert(u, m);
+    }
+
+    /// Tracked entities updated at or after `ms`, oldest update first.
+    pub fn tes_updated_since(&self, ms: u64) -> impl Iterator<Item = Uid> + '_ {
+        self.tes_by_update
+            .range((ms, Uid::RANGE_START)..)
+            .map(|(_, u)| *u)
+    }
+
+    /// Events updated at or after `ms`, oldest update first.
+    pub fn events_updated_since(&self, ms: u64) -> impl Iterator<Item = Uid> + '_ {
+        self.events_by_update
+            .range((ms, Uid::RANGE_START)..)
+            .map(|(_, u)| *u)
     }
 
     pub fn put_relationship(&mut self, u: Uid, m: RelMeta) {
@@ -328,4 +352,34 @@ pub fn rel_meta(r: &StoredRelationship, stamps: Stamps) -> Option<RelMeta> {
         to: (tt, uid(&tu)?),
         stamps,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_changed_since_a_time_is_read_from_the_update_index_each_entity_once() {
+        let mut cat = Catalog::default();
+        let te = |n: u8| Uid::try_from(format!("teIndex{n:04}").as_str()).expect("uid");
+        let meta = |updated: u64| TeMeta {
+            tet: te(99),
+            org_unit: te(98),
+            owners: Vec::new(),
+            values: Vec::new(),
+            stamps: Stamps {
+                created_ms: 1,
+                updated_ms: updated,
+                deleted: false,
+            },
+        };
+        cat.put_te(te(1), meta(100));
+        cat.put_te(te(2), meta(200));
+        cat.put_te(te(1), meta(300));
+        let since = |ms| cat.tes_updated_since(ms).collect::<Vec<_>>();
+        assert_eq!(since(150), vec![te(2), te(1)]);
+        assert_eq!(since(250), vec![te(1)]);
+        assert_eq!(since(0).len(), 2, "an entity updated twice is listed once");
+        assert!(since(301).is_empty());
+    }
 }

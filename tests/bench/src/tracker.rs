@@ -235,6 +235,28 @@ pub fn run(rounds: usize, search_tes: usize) -> anyhow::Result<()> {
     rt.block_on(run_async(rounds, search_tes))
 }
 
+/// Median ms of five "anything new since now?" downloads of one program's page, as a tablet
+/// asks between syncs.
+async fn anything_new(b: &Bench) -> anyhow::Result<f64> {
+    let (_, info) = b.call("GET", "/api/system/info", None).await?;
+    let info: Value = serde_json::from_slice(&info)?;
+    let now = info["serverDate"].as_str().unwrap_or_default().to_string();
+    let mut ms = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (st, body) = b
+            .call("GET", &format!("/api/tracker/trackedEntities?program={OPD}&orgUnits=cbClinicA01&orgUnitMode=DESCENDANTS&updatedAfter={now}&page=1&pageSize=50&fields=*"), None)
+            .await?;
+        anyhow::ensure!(
+            st == 200,
+            "anything new {st}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(ms))
+}
+
 async fn run_async(rounds: usize, search_tes: usize) -> anyhow::Result<()> {
     let base = std::env::var_os("CLINICBOX_BENCH_DIR").map(std::path::PathBuf::from);
     let dir = match &base {
@@ -385,6 +407,10 @@ async fn run_async(rounds: usize, search_tes: usize) -> anyhow::Result<()> {
         );
         eq_ms.push(started.elapsed().as_secs_f64() * 1e3);
     }
+    // A tablet's "anything new?" when nothing is: at `search_tes` TEs and at the download
+    // store's 1,400 records, the same query.
+    let new_big = anything_new(&s).await?;
+    let new_small = anything_new(&b).await?;
 
     println!();
     println!(
@@ -411,6 +437,18 @@ async fn run_async(rounds: usize, search_tes: usize) -> anyhow::Result<()> {
     println!(
         "  raw scan + JSON parse of the same 2,500 records: {scan_med:.0} ms (ratio {:.2})",
         scan_med / dl_med
+    );
+    println!();
+    println!(
+        "\"anything new?\" (updatedAfter = now, one page): {new_big:.1} ms at {search_tes} TEs, {new_small:.1} ms on the small upload store (median of 5)"
+    );
+    crate::figures::figure(
+        "tracker",
+        &format!("anything new? at {search_tes} TEs"),
+        new_big,
+        "ms",
+        "the same on the small upload store",
+        new_small,
     );
     println!();
     println!(

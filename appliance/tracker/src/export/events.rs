@@ -232,9 +232,12 @@ async fn candidates(
     p: &Params,
 ) -> Vec<(Uid, EvMeta)> {
     let cat = t.catalog().read().await;
-    let pool: Vec<Uid> = match &p.events {
-        Some(list) => list.iter().copied().collect(),
-        None => cat.events.keys().copied().collect(),
+    let pool: Vec<Uid> = match (&p.events, p.updated.0) {
+        (Some(list), _) => list.iter().copied().collect(),
+        (None, Some(after)) => cat
+            .events_updated_since(u64::try_from(after).unwrap_or(0))
+            .collect(),
+        (None, None) => cat.events.keys().copied().collect(),
     };
     let mut out = Vec::new();
     for u in pool {

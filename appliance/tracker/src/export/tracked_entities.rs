@@ -285,10 +285,15 @@ async fn candidates(
         .filters
         .iter()
         .find_map(|f| f.exact().map(|v| (f.uid, v.to_string())));
+    // The smallest pool that holds every answer: the UIDs asked for, the holders of an exact
+    // value, what changed since `updatedAfter`, or everything.
     let pool: Vec<Uid> = if let Some(list) = &p.uids {
         list.iter().copied().collect()
     } else if let Some((a, v)) = &exact {
         cat.holders(*a, v).to_vec()
+    } else if let Some(after) = p.updated_after {
+        cat.tes_updated_since(u64::try_from(after).unwrap_or(0))
+            .collect()
     } else {
         cat.tes.keys().copied().collect()
     };
