@@ -52,6 +52,33 @@ fn last_backup(b: &RunningBox) -> String {
         .to_string()
 }
 
+/// Restores `file` with the HQ identity `hq` into `dir/data` (must succeed).
+fn restore_with(file: &Path, hq: &str, dir: &Path) -> PathBuf {
+    let new_dir = dir.join("data");
+    let (ok, out) = restore(
+        &[
+            "--data-dir",
+            &s(&new_dir),
+            "restore",
+            &s(file),
+            "--hq-identity",
+            hq,
+        ],
+        "",
+    );
+    assert!(ok, "{out}");
+    new_dir
+}
+
+/// A demo box serving the data directory `dir`.
+fn serve_demo(dir: &Path) -> RunningBox {
+    BoxBuilder::new()
+        .arg("--demo")
+        .arg("--data-dir")
+        .arg(s(dir))
+        .start()
+}
+
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
@@ -94,28 +121,12 @@ fn a_backup_taken_while_a_tablet_writes_restores_every_acknowledged_patient_on_a
     // Restored into a new data directory, served by another box.
     let hq = s(&data.join("demo-hq.key"));
     let target = tempfile::tempdir().expect("target");
-    let new_dir = target.path().join("data");
-    let (ok, out) = restore(
-        &[
-            "--data-dir",
-            &s(&new_dir),
-            "restore",
-            &s(&file),
-            "--hq-identity",
-            &hq,
-        ],
-        "",
-    );
-    assert!(ok, "{out}");
+    let new_dir = restore_with(&file, &hq, target.path());
     assert!(
         !new_dir.join("demo-hq.key").exists(),
         "a backup holds no key to itself"
     );
-    let replacement = BoxBuilder::new()
-        .arg("--demo")
-        .arg("--data-dir")
-        .arg(s(&new_dir))
-        .start();
+    let replacement = serve_demo(&new_dir);
     for n in &before {
         let (code, body) = read_patient(&replacement, &te_of(*n));
         assert_eq!(code, 200, "patient {n}: {body}");
@@ -270,24 +281,8 @@ fn a_restored_box_resumes_the_uplink_where_the_old_one_stopped_so_national_appli
     let _old_dir = old.kill();
 
     let target = tempfile::tempdir().expect("target");
-    let new_dir = target.path().join("data");
-    let (ok, out) = restore(
-        &[
-            "--data-dir",
-            &s(&new_dir),
-            "restore",
-            &s(&file),
-            "--hq-identity",
-            &hq,
-        ],
-        "",
-    );
-    assert!(ok, "{out}");
-    let replacement = BoxBuilder::new()
-        .arg("--demo")
-        .arg("--data-dir")
-        .arg(s(&new_dir))
-        .start();
+    let new_dir = restore_with(&file, &hq, target.path());
+    let replacement = serve_demo(&new_dir);
     let out = uplink_once_ok(&new_dir, &national);
     assert_eq!(pushed(&out, "trackedEntities"), 1, "{out}");
     let ledger = national.ledger();

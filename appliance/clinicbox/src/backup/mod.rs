@@ -221,9 +221,10 @@ pub fn write_encrypted(
         Ok(m) => m,
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
-            let full = e
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull);
+            let full = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+            });
             if full {
                 bail!(
                     "{} is full: free some space (or use another stick) and try again",
