@@ -351,3 +351,33 @@ fn a_backup_killed_at_any_moment_leaves_the_earlier_backups_whole_and_no_file_th
         assert!(ok, "{f:?}: {out}");
     }
 }
+
+#[test]
+fn a_full_stick_is_said_in_words_and_leaves_no_partial_file() {
+    let stick = tempfile::tempdir().expect("stick");
+    // A 64 KiB stick: needs root to mount.
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs", &s(stick.path())])
+        .status()
+        .is_ok_and(|st| st.success());
+    if !mounted {
+        eprintln!("SKIPPED: mounting a small tmpfs as a full stick needs root");
+        return;
+    }
+    let b = BoxBuilder::demo().start();
+    let data = b.dir().join("data");
+    let (st, out, err) = run_admin(
+        &["--data-dir", &s(&data), "backup", "--to", &s(stick.path())],
+        "",
+    );
+    let left: Vec<_> = std::fs::read_dir(stick.path())
+        .expect("stick")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    let _ = std::process::Command::new("umount")
+        .arg(stick.path())
+        .status();
+    assert!(!st.success(), "{out}");
+    assert!(err.contains("is full"), "{err}");
+    assert!(left.is_empty(), "{left:?}");
+}
