@@ -381,3 +381,57 @@ fn a_full_stick_is_said_in_words_and_leaves_no_partial_file() {
     assert!(err.contains("is full"), "{err}");
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `path` of the box as the demo's admin, with `method` and a same-origin header.
+fn as_admin(b: &RunningBox, method: &str, path: &str) -> (u16, String) {
+    let host = b.url().trim_start_matches("http://").to_string();
+    let r = http_request(
+        &host,
+        method,
+        path,
+        &[
+            ("Authorization", &basic("admin", "district")),
+            ("Origin", &format!("http://{host}")),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        b"",
+    );
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
+}
+
+#[test]
+fn the_admin_backs_the_box_up_to_a_plugged_in_stick_with_one_button() {
+    let sticks = tempfile::tempdir().expect("sticks");
+    let stick = sticks.path().join("usb");
+    let b = BoxBuilder::demo()
+        .config(&format!(
+            "[backup]\nstick_folder = \"{}\"\nstick_must_be_mounted = false\n",
+            stick.display()
+        ))
+        .start();
+    import_to(b.url(), &patient(3));
+    // No stick yet: the page says to plug one in, and offers no button.
+    let (_, page) = as_admin(&b, "GET", "/admin");
+    assert!(page.contains("Plug in a USB stick"), "{page}");
+    assert!(!page.contains("/admin/backup"));
+    // A stick: one press.
+    std::fs::create_dir(&stick).expect("stick");
+    let (_, page) = as_admin(&b, "GET", "/admin");
+    assert!(page.contains("Back up to the USB stick now"), "{page}");
+    let (code, _) = as_admin(&b, "POST", "/admin/backup");
+    assert_eq!(code, 303);
+    let (_, page) = as_admin(&b, "GET", "/admin");
+    assert!(page.contains("Backed up to"), "{page}");
+    let files: Vec<_> = std::fs::read_dir(&stick)
+        .expect("stick")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(last_backup(&b).contains(&s(&stick)), "{}", last_backup(&b));
+    // The file opens with the demo's HQ key and brings the patient back.
+    let hq = s(&b.dir().join("data/demo-hq.key"));
+    let target = tempfile::tempdir().expect("target");
+    let new_dir = restore_with(&files[0], &hq, target.path());
+    let replacement = serve_demo(&new_dir);
+    assert_eq!(read_patient(&replacement, &te_of(3)).0, 200);
+}

@@ -140,6 +140,9 @@ pub fn prepare(
         .discovery(Arc::new(move || {
             discovery_view(view.lock().unwrap_or_else(PoisonError::into_inner).as_ref())
         }));
+    if cfg.backup.stick_folder.is_some() {
+        b = b.backup_now(backup_now(cfg, store, api.system_id()));
+    }
     if let Some(c) = &certs {
         let (a, b2) = (Arc::clone(c), Arc::clone(c));
         b = b.certificate(
@@ -445,6 +448,26 @@ impl Presence {
         self.flusher.abort();
         let tablets = self.tablets;
         let _ = tokio::task::spawn_blocking(move || tablets.flush()).await;
+    }
+}
+
+/// The admin page's "Back up now" to the stick in `[backup] stick_folder`.
+fn backup_now(
+    cfg: &Config,
+    store: &clinicbox_store::Store,
+    box_id: &str,
+) -> clinicbox_statuspage::BackupNow {
+    let (backup, for_stick) = (cfg.backup.clone(), cfg.backup.clone());
+    let (store, data_dir) = (store.clone(), cfg.data_dir.clone());
+    let (box_id, box_name) = (box_id.to_string(), cfg.box_info.name.clone());
+    clinicbox_statuspage::BackupNow {
+        stick: Arc::new(move || crate::backup::stick(&for_stick).map(|p| p.display().to_string())),
+        run: Arc::new(move || {
+            let to = crate::backup::stick(&backup).ok_or("no USB stick is plugged in")?;
+            crate::backup::backup_in_serve(&store, &data_dir, &box_id, &box_name, &backup, &to)
+                .map(|w| format!("Backed up to {} ({} bytes).", w.path.display(), w.bytes))
+                .map_err(|e| format!("The backup failed: {e:#}"))
+        }),
     }
 }
 

@@ -140,6 +140,7 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     let presence = presence.start(app.clone(), &http_bound, limits).await?;
 
     spawn_watchdog(lc.clone(), notifier.clone());
+    spawn_nightly_backup(&cfg, &store, box_id.clone(), lc.clone());
     spawn_control_socket(&cfg, lc.clone(), power.clone(), box_id).await;
     notifier.ready(&format!("serving {} listener(s)", servers.len()));
     if demo {
@@ -437,6 +438,66 @@ async fn spawn_uplink_socket(
             "no uplink socket ({e}): nothing can be sent to national"
         );
     }
+}
+
+/// The nightly backup to a stick left plugged in (`[backup] stick_folder`): in the hour
+/// `[backup] nightly_hour` of the box's time zone, unless a backup was written in the last 12
+/// hours. Checked every 10 minutes; a failure is logged and tried again the next night.
+fn spawn_nightly_backup(cfg: &Config, store: &Store, box_id: String, lc: Arc<Lifecycle>) {
+    let (Some(hour), Some(_)) = (cfg.backup.nightly_hour, &cfg.backup.stick_folder) else {
+        return;
+    };
+    let zone = jiff::tz::TimeZone::get(&cfg.api.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let (backup, data_dir, name) = (
+        cfg.backup.clone(),
+        cfg.data_dir.clone(),
+        cfg.box_info.name.clone(),
+    );
+    let store = store.clone();
+    tokio::spawn(async move {
+        let stop = lc.shutdown_requested();
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tick.tick() => {}
+            }
+            let now = jiff::Timestamp::now();
+            let recent = crate::backup::LastBackup::read(&store).is_some_and(|b| {
+                u64::try_from(now.as_millisecond())
+                    .unwrap_or(0)
+                    .saturating_sub(b.at_ms)
+                    < 12 * 3_600_000
+            });
+            let Some(to) = crate::backup::stick(&backup) else {
+                continue;
+            };
+            if recent || now.to_zoned(zone.clone()).hour() != i8::try_from(hour).unwrap_or(-1) {
+                continue;
+            }
+            let (store, backup, data_dir, id, name) = (
+                store.clone(),
+                backup.clone(),
+                data_dir.clone(),
+                box_id.clone(),
+                name.clone(),
+            );
+            let done = tokio::task::spawn_blocking(move || {
+                crate::backup::backup_in_serve(&store, &data_dir, &id, &name, &backup, &to)
+            })
+            .await;
+            match done {
+                Ok(Ok(w)) => tracing::info!(
+                    bytes = w.bytes,
+                    "nightly backup written to {}",
+                    w.path.display()
+                ),
+                Ok(Err(e)) => tracing::warn!("the nightly backup failed: {e:#}"),
+                Err(e) => tracing::warn!("the nightly backup stopped: {e}"),
+            }
+        }
+    });
 }
 
 /// Serves the control socket (`[power] control_socket`) until shutdown. Failing to bind is

@@ -104,6 +104,14 @@ pub struct PowerView {
     pub detail: Option<String>,
 }
 
+/// "Back up now" on the admin page: where a stick is plugged in (`None`: none is), and the
+/// backup itself (blocking; what to tell the admin, or why it failed).
+#[derive(Clone)]
+pub struct BackupNow {
+    pub stick: Source<Option<String>>,
+    pub run: Arc<dyn Fn() -> Result<String, String> + Send + Sync>,
+}
+
 /// The last backup written (`clinicbox backup`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -224,6 +232,9 @@ struct Inner {
     power: Option<Source<Option<PowerView>>>,
     uplink: Option<Source<Option<UplinkView>>>,
     backup: Option<Source<Option<BackupView>>>,
+    backup_now: Option<BackupNow>,
+    /// What the last "Back up now" said, for the admin page.
+    backup_said: std::sync::Mutex<Option<(bool, String)>>,
     store: Option<Store>,
     tablets: Tablets,
     metrics: Metrics,
@@ -250,6 +261,8 @@ impl StatusBuilder {
                 discovery: None,
                 power: None,
                 backup: None,
+                backup_now: None,
+                backup_said: std::sync::Mutex::new(None),
                 uplink: None,
                 store: None,
                 tablets: Tablets::default(),
@@ -284,6 +297,11 @@ impl StatusBuilder {
     /// The last backup (shown as "never" when the source is set and has none).
     pub fn backup(mut self, f: Source<Option<BackupView>>) -> Self {
         self.inner.backup = Some(f);
+        self
+    }
+    /// The admin page's "Back up now" to a plugged-in stick.
+    pub fn backup_now(mut self, b: BackupNow) -> Self {
+        self.inner.backup_now = Some(b);
         self
     }
     pub fn store(mut self, store: Store) -> Self {
@@ -339,6 +357,12 @@ impl StatusState {
             discovery: i.discovery.as_ref().map(|f| f()),
             power: i.power.as_ref().and_then(|f| f()),
             backup: i.backup.as_ref().map(|f| f()),
+            backup_stick: i.backup_now.as_ref().and_then(|b| (b.stick)()),
+            backup_said: i
+                .backup_said
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
             uplink: i.uplink.as_ref().and_then(|f| f()),
             store,
             tablets: i.tablets.list(),
@@ -364,6 +388,12 @@ pub struct Snapshot {
     pub power: Option<PowerView>,
     /// `None`: backups are not reported here; `Some(None)`: never backed up.
     pub backup: Option<Option<BackupView>>,
+    /// Where a stick is plugged in for "Back up now" (admin page only).
+    #[serde(skip)]
+    pub backup_stick: Option<String>,
+    /// What the last "Back up now" said: (it worked, the words).
+    #[serde(skip)]
+    pub backup_said: Option<(bool, String)>,
     pub uplink: Option<UplinkView>,
     pub store: Option<StoreStats>,
     pub tablets: Vec<TabletSeen>,
@@ -390,6 +420,7 @@ pub fn router(state: StatusState) -> Router {
                 Router::new()
                     .route("/admin/tablets/forget", post(forget_tablet))
                     .route("/admin/certificate/recheck", post(recheck_certificate))
+                    .route("/admin/backup", post(backup_now))
                     .route_layer(axum::middleware::from_fn_with_state(
                         state.clone(),
                         admin_gate,
@@ -728,6 +759,24 @@ async fn recheck_certificate(State(state): State<StatusState>) -> Response {
     if let Some(recheck) = &state.inner.recheck_certificate {
         recheck();
     }
+    redirect_admin()
+}
+
+/// Backs the box up to the plugged-in stick now; the admin page then says how it went.
+async fn backup_now(State(state): State<StatusState>) -> Response {
+    let Some(b) = state.inner.backup_now.clone() else {
+        return redirect_admin();
+    };
+    let said = match tokio::task::spawn_blocking(move || (b.run)()).await {
+        Ok(Ok(m)) => (true, m),
+        Ok(Err(e)) => (false, e),
+        Err(e) => (false, format!("the backup stopped: {e}")),
+    };
+    *state
+        .inner
+        .backup_said
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(said);
     redirect_admin()
 }
 

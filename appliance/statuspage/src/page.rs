@@ -514,6 +514,7 @@ pub fn render_admin(s: &Snapshot) -> String {
         "<section><h2>Certificate</h2><p>Re-read the installed certificate files now (the box also checks them every few seconds).</p>\
          <form method=\"post\" action=\"/admin/certificate/recheck\"><button>Check certificate files</button></form></section>",
     );
+    admin_backup(&mut o, s);
     if let Some(m) = s.uplink.as_ref().and_then(|u| u.metadata.as_ref()) {
         let _ = write!(
             o,
@@ -578,6 +579,34 @@ pub fn render_admin(s: &Snapshot) -> String {
     }
     o.push_str("</section></main></body></html>");
     o
+}
+
+/// The admin page's backup section: the last backup, and "Back up now" when a stick is in.
+fn admin_backup(o: &mut String, s: &Snapshot) {
+    if s.backup.is_none() {
+        return;
+    }
+    o.push_str("<section><h2>Backup</h2>");
+    if let Some((ok, said)) = &s.backup_said {
+        let class = if *ok { "ok" } else { "bad" };
+        let _ = write!(
+            o,
+            "<p class=\"{class}\" data-figure=\"backup-said\">{}</p>",
+            esc(said)
+        );
+    }
+    match &s.backup_stick {
+        Some(stick) => {
+            let _ = write!(
+                o,
+                "<p>A USB stick is plugged in ({}). The backup is encrypted: only the ministry and the box's recovery key open it.</p>\
+                 <form method=\"post\" action=\"/admin/backup\"><button>Back up to the USB stick now</button></form>",
+                esc(stick)
+            );
+        }
+        None => o.push_str("<p>Plug in a USB stick to back the box up.</p>"),
+    }
+    o.push_str("</section>");
 }
 
 pub fn render_admin_unavailable() -> String {

@@ -31,6 +31,14 @@ pub struct BackupConfig {
     pub keep: usize,
     /// How long `serve` may take to copy the store (seconds).
     pub snapshot_timeout_secs: u64,
+    /// Where the image mounts a USB stick for backups: the admin page's "Back up now" and the
+    /// nightly backup write there while a stick is mounted. Unset: neither is offered.
+    pub stick_folder: Option<PathBuf>,
+    /// Whether `stick_folder` counts as a stick only while something is mounted on it (a plain
+    /// folder is then "no stick"). Off for a demo writing to an ordinary folder.
+    pub stick_must_be_mounted: bool,
+    /// The hour (0–23, box time) of the nightly backup to a stick left plugged in; unset: none.
+    pub nightly_hour: Option<u8>,
 }
 
 impl Default for BackupConfig {
@@ -39,6 +47,9 @@ impl Default for BackupConfig {
             hq_recipients: Vec::new(),
             keep: 5,
             snapshot_timeout_secs: 1800,
+            stick_folder: None,
+            stick_must_be_mounted: true,
+            nightly_hour: Some(2),
         }
     }
 }
@@ -113,6 +124,79 @@ pub fn backup(
     cfg: &BackupConfig,
     to: &Path,
 ) -> anyhow::Result<Written> {
+    let timeout = Duration::from_secs(cfg.snapshot_timeout_secs);
+    backup_with(
+        data_dir,
+        box_name,
+        cfg,
+        to,
+        || snapshot(control_socket, timeout),
+        |written, at_ms| report(control_socket, written, at_ms),
+    )
+}
+
+/// Writes one backup from inside `serve`: the store's snapshot taken directly, the backup
+/// recorded in the store for the status page.
+pub fn backup_in_serve(
+    store: &clinicbox_store::Store,
+    data_dir: &Path,
+    box_id: &str,
+    box_name: &str,
+    cfg: &BackupConfig,
+    to: &Path,
+) -> anyhow::Result<Written> {
+    let staging = layout::staging_file(data_dir);
+    let take = || -> anyhow::Result<clinicbox_control::SnapshotOutcome> {
+        if let Some(dir) = staging.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let at_ms = store.server_time_ms();
+        let info = store.snapshot_to(&staging)?;
+        Ok(clinicbox_control::SnapshotOutcome {
+            path: staging.display().to_string(),
+            bytes: info.bytes,
+            last_seq: info.last_seq,
+            box_id: box_id.to_string(),
+            at_ms,
+        })
+    };
+    let record = |written: &Written, at_ms: u64| {
+        let last = LastBackup::new(&written.path.display().to_string(), written.bytes, at_ms);
+        if let Err(e) = store.write_blocking(move |ctx| last.put(ctx)) {
+            tracing::warn!(error = %e, "the backup is written but not recorded: {e}");
+        }
+    };
+    backup_with(data_dir, box_name, cfg, to, take, record)
+}
+
+/// A stick's folder when a stick is there to write to.
+pub fn stick(cfg: &BackupConfig) -> Option<PathBuf> {
+    let folder = cfg.stick_folder.as_ref()?;
+    if !folder.is_dir() {
+        return None;
+    }
+    if cfg.stick_must_be_mounted {
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata(folder).ok()?.dev();
+        let parent = folder
+            .parent()
+            .and_then(|p| std::fs::metadata(p).ok())?
+            .dev();
+        if dev == parent {
+            return None;
+        }
+    }
+    Some(folder.clone())
+}
+
+fn backup_with(
+    data_dir: &Path,
+    box_name: &str,
+    cfg: &BackupConfig,
+    to: &Path,
+    take: impl FnOnce() -> anyhow::Result<clinicbox_control::SnapshotOutcome>,
+    record: impl FnOnce(&Written, u64),
+) -> anyhow::Result<Written> {
     let mut recipients = recipients::parse(&cfg.hq_recipients)?;
     recipients.extend(recipients::recovery_recipients(data_dir)?);
     recipients.extend(recipients::demo_hq_recipient(data_dir));
@@ -124,10 +208,7 @@ pub fn backup(
     std::fs::create_dir_all(to).with_context(|| format!("cannot write to {}", to.display()))?;
     let files = layout::copied_files(data_dir)
         .with_context(|| format!("reading {}", data_dir.display()))?;
-    let snap = snapshot(
-        control_socket,
-        Duration::from_secs(cfg.snapshot_timeout_secs),
-    )?;
+    let snap = take()?;
     let staging = PathBuf::from(&snap.path);
     let mut all = vec![(layout::STORE_FILE.to_string(), staging.clone())];
     all.extend(files);
@@ -145,7 +226,7 @@ pub fn backup(
     let _ = std::fs::remove_file(&staging);
     let written = written?;
     prune(to, &snap.box_id, cfg.keep.max(1))?;
-    report(control_socket, &written, snap.at_ms);
+    record(&written, snap.at_ms);
     Ok(written)
 }
 
