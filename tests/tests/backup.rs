@@ -435,3 +435,40 @@ fn the_admin_backs_the_box_up_to_a_plugged_in_stick_with_one_button() {
     let replacement = serve_demo(&new_dir);
     assert_eq!(read_patient(&replacement, &te_of(3)).0, 200);
 }
+
+#[test]
+fn a_stick_left_plugged_in_gets_its_backup_in_the_nightly_hour() {
+    // The "night" is this hour (UTC, the box's zone here); near its end, wait for the next.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    if now() % 3600 > 3570 {
+        std::thread::sleep(std::time::Duration::from_secs(31));
+    }
+    let hour = now() / 3600 % 24;
+    let sticks = tempfile::tempdir().expect("sticks");
+    let stick = sticks.path().join("usb");
+    std::fs::create_dir(&stick).expect("stick");
+    let b = BoxBuilder::demo()
+        .config(&format!(
+            "[api]\ntime_zone = \"Etc/UTC\"\n[backup]\nstick_folder = \"{}\"\nstick_must_be_mounted = false\nnightly_hour = {hour}\n",
+            stick.display()
+        ))
+        .start();
+    let mut files = Vec::new();
+    for _ in 0..100 {
+        files = std::fs::read_dir(&stick)
+            .expect("stick")
+            .map(|e| e.expect("entry").file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".backup"))
+            .collect();
+        if !files.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(files.len(), 1, "no nightly backup: {}", b.log());
+}
