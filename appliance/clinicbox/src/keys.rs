@@ -155,13 +155,8 @@ pub fn run(cfg: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
 }
 
 fn open(dir: &Path, cfg: &Config, u: &UnlockArgs) -> anyhow::Result<Store> {
-    let secret = u.resolve(&cfg.store)?;
-    Store::open(dir, &secret).with_context(|| {
-        format!(
-            "cannot open the store in {} (is `clinicbox serve` running? stop it first)",
-            dir.display()
-        )
-    })
+    let secret = u.resolve_in(&cfg.store, dir)?;
+    unlock::open_for_admin(dir, &secret)
 }
 
 fn init(dir: &Path, key_file: Option<PathBuf>, pin: bool, no_recovery: bool) -> anyhow::Result<()> {

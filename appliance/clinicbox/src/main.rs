@@ -213,17 +213,11 @@ where
     F: FnOnce(clinicbox_api::ApiState) -> Fut,
     Fut: std::future::Future<Output = Result<String, clinicbox_api::ApiError>>,
 {
-    use anyhow::Context;
     if let Some(d) = data_dir {
         cfg.data_dir = d;
     }
-    let secret = unlock.resolve(&cfg.store)?;
-    let store = clinicbox_store::Store::open(&cfg.data_dir, &secret).with_context(|| {
-        format!(
-            "cannot open the store in {} (is `clinicbox serve` running? stop it first)",
-            cfg.data_dir.display()
-        )
-    })?;
+    let secret = unlock.resolve_in(&cfg.store, &cfg.data_dir)?;
+    let store = clinicbox::unlock::open_for_admin(&cfg.data_dir, &secret)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

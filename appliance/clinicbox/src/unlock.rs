@@ -57,6 +57,17 @@ pub fn prompt_new_pin() -> anyhow::Result<Zeroizing<String>> {
     Ok(pin)
 }
 
+/// Opens the store for an admin command; says `serve` holds it only when it does.
+pub fn open_for_admin(dir: &Path, secret: &Unlock) -> anyhow::Result<clinicbox_store::Store> {
+    clinicbox_store::Store::open(dir, secret).map_err(|e| match e {
+        clinicbox_store::StoreError::Locked { .. } => anyhow::anyhow!(
+            "the store in {} is in use by `clinicbox serve`: stop it first (on a box: systemctl stop clinicbox)",
+            dir.display()
+        ),
+        e => anyhow::Error::from(e).context(format!("cannot open the store in {}", dir.display())),
+    })
+}
+
 /// Unlock choices shared by admin commands.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct UnlockArgs {
@@ -72,6 +83,19 @@ pub struct UnlockArgs {
 }
 
 impl UnlockArgs {
+    /// The secret for the store in `data_dir`: the flags, else the configuration, else a demo
+    /// box's key file next to its data (the demo opens with it anyway).
+    pub fn resolve_in(&self, cfg: &StoreConfig, data_dir: &Path) -> anyhow::Result<Unlock> {
+        let demo_key = data_dir.join(crate::backup::layout::DEMO_KEY);
+        let nothing_configured =
+            cfg.credential.is_none() && cfg.key_file.is_none() && cfg.pin_file.is_none();
+        let flags = self.unlock_key_file.is_some() || self.unlock_pin || self.unlock_recovery;
+        if nothing_configured && !flags && demo_key.is_file() {
+            return Ok(Unlock::key_file(&demo_key));
+        }
+        self.resolve(cfg)
+    }
+
     pub fn resolve(&self, cfg: &StoreConfig) -> anyhow::Result<Unlock> {
         if let Some(path) = &self.unlock_key_file {
             return Ok(Unlock::key_file(path));

@@ -1,0 +1,28 @@
+//! The admin commands as a technician meets them beside a demo box.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use clinicbox_tests::{BoxBuilder, run_admin};
+
+#[test]
+fn a_demo_store_opens_for_admin_commands_by_its_data_directory_and_a_held_store_says_who_holds_it()
+{
+    let b = BoxBuilder::demo().start();
+    let data = b.dir().join("data").display().to_string();
+    // `serve` holds the store: the command says so, once.
+    let (st, out, err) = run_admin(&["--data-dir", &data, "user", "list"], "");
+    assert!(!st.success(), "{out}");
+    assert!(err.contains("in use by `clinicbox serve`"), "{err}");
+    let dir = b.kill();
+    // Stopped: the demo's key next to its data opens it, no flag needed.
+    let data = dir.path().join("data").display().to_string();
+    let (st, out, err) = run_admin(&["--data-dir", &data, "user", "list"], "");
+    assert!(st.success(), "{out}{err}");
+    assert!(out.contains("android"), "{out}");
+    // Elsewhere, a store with no way configured to unlock it says what to set.
+    let (st, _, err) = run_admin(
+        &["--data-dir", "/nonexistent-clinicbox", "user", "list"],
+        "",
+    );
+    assert!(!st.success());
+    assert!(err.contains("store.key_file"), "{err}");
+}
