@@ -18,6 +18,33 @@ fn a_demo_store_opens_for_admin_commands_by_its_data_directory_and_a_held_store_
     let (st, out, err) = run_admin(&["--data-dir", &data, "user", "list"], "");
     assert!(st.success(), "{out}{err}");
     assert!(out.contains("android"), "{out}");
+    // A password changed on the demo survives its next start.
+    let (st, out, err) = run_admin(
+        &["--data-dir", &data, "user", "passwd", "android"],
+        "Changed-Pass-2026\n",
+    );
+    assert!(st.success(), "{out}{err}");
+    let again = BoxBuilder::new()
+        .arg("--demo")
+        .arg("--data-dir")
+        .arg(&data)
+        .start();
+    let login = |password: &str| {
+        clinicbox_tests::http_request(
+            again.url().trim_start_matches("http://"),
+            "GET",
+            "/api/me",
+            &[(
+                "Authorization",
+                &clinicbox_tests::clinic::basic("android", password),
+            )],
+            b"",
+        )
+        .status
+    };
+    assert_eq!(login("Changed-Pass-2026"), 200);
+    assert_eq!(login("Android123"), 401);
+    drop(again);
     // Elsewhere, a store with no way configured to unlock it says what to set.
     let (st, _, err) = run_admin(
         &["--data-dir", "/nonexistent-clinicbox", "user", "list"],

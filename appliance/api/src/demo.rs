@@ -68,8 +68,19 @@ pub fn android_settings() -> Vec<(&'static str, Value)> {
 
 /// Imports the demo package and, where not yet set, the Android settings.
 pub async fn load_demo(state: &ApiState) -> Result<ImportReport, ApiError> {
-    let package: Value = serde_json::from_str(DEMO_METADATA)
+    let mut package: Value = serde_json::from_str(DEMO_METADATA)
         .map_err(|e| ApiError::Internal(format!("demo package is not JSON: {e}")))?;
+    // A demo user who is already there keeps the password it has now (`clinicbox user passwd`
+    // on a demo box survives a restart).
+    let snap = state.metadata().snapshot()?;
+    for user in package["users"].as_array_mut().into_iter().flatten() {
+        let known = user["username"]
+            .as_str()
+            .is_some_and(|u| snap.credential(u).is_some());
+        if let (true, Some(obj)) = (known, user.as_object_mut()) {
+            obj.remove("password");
+        }
+    }
     let report = import(state.metadata(), &package, ImportParams::default()).await?;
     if report.status != ImportStatus::Ok {
         let msgs: Vec<String> = report.error_reports().map(|e| e.message.clone()).collect();
