@@ -53,3 +53,28 @@ fn a_demo_store_opens_for_admin_commands_by_its_data_directory_and_a_held_store_
     assert!(!st.success());
     assert!(err.contains("store.key_file"), "{err}");
 }
+
+#[test]
+fn a_second_box_on_a_port_in_use_says_so_before_it_writes_anything() {
+    let first = BoxBuilder::demo().start();
+    let port = first.url().rsplit(':').next().expect("port").to_string();
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let (st, out, err) = run_admin(
+        &[
+            "serve",
+            "--demo",
+            "--data-dir",
+            &data.display().to_string(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ],
+        "",
+    );
+    assert!(!st.success(), "{out}");
+    assert!(err.contains("cannot listen on"), "{err}");
+    assert!(
+        !data.exists(),
+        "a store was made before the port was checked"
+    );
+}

@@ -68,6 +68,14 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     let signals =
         clinicbox_process::Signals::install().context("installing the SIGTERM/SIGINT handlers")?;
     let notifier = Arc::new(clinicbox_process::Notifier::from_env());
+    // The HTTP ports first: a port in use is said before anything is written (a demo would
+    // otherwise create and fill a whole store, then fail).
+    let mut listeners = Vec::new();
+    for addr in &cfg.http.listen {
+        let listener =
+            crate::listen::bind(*addr).with_context(|| format!("cannot listen on {addr}"))?;
+        listeners.push(listener);
+    }
     let store = open_store(&cfg, demo).await?;
     if demo {
         crate::backup::recipients::demo_hq_identity(&cfg.data_dir)
@@ -122,9 +130,7 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     let http = axum_server::Handle::new();
     let mut http_bound = Vec::new();
     let mut servers = Vec::new();
-    for addr in &cfg.http.listen {
-        let listener =
-            crate::listen::bind(*addr).with_context(|| format!("cannot listen on {addr}"))?;
+    for listener in listeners {
         let local = listener.local_addr()?;
         http_bound.push(local);
         tracing::info!(url = %format!("http://{local}/"), "serving HTTP");
