@@ -3,8 +3,10 @@
 //! events changed at national.
 //!
 //! National's objects go through the same planner as a tablet's, as national (every
-//! authority, every org unit of the box), and are written marked `fromNational`, so the
-//! outbox does not send them back; a tablet's next change clears the mark.
+//! authority, and org units as national states them, also those the box does not hold: a
+//! patient enrolled elsewhere and transferred in), and are written marked `fromNational`, so
+//! the outbox does not send them back; a tablet's next change clears the mark. National's
+//! `programOwners` set the owners, but for an owner the box moved and has not sent yet.
 //!
 //! An object the box changed that national has not confirmed yet (a change after the outbox's
 //! position) was changed on both sides. Each value a box user wrote (an attribute of a tracked
