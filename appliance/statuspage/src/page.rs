@@ -148,24 +148,21 @@ pub fn utc(secs: i64) -> String {
     )
 }
 
-/// Collection names as staff know them.
-fn collection_label(c: &str) -> &str {
-    match c {
-        "trackedEntities" => "Patients (tracked entities)",
-        "enrollments" => "Enrollments",
-        "events" => "Events (visits)",
-        "relationships" => "Relationships",
-        "fileResources" => "Files",
-        "fileBlobs" => "File contents",
-        "metadata" => "Metadata objects",
-        "dataStore" => "Settings (dataStore)",
-        "users" => "Users",
-        "dataValues" => "Aggregate data values",
-        "ownershipTransfers" => "Patients moved to another clinic",
-        "system" => "Box identity",
-        "metadataRevision" => "Metadata revision",
-        other => other,
-    }
+/// The records staff count, in the words they use; the box's own bookkeeping (job reports,
+/// audit trails, the uplink's position, file bytes…) is counted as one line.
+fn collection_label(c: &str) -> Option<&'static str> {
+    Some(match c {
+        "trackedEntities" => "Patients",
+        "enrollments" => "Enrollments in programs",
+        "events" => "Visits and events",
+        "relationships" => "Links between patients",
+        "fileResources" => "Files (photos, documents)",
+        "dataValues" => "Monthly figures",
+        "completeDataSetRegistrations" => "Monthly reports marked complete",
+        "users" => "Staff accounts",
+        "metadata" => "Forms and settings",
+        _ => return None,
+    })
 }
 
 pub fn render(s: &Snapshot) -> String {
@@ -260,12 +257,23 @@ pub fn render(s: &Snapshot) -> String {
     match &s.store {
         Some(st) => {
             o.push_str("<table><tr><th>Type</th><th class=\"n\">Records</th></tr>");
+            let mut bookkeeping = 0u64;
             for (c, n) in &st.records {
+                let Some(label) = collection_label(c) else {
+                    bookkeeping += n;
+                    continue;
+                };
                 let _ = write!(
                     o,
                     "<tr><td>{}</td><td class=\"n\" data-figure=\"records.{}\">{n}</td></tr>",
-                    esc(collection_label(c)),
+                    esc(label),
                     esc(c)
+                );
+            }
+            if bookkeeping > 0 {
+                let _ = write!(
+                    o,
+                    "<tr><td class=\"small\">The box's own bookkeeping</td><td class=\"n\" data-figure=\"records.bookkeeping\">{bookkeeping}</td></tr>"
                 );
             }
             if st.records.is_empty() {
