@@ -407,6 +407,25 @@ impl RunningBox {
         log
     }
 
+    /// Waits for the box to exit by itself (a restart it asked for), at most `limit`.
+    pub fn wait_exit(mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "clinicbox did not exit by itself within {limit:?}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the box with SIGKILL (a power cut, as far as the process can tell).
     pub fn kill(mut self) -> tempfile::TempDir {
         if let Some(mut c) = self.child.take() {

@@ -205,24 +205,7 @@ fn a_tampered_cut_or_foreign_backup_is_refused_and_nothing_is_made() {
 #[test]
 fn a_box_set_up_as_the_image_does_is_restored_with_its_printed_recovery_key() {
     let dir = tempfile::tempdir().expect("dir");
-    let data = dir.path().join("data");
-    let key_file = data.join("keys/store.key");
-    std::fs::create_dir_all(data.join("keys")).expect("mkdir");
-    let printed = clinicbox_tests::init_store(&data, &key_file, &[]);
-    let recovery = printed
-        .lines()
-        .map(str::trim)
-        .find(|l| l.len() >= 32 && l.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
-        .expect("the recovery key is printed")
-        .to_string();
-    let config = format!(
-        "data_dir = \"{}\"\n[store]\nkey_file = \"{}\"\n[power]\ncontrol_socket = \"{}\"\n",
-        data.display(),
-        key_file.display(),
-        dir.path().join("control.sock").display()
-    );
-    let cfg_path = dir.path().join("clinicbox.toml");
-    std::fs::write(&cfg_path, &config).expect("config");
+    let (cfg_path, recovery) = image_like_box(dir.path(), true);
     let b = BoxBuilder::new().arg("--config").arg(s(&cfg_path)).start();
     // Nobody but the recovery key opens it: no HQ key is configured.
     let stick = tempfile::tempdir().expect("stick");
@@ -471,4 +454,95 @@ fn a_stick_left_plugged_in_gets_its_backup_in_the_nightly_hour() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(files.len(), 1, "no nightly backup: {}", b.log());
+}
+
+/// A box set up as the image does, its configuration in `dir`: the store's key file in
+/// `data/keys/`, and (unless `fresh`) the demo metadata and users imported.
+fn image_like_box(dir: &Path, fresh: bool) -> (PathBuf, String) {
+    let data = dir.join("data");
+    let key_file = data.join("keys/store.key");
+    std::fs::create_dir_all(data.join("keys")).expect("mkdir");
+    let printed = clinicbox_tests::init_store(&data, &key_file, &[]);
+    let recovery = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() >= 32 && l.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
+        .expect("the recovery key is printed")
+        .to_string();
+    let cfg = dir.join("clinicbox.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n[store]\nkey_file = \"{}\"\n[power]\ncontrol_socket = \"{}\"\n",
+            data.display(),
+            key_file.display(),
+            dir.join("control.sock").display()
+        ),
+    )
+    .expect("config");
+    if !fresh {
+        let package = dir.join("metadata.json");
+        std::fs::write(
+            &package,
+            clinicbox_tests::clinic::demo_package().to_string(),
+        )
+        .expect("package");
+        let (st, out, err) = run_admin(
+            &["--config", &s(&cfg), "metadata", "import", &s(&package)],
+            "",
+        );
+        assert!(st.success(), "{out}{err}");
+    }
+    (cfg, recovery)
+}
+
+#[test]
+fn a_replacement_box_is_restored_from_its_first_setup_page_and_restarts_into_the_old_box() {
+    // The old box, set up as the image does, with a patient.
+    let old_dir = tempfile::tempdir().expect("old");
+    let (old_cfg, recovery) = image_like_box(old_dir.path(), false);
+    let old = BoxBuilder::new().arg("--config").arg(s(&old_cfg)).start();
+    import_to(old.url(), &patient(5));
+    let stick = tempfile::tempdir().expect("stick");
+    let file = backup(&["--config", &s(&old_cfg), "backup", "--to", &s(stick.path())]);
+    drop(old);
+
+    // A fresh replacement: its first-setup page offers the restore.
+    let new_dir = tempfile::tempdir().expect("new");
+    let (new_cfg, _) = image_like_box(new_dir.path(), true);
+    let fresh = BoxBuilder::new().arg("--config").arg(s(&new_cfg)).start();
+    let host = fresh.url().trim_start_matches("http://").to_string();
+    let page = http_request(&host, "GET", "/setup", &[], b"");
+    assert!(
+        String::from_utf8_lossy(&page.body).contains("restore-form"),
+        "no restore on the setup page"
+    );
+    let mut body = Vec::new();
+    body.extend_from_slice(b"--XyZ\r\nContent-Disposition: form-data; name=\"backup\"; filename=\"box.backup\"\r\nContent-Type: application/octet-stream\r\n\r\n");
+    body.extend_from_slice(&std::fs::read(&file).expect("backup"));
+    body.extend_from_slice(b"\r\n--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\n");
+    body.extend_from_slice(recovery.as_bytes());
+    body.extend_from_slice(b"\r\n--XyZ--\r\n");
+    let r = http_request(
+        &host,
+        "POST",
+        "/setup/restore",
+        &[
+            ("Content-Type", "multipart/form-data; boundary=XyZ"),
+            ("Origin", &format!("http://{host}")),
+        ],
+        &body,
+    );
+    let said = String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(r.status, 200, "{said}");
+    assert!(said.contains("Backup restored"), "{said}");
+    let status = fresh.wait_exit(std::time::Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+
+    // Started again (as its unit would), it is the old box.
+    let again = BoxBuilder::new().arg("--config").arg(s(&new_cfg)).start();
+    let (code, body) = read_patient(&again, &te_of(5));
+    assert_eq!(code, 200, "{body}");
+    assert!(!new_dir.path().join("data/restore-incoming").exists());
+    assert!(!new_dir.path().join("data/restore-upload.backup").exists());
 }

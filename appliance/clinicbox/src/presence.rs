@@ -77,6 +77,7 @@ pub fn prepare(
     api: &clinicbox_api::ApiState,
     power: Source<Option<PowerView>>,
     uplink: Source<Option<clinicbox_statuspage::UplinkView>>,
+    restart: crate::setup::Restart,
 ) -> anyhow::Result<Prepared> {
     let certs = if cfg.tls.enabled {
         Some(
@@ -130,10 +131,10 @@ pub fn prepare(
         .store(store.clone())
         .tablets(tablets.clone())
         .admin(admin_check(api.clone()))
-        .setup(Arc::new(crate::setup::BoxSetup::new(
-            api.clone(),
-            crate::setup::keys_dir(&cfg.data_dir),
-        )))
+        .setup(Arc::new(
+            crate::setup::BoxSetup::new(api.clone(), crate::setup::keys_dir(&cfg.data_dir))
+                .with_restore(cfg.data_dir.clone(), restart),
+        ))
         .power(power)
         .backup(backup_view(store.clone()))
         .uplink(uplink)

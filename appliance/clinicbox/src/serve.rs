@@ -76,6 +76,13 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
             crate::listen::bind(*addr).with_context(|| format!("cannot listen on {addr}"))?;
         listeners.push(listener);
     }
+    if crate::backup::finish_restore(&cfg.data_dir)
+        .with_context(|| format!("finishing a restore in {}", cfg.data_dir.display()))?
+    {
+        tracing::info!(
+            "a backup restored on the first-setup page took the place of this box's data"
+        );
+    }
     let store = open_store(&cfg, demo).await?;
     if demo {
         crate::backup::recipients::demo_hq_identity(&cfg.data_dir)
@@ -116,6 +123,10 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
         &api,
         power_view(&power),
         crate::uplink_socket::view(outbox, uplink),
+        {
+            let lc = lc.clone();
+            Arc::new(move || lc.request_shutdown())
+        },
     )?;
     let app = crate::app::router(crate::app::AppParts {
         lifecycle: lc.clone(),

@@ -26,9 +26,14 @@ pub fn keys_dir(data_dir: &Path) -> PathBuf {
 pub struct BoxSetup {
     api: ApiState,
     keys_dir: PathBuf,
-    /// Two claims at once must not both find the box without users.
+    /// Two claims (or a claim and a restore) at once must not both find the box without users.
     claim_lock: tokio::sync::Mutex<()>,
+    /// Restoring a backup: the data directory, and how to restart `serve` into the restore.
+    restore: Option<(PathBuf, Restart)>,
 }
+
+/// Asks `serve` to stop, so its unit starts it again on the restored data.
+pub type Restart = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 impl BoxSetup {
     pub fn new(api: ApiState, keys_dir: PathBuf) -> Self {
@@ -36,7 +41,14 @@ impl BoxSetup {
             api,
             keys_dir,
             claim_lock: tokio::sync::Mutex::new(()),
+            restore: None,
         }
+    }
+
+    /// Offers "Restore from a backup" on the first-setup page.
+    pub fn with_restore(mut self, data_dir: PathBuf, restart: Restart) -> Self {
+        self.restore = Some((data_dir, restart));
+        self
     }
 
     fn pending_files(&self) -> Vec<PathBuf> {
@@ -54,6 +66,44 @@ impl BoxSetup {
 
     fn has_users(&self) -> Result<bool, ApiError> {
         Ok(self.api.metadata().snapshot()?.count("users") > 0)
+    }
+}
+
+impl BoxSetup {
+    /// Restores `upload` into the data directory's `restore-incoming`, then restarts `serve`,
+    /// which moves it into place before it opens the store.
+    async fn restore_backup(&self, upload: &Path, key: String) -> Result<String, SetupError> {
+        let Some((data_dir, restart)) = self.restore.clone() else {
+            return Err(SetupError::Failed("restoring is not available here".into()));
+        };
+        let _one_at_a_time = self.claim_lock.lock().await;
+        if self.has_users().map_err(failed)? {
+            return Err(SetupError::AlreadyClaimed);
+        }
+        let key = clinicbox_store::Zeroizing::new(key);
+        let key = if key.contains("AGE-SECRET-KEY-") {
+            crate::backup::RestoreKey::HqIdentityText(key)
+        } else {
+            crate::backup::RestoreKey::RecoveryKey(key)
+        };
+        let incoming = data_dir.join(crate::backup::layout::RESTORE_INCOMING);
+        let _ = std::fs::remove_dir_all(&incoming);
+        let upload = upload.to_path_buf();
+        let manifest =
+            tokio::task::spawn_blocking(move || crate::backup::restore(&upload, &incoming, &key))
+                .await
+                .map_err(|e| SetupError::Failed(e.to_string()))?
+                .map_err(|e| SetupError::Invalid(format!("{e:#}")))?;
+        tracing::info!(box_id = %manifest.box_id, "setup: a backup was restored; restarting into it");
+        // Restart once this answer is on its way.
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            restart();
+        });
+        Ok(format!(
+            "Restored box {} ({}) up to change {}.",
+            manifest.box_id, manifest.box_name, manifest.last_seq
+        ))
     }
 }
 
@@ -79,6 +129,19 @@ fn failed(e: ApiError) -> SetupError {
 }
 
 impl SetupActions for BoxSetup {
+    fn restore_upload(&self) -> Option<PathBuf> {
+        let (data_dir, _) = self.restore.as_ref()?;
+        Some(data_dir.join(crate::backup::layout::RESTORE_UPLOAD))
+    }
+
+    fn restore(&self, upload: PathBuf, key: String) -> BoxFuture<'_, Result<String, SetupError>> {
+        Box::pin(async move {
+            let outcome = self.restore_backup(&upload, key).await;
+            let _ = std::fs::remove_file(&upload);
+            outcome
+        })
+    }
+
     fn status(&self) -> SetupStatus {
         let snap = match self.api.metadata().snapshot() {
             Ok(s) => s,

@@ -142,7 +142,26 @@ pub trait SetupActions: Send + Sync + 'static {
         username: String,
         password: String,
     ) -> BoxFuture<'_, Result<(), SetupError>>;
+
+    /// Where an uploaded backup is kept while it is restored (`None`: restoring is not offered).
+    fn restore_upload(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    /// Restores the backup at `upload`, opened with `key` (an HQ identity or the recovery key),
+    /// only while the box has no user; the box then restarts into it. Returns what to say.
+    fn restore(
+        &self,
+        upload: std::path::PathBuf,
+        key: String,
+    ) -> BoxFuture<'_, Result<String, SetupError>> {
+        let _ = (upload, key);
+        Box::pin(async { Err(SetupError::Failed("restoring is not available here".into())) })
+    }
 }
+
+/// The most a key typed into the restore form may be.
+const MAX_KEY_BYTES: usize = 4096;
 
 pub(crate) fn routes(state: &StatusState) -> Router<StatusState> {
     let admin = Router::new()
@@ -160,6 +179,11 @@ pub(crate) fn routes(state: &StatusState) -> Router<StatusState> {
     Router::new()
         .route("/setup", get(setup_page))
         .route("/setup/claim", post(claim))
+        // A backup can be as big as the store: streamed to disk, never held in memory.
+        .route(
+            "/setup/restore",
+            post(restore).layer(DefaultBodyLimit::disable()),
+        )
         .merge(admin)
 }
 
@@ -226,7 +250,11 @@ async fn setup_page(
     };
     let st = setup.status();
     if !st.has_users {
-        return html(StatusCode::OK, render_claim(&state.snapshot().info.box_id));
+        let restore = setup.restore_upload().is_some();
+        return html(
+            StatusCode::OK,
+            render_claim(&state.snapshot().info.box_id, restore),
+        );
     }
     if !is_admin(&state, &headers, addr).await {
         return challenge();
@@ -429,7 +457,7 @@ async fn upload_metadata(State(state): State<StatusState>, mut multipart: Multip
     }
 }
 
-fn render_claim(box_id: &str) -> String {
+fn render_claim(box_id: &str, restore: bool) -> String {
     let mut o = String::new();
     head(&mut o, "Set up this ClinicBox", false);
     o.push_str(&format!(
@@ -442,11 +470,107 @@ fn render_claim(box_id: &str) -> String {
          <p><label>Admin username<br><input name=\"username\" required value=\"admin\" autocomplete=\"username\"></label></p>\
          <p><label>Password (8 to 72 characters)<br><input name=\"password\" type=\"password\" required minlength=\"8\" maxlength=\"72\" autocomplete=\"new-password\"></label></p>\
          <p><label>Password again<br><input name=\"confirm\" type=\"password\" required minlength=\"8\" maxlength=\"72\" autocomplete=\"new-password\"></label></p>\
-         <p><button>Create the admin account</button></p></form></section>{}</main></body></html>",
+         <p><button>Create the admin account</button></p></form></section>{}{}</main></body></html>",
         esc(box_id),
-        steps_to_come()
+        steps_to_come(),
+        if restore { RESTORE_FORM } else { "" }
     ));
     o
+}
+
+/// "Restore from a backup", beside setting up a new box.
+const RESTORE_FORM: &str = "<section><h2>Or: restore from a backup</h2>\
+     <p>Replacing a box? Restore the old box's backup here: the clinic's records, its name and \
+     certificate come back, and the tablets carry on as before. The box restarts when it is done.</p>\
+     <form method=\"post\" action=\"/setup/restore\" enctype=\"multipart/form-data\" data-figure=\"restore-form\">\
+     <p><label>Backup file<br><input type=\"file\" name=\"backup\" required></label></p>\
+     <p><label>The old box's recovery key, or the ministry's HQ key<br>\
+     <textarea name=\"key\" rows=\"3\" required autocomplete=\"off\"></textarea></label></p>\
+     <p><button>Restore and restart</button></p></form></section>";
+
+/// `POST /setup/restore` (multipart `backup` file and `key`): only while the box has no user.
+async fn restore(
+    State(state): State<StatusState>,
+    headers: HeaderMap,
+    mut multipart: Multipart,
+) -> Response {
+    let Some(setup) = actions(&state).cloned() else {
+        return refused(StatusCode::NOT_FOUND, "Setup", "Setup is not available.");
+    };
+    if !same_origin(&headers) {
+        return refused(StatusCode::FORBIDDEN, "Refused", "Cross-site form refused.");
+    }
+    let Some(upload) = setup.restore_upload() else {
+        return refused(
+            StatusCode::NOT_FOUND,
+            "Not restored",
+            "Restoring is not available here.",
+        );
+    };
+    if setup.status().has_users {
+        return refused(
+            StatusCode::CONFLICT,
+            "Not restored",
+            &SetupError::AlreadyClaimed.to_string(),
+        );
+    }
+    let not_restored = |m: String| refused(StatusCode::BAD_REQUEST, "Not restored", &m);
+    let (mut key, mut got_file) = (String::new(), false);
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return not_restored(format!("The upload could not be read: {e}")),
+        };
+        match field.name() {
+            Some("backup") => match save(field, &upload).await {
+                Ok(n) => got_file = n > 0,
+                Err(e) => return not_restored(format!("The backup did not arrive whole: {e}")),
+            },
+            Some("key") => match field.bytes().await {
+                Ok(b) if b.len() <= MAX_KEY_BYTES => {
+                    key = String::from_utf8_lossy(&b).trim().to_string()
+                }
+                _ => return not_restored("The key is not one the box can read.".into()),
+            },
+            _ => {}
+        }
+    }
+    if !got_file || key.is_empty() {
+        let _ = tokio::fs::remove_file(&upload).await;
+        return not_restored("Choose the backup file and type the key first.".into());
+    }
+    match setup.restore(upload, key).await {
+        Ok(said) => {
+            let mut o = String::new();
+            head(&mut o, "ClinicBox restored", false);
+            o.push_str(&format!(
+                "<header><h1>Backup restored</h1></header><main><section><h2>Done</h2>\
+                 <p data-figure=\"restored\">{}</p><p>The box restarts now; open <a href=\"/\">the status page</a> in a minute.</p></section></main></body></html>",
+                esc(&said)
+            ));
+            html(StatusCode::OK, o)
+        }
+        Err(e) => refused(StatusCode::BAD_REQUEST, "Not restored", &e.to_string()),
+    }
+}
+
+/// Streams an uploaded file to `path`; returns its size.
+async fn save(
+    mut field: axum::extract::multipart::Field<'_>,
+    path: &std::path::Path,
+) -> Result<u64, String> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut n = 0u64;
+    while let Some(chunk) = field.chunk().await.map_err(|e| e.to_string())? {
+        file.write_all(&chunk).await.map_err(|e| e.to_string())?;
+        n += chunk.len() as u64;
+    }
+    file.sync_all().await.map_err(|e| e.to_string())?;
+    Ok(n)
 }
 
 fn steps_to_come() -> &'static str {

@@ -39,6 +39,10 @@ pub const DEMO_HQ_KEY: &str = "demo-hq.key";
 pub const TABLETS_SEEN: &str = "tablets-seen.json";
 /// Where `serve` writes the store's snapshot for a backup in progress.
 pub const STAGING_DIR: &str = "backup";
+/// A backup uploaded on the first-setup page, while it is restored.
+pub const RESTORE_UPLOAD: &str = "restore-upload.backup";
+/// A restored data directory waiting for the next start to take its place.
+pub const RESTORE_INCOMING: &str = "restore-incoming";
 /// The recipients a backup is encrypted to for the box's recovery keys (public keys).
 pub const RECOVERY_RECIPIENTS: &str = "backup-recipients.txt";
 
@@ -77,6 +81,16 @@ pub const ENTRIES: &[Entry] = &[
         name: STAGING_DIR,
         rule: Rule::Skip,
         why: "a backup in progress",
+    },
+    Entry {
+        name: RESTORE_UPLOAD,
+        rule: Rule::Skip,
+        why: "a backup being restored",
+    },
+    Entry {
+        name: RESTORE_INCOMING,
+        rule: Rule::Skip,
+        why: "a restore waiting for the next start",
     },
     Entry {
         name: "*.sock",

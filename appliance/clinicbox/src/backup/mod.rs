@@ -347,6 +347,8 @@ fn prune(dir: &Path, box_id: &str, keep: usize) -> anyhow::Result<()> {
 pub enum RestoreKey {
     /// An age identity file of the ministry's HQ.
     HqIdentity(PathBuf),
+    /// The same identity as text (typed or pasted on the first-setup page).
+    HqIdentityText(clinicbox_store::Zeroizing<String>),
     /// The box's printed recovery key.
     RecoveryKey(clinicbox_store::Zeroizing<String>),
 }
@@ -371,6 +373,17 @@ pub fn restore(file: &Path, new_dir: &Path, key: &RestoreKey) -> anyhow::Result<
             Box::new(
                 line.parse::<age::x25519::Identity>()
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            )
+        }
+        RestoreKey::HqIdentityText(text) => {
+            let line = text
+                .lines()
+                .map(str::trim)
+                .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+                .context("that is not an age identity (AGE-SECRET-KEY-…)")?;
+            Box::new(
+                line.parse::<age::x25519::Identity>()
+                    .map_err(|e| anyhow::anyhow!("the HQ key: {e}"))?,
             )
         }
         RestoreKey::RecoveryKey(k) => Box::new(recipients::recovery_identity(k)),
@@ -402,6 +415,38 @@ pub fn restore(file: &Path, new_dir: &Path, key: &RestoreKey) -> anyhow::Result<
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(new_dir, std::fs::Permissions::from_mode(0o700))?;
     Ok(manifest)
+}
+
+/// At start, before the store opens: a data directory restored on the first-setup page takes
+/// the place of the box's fresh one, entry by entry (each a rename; a cut part-way resumes at
+/// the next start). The fresh box's recovery keys waiting to be shown go: they open nothing now.
+/// Returns whether a restore was finished.
+pub fn finish_restore(data_dir: &Path) -> std::io::Result<bool> {
+    let incoming = data_dir.join(layout::RESTORE_INCOMING);
+    if !incoming.is_dir() {
+        return Ok(false);
+    }
+    let mut names: Vec<_> = std::fs::read_dir(&incoming)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    // The store last, so a directory holding a store always holds its key files too.
+    names.sort_by_key(|n| n.to_string_lossy() == layout::STORE_FILE);
+    for name in names {
+        let target = data_dir.join(&name);
+        if target.is_dir() {
+            std::fs::remove_dir_all(&target)?;
+        }
+        std::fs::rename(incoming.join(&name), &target)?;
+    }
+    let keys = data_dir.join(layout::KEYS_DIR);
+    for entry in std::fs::read_dir(&keys).into_iter().flatten().flatten() {
+        if layout::rule(&entry.file_name().to_string_lossy()) == Some(layout::Rule::Never) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    std::fs::remove_dir(&incoming)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    Ok(true)
 }
 
 fn partial_dir(new_dir: &Path) -> PathBuf {
