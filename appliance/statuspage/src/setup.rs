@@ -162,6 +162,9 @@ pub trait SetupActions: Send + Sync + 'static {
 
 /// The most a key typed into the restore form may be.
 const MAX_KEY_BYTES: usize = 4096;
+/// The largest backup the setup page takes (a box of 100,000 patients backs up to about
+/// 260 MiB): anyone on the LAN may upload while the box is new, so the disk has a bound too.
+pub const MAX_RESTORE_BYTES: u64 = 8 * 1024 * 1024 * 1024;
 
 pub(crate) fn routes(state: &StatusState) -> Router<StatusState> {
     let admin = Router::new()
@@ -525,7 +528,10 @@ async fn restore(
         match field.name() {
             Some("backup") => match save(field, &upload).await {
                 Ok(n) => got_file = n > 0,
-                Err(e) => return not_restored(format!("The backup did not arrive whole: {e}")),
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&upload).await;
+                    return not_restored(format!("The backup did not arrive whole: {e}"));
+                }
             },
             Some("key") => match field.bytes().await {
                 Ok(b) if b.len() <= MAX_KEY_BYTES => {
@@ -566,8 +572,16 @@ async fn save(
         .map_err(|e| e.to_string())?;
     let mut n = 0u64;
     while let Some(chunk) = field.chunk().await.map_err(|e| e.to_string())? {
-        file.write_all(&chunk).await.map_err(|e| e.to_string())?;
         n += chunk.len() as u64;
+        if n > MAX_RESTORE_BYTES {
+            drop(file);
+            let _ = tokio::fs::remove_file(path).await;
+            return Err(format!(
+                "it is larger than the {} GiB a backup may be",
+                MAX_RESTORE_BYTES >> 30
+            ));
+        }
+        file.write_all(&chunk).await.map_err(|e| e.to_string())?;
     }
     file.sync_all().await.map_err(|e| e.to_string())?;
     Ok(n)
