@@ -510,6 +510,10 @@ fn a_replacement_box_is_restored_from_its_first_setup_page_and_restarts_into_the
     // A fresh replacement: its first-setup page offers the restore.
     let new_dir = tempfile::tempdir().expect("new");
     let (new_cfg, _) = image_like_box(new_dir.path(), true);
+    // Requests are read whole up to this; a backup is not, whatever its size.
+    let mut text = std::fs::read_to_string(&new_cfg).expect("config");
+    text.push_str("[http]\nmax_body_bytes = 65536\n");
+    std::fs::write(&new_cfg, text).expect("config");
     let fresh = BoxBuilder::new().arg("--config").arg(s(&new_cfg)).start();
     let host = fresh.url().trim_start_matches("http://").to_string();
     let page = http_request(&host, "GET", "/setup", &[], b"");
@@ -536,6 +540,10 @@ fn a_replacement_box_is_restored_from_its_first_setup_page_and_restarts_into_the
     let said = String::from_utf8_lossy(&r.body).into_owned();
     assert_eq!(r.status, 200, "{said}");
     assert!(said.contains("Backup restored"), "{said}");
+    assert!(
+        std::fs::metadata(&file).expect("backup").len() > 65536,
+        "the backup should be larger than a request may be"
+    );
     let status = fresh.wait_exit(std::time::Duration::from_secs(30));
     assert!(status.success(), "{status}");
 

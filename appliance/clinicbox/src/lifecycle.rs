@@ -167,17 +167,26 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Write requests whose handler streams the body itself.
+const STREAMED: &[&str] = &["/setup/restore"];
+
 /// Middleware: counts write requests and refuses them with 503 while quiescing.
 pub async fn write_gate(State(lc): State<Arc<Lifecycle>>, req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
     }
-    let (parts, body) = req.into_parts();
-    let body = match read_body(body, lc.bodies).await {
-        Ok(bytes) => bytes,
-        Err(refused) => return refused,
+    // A backup uploaded for a restore is as big as a store: its handler streams it to disk
+    // under its own bound, so it is not read into memory here.
+    let req = if STREAMED.contains(&req.uri().path()) {
+        req
+    } else {
+        let (parts, body) = req.into_parts();
+        let body = match read_body(body, lc.bodies).await {
+            Ok(bytes) => bytes,
+            Err(refused) => return refused,
+        };
+        Request::from_parts(parts, Body::from(body))
     };
-    let req = Request::from_parts(parts, Body::from(body));
     // Count first, then check: a quiesce that starts in between waits for this request.
     lc.writes_in_flight.fetch_add(1, Ordering::AcqRel);
     let guard = InFlight(&lc);
