@@ -269,7 +269,8 @@ pub async fn list(
 }
 
 /// The entities the query selects from the catalog (the UIDs asked for, the holders of an
-/// exact attribute value, or all), readable by the user, with their enrolment time.
+/// exact attribute value, what changed since `updatedAfter`, or all), readable by the user,
+/// with their enrolment time.
 async fn candidates(
     state: &ApiState,
     t: &Tracker,
