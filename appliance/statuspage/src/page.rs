@@ -418,8 +418,13 @@ pub fn render(s: &Snapshot) -> String {
 
     let _ = write!(
         o,
-        "</main><footer>Updated {} · refreshes every 30 s · <a href=\"/admin\">Admin</a></footer></body></html>",
-        utc((s.now_ms / 1000) as i64)
+        "</main><footer>Updated {} · refreshes every 30 s · <a href=\"/admin\">Admin</a>{}</footer></body></html>",
+        utc((s.now_ms / 1000) as i64),
+        if s.setup.is_some() {
+            " · <a href=\"/setup\" data-figure=\"setup-link\">Setup</a>"
+        } else {
+            ""
+        }
     );
     o
 }

@@ -642,7 +642,7 @@ fn render_progress(st: &SetupStatus, keys: &[PendingKey], users: &UsersView) -> 
         "<section><h2>1. The clinic and its administrator</h2><p class=\"ok\">Done.</p></section>",
     );
     if keys.is_empty() {
-        o.push_str("<section><h2>2. Recovery keys</h2><p class=\"ok\" data-figure=\"keys-done\">None waiting: the keys were written down and deleted from the box.</p></section>");
+        o.push_str("<section><h2>2. Recovery keys</h2><p class=\"ok\" data-figure=\"keys-done\">No recovery keys are waiting to be written down.</p></section>");
     } else {
         keys_section(&mut o, keys);
     }
