@@ -359,6 +359,10 @@ pub fn render(s: &Snapshot) -> String {
                 .map(|d| format!(" · {}", esc(d)))
                 .unwrap_or_default()
         );
+    } else {
+        o.push_str(
+            "<dt>Power</dt><dd><span class=\"warn\" data-figure=\"power\">not watched</span> · no power daemon reports to this box (a demo, or <code>clinicbox power</code> is not running)</dd>",
+        );
     }
     if let Some(b) = &s.backup {
         let (class, text) = match b {
