@@ -78,6 +78,7 @@ pub fn prepare(
     power: Source<Option<PowerView>>,
     uplink: Source<Option<clinicbox_statuspage::UplinkView>>,
     restart: crate::setup::Restart,
+    own_backup: crate::backup::InServe,
 ) -> anyhow::Result<Prepared> {
     let certs = if cfg.tls.enabled {
         Some(
@@ -142,7 +143,7 @@ pub fn prepare(
             discovery_view(view.lock().unwrap_or_else(PoisonError::into_inner).as_ref())
         }));
     if cfg.backup.stick_folder.is_some() {
-        b = b.backup_now(backup_now(cfg, store, api.system_id()));
+        b = b.backup_now(backup_now(own_backup));
     }
     if let Some(c) = &certs {
         let (a, b2) = (Arc::clone(c), Arc::clone(c));
@@ -453,19 +454,12 @@ impl Presence {
 }
 
 /// The admin page's "Back up now" to the stick in `[backup] stick_folder`.
-fn backup_now(
-    cfg: &Config,
-    store: &clinicbox_store::Store,
-    box_id: &str,
-) -> clinicbox_statuspage::BackupNow {
-    let (backup, for_stick) = (cfg.backup.clone(), cfg.backup.clone());
-    let (store, data_dir) = (store.clone(), cfg.data_dir.clone());
-    let (box_id, box_name) = (box_id.to_string(), cfg.box_info.name.clone());
+fn backup_now(own: crate::backup::InServe) -> clinicbox_statuspage::BackupNow {
+    let for_stick = own.clone();
     clinicbox_statuspage::BackupNow {
-        stick: Arc::new(move || crate::backup::stick(&for_stick).map(|p| p.display().to_string())),
+        stick: Arc::new(move || for_stick.stick().map(|p| p.display().to_string())),
         run: Arc::new(move || {
-            let to = crate::backup::stick(&backup).ok_or("no USB stick is plugged in")?;
-            crate::backup::backup_in_serve(&store, &data_dir, &box_id, &box_name, &backup, &to)
+            own.to_stick()
                 .map(|w| format!("Backed up to {} ({} bytes).", w.path.display(), w.bytes))
                 .map_err(|e| format!("The backup failed: {e:#}"))
         }),

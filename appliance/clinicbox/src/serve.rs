@@ -94,7 +94,7 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     if demo {
         load_demo(&api).await?;
     }
-    let box_id = api.system_id().to_string();
+    let own_backup = crate::backup::InServe::new(store.clone(), &cfg, api.system_id());
     let tracker = clinicbox_tracker::Tracker::start(api.clone(), cfg.tracker.clone())
         .await
         .context("starting the tracker")?;
@@ -127,6 +127,7 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
             let lc = lc.clone();
             Arc::new(move || lc.request_shutdown())
         },
+        own_backup.clone(),
     )?;
     let app = crate::app::router(crate::app::AppParts {
         lifecycle: lc.clone(),
@@ -157,8 +158,8 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     let presence = presence.start(app.clone(), &http_bound, limits).await?;
 
     spawn_watchdog(lc.clone(), notifier.clone());
-    spawn_nightly_backup(&cfg, &store, box_id.clone(), lc.clone());
-    spawn_control_socket(&cfg, lc.clone(), power.clone(), box_id).await;
+    spawn_nightly_backup(&cfg, own_backup.clone(), lc.clone());
+    spawn_control_socket(&cfg, lc.clone(), power.clone(), own_backup).await;
     notifier.ready(&format!("serving {} listener(s)", servers.len()));
     if demo {
         println!(
@@ -300,19 +301,13 @@ pub fn power_view(
 pub struct DaemonControl {
     lc: Arc<Lifecycle>,
     power: PowerShared,
-    /// Where a backup's snapshot of the store is staged, and the box's id to name it.
-    staging: PathBuf,
-    box_id: String,
+    /// Snapshots of the store for `clinicbox backup`.
+    backup: crate::backup::InServe,
 }
 
 impl DaemonControl {
-    pub fn new(lc: Arc<Lifecycle>, power: PowerShared, data_dir: &Path, box_id: String) -> Self {
-        DaemonControl {
-            lc,
-            power,
-            staging: crate::backup::layout::staging_file(data_dir),
-            box_id,
-        }
+    pub fn new(lc: Arc<Lifecycle>, power: PowerShared, backup: crate::backup::InServe) -> Self {
+        DaemonControl { lc, power, backup }
     }
 }
 
@@ -360,30 +355,11 @@ impl clinicbox_control::ControlHandler for DaemonControl {
     async fn snapshot(
         &self,
     ) -> Result<clinicbox_control::SnapshotOutcome, clinicbox_control::HandlerError> {
-        let failed = |e: String| clinicbox_control::HandlerError(e);
-        let (store, staging) = (self.lc.store().clone(), self.staging.clone());
-        let at_ms = store.server_time_ms();
-        let info = tokio::task::spawn_blocking(move || {
-            if let Some(dir) = staging.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-            }
-            store.snapshot_to(&staging).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| failed(e.to_string()))?
-        .map_err(failed)?;
-        tracing::info!(
-            bytes = info.bytes,
-            last_seq = info.last_seq,
-            "store snapshot taken for a backup"
-        );
-        Ok(clinicbox_control::SnapshotOutcome {
-            path: self.staging.display().to_string(),
-            bytes: info.bytes,
-            last_seq: info.last_seq,
-            box_id: self.box_id.clone(),
-            at_ms,
-        })
+        let own = self.backup.clone();
+        tokio::task::spawn_blocking(move || own.snapshot())
+            .await
+            .map_err(|e| clinicbox_control::HandlerError(e.to_string()))?
+            .map_err(|e| clinicbox_control::HandlerError(format!("{e:#}")))
     }
 
     async fn backup_written(
@@ -460,17 +436,12 @@ async fn spawn_uplink_socket(
 /// The nightly backup to a stick left plugged in (`[backup] stick_folder`): in the hour
 /// `[backup] nightly_hour` of the box's time zone, unless a backup was written in the last 12
 /// hours. Checked every 10 minutes; a failure is logged and tried again the next night.
-fn spawn_nightly_backup(cfg: &Config, store: &Store, box_id: String, lc: Arc<Lifecycle>) {
+fn spawn_nightly_backup(cfg: &Config, own: crate::backup::InServe, lc: Arc<Lifecycle>) {
     let (Some(hour), Some(_)) = (cfg.backup.nightly_hour, &cfg.backup.stick_folder) else {
         return;
     };
     let zone = jiff::tz::TimeZone::get(&cfg.api.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
-    let (backup, data_dir, name) = (
-        cfg.backup.clone(),
-        cfg.data_dir.clone(),
-        cfg.box_info.name.clone(),
-    );
-    let store = store.clone();
+    let store = lc.store().clone();
     tokio::spawn(async move {
         let stop = lc.shutdown_requested();
         tokio::pin!(stop);
@@ -487,24 +458,12 @@ fn spawn_nightly_backup(cfg: &Config, store: &Store, box_id: String, lc: Arc<Lif
                     .saturating_sub(b.at_ms)
                     < 12 * 3_600_000
             });
-            let Some(to) = crate::backup::stick(&backup) else {
-                continue;
-            };
-            if recent || now.to_zoned(zone.clone()).hour() != i8::try_from(hour).unwrap_or(-1) {
+            let night = now.to_zoned(zone.clone()).hour() == i8::try_from(hour).unwrap_or(-1);
+            if recent || !night || own.stick().is_none() {
                 continue;
             }
-            let (store, backup, data_dir, id, name) = (
-                store.clone(),
-                backup.clone(),
-                data_dir.clone(),
-                box_id.clone(),
-                name.clone(),
-            );
-            let done = tokio::task::spawn_blocking(move || {
-                crate::backup::backup_in_serve(&store, &data_dir, &id, &name, &backup, &to)
-            })
-            .await;
-            match done {
+            let own = own.clone();
+            match tokio::task::spawn_blocking(move || own.to_stick()).await {
                 Ok(Ok(w)) => tracing::info!(
                     bytes = w.bytes,
                     "nightly backup written to {}",
@@ -524,14 +483,14 @@ pub async fn spawn_control_socket(
     cfg: &Config,
     lc: Arc<Lifecycle>,
     power: PowerShared,
-    box_id: String,
+    own_backup: crate::backup::InServe,
 ) {
     let path = cfg.power.control_socket.clone();
     let opts = clinicbox_control::SocketOptions::default();
     match clinicbox_control::ControlListener::bind(&path, &opts).await {
         Ok(listener) => {
             tracing::info!(socket.path = %path.display(), "control socket at {}", path.display());
-            let handler = Arc::new(DaemonControl::new(lc.clone(), power, &cfg.data_dir, box_id));
+            let handler = Arc::new(DaemonControl::new(lc.clone(), power, own_backup));
             tokio::spawn(clinicbox_control::serve(listener, handler, async move {
                 lc.shutdown_requested().await
             }));

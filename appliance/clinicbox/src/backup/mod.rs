@@ -135,42 +135,77 @@ pub fn backup(
     )
 }
 
-/// Writes one backup from inside `serve`: the store's snapshot taken directly, the backup
-/// recorded in the store for the status page.
-pub fn backup_in_serve(
-    store: &clinicbox_store::Store,
-    data_dir: &Path,
-    box_id: &str,
-    box_name: &str,
-    cfg: &BackupConfig,
-    to: &Path,
-) -> anyhow::Result<Written> {
-    let staging = layout::staging_file(data_dir);
-    let take = || -> anyhow::Result<clinicbox_control::SnapshotOutcome> {
+/// The backups `serve` takes itself: the control socket's snapshot for `clinicbox backup`, the
+/// admin page's "Back up now" and the nightly backup to a stick.
+#[derive(Clone)]
+pub struct InServe {
+    store: clinicbox_store::Store,
+    data_dir: PathBuf,
+    box_id: String,
+    box_name: String,
+    cfg: BackupConfig,
+}
+
+impl InServe {
+    pub fn new(store: clinicbox_store::Store, cfg: &crate::config::Config, box_id: &str) -> Self {
+        InServe {
+            store,
+            data_dir: cfg.data_dir.clone(),
+            box_id: box_id.to_string(),
+            box_name: cfg.box_info.name.clone(),
+            cfg: cfg.backup.clone(),
+        }
+    }
+
+    /// A consistent copy of the store in the staging file (blocking: the copy takes a while).
+    pub fn snapshot(&self) -> anyhow::Result<clinicbox_control::SnapshotOutcome> {
+        let staging = layout::staging_file(&self.data_dir);
         if let Some(dir) = staging.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let at_ms = store.server_time_ms();
-        let info = store.snapshot_to(&staging)?;
+        let at_ms = self.store.server_time_ms();
+        let info = self.store.snapshot_to(&staging)?;
+        tracing::info!(
+            bytes = info.bytes,
+            last_seq = info.last_seq,
+            "store snapshot taken for a backup"
+        );
         Ok(clinicbox_control::SnapshotOutcome {
             path: staging.display().to_string(),
             bytes: info.bytes,
             last_seq: info.last_seq,
-            box_id: box_id.to_string(),
+            box_id: self.box_id.clone(),
             at_ms,
         })
-    };
-    let record = |written: &Written, at_ms: u64| {
-        let last = LastBackup::new(&written.path.display().to_string(), written.bytes, at_ms);
-        if let Err(e) = store.write_blocking(move |ctx| last.put(ctx)) {
-            tracing::warn!(error = %e, "the backup is written but not recorded: {e}");
-        }
-    };
-    backup_with(data_dir, box_name, cfg, to, take, record)
+    }
+
+    /// The stick's folder when a stick is there to write to.
+    pub fn stick(&self) -> Option<PathBuf> {
+        stick(&self.cfg)
+    }
+
+    /// Backs the box up to the plugged-in stick (blocking), and records it for the status page.
+    pub fn to_stick(&self) -> anyhow::Result<Written> {
+        let to = self.stick().context("no USB stick is plugged in")?;
+        let record = |written: &Written, at_ms: u64| {
+            let last = LastBackup::new(&written.path.display().to_string(), written.bytes, at_ms);
+            if let Err(e) = self.store.write_blocking(move |ctx| last.put(ctx)) {
+                tracing::warn!(error = %e, "the backup is written but not recorded: {e}");
+            }
+        };
+        backup_with(
+            &self.data_dir,
+            &self.box_name,
+            &self.cfg,
+            &to,
+            || self.snapshot(),
+            record,
+        )
+    }
 }
 
 /// A stick's folder when a stick is there to write to.
-pub fn stick(cfg: &BackupConfig) -> Option<PathBuf> {
+fn stick(cfg: &BackupConfig) -> Option<PathBuf> {
     let folder = cfg.stick_folder.as_ref()?;
     if !folder.is_dir() {
         return None;
@@ -365,27 +400,15 @@ pub fn restore(file: &Path, new_dir: &Path, key: &RestoreKey) -> anyhow::Result<
         RestoreKey::HqIdentity(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the HQ identity {}", path.display()))?;
-            let line = text
-                .lines()
-                .map(str::trim)
-                .find(|l| l.starts_with("AGE-SECRET-KEY-"))
-                .with_context(|| format!("{} holds no age identity", path.display()))?;
             Box::new(
-                line.parse::<age::x25519::Identity>()
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                recipients::identity_in(&text)
+                    .with_context(|| format!("{} holds no age identity", path.display()))?,
             )
         }
-        RestoreKey::HqIdentityText(text) => {
-            let line = text
-                .lines()
-                .map(str::trim)
-                .find(|l| l.starts_with("AGE-SECRET-KEY-"))
-                .context("that is not an age identity (AGE-SECRET-KEY-…)")?;
-            Box::new(
-                line.parse::<age::x25519::Identity>()
-                    .map_err(|e| anyhow::anyhow!("the HQ key: {e}"))?,
-            )
-        }
+        RestoreKey::HqIdentityText(text) => Box::new(
+            recipients::identity_in(text)
+                .context("that is not an age identity (AGE-SECRET-KEY-…)")?,
+        ),
         RestoreKey::RecoveryKey(k) => Box::new(recipients::recovery_identity(k)),
     };
     let input = std::io::BufReader::new(

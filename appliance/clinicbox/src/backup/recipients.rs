@@ -123,14 +123,20 @@ pub fn demo_hq_identity(data_dir: &Path) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// The demo HQ key's recipient, when `data_dir` is a demo box's.
-pub fn demo_hq_recipient(data_dir: &Path) -> Option<Recipient> {
-    let text = std::fs::read_to_string(data_dir.join(super::layout::DEMO_HQ_KEY)).ok()?;
+/// The age identity in `text` (an identity file's contents, or one pasted in): its first
+/// `AGE-SECRET-KEY-…` line.
+pub fn identity_in(text: &str) -> Option<Identity> {
     let line = text
         .lines()
         .map(str::trim)
         .find(|l| l.starts_with("AGE-SECRET-KEY-"))?;
-    Identity::from_str(line).ok().map(|i| i.to_public())
+    Identity::from_str(line).ok()
+}
+
+/// The demo HQ key's recipient, when `data_dir` is a demo box's.
+pub fn demo_hq_recipient(data_dir: &Path) -> Option<Recipient> {
+    let text = std::fs::read_to_string(data_dir.join(super::layout::DEMO_HQ_KEY)).ok()?;
+    identity_in(&text).map(|i| i.to_public())
 }
 
 #[cfg(test)]
