@@ -6,10 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{
-    Database, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
-    TableHandle,
-};
+use redb::{Database, Durability, ReadTransaction, ReadableTable, TableDefinition, TableHandle};
 
 use crate::StoreError;
 use crate::tables::{BLIND_INDEX, CHANGELOG, CHANGELOG_BY_TIME, META};
@@ -74,6 +71,9 @@ pub(crate) fn copy(txn: &ReadTransaction, dest: &Path) -> Result<SnapshotInfo, S
         };
         info.tables += 1;
     }
+    let mut done = db.begin_write()?;
+    done.set_durability(Durability::Immediate)?;
+    done.commit()?;
     drop(db);
     let io = |path: &Path| {
         let path = path.to_owned();
@@ -109,10 +109,12 @@ where
     let mut entries = source.iter()?;
     let mut copied = 0u64;
     loop {
+        // Not durable yet: one commit after the last table makes the whole copy durable.
         let mut write = db.begin_write()?;
         write.set_durability(Durability::None)?;
         let mut n = 0;
         {
+            // Opened even when the source is empty: the copy has every table the store has.
             let mut table = write.open_table(def)?;
             for entry in entries.by_ref().take(BATCH) {
                 let (k, v) = entry?;
@@ -120,19 +122,9 @@ where
                 n += 1;
             }
         }
-        if n == 0 {
-            // An empty table is still created, so the copy has every table the store has.
-            write.set_durability(Durability::Immediate)?;
-            write.commit()?;
-            return Ok(copied);
-        }
         write.commit()?;
         copied += n as u64;
         if n < BATCH {
-            let mut last = db.begin_write()?;
-            last.set_durability(Durability::Immediate)?;
-            last.commit()?;
-            debug_assert_eq!(copied, source.len()?);
             return Ok(copied);
         }
     }
