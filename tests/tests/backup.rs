@@ -119,11 +119,11 @@ fn a_backup_taken_while_a_tablet_writes_restores_every_acknowledged_patient_on_a
     assert!(file.starts_with(stick.path()));
 
     // Restored into a new data directory, served by another box.
-    let hq = s(&data.join("demo-hq.key"));
+    let hq = s(&data.join("hq.key"));
     let target = tempfile::tempdir().expect("target");
     let new_dir = restore_with(&file, &hq, target.path());
     assert!(
-        !new_dir.join("demo-hq.key").exists(),
+        !new_dir.join("hq.key").exists(),
         "a backup holds no key to itself"
     );
     let replacement = serve_demo(&new_dir);
@@ -167,7 +167,7 @@ fn a_tampered_cut_or_foreign_backup_is_refused_and_nothing_is_made() {
     let stick = tempfile::tempdir().expect("stick");
     let file = backup(&["--data-dir", &s(&data), "backup", "--to", &s(stick.path())]);
     let bytes = std::fs::read(&file).expect("read");
-    let hq = s(&data.join("demo-hq.key"));
+    let hq = s(&data.join("hq.key"));
     let target = tempfile::tempdir().expect("target");
     let attempt = |name: &str, content: &[u8], key: &str| {
         let f = stick.path().join(name);
@@ -197,7 +197,7 @@ fn a_tampered_cut_or_foreign_backup_is_refused_and_nothing_is_made() {
     attempt("not-a-backup", b"hello", &hq);
     // Another ministry's key.
     let other = BoxBuilder::demo().start();
-    let foreign = s(&other.dir().join("data/demo-hq.key"));
+    let foreign = s(&other.dir().join("data/hq.key"));
     let out = attempt("foreign", &bytes, &foreign);
     assert!(out.contains("does not open"), "{out}");
 }
@@ -260,7 +260,7 @@ fn a_restored_box_resumes_the_uplink_where_the_old_one_stopped_so_national_appli
     import_to(old.url(), &patient(4));
     let stick = tempfile::tempdir().expect("stick");
     let file = backup(&["--data-dir", &s(&data), "backup", "--to", &s(stick.path())]);
-    let hq = s(&data.join("demo-hq.key"));
+    let hq = s(&data.join("hq.key"));
     let _old_dir = old.kill();
 
     let target = tempfile::tempdir().expect("target");
@@ -306,7 +306,7 @@ fn a_backup_killed_at_any_moment_leaves_the_earlier_backups_whole_and_no_file_th
         delay = (delay * 37 + 11) % 120;
     }
     // Every file that looks like a backup opens whole; the first one is still there.
-    let hq = s(&data.join("demo-hq.key"));
+    let hq = s(&data.join("hq.key"));
     let target = tempfile::tempdir().expect("target");
     let mut backups: Vec<PathBuf> = std::fs::read_dir(stick.path())
         .expect("stick")
@@ -418,7 +418,7 @@ fn the_admin_backs_the_box_up_to_a_plugged_in_stick_with_one_button() {
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(last_backup(&b).contains(&s(&stick)), "{}", last_backup(&b));
     // The file opens with the demo's HQ key and brings the patient back.
-    let hq = s(&b.dir().join("data/demo-hq.key"));
+    let hq = s(&b.dir().join("data/hq.key"));
     let target = tempfile::tempdir().expect("target");
     let new_dir = restore_with(&files[0], &hq, target.path());
     let replacement = serve_demo(&new_dir);

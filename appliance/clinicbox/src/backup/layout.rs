@@ -34,7 +34,7 @@ pub const KEYS_DIR: &str = "keys";
 /// The demo store's key file.
 pub const DEMO_KEY: &str = "demo.key";
 /// A demo box's stand-in for the ministry's HQ key (see `recipients::demo_hq_identity`).
-pub const DEMO_HQ_KEY: &str = "demo-hq.key";
+pub const DEMO_HQ_KEY: &str = "hq.key";
 /// Tablets seen on the LAN, for the status page.
 pub const TABLETS_SEEN: &str = "tablets-seen.json";
 /// Where `serve` writes the store's snapshot for a backup in progress.

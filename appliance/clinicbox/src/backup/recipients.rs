@@ -102,13 +102,18 @@ pub fn remember_recovery_key(
 
 /// A demo box's stand-in for the ministry's HQ key: an age identity kept next to the demo data
 /// (insecure, like the demo's key file), so a demo box's backups can be restored with
-/// `--hq-identity <data dir>/demo-hq.key`. Written once.
+/// `--hq-identity <data dir>/hq.key`. Written once.
 pub fn demo_hq_identity(data_dir: &Path) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join(super::layout::DEMO_HQ_KEY);
     if path.exists() {
         return Ok(());
+    }
+    // Demo boxes made before the key took its documented name keep the key they had.
+    let earlier = data_dir.join("demo-hq.key");
+    if earlier.exists() {
+        return std::fs::rename(earlier, path);
     }
     let identity = Identity::generate();
     let mut f = std::fs::OpenOptions::new()
