@@ -397,6 +397,16 @@ fn the_daemon_sends_when_the_wan_link_comes_up_and_stops_cleanly_on_sigterm() {
     );
     assert_eq!(count(&l, "events"), 2, "{l}");
     assert_eq!(l["events"]["evUplink011"]["writes"], 1, "sent once: {l}");
+    // The first round checked in to national; the second, hours before the next check-in is
+    // due (`check_in_secs`), did not.
+    let check_ins: u64 = l["data_store_writes"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("clinicbox-fleet/"))
+        .filter_map(|(_, n)| n.as_u64())
+        .sum();
+    assert_eq!(check_ins, 1, "{}", l["data_store_writes"]);
     // The round confirms to serve just after national's answer.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let s = loop {

@@ -4,6 +4,7 @@ pub mod app;
 pub mod backup;
 pub mod commands;
 pub mod config;
+pub mod fleet;
 pub mod headers;
 pub mod keys;
 pub mod lifecycle;

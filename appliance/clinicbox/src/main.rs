@@ -57,6 +57,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
     },
+    /// For remote admins: the fleet's boxes as their check-ins at national say.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Make a new data directory (--data-dir, absent or empty) from a backup.
     Restore {
         /// The backup file.
@@ -67,6 +70,23 @@ enum Command {
         /// Open it with the box's printed recovery key (asked for, or read from standard input).
         #[arg(long)]
         recovery_key: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetCommand {
+    /// Every box that checked in to national (`clinicbox-fleet` in its dataStore), one line
+    /// each, the boxes with problems first.
+    Report {
+        /// National DHIS2 base URL.
+        #[arg(long, value_name = "URL")]
+        national_url: String,
+        /// File with a personal access token of an account that may read the namespace.
+        #[arg(long, value_name = "FILE")]
+        token_file: PathBuf,
+        /// A PEM file of extra root certificates for national.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -137,6 +157,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Uplink(args) => uplink(cfg, cli.data_dir, args),
         Command::Backup { to } => backup(cfg, cli.data_dir, &to),
+        Command::Fleet(FleetCommand::Report {
+            national_url,
+            token_file,
+            ca_file,
+        }) => fleet_report(national_url, token_file, ca_file),
         Command::Restore {
             file,
             hq_identity,
@@ -200,6 +225,24 @@ fn uplink(cfg: Config, data_dir: Option<PathBuf>, a: UplinkArgs) -> anyhow::Resu
             daemon.run(signals).await.map_err(anyhow::Error::from)
         })
     }
+}
+
+/// `clinicbox fleet report`: national's check-ins as a table.
+fn fleet_report(url: String, token_file: PathBuf, ca_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let up = clinicbox_uplink::UplinkConfig {
+        national_url: Some(url),
+        token_file: Some(token_file),
+        ca_file,
+        ..Default::default()
+    };
+    let national = clinicbox_uplink::National::from_config(&up)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let boxes = rt.block_on(clinicbox_uplink::fleet::check_ins(&national))?;
+    let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
+    print!("{}", clinicbox_uplink::fleet::report_table(boxes, now_ms));
+    Ok(())
 }
 
 /// Opens the store, runs one API admin command, prints its output, closes the store.

@@ -69,17 +69,31 @@ struct Urls {
     http_base: Option<String>,
 }
 
+/// What the status page shows that other parts of `serve` own.
+pub struct PageSources {
+    pub power: Source<Option<PowerView>>,
+    pub uplink: Source<Option<clinicbox_statuspage::UplinkView>>,
+    pub restart: crate::setup::Restart,
+    pub own_backup: crate::backup::InServe,
+    /// Settings a remote admin changed.
+    pub remote: crate::fleet::RemoteNow,
+}
+
 /// Loads (or creates) the certificate and builds the status page's state. `api` supplies the
 /// DHIS2 user model: the status page's admin actions need a DHIS2 admin login.
 pub fn prepare(
     cfg: &Config,
     store: &Store,
     api: &clinicbox_api::ApiState,
-    power: Source<Option<PowerView>>,
-    uplink: Source<Option<clinicbox_statuspage::UplinkView>>,
-    restart: crate::setup::Restart,
-    own_backup: crate::backup::InServe,
+    from: PageSources,
 ) -> anyhow::Result<Prepared> {
+    let PageSources {
+        power,
+        uplink,
+        restart,
+        own_backup,
+        remote,
+    } = from;
     let certs = if cfg.tls.enabled {
         Some(
             Certificates::load(&cfg.tls, &cfg.data_dir, self_signed_names(cfg))
@@ -139,6 +153,7 @@ pub fn prepare(
         .power(power)
         .backup(backup_view(store.clone()))
         .uplink(uplink)
+        .stale_tablet_days(Arc::new(move || remote.get().stale_tablet_days))
         .discovery(Arc::new(move || {
             discovery_view(view.lock().unwrap_or_else(PoisonError::into_inner).as_ref())
         }));

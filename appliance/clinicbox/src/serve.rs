@@ -116,19 +116,29 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     // The uplink's socket: the outbox for `clinicbox uplink`, its reports for the status page.
     let outbox = crate::outbox::Outbox::new(tracker.clone());
     let uplink = crate::uplink_socket::UplinkShared::default();
-    spawn_uplink_socket(&cfg, &outbox, &api, &uplink, &power, &lc).await;
+    let remote = crate::fleet::RemoteNow::load(&store).context("reading remote settings")?;
     let presence = crate::presence::prepare(
         &cfg,
         &store,
         &api,
-        power_view(&power),
-        crate::uplink_socket::view(outbox, uplink),
-        {
-            let lc = lc.clone();
-            Arc::new(move || lc.request_shutdown())
+        crate::presence::PageSources {
+            power: power_view(&power),
+            uplink: crate::uplink_socket::view(outbox.clone(), uplink.clone()),
+            restart: {
+                let lc = lc.clone();
+                Arc::new(move || lc.request_shutdown())
+            },
+            own_backup: own_backup.clone(),
+            remote: remote.clone(),
         },
-        own_backup.clone(),
     )?;
+    let fleet = crate::fleet::Fleet::new(
+        store.clone(),
+        presence.status().clone(),
+        cfg.data_dir.clone(),
+        remote.clone(),
+    );
+    spawn_uplink_socket(&cfg, &outbox, &api, &uplink, &power, &lc, fleet).await;
     let app = crate::app::router(crate::app::AppParts {
         lifecycle: lc.clone(),
         api,
@@ -158,7 +168,7 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     let presence = presence.start(app.clone(), &http_bound, limits).await?;
 
     spawn_watchdog(lc.clone(), notifier.clone());
-    spawn_nightly_backup(&cfg, own_backup.clone(), lc.clone());
+    spawn_nightly_backup(&cfg, own_backup.clone(), lc.clone(), remote);
     spawn_control_socket(&cfg, lc.clone(), power.clone(), own_backup).await;
     notifier.ready(&format!("serving {} listener(s)", servers.len()));
     if demo {
@@ -400,6 +410,7 @@ async fn spawn_uplink_socket(
     uplink: &crate::uplink_socket::UplinkShared,
     power: &PowerShared,
     lc: &Arc<Lifecycle>,
+    fleet: crate::fleet::Fleet,
 ) {
     let power = power.clone();
     let on_battery: crate::uplink_socket::OnBattery = Arc::new(move || {
@@ -418,6 +429,7 @@ async fn spawn_uplink_socket(
         relay,
         uplink.clone(),
         on_battery,
+        fleet,
     );
     let lc = lc.clone();
     let stop = async move { lc.shutdown_requested().await };
@@ -436,10 +448,16 @@ async fn spawn_uplink_socket(
 /// The nightly backup to a stick left plugged in (`[backup] stick_folder`): in the hour
 /// `[backup] nightly_hour` of the box's time zone, unless a backup was written in the last 12
 /// hours. Checked every 10 minutes; a failure is logged and tried again the next night.
-fn spawn_nightly_backup(cfg: &Config, own: crate::backup::InServe, lc: Arc<Lifecycle>) {
-    let (Some(hour), Some(_)) = (cfg.backup.nightly_hour, &cfg.backup.stick_folder) else {
+fn spawn_nightly_backup(
+    cfg: &Config,
+    own: crate::backup::InServe,
+    lc: Arc<Lifecycle>,
+    remote: crate::fleet::RemoteNow,
+) {
+    if cfg.backup.stick_folder.is_none() {
         return;
-    };
+    }
+    let configured = cfg.backup.nightly_hour;
     let zone = jiff::tz::TimeZone::get(&cfg.api.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
     let store = lc.store().clone();
     tokio::spawn(async move {
@@ -458,6 +476,10 @@ fn spawn_nightly_backup(cfg: &Config, own: crate::backup::InServe, lc: Arc<Lifec
                     .saturating_sub(b.at_ms)
                     < 12 * 3_600_000
             });
+            // A remote admin's hour wins over the configured one.
+            let Some(hour) = remote.get().nightly_backup_hour.or(configured) else {
+                continue;
+            };
             let night = now.to_zoned(zone.clone()).hour() == i8::try_from(hour).unwrap_or(-1);
             if recent || !night || own.stick().is_none() {
                 continue;

@@ -10,6 +10,7 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use clinicbox_control::fleet::MAX_CONFIG_BYTES;
 use clinicbox_control::outbox::{
     Confirm, MAX_PARKED_PER_CONFIRM, MAX_REQUEST_BYTES, UplinkReport, VERSION_PREFIX,
 };
@@ -66,6 +67,7 @@ struct SocketState {
     relay: Arc<crate::relay::LoginRelay>,
     shared: UplinkShared,
     on_battery: OnBattery,
+    fleet: crate::fleet::Fleet,
 }
 
 /// The status page's view: the outbox from the store, the rest from the uplink's last report.
@@ -144,6 +146,7 @@ pub fn router(
     relay: Arc<crate::relay::LoginRelay>,
     shared: UplinkShared,
     on_battery: OnBattery,
+    fleet: crate::fleet::Fleet,
 ) -> axum::Router {
     let v = |p: &str| format!("{VERSION_PREFIX}{p}");
     axum::Router::new()
@@ -174,6 +177,11 @@ pub fn router(
         .route(&v("/reserved"), get(reserved_pools).post(reserved_block))
         .route(&v("/logins/next"), get(login_question))
         .route(&v("/logins/{id}"), post(login_answer))
+        .route(&v("/fleet/check-in"), get(fleet_check_in))
+        .route(
+            &v("/fleet/config"),
+            post(fleet_config).layer(DefaultBodyLimit::max(MAX_CONFIG_BYTES)),
+        )
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(SocketState {
             outbox,
@@ -181,6 +189,7 @@ pub fn router(
             relay,
             shared,
             on_battery,
+            fleet,
         })
 }
 
@@ -208,6 +217,24 @@ pub async fn serve(
         }
     });
     Ok(())
+}
+
+async fn fleet_check_in(State(s): State<SocketState>) -> Response {
+    let fleet = s.fleet.clone();
+    match tokio::task::spawn_blocking(move || fleet.check_in()).await {
+        Ok(c) => Json(c).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn fleet_config(
+    State(s): State<SocketState>,
+    Json(raw): Json<serde_json::Value>,
+) -> Response {
+    match s.fleet.apply(raw).await {
+        Ok(echo) => Json(echo).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 #[derive(Deserialize)]

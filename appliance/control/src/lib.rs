@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod client;
+pub mod fleet;
 pub mod outbox;
 pub mod protocol;
 pub mod pull;

@@ -233,6 +233,9 @@ struct Inner {
     uplink: Option<Source<Option<UplinkView>>>,
     backup: Option<Source<Option<BackupView>>>,
     backup_now: Option<BackupNow>,
+    /// Days before a tablet is stale, when something other than `config` decides (a remote
+    /// admin's setting).
+    stale_tablet_days: Option<Source<Option<u32>>>,
     /// What the last "Back up now" said, for the admin page.
     backup_said: std::sync::Mutex<Option<(bool, String)>>,
     store: Option<Store>,
@@ -262,6 +265,7 @@ impl StatusBuilder {
                 power: None,
                 backup: None,
                 backup_now: None,
+                stale_tablet_days: None,
                 backup_said: std::sync::Mutex::new(None),
                 uplink: None,
                 store: None,
@@ -317,6 +321,12 @@ impl StatusBuilder {
         self
     }
     /// First-boot setup at `/setup` (needs [`Self::admin`] for the steps after the claim).
+    /// Where the stale-tablet days come from when they are set at run time (`None` from it:
+    /// the configured days).
+    pub fn stale_tablet_days(mut self, f: Source<Option<u32>>) -> Self {
+        self.inner.stale_tablet_days = Some(f);
+        self
+    }
     pub fn setup(mut self, actions: Arc<dyn SetupActions>) -> Self {
         self.inner.setup = Some(actions);
         self
@@ -364,14 +374,27 @@ impl StatusState {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone(),
             uplink: i.uplink.as_ref().and_then(|f| f()),
+            audit: i
+                .store
+                .as_ref()
+                .and_then(|s| s.read().ok())
+                .and_then(|r| clinicbox_web::audit::recent(&r, AUDIT_SHOWN).ok())
+                .unwrap_or_default(),
             store,
             tablets: i.tablets.list(),
-            stale_tablet_days: i.config.stale_tablet_days,
+            stale_tablet_days: i
+                .stale_tablet_days
+                .as_ref()
+                .and_then(|f| f())
+                .unwrap_or(i.config.stale_tablet_days),
             requests,
             errors,
         }
     }
 }
+
+/// How many audit entries the admin page and `/status.json` show.
+const AUDIT_SHOWN: usize = 20;
 
 /// The page's figures at one moment; also served as `/status.json`.
 #[derive(Debug, Clone, Serialize)]
@@ -395,6 +418,8 @@ pub struct Snapshot {
     #[serde(skip)]
     pub backup_said: Option<(bool, String)>,
     pub uplink: Option<UplinkView>,
+    /// The newest changes made on the box and by whom (admins only).
+    pub audit: Vec<clinicbox_web::audit::AuditEntry>,
     pub store: Option<StoreStats>,
     pub tablets: Vec<TabletSeen>,
     pub stale_tablet_days: u32,
@@ -484,6 +509,7 @@ async fn status_json(
             t.username.clear();
             t.address = None;
         }
+        snap.audit.clear();
         // National's messages may quote a value a tablet sent.
         if let Some(u) = &mut snap.uplink {
             u.parked.clear();

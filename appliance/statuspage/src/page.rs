@@ -532,6 +532,7 @@ pub fn render_admin(s: &Snapshot) -> String {
          <form method=\"post\" action=\"/admin/certificate/recheck\"><button>Check certificate files</button></form></section>",
     );
     admin_backup(&mut o, s);
+    admin_audit(&mut o, s);
     if let Some(m) = s.uplink.as_ref().and_then(|u| u.metadata.as_ref()) {
         let _ = write!(
             o,
@@ -596,6 +597,27 @@ pub fn render_admin(s: &Snapshot) -> String {
     }
     o.push_str("</section></main></body></html>");
     o
+}
+
+/// The admin page's record of changes: who changed what, newest first.
+fn admin_audit(o: &mut String, s: &Snapshot) {
+    o.push_str("<section><h2>Recent changes</h2>");
+    if s.audit.is_empty() {
+        o.push_str("<p>No changes recorded yet.</p></section>");
+        return;
+    }
+    o.push_str("<ul class=\"audit\">");
+    for e in &s.audit {
+        let _ = write!(
+            o,
+            "<li>{} · {} · {}<br><small>{}</small></li>",
+            esc(&ago(s.now_ms, e.at_ms)),
+            esc(&e.who),
+            esc(&e.action),
+            esc(&e.detail)
+        );
+    }
+    o.push_str("</ul></section>");
 }
 
 /// The admin page's backup section: the last backup, and "Back up now" when a stick is in.

@@ -52,6 +52,11 @@ pub struct UplinkConfig {
     /// this when it has fallen below half. Tablets get these before the box's own slice.
     /// 0: reserve none. Default 500.
     pub reserved_values: usize,
+    /// Seconds between check-ins to national's dataStore (`clinicbox-fleet/<box id>`, about
+    /// 1 KB each, with a read of `clinicbox-fleet-config/<box id>`): the first round after the
+    /// uplink starts checks in, then a round at least this long after the last check-in.
+    /// 0: never check in. Default 21600 (6 h: about 0.4 MB a month).
+    pub check_in_secs: u64,
 }
 
 /// What a round pulls before it pushes.
@@ -101,6 +106,7 @@ impl Default for UplinkConfig {
             org_units: Vec::new(),
             pull_metadata: true,
             reserved_values: 500,
+            check_in_secs: 6 * 3600,
         }
     }
 }

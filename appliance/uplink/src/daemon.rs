@@ -91,6 +91,7 @@ impl Daemon {
         let mut size = round::BatchSize::new(self.cfg.batch_bytes);
         let mut was_up = false;
         let mut wait = Duration::ZERO;
+        let mut last_check_in = None;
         loop {
             if !self
                 .wait_for_link(&local, &mut report, &mut signals, &mut was_up, wait)
@@ -109,7 +110,11 @@ impl Daemon {
             self.set_state(&local, &mut report, "sending").await;
             // Every request of a round has a timeout, so a live round always moves: keep
             // petting while it runs (a round on a slow link outlasts WatchdogSec).
-            let round = round::run(&local, &national, &mut size, self.cfg.pull_plan());
+            let check_in = self.cfg.check_in_secs > 0
+                && last_check_in.is_none_or(|t: tokio::time::Instant| {
+                    t.elapsed() >= Duration::from_secs(self.cfg.check_in_secs)
+                });
+            let round = round::run(&local, &national, &mut size, self.cfg.pull_plan(), check_in);
             tokio::pin!(round);
             let result = loop {
                 tokio::select! {
@@ -124,6 +129,9 @@ impl Daemon {
             match result {
                 Ok(summary) => {
                     failures = 0;
+                    if summary.checked_in {
+                        last_check_in = Some(tokio::time::Instant::now());
+                    }
                     add_pushed(&mut report.pushed, &summary.pushed);
                     report.national_version = summary.national.map(|n| n.version);
                     report.clock_skew_secs = summary.clock_skew_secs;

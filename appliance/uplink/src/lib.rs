@@ -4,6 +4,7 @@ pub mod approvals;
 pub mod config;
 pub mod daemon;
 pub mod data;
+pub mod fleet;
 pub mod local;
 pub mod logins;
 pub mod national;
@@ -47,7 +48,8 @@ pub async fn run_once(cfg: &UplinkConfig) -> Result<RoundSummary, UplinkError> {
     let national = National::from_config(cfg)?;
     let local = LocalBox::new(&cfg.socket);
     let mut size = round::BatchSize::new(cfg.batch_bytes);
-    let result = round::run(&local, &national, &mut size, cfg.pull_plan()).await;
+    let check_in = cfg.check_in_secs > 0;
+    let result = round::run(&local, &national, &mut size, cfg.pull_plan(), check_in).await;
     let (sent, received) = national.bytes();
     let report = clinicbox_control::outbox::UplinkReport {
         state: if result.is_ok() {

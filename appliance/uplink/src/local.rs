@@ -144,6 +144,19 @@ impl LocalBox {
         }
     }
 
+    /// The box's check-in as `serve` sees it (`clinicbox_control::fleet`).
+    pub async fn fleet_check_in(&self) -> Result<clinicbox_control::fleet::CheckIn, UplinkError> {
+        self.call("GET", "/fleet/check-in", None::<&()>).await
+    }
+
+    /// Hands national's remote configuration for this box to `serve`; what it did with it.
+    pub async fn fleet_config(
+        &self,
+        raw: &serde_json::Value,
+    ) -> Result<clinicbox_control::fleet::ConfigEcho, UplinkError> {
+        self.call("POST", "/fleet/config", Some(raw)).await
+    }
+
     pub async fn position(&self) -> Result<Position, UplinkError> {
         self.call("GET", "/position", None::<&()>).await
     }

@@ -316,6 +316,84 @@ impl National {
         Ok(answer)
     }
 
+    /// `GET /api/dataStore/{ns}/{key}`: its value, `None` when national holds none (404).
+    /// Values over `max_bytes` are refused unread.
+    pub async fn data_store_get(
+        &self,
+        ns: &str,
+        key: &str,
+        max_bytes: usize,
+    ) -> Result<Option<Value>, UplinkError> {
+        self.get_bounded(&format!("/api/dataStore/{ns}/{key}"), max_bytes)
+            .await
+    }
+
+    /// `GET /api/dataStore/{ns}`: the namespace's keys (none when national has no such
+    /// namespace yet).
+    pub async fn data_store_keys(&self, ns: &str) -> Result<Vec<String>, UplinkError> {
+        let path = format!("/api/dataStore/{ns}");
+        match self.get_bounded(&path, MAX_ANSWER_BYTES).await? {
+            None => Ok(Vec::new()),
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| UplinkError::Protocol(format!("{path} is not a list of keys: {e}"))),
+        }
+    }
+
+    /// `GET path`: its JSON, `None` on 404, refused when over `max_bytes`.
+    async fn get_bounded(
+        &self,
+        path: &str,
+        max_bytes: usize,
+    ) -> Result<Option<Value>, UplinkError> {
+        let answer = self.get(path, None).await?;
+        refuse_auth(path, &answer)?;
+        match answer.status {
+            404 => Ok(None),
+            200 if answer.body.len() > max_bytes => Err(UplinkError::Protocol(format!(
+                "{path} holds {} bytes, more than the {max_bytes} the box reads",
+                answer.body.len()
+            ))),
+            200 => serde_json::from_slice(&answer.body)
+                .map(Some)
+                .map_err(|e| UplinkError::Protocol(format!("{path} is not JSON: {e}"))),
+            s => Err(unexpected(path, s)),
+        }
+    }
+
+    /// Writes `value` to `{ns}/{key}` whether national holds the key yet or not: `PUT` (404:
+    /// no such key) then `POST` (409: another round made it meanwhile) then `PUT` once more.
+    pub async fn data_store_put(
+        &self,
+        ns: &str,
+        key: &str,
+        value: &Value,
+    ) -> Result<(), UplinkError> {
+        let path = format!("/api/dataStore/{ns}/{key}");
+        let body = serde_json::to_vec(value).map_err(|e| UplinkError::Protocol(e.to_string()))?;
+        for method in [
+            reqwest::Method::PUT,
+            reqwest::Method::POST,
+            reqwest::Method::PUT,
+        ] {
+            let req = self
+                .http
+                .request(method, self.url(&path))
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            let answer = self.exchange(req).await?;
+            self.sent.fetch_add(body.len() as u64, Ordering::Relaxed);
+            refuse_auth(&path, &answer)?;
+            match answer.status {
+                200 | 201 | 204 => return Ok(()),
+                404 | 409 => continue,
+                s => return Err(unexpected(&path, s)),
+            }
+        }
+        Err(UplinkError::Protocol(format!(
+            "{path}: national kept answering that the key both exists and does not"
+        )))
+    }
+
     async fn post(&self, path: &str, body: Vec<u8>) -> Result<Answer, UplinkError> {
         let len = body.len() as u64;
         let req = self

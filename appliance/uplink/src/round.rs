@@ -75,6 +75,13 @@ pub struct RoundSummary {
     pub pushed: BTreeMap<ObjectKind, u64>,
     /// Objects national refused in this round.
     pub parked: Vec<Parked>,
+    /// What the box did with the remote configuration national held for it, when this round
+    /// checked in and national held one.
+    pub fleet: Option<clinicbox_control::fleet::ConfigEcho>,
+    /// True when this round checked in to national's dataStore.
+    pub checked_in: bool,
+    /// Why the check-in failed (the round went on).
+    pub check_in_error: Option<String>,
     /// What asking national about patients whose writes it refused for ownership did (their
     /// owner moved away from the box's clinics), when any were.
     pub moved_away: Option<MergeReport>,
@@ -133,11 +140,33 @@ impl RoundSummary {
                 p.message
             ));
         }
+        out.extend(self.check_in_line());
         out.push(format!(
             "bytes: {} sent, {} received",
             self.bytes_sent, self.bytes_received
         ));
         out
+    }
+
+    fn check_in_line(&self) -> Option<String> {
+        if let Some(e) = &self.check_in_error {
+            return Some(format!("check-in: failed: {e}"));
+        }
+        if !self.checked_in {
+            return None;
+        }
+        Some(match &self.fleet {
+            None => "check-in: sent (no remote configuration for this box)".into(),
+            Some(f) => match (&f.refused_revision, &f.refused_because) {
+                (Some(r), Some(why)) => {
+                    format!("check-in: sent; remote configuration {r} refused: {why}")
+                }
+                _ => format!(
+                    "check-in: sent; remote configuration {} in force",
+                    f.applied_revision
+                ),
+            },
+        })
     }
 }
 
@@ -210,6 +239,7 @@ pub async fn run(
     national: &National,
     size: &mut BatchSize,
     pull: Option<PullPlan<'_>>,
+    check_in: bool,
 ) -> Result<RoundSummary, UplinkError> {
     let (sent0, received0) = national.bytes();
     let info = national.connect().await?;
@@ -266,6 +296,17 @@ pub async fn run(
     if let (false, Some(zone)) = (moved.is_empty(), zone.as_deref()) {
         let skew = summary.merge_skew();
         summary.moved_away = Some(owners::follow(local, national, &moved, zone, skew).await?);
+    }
+    // Last, so the check-in counts what this round sent; a failed check-in is said, and the
+    // round still counts as done.
+    if check_in {
+        match crate::fleet::check_in(local, national, summary.clock_skew_secs).await {
+            Ok(echo) => {
+                summary.fleet = echo;
+                summary.checked_in = true;
+            }
+            Err(e) => summary.check_in_error = Some(e.to_string()),
+        }
     }
     let (sent, received) = national.bytes();
     summary.bytes_sent = sent - sent0;

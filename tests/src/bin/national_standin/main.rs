@@ -21,8 +21,9 @@
 //!   national lacks is E1084.
 //! - Bodies over 10 MB get 413 (the reference nginx's `client_max_body_size`).
 //!
-//! - Metadata, users, approvals, reserved values and program ownership as national keeps them
-//!   (`metadata.rs`, `approvals.rs`, `reserved.rs`, `ownership.rs`).
+//! - Metadata, users, approvals, reserved values, program ownership and the dataStore as
+//!   national keeps them (`metadata.rs`, `approvals.rs`, `reserved.rs`, `ownership.rs`,
+//!   `datastore.rs`).
 //!
 //! Test-only endpoints, outside `/api`: `GET /ledger` (what was applied, how many times),
 //! `POST /faults` (see [`Faults`]), `POST /admin/metadata`, `/admin/metadata/remove`,
@@ -36,6 +37,7 @@
 
 mod approvals;
 mod data;
+mod datastore;
 mod metadata;
 mod ownership;
 mod reserved;
@@ -86,6 +88,8 @@ struct Faults {
     clock_offset_secs: i64,
     /// Apply the next N ownership transfers, then cut the connection instead of answering.
     drop_transfer_answers: u32,
+    /// Refuse every dataStore write (403): the sync account lacks the namespace's sharing.
+    data_store_forbidden: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -157,6 +161,12 @@ struct Data {
     /// Ownership transfers applied, in order: `{trackedEntity, program, from, to, by}`.
     #[serde(default)]
     transfers: Vec<Value>,
+    /// The dataStore by namespace and key (see `datastore.rs`).
+    #[serde(default)]
+    data_store: BTreeMap<String, BTreeMap<String, Value>>,
+    /// dataStore writes applied, by `namespace/key`.
+    #[serde(default)]
+    data_store_writes: BTreeMap<String, u64>,
 }
 
 struct Inner {
@@ -273,6 +283,13 @@ fn router(app: App) -> Router {
         .route(
             "/api/trackedEntityAttributes/{uid}/generateAndReserve",
             get(reserved::generate_and_reserve),
+        )
+        .route("/api/dataStore/{ns}", get(datastore::keys))
+        .route(
+            "/api/dataStore/{ns}/{key}",
+            get(datastore::get_value)
+                .post(datastore::create)
+                .put(datastore::update),
         )
         .route("/api/organisationUnits/{uid}", get(metadata::org_unit))
         .route("/api/deletedObjects", get(metadata::deleted_objects))
