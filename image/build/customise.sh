@@ -105,8 +105,8 @@ done
 mkdir -p "$R/etc/clinicbox"
 render "$IMAGE_DIR/config/clinicbox.toml" "$R/etc/clinicbox/clinicbox.toml"
 
-# Every mount point and tmpfs the read-only root needs.
-mkdir -p "$R/data" "$R/efi"
+# Every mount point and tmpfs the read-only root needs (a backup stick's too).
+mkdir -p "$R/data" "$R/efi" "$R/media/clinicbox/stick"
 {
     echo "# ClinicBox: / is read-only (mounted by the kernel command line); these are the writable places."
     echo "tmpfs /tmp tmpfs mode=1777,nosuid,nodev,size=25% 0 0"

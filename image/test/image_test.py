@@ -77,6 +77,8 @@ class National:
 
 
 NATIONAL = None
+# The store recovery key shown at first setup: the field technician's printed copy.
+RECOVERY = {}
 
 
 def log(msg):
@@ -304,6 +306,24 @@ class Guest:
     def run_ok(self, command, timeout=60):
         rc, out = self.run(command, timeout)
         return rc == 0, out
+
+    # --- the QEMU monitor ----------------------------------------------------------
+    def monitor(self, command):
+        """One HMP command on the monitor socket (device hot-plug); returns what it printed."""
+        with socket.socket(socket.AF_UNIX) as m:
+            m.settimeout(10)
+            m.connect(self.mon_sock)
+            out = b""
+            while b"(qemu)" not in out:
+                out += m.recv(4096)
+            m.sendall(command.encode() + b"\n")
+            out = b""
+            try:
+                while out.count(b"(qemu)") < 1:
+                    out += m.recv(4096)
+            except socket.timeout:
+                pass
+            return out.decode("utf-8", "replace")
 
     # --- ending a boot -----------------------------------------------------------
     def wait_exit(self, timeout):
@@ -597,6 +617,130 @@ def check_uplink_push(g):
             up.get("pending") == {} and up.get("lastSuccessMs"), str(up)[:200])
 
 
+# --- backup to a USB stick, restore on a replacement ----------------------------------
+
+STICK = "/media/clinicbox/stick"
+
+
+def check_backup_button(g, work, admin):
+    """A clinic lead plugs a FAT stick in and presses "Back up now"; then pulls the stick out.
+    Returns the stick's image file (read on the host once QEMU is gone)."""
+    stick = os.path.join(work, "stick.img")
+    sh("truncate", "-s", "64M", stick)
+    sh("mkfs.vfat", "-n", "CLINICBOX", stick)
+    g.monitor(f"drive_add 0 if=none,id=stick,format=raw,file={stick}")
+    g.monitor("device_add usb-storage,id=stickdev,drive=stick,bus=xhci.0,removable=on")
+    mounted = wait_until(lambda: (lambda r: r[1] if r[0] == 0 else None)(
+        g.run(f"findmnt -no FSTYPE,OPTIONS {STICK}")), 60, 2)
+    opts = (mounted or "").split()
+    R.check("backup: a USB stick plugged in is mounted for backups only (FAT, noexec, nosuid, nodev)",
+            bool(opts) and opts[0] == "vfat" and all(o in opts[1].split(",") for o in ("noexec", "nosuid", "nodev")),
+            mounted or "not mounted")
+    origin = {"Origin": f"http://127.0.0.1:{g.port}", "Content-Type": "application/x-www-form-urlencoded"}
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{admin[0]}:{admin[1]}".encode()).decode()}
+    _, page = g.http("/admin", headers=auth)
+    R.check("backup: the admin page offers to back up to the stick", "Back up to the USB stick now" in page,
+            re.sub(r"<[^>]+>", " ", page)[-300:])
+    t = time.monotonic()
+    status, _ = g.http("/admin/backup", "POST", raw=b"", headers={**origin, **auth}, timeout=300)
+    R.figures["backup to a USB stick in QEMU s"] = round(time.monotonic() - t, 1)
+    _, page = g.http("/admin", headers=auth)
+    said = re.search(r'<p class="(ok|bad)" data-figure="backup-said">([^<]*)<', page)
+    R.check("backup: one button writes the backup and says so", status == 303 and said and said.group(1) == "ok",
+            f"HTTP {status}: {said.group(2) if said else 'nothing said'}")
+    _, listing = g.run(f"ls -l {STICK}")
+    st, body = g.http("/status.json", auth=admin)
+    last = (json.loads(body).get("backup") or {}) if st == 200 else {}
+    R.check("backup: the status page shows the last backup's time, size and stick",
+            last.get("bytes", 0) > 0 and last.get("folder") == STICK and ".backup" in listing,
+            f"{last}; {listing[-200:]}")
+    g.monitor("device_del stickdev")
+    gone = wait_until(lambda: g.run(f"findmnt {STICK}")[0] != 0, 60, 2)
+    R.check("backup: the stick pulled out is unmounted", gone)
+    return stick
+
+
+def box_identity(g, admin):
+    """What a tablet and the technician know the box by."""
+    _, info = g.http("/api/system/info", auth=admin)
+    _, status = g.http("/status.json", auth=admin)
+    try:
+        i, s = json.loads(info), json.loads(status)
+    except ValueError:
+        return {}
+    return {"systemId": i.get("systemId"), "box": s.get("info", {}).get("box_id"),
+            "certificate": (s.get("certificate") or {}).get("sha256")}
+
+
+def multipart(fields, files):
+    boundary = "clinicbox-image-test-boundary"
+    body = b""
+    for name, value in fields.items():
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").encode()
+    for name, (filename, data) in files.items():
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\n"
+                 "Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def check_restore_on_replacement(image, work, stick, api, acked, before, boot_timeout):
+    """A field technician brings a new box (a fresh copy of the image), and restores the old
+    box's backup on its first-setup page with the printed recovery key."""
+    names = sh("mdir", "-b", "-i", stick, "::/").split()
+    backups = sorted(n for n in names if n.endswith(".backup") or n.endswith(".BACKUP"))
+    local = os.path.join(work, "old-box.backup")
+    if backups:
+        sh("mcopy", "-n", "-i", stick, backups[-1], local)
+    size = os.path.getsize(local) if backups else 0
+    # A clinic lead pulls the stick out as soon as the page says "Backed up": the whole file
+    # must be on it by then, not only its name.
+    R.check("backup: the whole file is on the stick pulled out right after the button", size > 0,
+            f"{names}: {size} bytes")
+    if not size or not RECOVERY.get("store"):
+        return
+    work2 = os.path.join(work, "replacement")
+    os.makedirs(work2, exist_ok=True)
+    disk = os.path.join(work2, "disk.img")
+    sh("cp", "--sparse=always", image, disk)
+    inject_agent(disk)
+    sh("truncate", "-s", "+1G", disk)
+    shutil.copy(OVMF_VARS, os.path.join(work2, "vars.fd"))
+    g = Guest(work2, disk, free_port(), 4)
+    g.start()
+    try:
+        if not check_boot_ready(g, "replacement's first boot", boot_timeout):
+            return
+        _, page = g.http("/setup")
+        R.check("replacement: the first-setup page offers a restore beside setting up", 'data-figure="restore-form"' in page)
+        body, ctype = multipart({"key": RECOVERY["store"]}, {"backup": ("old-box.backup", open(local, "rb").read())})
+        t = time.monotonic()
+        status, page = g.http("/setup/restore", "POST", raw=body, timeout=600,
+                              headers={"Origin": f"http://127.0.0.1:{g.port}", "Content-Type": ctype})
+        restored = status == 200 and 'data-figure="restored"' in page
+        R.check("replacement: the backup restores with the old box's printed recovery key", restored,
+                f"HTTP {status}: {re.sub(r'<[^>]+>', ' ', page)[-300:]}")
+        if not restored:
+            return
+        back = wait_until(lambda: g.http("/api/me", auth=api.auth)[0] == 200, 240, 3)
+        R.figures["restore on the first-setup page, to the old admin logging in s"] = round(time.monotonic() - t, 1)
+        R.check("replacement: serve restarts on the restored data; the old box's admin logs in", back)
+        after = box_identity(g, api.auth)
+        R.check("replacement: same system id, box name and certificate as the old box (tablets keep their URL)",
+                after == before and before.get("certificate"), f"{before} -> {after}")
+        miss = missing_records(g, api, acked)
+        R.check("replacement: every record the old box acknowledged before its backup is there",
+                not miss and acked, f"{len(acked)} checked, missing {miss[:10]}")
+        st, te = g.http("/api/tracker/trackedEntities/teImgTest01?program=cbPrgOpd001&fields=trackedEntity,enrollments",
+                        auth=("android", "Android123"))
+        R.check("replacement: a tablet downloads the clinic's patient", st == 200 and "enImgTest01" in te, f"HTTP {st}: {te[:200]}")
+        st, body = g.http("/status.json", auth=api.auth)
+        up = json.loads(body).get("uplink", {}) if st == 200 else {}
+        R.check("replacement: nothing the old box sent waits to be sent again", up.get("pending") == {}, str(up)[:200])
+        g.poweroff()
+    finally:
+        g.cleanup()
+
+
 # --- first setup, as a person does it on the status page -------------------------------
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -625,6 +769,7 @@ def first_setup(g, user, password):
         return False
     luks = next((k for label, k in keys.items() if label.startswith("Data partition")), None)
     store = next((k for label, k in keys.items() if label.startswith("Store")), None)
+    RECOVERY["store"] = store
     R.check("setup: both recovery keys shown once (store; LUKS2 from systemd-cryptenroll)", bool(luks and store),
             f"{sorted(keys)}")
     if luks:
@@ -753,6 +898,7 @@ def main():
     port = free_port()
     api = None
     acked_clean = []
+    stick, identity = None, {}
     global NATIONAL
     standin = os.environ.get("CLINICBOX_NATIONAL_STANDIN", "")
     if standin and os.path.isfile(standin) and shutil.which("socat"):
@@ -834,9 +980,16 @@ def main():
             R.check("no failed units after the power cut", failed.strip() == "", failed.replace("\n", " | "))
             if api:
                 check_uplink_push(g)
+                identity = box_identity(g, api.auth)
+                stick = check_backup_button(g, work, api.auth)
         g.poweroff()
     finally:
         g.cleanup()
+
+    # ---------------- boot 4: a replacement box restored from the stick ----------------
+    if stick:
+        acked = acked_clean + (writer.acked if writer else [])
+        check_restore_on_replacement(args.image, work, stick, api, acked, identity, args.boot_timeout)
 
     if NATIONAL:
         NATIONAL.stop()

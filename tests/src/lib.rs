@@ -3,6 +3,7 @@
 //! sleeping, reads the URL the daemon prints, and on stop checks what every test must respect:
 //! exit 0 on SIGTERM and no panic in the log.
 
+pub mod browser;
 pub mod clinic;
 pub mod link;
 pub mod national;
@@ -17,6 +18,45 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Whether `test` can run: every tool in `tools` on the PATH (and root when `root`). When not,
+/// it is skipped: said on the output and added to the list `./build.sh test` prints with its
+/// summary ([`skipped`]). In CI (`CI=true`) a missing tool fails the test instead: CI installs
+/// them (`.ci/run`).
+pub fn prerequisites(test: &str, tools: &[&str], root: bool) -> bool {
+    let on_path = |tool: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+    };
+    let mut missing: Vec<&str> = tools.iter().copied().filter(|t| !on_path(t)).collect();
+    if root && !nix::unistd::Uid::effective().is_root() {
+        missing.insert(0, "root");
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("{test} needs {}", missing.join(", "));
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{why} (CI must install them: .ci/run)"
+    );
+    skipped(&why);
+    false
+}
+
+/// Says a test was skipped and why, on its output and in the file `./build.sh test` names in
+/// `CLINICBOX_TEST_SKIPS` (its summary lists them: a skip is not a pass).
+pub fn skipped(why: &str) {
+    println!("SKIPPED: {why}");
+    if let Some(path) = std::env::var_os("CLINICBOX_TEST_SKIPS") {
+        let line = format!("{why}\n");
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+    }
+}
 
 /// Names the `clinicbox` binary for this process (a benchmark that is not a test executable).
 pub fn set_binary(path: PathBuf) {

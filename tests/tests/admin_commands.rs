@@ -44,6 +44,27 @@ fn a_demo_store_opens_for_admin_commands_by_its_data_directory_and_a_held_store_
     };
     assert_eq!(login("Changed-Pass-2026"), 200);
     assert_eq!(login("Android123"), 401);
+    // The change is in the box's audit trail, as made on the command line.
+    let status = clinicbox_tests::http_request(
+        again.url().trim_start_matches("http://"),
+        "GET",
+        "/status.json",
+        &[(
+            "Authorization",
+            &clinicbox_tests::clinic::basic("admin", "district"),
+        )],
+        b"",
+    )
+    .json();
+    let newest = &status["audit"][0];
+    assert!(
+        newest["who"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("command line (")),
+        "{status}"
+    );
+    assert_eq!(newest["action"], "password reset");
+    assert_eq!(newest["detail"], "android");
     drop(again);
     // Elsewhere, a store with no way configured to unlock it says what to set.
     let (st, _, err) = run_admin(
@@ -76,5 +97,37 @@ fn a_second_box_on_a_port_in_use_says_so_before_it_writes_anything() {
     assert!(
         !data.exists(),
         "a store was made before the port was checked"
+    );
+}
+
+#[test]
+fn a_refused_file_names_the_user_that_was_refused() {
+    if !clinicbox_tests::prerequisites("permission errors", &["setpriv"], true) {
+        return;
+    }
+    let b = BoxBuilder::demo().start();
+    let dir = b.kill();
+    let data = dir.path().join("data");
+    // The demo's data belongs to root, mode 0700: user `nobody` may not read it.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod");
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(clinicbox_tests::binary())
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["user", "list"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("permission denied to user nobody"), "{err}");
+    assert!(
+        err.contains(&data.display().to_string()),
+        "names the file: {err}"
     );
 }

@@ -344,7 +344,7 @@ fn a_full_stick_is_said_in_words_and_leaves_no_partial_file() {
         .status()
         .is_ok_and(|st| st.success());
     if !mounted {
-        eprintln!("SKIPPED: mounting a small tmpfs as a full stick needs root");
+        clinicbox_tests::skipped("a full stick (a small tmpfs mounted) needs root");
         return;
     }
     let b = BoxBuilder::demo().start();

@@ -30,38 +30,22 @@ const INSTANCE: &str = "Kisumu Health Centre [box-0042]";
 
 /// True when the test can run; prints `SKIPPED` (or panics in CI) otherwise.
 fn prerequisites(test: &str) -> bool {
-    let mut missing = Vec::new();
-    if !nix::unistd::Uid::effective().is_root() {
-        missing.push("root".to_owned());
-    }
-    for tool in [
-        "ip",
-        "avahi-daemon",
-        "avahi-browse",
-        "avahi-resolve",
-        "avahi-publish",
-        "dbus-daemon",
-        "dig",
-        "openssl",
-        "unshare",
-        "ss",
-    ] {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
-        if !found {
-            missing.push(tool.to_owned());
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("{test} needs {}", missing.join(", "));
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{why} (CI must install them: .ci/run)"
-    );
-    println!("SKIPPED: {why}");
-    false
+    clinicbox_tests::prerequisites(
+        test,
+        &[
+            "ip",
+            "avahi-daemon",
+            "avahi-browse",
+            "avahi-resolve",
+            "avahi-publish",
+            "dbus-daemon",
+            "dig",
+            "openssl",
+            "unshare",
+            "ss",
+        ],
+        true,
+    )
 }
 
 fn run(cmd: &mut Command) -> Output {

@@ -324,6 +324,45 @@ fn a_new_box_is_claimed_given_its_keys_and_loaded_through_the_status_page() {
         200
     );
 
+    // Who did what is on the admin page, newest first; refused attempts left nothing there.
+    let (_, status) = get(&b, "/status.json", Some(&admin));
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status.json");
+    let trail: Vec<(String, String, String)> = status["audit"]
+        .as_array()
+        .expect("audit trail")
+        .iter()
+        .map(|e| {
+            let f = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (f("who"), f("action"), f("detail"))
+        })
+        .collect();
+    let expected = [
+        (ADMIN, "password reset", "amina.w"),
+        (ADMIN, "tablet user added", "amina.w"),
+        (ADMIN, "metadata package imported", ""),
+        (
+            ADMIN,
+            "recovery keys",
+            "confirmed written down; deleted from the box",
+        ),
+        (ADMIN, "box set up", ""),
+    ];
+    assert_eq!(trail.len(), expected.len(), "{trail:?}");
+    for ((who, action, detail), (w, a, d)) in trail.iter().zip(expected) {
+        assert_eq!((who.as_str(), action.as_str()), (w, a), "{trail:?}");
+        assert!(detail.contains(d), "{trail:?}");
+    }
+    let (_, anonymous) = get(&b, "/status.json", None);
+    assert!(
+        anonymous.contains("\"audit\":[]"),
+        "the trail is for admins only"
+    );
+    let (_, page) = get(&b, "/admin", Some(&admin));
+    assert!(
+        page.contains("Recent changes") && page.contains("tablet user added"),
+        "{page}"
+    );
+
     // All of it survives a restart.
     b.stop();
     let b = start(&data);

@@ -10,27 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clinicbox_tests::{BoxBuilder, RunningBox, run_admin};
-
-fn have(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-}
+use serde_json::json;
 
 fn prerequisites(test: &str) -> bool {
-    let missing: Vec<&str> = ["chromium", "zbarimg"]
-        .into_iter()
-        .filter(|t| !have(t))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("{test} needs {}", missing.join(", "));
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{why} (CI must install them: .ci/run)"
-    );
-    println!("SKIPPED: {why}");
-    false
+    clinicbox_tests::prerequisites(test, &["chromium", "zbarimg"], false)
 }
 
 /// `target/test-artifacts/`, next to the test executables' profile directory.
@@ -324,6 +307,69 @@ fn the_status_page_shows_a_scannable_url_and_the_daemons_figures_on_a_tablet() {
         200
     );
 
+    b.stop();
+}
+
+/// What the layout measures, from outside the page (it runs no script of its own): the page's
+/// width against the screen's, the sections and tables wider than their box, how many lines the
+/// server URL takes, and the words on the page.
+const MEASURE: &str = r#"
+const over = [...document.querySelectorAll('section, table, dl, .url, li')]
+  .filter(e => e.scrollWidth > e.clientWidth + 1)
+  .map(e => ((e.querySelector('h2') || e).textContent || e.tagName).trim().slice(0, 60));
+const url = document.querySelector('[data-figure="capture-url"]');
+let urlLines = 0;
+if (url) {
+  const r = document.createRange();
+  r.selectNodeContents(url);
+  const rects = [...r.getClientRects()].filter(x => x.width > 0 && x.height > 0);
+  urlLines = new Set(rects.map(x => Math.round(x.top))).size;
+  window.__rects = rects.map(x => [x.top, x.left, x.width, x.height]);
+}
+return {page: document.documentElement.scrollWidth, screen: window.innerWidth,
+        over: over, urlLines: urlLines, rects: window.__rects || [], text: document.body.innerText};
+"#;
+
+#[test]
+fn the_status_admin_and_setup_pages_fit_a_phone_and_a_desktop() {
+    use clinicbox_tests::browser::{Browser, Screen};
+    if !clinicbox_tests::prerequisites("page layout", &["chromium", "chromedriver"], false) {
+        return;
+    }
+    let b = BoxBuilder::demo().start();
+    sync_like_a_tablet(&b);
+    let admin_url = b.url().replacen("http://", "http://admin:district@", 1);
+    for screen in [Screen::Phone, Screen::Desktop] {
+        let browser = Browser::start(screen);
+        for (name, url) in [
+            ("status", format!("{}/", b.url())),
+            ("admin", format!("{admin_url}/admin")),
+            ("setup", format!("{admin_url}/setup")),
+        ] {
+            browser.open(&url);
+            let m = browser.eval(MEASURE);
+            let what = format!("{name} page on a {screen:?}");
+            assert!(
+                m["page"].as_u64() <= m["screen"].as_u64(),
+                "{what} is wider than the screen: {m}"
+            );
+            assert_eq!(m["over"], json!([]), "{what}: these run past their edge");
+            let text = m["text"].as_str().unwrap_or_default();
+            assert!(text.len() > 200, "{what} did not render: {text}");
+            for internal in [
+                "completeDataSetRegistrations",
+                "dataValueAudit",
+                "trackerJobs",
+                "Box identity",
+                "Metadata revision",
+            ] {
+                assert!(!text.contains(internal), "{what} says {internal}");
+            }
+            if name == "status" {
+                assert_eq!(m["urlLines"], 1, "{what}: the server URL breaks: {m}");
+            }
+        }
+    }
     b.stop();
 }
 

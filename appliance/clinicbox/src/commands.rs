@@ -103,6 +103,17 @@ impl MetadataCommand {
 }
 
 /// Runs a user command; returns what to print. `password` asks for a password (label given).
+/// A technician's change from the command line, in the box's audit trail (who: the login
+/// that ran the command, as far as the environment says).
+async fn audit(state: &ApiState, action: &str, detail: &str) {
+    let login = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    let who = format!("command line ({login})");
+    let entry = clinicbox_web::audit::AuditEntry::new(&who, action, detail);
+    clinicbox_web::audit::record(state.store(), entry).await;
+}
+
 pub async fn run_user(
     state: &ApiState,
     cmd: UserCommand,
@@ -132,21 +143,22 @@ pub async fn run_user(
                 superuser,
             };
             let uid = admin::add_user(svc, &new).await?;
+            audit(state, "user added", &username).await;
             Ok(format!("added user {username} ({uid})"))
         }
         UserCommand::Passwd { username, .. } => {
             let p = ask(&format!("New password for {username}"))?;
             admin::set_password(svc, &username, &p).await?;
+            audit(state, "password reset", &username).await;
             Ok(format!("password of {username} changed"))
         }
         UserCommand::Disable {
             username, enable, ..
         } => {
             admin::set_disabled(svc, &username, !enable).await?;
-            Ok(format!(
-                "{username} {}",
-                if enable { "enabled" } else { "disabled" }
-            ))
+            let done = if enable { "enabled" } else { "disabled" };
+            audit(state, &format!("user {done}"), &username).await;
+            Ok(format!("{username} {done}"))
         }
         UserCommand::List { json, .. } => {
             let users = admin::list_users(svc)?;
@@ -201,6 +213,13 @@ pub async fn run_metadata(state: &ApiState, cmd: MetadataCommand) -> Result<Stri
             if report.status == clinicbox_dhis2::ImportStatus::Ok || !params.atomic {
                 if dry_run {
                     out.push_str("\n(dry run: nothing written)");
+                } else {
+                    audit(
+                        state,
+                        "metadata package imported",
+                        &admin::summarize(&report),
+                    )
+                    .await;
                 }
                 Ok(out)
             } else {

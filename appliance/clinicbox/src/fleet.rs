@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use clinicbox_control::fleet::{
-    Backup, CheckIn, ConfigEcho, Disk, MAX_TEXT_CHARS, Power, RemoteConfig, RemoteSettings,
+    Backup, CheckIn, ConfigEcho, Disk, MAX_STALE_LISTED, MAX_TEXT_CHARS, Power, RemoteConfig,
+    RemoteSettings, StaleTablet,
 };
 use clinicbox_statuspage::StatusState;
 use clinicbox_store::{Collection, Store, StoreError};
@@ -70,7 +71,16 @@ impl Fleet {
     /// The box as the status page sees it, in figures only.
     pub fn check_in(&self) -> CheckIn {
         let s = self.status.snapshot();
-        let stale_ms = u64::from(s.stale_tablet_days) * 86_400_000;
+        let stale_all = s.stale_tablets();
+        let tablets_stale = stale_all.len() as u64;
+        let stale: Vec<StaleTablet> = stale_all
+            .into_iter()
+            .take(MAX_STALE_LISTED)
+            .map(|t| StaleTablet {
+                device: clip(&t.device),
+                last_seen_ms: t.last_seen_ms,
+            })
+            .collect();
         let uplink = s.uplink.unwrap_or_default();
         let (booted_at_ms, uptime_secs) = machine_uptime(s.now_ms).unwrap_or((None, s.uptime_secs));
         CheckIn {
@@ -92,11 +102,8 @@ impl Fleet {
             certificate_expires_ms: s.certificate.as_ref().map(|c| c.not_after * 1000),
             certificate_problem: s.certificate.and_then(|c| c.problem),
             tablets_seen: s.tablets.len() as u64,
-            tablets_stale: s
-                .tablets
-                .iter()
-                .filter(|t| s.now_ms.saturating_sub(t.last_seen_ms) > stale_ms)
-                .count() as u64,
+            tablets_stale,
+            stale_tablets: stale,
             last_backup: s.backup.flatten().map(|b| Backup {
                 at_ms: b.at_ms,
                 bytes: b.bytes,
@@ -107,18 +114,22 @@ impl Fleet {
     }
 
     /// Applies a remote configuration national holds for this box, once per revision, only if
-    /// every part of it is valid; says what the box did.
+    /// every part of it is valid; says what the box did. Read, decided and written in one
+    /// transaction, so two rounds at once apply and audit a revision once.
     pub async fn apply(&self, raw: Value) -> Result<ConfigEcho, StoreError> {
-        let mut now = echo(&self.store)?.unwrap_or_default();
-        let revision = raw.get("revision").and_then(Value::as_u64).unwrap_or(0);
-        if revision <= now.applied_revision || now.refused_revision == Some(revision) {
-            return Ok(now); // already applied, older, or already refused
-        }
-        let verdict = judge(raw);
-        let entry = record(&verdict, revision, &mut now);
         let stored = self
             .store
             .write(move |ctx| {
+                let mut now: ConfigEcho = ctx
+                    .get(ECHO.0, ECHO.1)?
+                    .and_then(|r| r.json().ok())
+                    .unwrap_or_default();
+                let revision = raw.get("revision").and_then(Value::as_u64).unwrap_or(0);
+                if revision <= now.applied_revision || now.refused_revision == Some(revision) {
+                    return Ok(now); // already applied, older, or already refused
+                }
+                let verdict = judge(raw);
+                let entry = record(&verdict, revision, &mut now);
                 if verdict.is_ok() {
                     now.applied_at_ms = Some(ctx.now_ms());
                 }

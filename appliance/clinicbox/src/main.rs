@@ -115,6 +115,29 @@ struct UplinkArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    run().map_err(permission_hint)
+}
+
+/// A refused file says who was refused: the user the command ran as is half of the fix.
+fn permission_hint(e: anyhow::Error) -> anyhow::Error {
+    let denied = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    });
+    if !denied {
+        return e;
+    }
+    let uid = nix::unistd::Uid::effective();
+    let name = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name);
+    e.context(format!(
+        "permission denied to user {name}: run the command as the user that owns the files below (on the image: `sudo -u clinicbox clinicbox …`), or give that user access"
+    ))
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg = Config::load(cli.config.as_deref())?;
     clinicbox::logging::init(&cfg.log.filter);

@@ -210,7 +210,9 @@ fn admin_check(api: clinicbox_api::ApiState) -> AdminCheck {
             let (mut parts, ()) = req.into_parts();
             clinicbox_api::AuthUser::from_request_parts(&mut parts, &api)
                 .await
-                .is_ok_and(|u| u.is_admin())
+                .ok()
+                .filter(|u| u.is_admin())
+                .map(|u| u.username.clone())
         })
     })
 }

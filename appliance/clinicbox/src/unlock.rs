@@ -90,8 +90,16 @@ impl UnlockArgs {
         let nothing_configured =
             cfg.credential.is_none() && cfg.key_file.is_none() && cfg.pin_file.is_none();
         let flags = self.unlock_key_file.is_some() || self.unlock_pin || self.unlock_recovery;
-        if nothing_configured && !flags && demo_key.is_file() {
-            return Ok(Unlock::key_file(&demo_key));
+        if nothing_configured && !flags {
+            // `is_file` would call a folder we may not read "no demo here".
+            match std::fs::metadata(&demo_key) {
+                Ok(m) if m.is_file() => return Ok(Unlock::key_file(&demo_key)),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("cannot look into {}", data_dir.display())));
+                }
+                _ => {}
+            }
         }
         self.resolve(cfg)
     }

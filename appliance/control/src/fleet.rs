@@ -62,9 +62,13 @@ pub struct CheckIn {
     pub certificate_expires_ms: Option<i64>,
     #[serde(default)]
     pub certificate_problem: Option<String>,
-    /// Tablets seen on the LAN, and how many of them have not been seen for a while.
+    /// Tablets seen on the LAN, and how many of them have not synced for the box's stale days.
     pub tablets_seen: u64,
     pub tablets_stale: u64,
+    /// Those stale tablets (at most [`MAX_STALE_LISTED`], longest silent first): what is only
+    /// on them is the one copy nobody protects. Device and time only, no account.
+    #[serde(default)]
+    pub stale_tablets: Vec<StaleTablet>,
     #[serde(default)]
     pub last_backup: Option<Backup>,
     /// The last remote configuration the box read, and what it did with it.
@@ -72,6 +76,18 @@ pub struct CheckIn {
     pub remote_config: Option<ConfigEcho>,
     /// When the box wrote this (its clock).
     pub checked_in_at_ms: u64,
+}
+
+/// The most stale tablets one check-in lists.
+pub const MAX_STALE_LISTED: usize = 20;
+
+/// A tablet that has not synced for a while.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StaleTablet {
+    /// The app and device, as its requests named them.
+    pub device: String,
+    pub last_seen_ms: u64,
 }
 
 /// The data partition's room.

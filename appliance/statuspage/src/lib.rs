@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{ConnectInfo, Form, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, Extension, Form, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
@@ -207,12 +207,17 @@ impl UplinkView {
 /// A value the daemon computes when the page is rendered.
 pub type Source<T> = Arc<dyn Fn() -> T + Send + Sync>;
 
-/// Checks the request's credentials against the DHIS2 users: true for an admin.
+/// Checks the request's credentials against the DHIS2 users: the admin's username, for an
+/// admin.
 pub type AdminCheck = Arc<
-    dyn Fn(HeaderMap, Option<SocketAddr>) -> Pin<Box<dyn Future<Output = bool> + Send>>
+    dyn Fn(HeaderMap, Option<SocketAddr>) -> Pin<Box<dyn Future<Output = Option<String>> + Send>>
         + Send
         + Sync,
 >;
+
+/// The admin a request under the admin gate was checked to be (a request extension).
+#[derive(Debug, Clone)]
+pub(crate) struct Admin(pub String);
 
 /// Everything the page reads. Built once by the daemon; cheap to clone.
 #[derive(Clone)]
@@ -425,6 +430,22 @@ pub struct Snapshot {
     pub stale_tablet_days: u32,
     pub requests: u64,
     pub errors: u64,
+}
+
+impl Snapshot {
+    /// Whether tablet `t` has not synced for longer than `stale_tablet_days`.
+    pub fn is_stale(&self, t: &TabletSeen) -> bool {
+        let stale_ms = u64::from(self.stale_tablet_days) * 86_400_000;
+        self.now_ms.saturating_sub(t.last_seen_ms) > stale_ms
+    }
+
+    /// The tablets that have not synced for longer than `stale_tablet_days`, longest first.
+    pub fn stale_tablets(&self) -> Vec<&TabletSeen> {
+        let mut stale: Vec<&TabletSeen> =
+            self.tablets.iter().filter(|t| self.is_stale(t)).collect();
+        stale.sort_by_key(|t| t.last_seen_ms);
+        stale
+    }
 }
 
 fn now_ms() -> u64 {
@@ -699,9 +720,24 @@ fn uplink_metrics(out: &mut String, u: &UplinkView) {
 }
 
 async fn is_admin(state: &StatusState, headers: &HeaderMap, addr: SocketAddr) -> bool {
+    admin_name(state, headers, addr).await.is_some()
+}
+
+async fn admin_name(state: &StatusState, headers: &HeaderMap, addr: SocketAddr) -> Option<String> {
     match &state.inner.admin {
         Some(check) => check(headers.clone(), Some(addr)).await,
-        None => false,
+        None => None,
+    }
+}
+
+impl StatusState {
+    /// Adds a change made through the page to the box's audit trail.
+    pub(crate) async fn audit(&self, who: &str, action: &str, detail: &str) {
+        let Some(store) = &self.inner.store else {
+            return;
+        };
+        let entry = clinicbox_web::audit::AuditEntry::new(who, action, detail);
+        clinicbox_web::audit::record(store, entry).await;
     }
 }
 
@@ -766,30 +802,50 @@ pub(crate) async fn admin_gate(
     req: Request,
     next: Next,
 ) -> Response {
-    if !is_admin(&state, req.headers(), addr).await {
+    let Some(name) = admin_name(&state, req.headers(), addr).await else {
         return challenge();
-    }
+    };
     if !same_origin(req.headers()) {
         return setup::cross_site();
     }
+    let mut req = req;
+    req.extensions_mut().insert(Admin(name));
     next.run(req).await
 }
 
-async fn forget_tablet(State(state): State<StatusState>, Form(form): Form<ForgetForm>) -> Response {
+async fn forget_tablet(
+    State(state): State<StatusState>,
+    Extension(Admin(who)): Extension<Admin>,
+    Form(form): Form<ForgetForm>,
+) -> Response {
     state.inner.tablets.forget(&form.username, &form.device);
     state.inner.tablets.flush();
+    let detail = format!("{} on {}", form.username, form.device);
+    state.audit(&who, "tablet forgotten", &detail).await;
     redirect_admin()
 }
 
-async fn recheck_certificate(State(state): State<StatusState>) -> Response {
+async fn recheck_certificate(
+    State(state): State<StatusState>,
+    Extension(Admin(who)): Extension<Admin>,
+) -> Response {
     if let Some(recheck) = &state.inner.recheck_certificate {
-        recheck();
+        let changed = recheck();
+        let detail = if changed {
+            "a new certificate is served"
+        } else {
+            "no change"
+        };
+        state.audit(&who, "certificate re-checked", detail).await;
     }
     redirect_admin()
 }
 
 /// Backs the box up to the plugged-in stick now; the admin page then says how it went.
-async fn backup_now(State(state): State<StatusState>) -> Response {
+async fn backup_now(
+    State(state): State<StatusState>,
+    Extension(Admin(who)): Extension<Admin>,
+) -> Response {
     let Some(b) = state.inner.backup_now.clone() else {
         return redirect_admin();
     };
@@ -798,6 +854,12 @@ async fn backup_now(State(state): State<StatusState>) -> Response {
         Ok(Err(e)) => (false, e),
         Err(e) => (false, format!("the backup stopped: {e}")),
     };
+    let action = if said.0 {
+        "backup written"
+    } else {
+        "backup failed"
+    };
+    state.audit(&who, action, &said.1).await;
     *state
         .inner
         .backup_said
@@ -908,12 +970,36 @@ mod tests {
         assert!(text.contains("method=\"OTHER\""), "{text}");
     }
 
+    #[test]
+    fn tablets_not_synced_for_days_are_said_at_the_top_of_the_page() {
+        let s = state(MetricsAccess::Localhost, None);
+        s.tablets().record("nurse1", None, None, 1);
+        s.tablets().record("nurse2", None, None, now_ms());
+        let page = page::render(&s.snapshot());
+        let banner = page
+            .split("data-figure=\"stale-tablets\">")
+            .nth(1)
+            .expect("the stale tablets said in words");
+        assert!(
+            banner.starts_with("1 tablet has not synced for 3 days: nurse1 ("),
+            "{banner}"
+        );
+        let banner = banner.split("</p>").next().unwrap_or_default();
+        assert!(!banner.contains("nurse2"), "{banner}");
+        let said = page.find("stale-tablets").unwrap_or(usize::MAX);
+        let connect = page.find("Connect a tablet").unwrap_or(0);
+        assert!(said < connect, "said before anything else");
+        s.tablets().record("nurse1", None, None, now_ms());
+        assert!(!page::render(&s.snapshot()).contains("stale-tablets"));
+    }
+
     #[tokio::test]
     async fn metrics_for_admins_asks_for_login() {
         let check: AdminCheck = Arc::new(|h: HeaderMap, _| {
             Box::pin(async move {
                 h.get(header::AUTHORIZATION)
                     .is_some_and(|v| v == "Basic YWRtaW46ZGlzdHJpY3Q=")
+                    .then(|| "admin".to_string())
             })
         });
         let s = state(MetricsAccess::Admin, Some(check));
@@ -939,7 +1025,8 @@ mod tests {
         let check: AdminCheck = Arc::new(|h: HeaderMap, _| {
             Box::pin(async move {
                 h.get(header::AUTHORIZATION)
-                    .is_some_and(|v| v == "Basic YWRtaW46ZGlzdHJpY3Q=") // admin:district
+                    .is_some_and(|v| v == "Basic YWRtaW46ZGlzdHJpY3Q=")
+                    .then(|| "admin".to_string()) // admin:district
             })
         });
         let s = state(MetricsAccess::Localhost, Some(check));
@@ -986,7 +1073,10 @@ mod tests {
     #[tokio::test]
     async fn admin_forms_are_not_read_before_the_login_is_checked() {
         let check: AdminCheck = Arc::new(|h: HeaderMap, _| {
-            Box::pin(async move { h.contains_key(header::AUTHORIZATION) })
+            Box::pin(async move {
+                h.contains_key(header::AUTHORIZATION)
+                    .then(|| "admin".to_string())
+            })
         });
         let s = state(MetricsAccess::Localhost, Some(check));
         for uri in [
@@ -1013,7 +1103,10 @@ mod tests {
     #[tokio::test]
     async fn admin_actions_need_login_and_same_origin() {
         let check: AdminCheck = Arc::new(|h: HeaderMap, _| {
-            Box::pin(async move { h.contains_key(header::AUTHORIZATION) })
+            Box::pin(async move {
+                h.contains_key(header::AUTHORIZATION)
+                    .then(|| "admin".to_string())
+            })
         });
         let s = state(MetricsAccess::Localhost, Some(check));
         s.tablets().record("nurse1", None, None, 1);

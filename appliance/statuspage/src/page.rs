@@ -60,7 +60,7 @@ section h2{margin:0 0 10px;font-size:1.15em;color:#135e8c}
 .connect{grid-column:1/-1;display:flex;flex-wrap:wrap;gap:18px;align-items:center}
 .connect .qr{background:#fff;padding:6px;border:1px solid #d6dde3;border-radius:8px;line-height:0}
 .connect .qr svg{width:232px;height:232px}
-.url{font:700 1.5em/1.2 ui-monospace,Menlo,Consolas,monospace;word-break:break-all;background:#f4f8fb;border:2px solid #135e8c;border-radius:8px;padding:10px 12px;margin:8px 0;display:inline-block}
+.url{font:700 min(1.5em,4.5vw)/1.2 ui-monospace,Menlo,Consolas,monospace;white-space:nowrap;max-width:100%;overflow-x:auto;box-sizing:border-box;background:#f4f8fb;border:2px solid #135e8c;border-radius:8px;padding:10px 12px;margin:8px 0;display:inline-block}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:6px 4px;border-bottom:1px solid #e3e8ec;vertical-align:top}
 th{font-weight:600;color:#4a5a68}
@@ -80,6 +80,7 @@ input,select{font:inherit;padding:6px 8px;width:100%;max-width:420px;border:1px 
 td form input{max-width:160px;margin:2px 0}
 input[type=file]{border:0;padding:0}
 a.action{display:inline-block;font-weight:600;padding:8px 16px;border-radius:6px;background:#135e8c;color:#fff;text-decoration:none}
+@media (max-width:600px){table.stack,table.stack tbody,table.stack tr,table.stack td{display:block}table.stack tr:first-child{display:none}table.stack tr{border-bottom:1px solid #e3e8ec;padding:6px 0}table.stack td{border:0;padding:2px 0}table.stack td form input{max-width:100%}}
 code.key{font:700 1.15em/1.3 ui-monospace,Menlo,Consolas,monospace;word-break:break-all;background:#fff8e6;border:2px solid #8a4b00;border-radius:6px;padding:6px 8px;display:inline-block}
 "#;
 
@@ -165,6 +166,40 @@ fn collection_label(c: &str) -> Option<&'static str> {
     })
 }
 
+/// Tablets that have not synced for a while, said in words at the top: what is only on a
+/// tablet is the one copy the box cannot protect.
+fn stale_tablets_banner(o: &mut String, s: &Snapshot) {
+    let stale = s.stale_tablets();
+    if stale.is_empty() {
+        return;
+    }
+    let names: Vec<String> = stale
+        .iter()
+        .map(|t| {
+            format!(
+                "{} ({}, {})",
+                t.username,
+                t.device,
+                ago(s.now_ms, t.last_seen_ms)
+            )
+        })
+        .collect();
+    let _ = write!(
+        o,
+        "<section><p class=\"warn\" data-figure=\"stale-tablets\">{} {} not synced for {} days: {}. \
+         What is recorded only on a tablet is not kept safe by the box: sync {} soon.</p></section>",
+        stale.len(),
+        if stale.len() == 1 {
+            "tablet has"
+        } else {
+            "tablets have"
+        },
+        s.stale_tablet_days,
+        esc(&names.join("; ")),
+        if stale.len() == 1 { "it" } else { "them" },
+    );
+}
+
 pub fn render(s: &Snapshot) -> String {
     let mut o = String::with_capacity(16 * 1024);
     let title = if s.info.clinic_name.is_empty() {
@@ -183,6 +218,7 @@ pub fn render(s: &Snapshot) -> String {
     if let Some(setup) = &s.setup {
         crate::setup::render_todo(&mut o, setup);
     }
+    stale_tablets_banner(&mut o, s);
 
     // Connect a tablet.
     let _ = write!(
@@ -314,9 +350,8 @@ pub fn render(s: &Snapshot) -> String {
         o.push_str("<p>No tablet has synced with this box yet.</p>");
     } else {
         o.push_str("<table><tr><th>User</th><th>App / device</th><th>Last sync</th></tr>");
-        let stale_ms = u64::from(s.stale_tablet_days) * 86_400_000;
         for t in &s.tablets {
-            let stale = s.now_ms.saturating_sub(t.last_seen_ms) > stale_ms;
+            let stale = s.is_stale(t);
             let _ = write!(
                 o,
                 "<tr data-figure=\"tablet\"><td data-figure=\"tablet-user\">{}</td><td>{}{}</td><td{}>{}</td></tr>",

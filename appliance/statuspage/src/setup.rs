@@ -19,14 +19,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Multipart, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, Form, Multipart, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use crate::page::{esc, head};
-use crate::{StatusState, challenge, is_admin, same_origin};
+use crate::{Admin, StatusState, challenge, is_admin, same_origin};
 
 /// A boxed future, so that [`SetupActions`] can be a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -273,7 +273,11 @@ async fn setup_page(
 }
 
 /// `POST /setup/users` (admin): a new tablet user.
-async fn add_user(State(state): State<StatusState>, Form(user): Form<NewTabletUser>) -> Response {
+async fn add_user(
+    State(state): State<StatusState>,
+    Extension(Admin(who)): Extension<Admin>,
+    Form(user): Form<NewTabletUser>,
+) -> Response {
     let setup = match admin_form(&state) {
         Ok(s) => s,
         Err(refusal) => return *refusal,
@@ -285,9 +289,10 @@ async fn add_user(State(state): State<StatusState>, Form(user): Form<NewTabletUs
             "The two passwords differ.",
         );
     }
+    let added = user.username.clone();
     match setup.add_user(user).await {
         Ok(()) => {
-            tracing::info!("setup: tablet user added");
+            state.audit(&who, "tablet user added", &added).await;
             (StatusCode::SEE_OTHER, [(header::LOCATION, "/setup#users")]).into_response()
         }
         Err(e) => refused(StatusCode::BAD_REQUEST, "User not added", &e.to_string()),
@@ -304,6 +309,7 @@ struct PasswordForm {
 /// `POST /setup/users/password` (admin): a forgotten password replaced.
 async fn reset_password(
     State(state): State<StatusState>,
+    Extension(Admin(who)): Extension<Admin>,
     Form(form): Form<PasswordForm>,
 ) -> Response {
     let setup = match admin_form(&state) {
@@ -317,9 +323,10 @@ async fn reset_password(
             "The two passwords differ.",
         );
     }
+    let user = form.username.clone();
     match setup.set_password(form.username, form.password).await {
         Ok(()) => {
-            tracing::info!("setup: a user's password was reset by an admin");
+            state.audit(&who, "password reset", &user).await;
             (StatusCode::SEE_OTHER, [(header::LOCATION, "/setup#users")]).into_response()
         }
         Err(e) => refused(
@@ -362,7 +369,8 @@ async fn claim(
     let username = claim.username.clone();
     match setup.claim(claim).await {
         Ok(()) => {
-            tracing::info!("setup: the box was claimed; first admin account created");
+            let detail = format!("first admin account {username}");
+            state.audit(&username, "box set up", &detail).await;
             let st = setup.status();
             html(
                 StatusCode::OK,
@@ -387,14 +395,18 @@ struct ClaimForm {
 }
 
 /// `POST /setup/keys/done` (admin): the keys are written down; delete them from the box.
-async fn keys_done(State(state): State<StatusState>) -> Response {
+async fn keys_done(
+    State(state): State<StatusState>,
+    Extension(Admin(who)): Extension<Admin>,
+) -> Response {
     let setup = match admin_form(&state) {
         Ok(s) => s,
         Err(refusal) => return *refusal,
     };
     match setup.keys_written_down() {
         Ok(()) => {
-            tracing::info!("setup: recovery keys confirmed written down and deleted from the box");
+            let detail = "confirmed written down; deleted from the box";
+            state.audit(&who, "recovery keys", detail).await;
             (StatusCode::SEE_OTHER, [(header::LOCATION, "/setup")]).into_response()
         }
         Err(e) => refused(
@@ -406,7 +418,11 @@ async fn keys_done(State(state): State<StatusState>) -> Response {
 }
 
 /// `POST /setup/metadata` (admin, multipart with a `package` file).
-async fn upload_metadata(State(state): State<StatusState>, mut multipart: Multipart) -> Response {
+async fn upload_metadata(
+    State(state): State<StatusState>,
+    Extension(Admin(who)): Extension<Admin>,
+    mut multipart: Multipart,
+) -> Response {
     let setup = match admin_form(&state) {
         Ok(s) => s,
         Err(refusal) => return *refusal,
@@ -444,7 +460,9 @@ async fn upload_metadata(State(state): State<StatusState>, mut multipart: Multip
     };
     match setup.import_metadata(package).await {
         Ok(summary) => {
-            tracing::info!("setup: metadata package imported ({summary})");
+            state
+                .audit(&who, "metadata package imported", &summary)
+                .await;
             let mut o = String::new();
             head(&mut o, "ClinicBox setup", false);
             o.push_str(&format!(
@@ -548,6 +566,9 @@ async fn restore(
     }
     match setup.restore(upload, key).await {
         Ok(said) => {
+            state
+                .audit("first-setup page", "backup restored", &said)
+                .await;
             let mut o = String::new();
             head(&mut o, "ClinicBox restored", false);
             o.push_str(&format!(
@@ -680,7 +701,8 @@ fn options(choices: &[Choice]) -> String {
 fn users_section(o: &mut String, v: &UsersView) {
     o.push_str("<section class=\"wide\" id=\"users\"><h2>4. Tablet users</h2>");
     o.push_str("<p>The accounts staff log in with in the DHIS2 Capture app. Each sees the data of its org unit.</p>");
-    o.push_str("<table><tr><th>Username</th><th>Name</th><th>Org units</th><th>Roles</th><th>New password</th></tr>");
+    // A row per user, stacked on a phone (`table.stack`): five columns do not fit one.
+    o.push_str("<table class=\"stack\"><tr><th>Username</th><th>Name</th><th>Org units</th><th>Roles</th><th>New password</th></tr>");
     for u in &v.users {
         o.push_str(&format!(
             "<tr data-figure=\"user\"><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>\

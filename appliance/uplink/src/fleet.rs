@@ -131,6 +131,9 @@ pub fn problems(c: &CheckIn, now_ms: u64) -> Vec<String> {
         }
         Some(_) => {}
     }
+    if c.tablets_stale > 0 {
+        p.push(format!("{} tablet(s) not synced for days", c.tablets_stale));
+    }
     if let Some(power) = c.power.as_ref().filter(|p| p.state.contains("battery")) {
         p.push(power.state.clone());
     }

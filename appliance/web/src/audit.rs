@@ -2,7 +2,7 @@
 //! survives restarts and travels in backups), bounded to the last [`CAPACITY`] entries: a ring
 //! of numbered records, so adding one never scans the trail.
 
-use clinicbox_store::{Collection, ReadView, StoreError, WriteCtx};
+use clinicbox_store::{Collection, ReadView, Store, StoreError, WriteCtx};
 use serde::{Deserialize, Serialize};
 
 /// How many entries the trail keeps.
@@ -64,6 +64,14 @@ pub fn append(ctx: &mut WriteCtx<'_>, mut entry: AuditEntry) -> Result<(), Store
     );
     ctx.put_json(TRAIL, &format!("{:05}", next % CAPACITY), &entry)?;
     ctx.put_json(NEXT.0, NEXT.1, &(next + 1))
+}
+
+/// Adds `entry` to the trail in a write of its own. Best effort: a change already made is not
+/// undone because the trail could not be written; that is logged.
+pub async fn record(store: &Store, entry: AuditEntry) {
+    if let Err(e) = store.write(move |ctx| append(ctx, entry)).await {
+        tracing::warn!(error = %e, "the audit trail was not written: {e}");
+    }
 }
 
 /// The trail's newest `limit` entries, newest first.

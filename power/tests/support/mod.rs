@@ -43,7 +43,17 @@ pub fn nut_available() -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{missing:?} missing: .ci/run must install nut-server");
     }
-    eprintln!("SKIPPED: {missing:?} not installed (apt-get install nut-server)");
+    // Listed by `./build.sh test` with its summary (`CLINICBOX_TEST_SKIPS`).
+    let why = format!("NUT tests need {missing:?} (apt-get install nut-server)");
+    eprintln!("SKIPPED: {why}");
+    if let Some(path) = std::env::var_os("CLINICBOX_TEST_SKIPS") {
+        use std::io::Write as _;
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| writeln!(f, "{why}"));
+    }
     false
 }
 

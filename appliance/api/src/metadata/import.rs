@@ -135,7 +135,19 @@ pub async fn import(
 ) -> Result<ImportReport, ApiError> {
     let _guard = svc.write_lock.lock().await;
     let snap = svc.snapshot()?;
+    // Progress for people: a big package takes seconds to check and to write.
+    let total: usize = package
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_array).map(Vec::len).sum())
+        .unwrap_or(0);
+    tracing::info!(objects = total, "metadata import: checking {total} objects");
     let plan = check(&snap, package, params)?;
+    tracing::info!(
+        objects = total,
+        refused = plan.report.stats.ignored,
+        "metadata import: checked {total} objects, {} refused",
+        plan.report.stats.ignored
+    );
     if !plan.ok || params.validate_only {
         return Ok(plan.report);
     }
@@ -143,6 +155,11 @@ pub async fn import(
     let mut writes = writes(&snap, plan.items, plan.strategy);
     writes.extend(plan.moved.into_iter().map(moved_org_unit));
     let writes = with_hashes(svc, writes).await?;
+    tracing::info!(
+        writes = writes.len(),
+        "metadata import: writing {} objects in one commit",
+        writes.len()
+    );
     let written = svc
         .store()
         .write(move |ctx| apply(ctx, writes))

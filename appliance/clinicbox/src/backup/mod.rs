@@ -243,7 +243,14 @@ fn backup_with(
     std::fs::create_dir_all(to).with_context(|| format!("cannot write to {}", to.display()))?;
     let files = layout::copied_files(data_dir)
         .with_context(|| format!("reading {}", data_dir.display()))?;
+    tracing::info!("backup: copying the store while the box keeps serving");
     let snap = take()?;
+    tracing::info!(
+        bytes = snap.bytes,
+        "backup: store copied ({} MB); encrypting it to {}",
+        snap.bytes / 1_000_000,
+        to.display()
+    );
     let staging = PathBuf::from(&snap.path);
     let mut all = vec![(layout::STORE_FILE.to_string(), staging.clone())];
     all.extend(files);
@@ -351,9 +358,13 @@ pub fn write_encrypted(
         }
     };
     std::fs::rename(&partial, &path)?;
-    std::fs::File::open(to)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", to.display()))?;
+    // The file again, then its folder: on a FAT stick a rename writes a fresh directory entry
+    // (no size, no first cluster) that only the file's own sync fills in; a stick pulled out
+    // before that holds an empty backup under the right name.
+    std::fs::File::open(&path)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::File::open(to)?.sync_all())
+        .with_context(|| format!("syncing {}", path.display()))?;
     let bytes = std::fs::metadata(&path)?.len();
     Ok(Written {
         path,
