@@ -108,7 +108,14 @@ impl MetadataCommand {
 async fn audit(state: &ApiState, action: &str, detail: &str) {
     let login = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into());
+        .ok()
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| "unknown".into());
     let who = format!("command line ({login})");
     let entry = clinicbox_web::audit::AuditEntry::new(&who, action, detail);
     clinicbox_web::audit::record(state.store(), entry).await;
