@@ -79,6 +79,9 @@ case "$cmd" in
       cargo run --release --locked -p clinicbox-bench -- pull
       # A backup and a restore of 100,000 patients next to copying the store file.
       cargo run --release --locked -p clinicbox-bench -- backup
+      # The store's memory after reading 100,000 patients: the box's page-cache bound vs the
+      # database's default.
+      cargo run --release --locked -p clinicbox-bench -- memory
       # Re-announcing the box after a LAN address change vs avahi-daemon (needs root and
       # network namespaces; says SKIPPED otherwise).
       cargo bench --locked -p clinicbox-discovery --bench reannounce

@@ -33,6 +33,7 @@ declare -A SUBST=(
     [WATCHDOG_RUNTIME_SEC]=$HW_WATCHDOG_RUNTIME_SEC
     [JOURNAL_RUNTIME_MAX_USE]=${HW_JOURNAL_RUNTIME_MAX_USE:-64M}
     [BOARD]=$HW_BOARD_NAME
+    [STORE_CACHE_MIB]=$HW_STORE_CACHE_MIB
 )
 render() { # render SRC DST: copy with @NAME@ substituted; fail on leftovers
     local text k

@@ -80,7 +80,7 @@ impl Default for BoxConfig {
 }
 
 /// Which secret unlocks the store at start. The first one set wins, in this order.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// Name of a systemd credential (in `$CREDENTIALS_DIRECTORY`) holding the key-file bytes;
@@ -90,6 +90,32 @@ pub struct StoreConfig {
     pub key_file: Option<PathBuf>,
     /// A file holding the PIN/passphrase (first line).
     pub pin_file: Option<PathBuf>,
+    /// The most memory the store keeps for cached pages, in MiB. Default 64; the image sets
+    /// the board's (`hw/*.toml` `[store] cache_mib`). The database library's own default is
+    /// 1 GiB, which on a 2 GB Pi would let the box's memory grow with its data.
+    pub cache_mib: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            credential: None,
+            key_file: None,
+            pin_file: None,
+            cache_mib: 64,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// How `serve` opens the store.
+    pub fn options(&self) -> clinicbox_store::StoreOptions {
+        clinicbox_store::StoreOptions {
+            cache_bytes: usize::try_from(self.cache_mib.max(1))
+                .unwrap_or(64)
+                .saturating_mul(1024 * 1024),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -226,6 +226,7 @@ fn connection_limits(cfg: &Config) -> crate::listen::ConnectionLimits {
 
 async fn open_store(cfg: &Config, demo: bool) -> anyhow::Result<Store> {
     let dir = cfg.data_dir.clone();
+    let options = cfg.store.options();
     if demo && !Store::exists(&dir) {
         let key = demo_key_path(&dir);
         let store = tokio::task::spawn_blocking(move || {
@@ -235,7 +236,7 @@ async fn open_store(cfg: &Config, demo: bool) -> anyhow::Result<Store> {
                 label: "demo (insecure: next to the data)".into(),
                 create: true,
             };
-            Store::create(&dir, slot)
+            Store::create_with(&dir, slot, options)
                 .map(|(s, _)| s)
                 .map_err(anyhow::Error::from)
         })
@@ -247,7 +248,7 @@ async fn open_store(cfg: &Config, demo: bool) -> anyhow::Result<Store> {
         return Ok(store);
     }
     let secret: Unlock = unlock::from_config(&cfg.store)?;
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir, &secret))
+    let store = tokio::task::spawn_blocking(move || Store::open_with(&dir, &secret, options))
         .await?
         .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
     Ok(store)

@@ -20,6 +20,6 @@ pub use keyslot::{
 pub use read::{ReadView, Records};
 pub use record::{Change, Record};
 pub use snapshot::SnapshotInfo;
-pub use store::{DB_FILE, Store, StoreStats};
+pub use store::{DB_FILE, DEFAULT_CACHE_BYTES, Store, StoreOptions, StoreStats};
 pub use write::{CommitInfo, Committed, WriteCtx};
 pub use zeroize::Zeroizing;

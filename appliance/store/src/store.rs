@@ -64,6 +64,27 @@ pub struct StoreStats {
     pub failed_commits: u64,
 }
 
+/// How a store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The most memory redb keeps for cached pages (its own default is 1 GiB, half of a small
+    /// Pi's memory: pages stay resident once read, so the box's memory would grow with its
+    /// data).
+    pub cache_bytes: usize,
+}
+
+/// The cache a store gets unless told otherwise: room for the B-trees' inner pages of years
+/// of data, while the leaves of a full tablet download come from the OS page cache.
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
 impl Store {
     /// True when `dir` holds a store.
     pub fn exists(dir: &Path) -> bool {
@@ -75,6 +96,15 @@ impl Store {
     pub fn create(
         dir: &Path,
         first_slot: NewKeySlot,
+    ) -> Result<(Store, Option<RecoveryKey>), StoreError> {
+        Store::create_with(dir, first_slot, StoreOptions::default())
+    }
+
+    /// [`Store::create`] with `options`.
+    pub fn create_with(
+        dir: &Path,
+        first_slot: NewKeySlot,
+        options: StoreOptions,
     ) -> Result<(Store, Option<RecoveryKey>), StoreError> {
         if Store::exists(dir) {
             return Err(StoreError::AlreadyExists(dir.to_owned()));
@@ -91,7 +121,7 @@ impl Store {
         let dek = DataKey::generate()?;
         let mut slots = SlotTable::new();
         let (info, recovery) = slots.add(&dek, first_slot, crate::clock::wall_ms())?;
-        let db = open_db(dir, true)?;
+        let db = open_db(dir, true, options)?;
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
@@ -109,6 +139,15 @@ impl Store {
 
     /// Opens and unlocks the store in `dir`. A wrong secret gives an error and changes nothing.
     pub fn open(dir: &Path, unlock: &Unlock) -> Result<Store, StoreError> {
+        Store::open_with(dir, unlock, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with `options`.
+    pub fn open_with(
+        dir: &Path,
+        unlock: &Unlock,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
         if !Store::exists(dir) {
             return Err(StoreError::NotFound(dir.to_owned()));
         }
@@ -120,7 +159,7 @@ impl Store {
             Ok(ro) => {
                 let unlocked = unlock_meta(&ro.begin_read()?, unlock)?;
                 drop(ro);
-                (open_db(dir, false)?, unlocked)
+                (open_db(dir, false, options)?, unlocked)
             }
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::Locked {
@@ -128,7 +167,7 @@ impl Store {
                 });
             }
             Err(_) => {
-                let db = open_db(dir, false)?;
+                let db = open_db(dir, false, options)?;
                 let unlocked = unlock_meta(&db.begin_read()?, unlock)?;
                 (db, unlocked)
             }
@@ -471,9 +510,10 @@ fn spawn_writer(
     Ok((tx, writer))
 }
 
-fn open_db(dir: &Path, create: bool) -> Result<Database, StoreError> {
+fn open_db(dir: &Path, create: bool, options: StoreOptions) -> Result<Database, StoreError> {
     let path = dir.join(DB_FILE);
-    let builder = Database::builder();
+    let mut builder = Database::builder();
+    builder.set_cache_size(options.cache_bytes);
     let r = if create {
         builder.create(&path)
     } else {

@@ -13,7 +13,7 @@ use crate::figures::figure;
 /// Records per write transaction while filling the store.
 const FILL_BATCH: u32 = 5_000;
 
-fn fill(store: &Store, patients: u32) -> anyhow::Result<()> {
+pub(crate) fn fill(store: &Store, patients: u32) -> anyhow::Result<()> {
     let mut n = 0;
     while n < patients {
         let end = (n + FILL_BATCH / 4).min(patients);

@@ -9,6 +9,7 @@ mod aggregate;
 mod backup;
 mod exhaustion;
 mod figures;
+mod memory;
 mod pull;
 mod tracker;
 mod uplink;
@@ -65,6 +66,18 @@ enum Bench {
         /// Patients in the store (each: tracked entity, enrollment, two events).
         #[arg(long, default_value_t = 100_000)]
         patients: u32,
+    },
+    /// The store's resident memory after reading every record of `patients` patients, with the
+    /// database's default page cache next to the box's bound.
+    Memory {
+        #[arg(long, default_value_t = 100_000)]
+        patients: u32,
+    },
+    /// One process of `memory`: opens DIR with a MIB cache and reads every record twice.
+    #[command(hide = true)]
+    MemoryScan {
+        dir: std::path::PathBuf,
+        cache_mib: usize,
     },
     /// Prints the figure lines of a `./build.sh bench` log as one table with their ratios.
     Table {
@@ -299,5 +312,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Pull => pull::run(),
         Bench::Table { log } => figures::table(&log),
         Bench::Backup { patients } => backup::run(patients),
+        Bench::Memory { patients } => memory::run(patients),
+        Bench::MemoryScan { dir, cache_mib } => memory::scan(&dir, cache_mib),
     }
 }
