@@ -95,20 +95,35 @@ fn claim_body(clinic: &str, user: &str, password: &str, confirm: &str) -> String
     )
 }
 
-fn multipart(file: &[u8]) -> (String, Vec<u8>) {
+fn multipart(file: &[u8], skip_refused: bool) -> (String, Vec<u8>) {
     let boundary = "----clinicbox-test-7MA4YWxkTrZu0gW";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"package\"; filename=\"metadata.json\"\r\n\
-         Content-Type: application/json\r\n\r\n"
-    )
-    .into_bytes();
+    let mut body = Vec::new();
+    if skip_refused {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"skip_refused\"\r\n\r\non\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"package\"; filename=\"metadata.json\"\r\n\
+             Content-Type: application/json\r\n\r\n"
+        )
+        .as_bytes(),
+    );
     body.extend_from_slice(file);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 fn upload(b: &RunningBox, auth: &str, file: &[u8]) -> (u16, String) {
-    let (ctype, body) = multipart(file);
+    upload_with(b, auth, file, false)
+}
+
+fn upload_with(b: &RunningBox, auth: &str, file: &[u8], skip_refused: bool) -> (u16, String) {
+    let (ctype, body) = multipart(file, skip_refused);
     let origin = b.url().to_owned();
     let r = b.request(
         "POST",
@@ -254,6 +269,21 @@ fn a_new_box_is_claimed_given_its_keys_and_loaded_through_the_status_page() {
     );
     let (_, ous) = get(&b, "/api/organisationUnits?fields=id", Some(&admin));
     assert!(!ous.contains("ClashOu0001"), "{ous}");
+    assert!(
+        page.contains("Import the rest"),
+        "the way on is named: {page}"
+    );
+    // "Import the rest": the org unit goes in, the clashing user is skipped and said.
+    let (st, page) = upload_with(&b, &admin, clash.as_bytes(), true);
+    assert_eq!(st, 200, "{page}");
+    assert!(page.contains("skipped: E"), "{page}");
+    let (_, ous) = get(&b, "/api/organisationUnits?fields=id", Some(&admin));
+    assert!(ous.contains("ClashOu0001"), "{ous}");
+    assert_eq!(
+        get(&b, "/api/me", Some(&admin)).0,
+        200,
+        "the box's admin is untouched"
+    );
 
     // The package: programs for the tablets, and its users can log in.
     let package = std::fs::read(
@@ -340,6 +370,7 @@ fn a_new_box_is_claimed_given_its_keys_and_loaded_through_the_status_page() {
         (ADMIN, "password reset", "amina.w"),
         (ADMIN, "tablet user added", "amina.w"),
         (ADMIN, "metadata package imported", ""),
+        (ADMIN, "metadata package imported", "skipped: E"),
         (
             ADMIN,
             "recovery keys",

@@ -8,7 +8,6 @@ use clinicbox_api::ApiState;
 use clinicbox_api::admin::{self, NewUser};
 use clinicbox_api::error::ApiError;
 use clinicbox_api::metadata::import::{ImportParams, import};
-use clinicbox_dhis2::ImportStatus;
 use clinicbox_statuspage::setup::{
     BoxFuture, Choice, Claim, NewTabletUser, PendingKey, SetupError, UserChoices, UserRow,
 };
@@ -121,6 +120,20 @@ fn label(file: &Path) -> String {
     }
 }
 
+/// The first few objects a metadata import refused, and how many more.
+fn refusals(report: &clinicbox_dhis2::ImportReport) -> String {
+    let mut why: Vec<String> = report
+        .error_reports()
+        .take(5)
+        .map(|e| format!("{}: {}", e.error_code, e.message))
+        .collect();
+    let more = report.error_reports().count().saturating_sub(why.len());
+    if more > 0 {
+        why.push(format!("and {more} more"));
+    }
+    why.join("; ")
+}
+
 fn failed(e: ApiError) -> SetupError {
     match e {
         ApiError::BadRequest(m) | ApiError::Conflict(m) => SetupError::Invalid(m),
@@ -215,7 +228,11 @@ impl SetupActions for BoxSetup {
         Ok(())
     }
 
-    fn import_metadata(&self, package: Vec<u8>) -> BoxFuture<'_, Result<String, SetupError>> {
+    fn import_metadata(
+        &self,
+        package: Vec<u8>,
+        skip_refused: bool,
+    ) -> BoxFuture<'_, Result<String, SetupError>> {
         Box::pin(async move {
             let package: serde_json::Value = serde_json::from_slice(&package).map_err(|e| {
                 SetupError::Invalid(format!(
@@ -227,27 +244,26 @@ impl SetupActions for BoxSetup {
                     "This file is not a DHIS2 metadata package (expected a JSON object)".into(),
                 ));
             }
-            let report = import(self.api.metadata(), &package, ImportParams::default())
+            let params = ImportParams {
+                atomic: !skip_refused,
+                ..ImportParams::default()
+            };
+            let report = import(self.api.metadata(), &package, params)
                 .await
                 .map_err(failed)?;
             let summary = admin::summarize(&report);
-            if report.status == ImportStatus::Error {
-                // Nothing was imported (atomic, as DHIS2 does by default): say why.
-                let mut why: Vec<String> = report
-                    .error_reports()
-                    .take(5)
-                    .map(|e| format!("{}: {}", e.error_code, e.message))
-                    .collect();
-                let more = report.error_reports().count().saturating_sub(why.len());
-                if more > 0 {
-                    why.push(format!("and {more} more"));
-                }
-                return Err(SetupError::Invalid(format!(
-                    "The package was not imported, nothing changed ({summary}). {}",
-                    why.join("; ")
-                )));
+            let refused = refusals(&report);
+            if refused.is_empty() {
+                return Ok(summary);
             }
-            Ok(summary)
+            if skip_refused {
+                return Ok(format!("{summary}; skipped: {refused}"));
+            }
+            // Nothing was imported (atomic, as DHIS2 does by default): say why, and the way on.
+            Err(SetupError::Invalid(format!(
+                "The package was not imported, nothing changed ({summary}). {refused}. To import \
+                 everything else and skip these, upload it again with \"Import the rest\" ticked."
+            )))
         })
     }
 

@@ -132,8 +132,14 @@ pub trait SetupActions: Send + Sync + 'static {
     fn pending_keys(&self) -> Vec<PendingKey>;
     /// The keys are written down: delete them from the box.
     fn keys_written_down(&self) -> Result<(), SetupError>;
-    /// Imports a metadata package (DHIS2 metadata JSON); returns a one-line summary.
-    fn import_metadata(&self, package: Vec<u8>) -> BoxFuture<'_, Result<String, SetupError>>;
+    /// Imports a metadata package (DHIS2 metadata JSON); returns a one-line summary. With
+    /// `skip_refused`, the objects that pass the checks are imported and the others skipped
+    /// (DHIS2's `atomicMode=NONE`); without, one refused object refuses the package.
+    fn import_metadata(
+        &self,
+        package: Vec<u8>,
+        skip_refused: bool,
+    ) -> BoxFuture<'_, Result<String, SetupError>>;
     fn users(&self) -> Vec<UserRow>;
     fn user_choices(&self) -> UserChoices;
     fn add_user(&self, user: NewTabletUser) -> BoxFuture<'_, Result<(), SetupError>>;
@@ -427,9 +433,10 @@ async fn upload_metadata(
         Ok(s) => s,
         Err(refusal) => return *refusal,
     };
-    let mut package = None;
+    let (mut package, mut skip_refused) = (None, false);
     loop {
         match multipart.next_field().await {
+            Ok(Some(field)) if field.name() == Some("skip_refused") => skip_refused = true,
             Ok(Some(field)) if field.name() == Some("package") => match field.bytes().await {
                 Ok(b) => package = Some(b.to_vec()),
                 Err(e) => {
@@ -458,7 +465,7 @@ async fn upload_metadata(
             "Choose the metadata package file first.",
         );
     };
-    match setup.import_metadata(package).await {
+    match setup.import_metadata(package, skip_refused).await {
         Ok(summary) => {
             state
                 .audit(&who, "metadata package imported", &summary)
@@ -679,6 +686,7 @@ fn render_progress(st: &SetupStatus, keys: &[PendingKey], users: &UsersView) -> 
     o.push_str(
         "<form method=\"post\" action=\"/setup/metadata\" enctype=\"multipart/form-data\">\
          <p><input type=\"file\" name=\"package\" accept=\".json,application/json\" required></p>\
+         <p><label><input type=\"checkbox\" name=\"skip_refused\" style=\"width:auto\"> Import the rest when some objects are refused (for example a user the box already has)</label></p>\
          <p><button>Import the metadata package</button></p></form></section>",
     );
     if st.forms > 0 {
