@@ -353,6 +353,45 @@ fn a_new_box_is_claimed_given_its_keys_and_loaded_through_the_status_page() {
         get(&b, "/api/me", Some(&basic("amina.w", "Pharmacy-2026"))).0,
         200
     );
+    // Disabling Amina asks once more, saying what her tablets will lose; then she is out.
+    let amina = basic("amina.w", "Pharmacy-2026");
+    let (st, page) = form_post(
+        &b,
+        "/setup/users/disable",
+        Some(&admin),
+        "username=amina.w&disable=true",
+    );
+    assert_eq!(st, 200);
+    assert!(page.contains("data-figure=\"disable-warning\""), "{page}");
+    assert_eq!(get(&b, "/api/me", Some(&amina)).0, 200, "not yet");
+    let (st, _) = form_post(
+        &b,
+        "/setup/users/disable",
+        Some(&admin),
+        "username=amina.w&disable=true&confirmed=true",
+    );
+    assert_eq!(st, 303);
+    assert_eq!(get(&b, "/api/me", Some(&amina)).0, 401);
+    let (_, page) = get(&b, "/setup", Some(&admin));
+    assert!(
+        page.contains("amina.w <span class=\"bad\">(disabled)</span>"),
+        "{page}"
+    );
+    let (st, _) = form_post(
+        &b,
+        "/setup/users/disable",
+        Some(&admin),
+        "username=amina.w&disable=false",
+    );
+    assert_eq!(st, 303);
+    assert_eq!(get(&b, "/api/me", Some(&amina)).0, 200);
+    let (st, page) = form_post(
+        &b,
+        "/setup/users/disable",
+        Some(&admin),
+        &format!("username={ADMIN}&disable=true&confirmed=true"),
+    );
+    assert_eq!(st, 400, "an admin cannot lock themselves out: {page}");
 
     // Who did what is on the admin page, newest first; refused attempts left nothing there.
     let (_, status) = get(&b, "/status.json", Some(&admin));
@@ -367,6 +406,8 @@ fn a_new_box_is_claimed_given_its_keys_and_loaded_through_the_status_page() {
         })
         .collect();
     let expected = [
+        (ADMIN, "user enabled", "amina.w"),
+        (ADMIN, "user disabled", "amina.w"),
         (ADMIN, "password reset", "amina.w"),
         (ADMIN, "tablet user added", "amina.w"),
         (ADMIN, "metadata package imported", ""),

@@ -340,4 +340,16 @@ impl SetupActions for BoxSetup {
                 .map_err(failed)
         })
     }
+
+    fn set_disabled(
+        &self,
+        username: String,
+        disabled: bool,
+    ) -> BoxFuture<'_, Result<(), SetupError>> {
+        Box::pin(async move {
+            admin::set_disabled(self.api.metadata(), &username, disabled)
+                .await
+                .map_err(failed)
+        })
+    }
 }

@@ -148,6 +148,12 @@ pub trait SetupActions: Send + Sync + 'static {
         username: String,
         password: String,
     ) -> BoxFuture<'_, Result<(), SetupError>>;
+    /// Disables (or enables again) a tablet user.
+    fn set_disabled(
+        &self,
+        username: String,
+        disabled: bool,
+    ) -> BoxFuture<'_, Result<(), SetupError>>;
 
     /// Where an uploaded backup is kept while it is restored (`None`: restoring is not offered).
     fn restore_upload(&self) -> Option<std::path::PathBuf> {
@@ -177,6 +183,7 @@ pub(crate) fn routes(state: &StatusState) -> Router<StatusState> {
         .route("/setup/keys/done", post(keys_done))
         .route("/setup/users", post(add_user))
         .route("/setup/users/password", post(reset_password))
+        .route("/setup/users/disable", post(disable_user))
         .route(
             "/setup/metadata",
             post(upload_metadata).layer(DefaultBodyLimit::max(MAX_PACKAGE_BYTES)),
@@ -341,6 +348,71 @@ async fn reset_password(
             &e.to_string(),
         ),
     }
+}
+
+#[derive(Deserialize)]
+struct DisableForm {
+    username: String,
+    /// `true` to disable, `false` to enable again.
+    disable: bool,
+    /// Set by the confirmation page: the admin read what disabling does to the tablets.
+    #[serde(default)]
+    confirmed: bool,
+}
+
+/// `POST /setup/users/disable` (admin). Disabling asks once more first: the Capture app removes
+/// a disabled account's data from its tablets at their next sync, records not yet sent included.
+async fn disable_user(
+    State(state): State<StatusState>,
+    Extension(Admin(who)): Extension<Admin>,
+    Form(form): Form<DisableForm>,
+) -> Response {
+    let setup = match admin_form(&state) {
+        Ok(s) => s,
+        Err(refusal) => return *refusal,
+    };
+    if form.disable && form.username == who {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "Not changed",
+            "That is the account you are logged in with: disable it from another admin account.",
+        );
+    }
+    if form.disable && !form.confirmed {
+        return html(StatusCode::OK, render_disable_confirm(&form.username));
+    }
+    let user = form.username.clone();
+    match setup.set_disabled(form.username, form.disable).await {
+        Ok(()) => {
+            let action = if form.disable {
+                "user disabled"
+            } else {
+                "user enabled"
+            };
+            state.audit(&who, action, &user).await;
+            (StatusCode::SEE_OTHER, [(header::LOCATION, "/setup#users")]).into_response()
+        }
+        Err(e) => refused(StatusCode::BAD_REQUEST, "Not changed", &e.to_string()),
+    }
+}
+
+fn render_disable_confirm(username: &str) -> String {
+    let mut o = String::new();
+    head(&mut o, "ClinicBox setup", false);
+    let u = esc(username);
+    o.push_str(&format!(
+        "<header><h1>Disable {u}?</h1></header><main><section><h2>Before you disable {u}</h2>\
+         <p class=\"warn\" data-figure=\"disable-warning\">The DHIS2 Capture app removes a disabled account \
+         and <strong>everything recorded with it</strong> from the tablet at its next sync, records the box has \
+         not received yet included. Sync {u}'s tablets first.</p>\
+         <form method=\"post\" action=\"/setup/users/disable\">\
+         <input type=\"hidden\" name=\"username\" value=\"{u}\">\
+         <input type=\"hidden\" name=\"disable\" value=\"true\">\
+         <input type=\"hidden\" name=\"confirmed\" value=\"true\">\
+         <p><button>Disable {u}</button> <a href=\"/setup#users\">Keep the account</a></p></form>\
+         </section></main></body></html>"
+    ));
+    o
 }
 
 struct UsersView {
@@ -710,7 +782,7 @@ fn users_section(o: &mut String, v: &UsersView) {
     o.push_str("<section class=\"wide\" id=\"users\"><h2>4. Tablet users</h2>");
     o.push_str("<p>The accounts staff log in with in the DHIS2 Capture app. Each sees the data of its org unit.</p>");
     // A row per user, stacked on a phone (`table.stack`): five columns do not fit one.
-    o.push_str("<table class=\"stack\"><tr><th>Username</th><th>Name</th><th>Org units</th><th>Roles</th><th>New password</th></tr>");
+    o.push_str("<table class=\"stack\"><tr><th>Username</th><th>Name</th><th>Org units</th><th>Roles</th><th>Password · account</th></tr>");
     for u in &v.users {
         o.push_str(&format!(
             "<tr data-figure=\"user\"><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>\
@@ -718,13 +790,20 @@ fn users_section(o: &mut String, v: &UsersView) {
              <input type=\"hidden\" name=\"username\" value=\"{}\">\
              <input name=\"password\" type=\"password\" required minlength=\"8\" maxlength=\"72\" placeholder=\"new password\" autocomplete=\"new-password\">\
              <input name=\"confirm\" type=\"password\" required minlength=\"8\" maxlength=\"72\" placeholder=\"again\" autocomplete=\"new-password\">\
-             <button>Set</button></form></td></tr>",
+             <button>Set</button></form>\
+             <form method=\"post\" action=\"/setup/users/disable\">\
+             <input type=\"hidden\" name=\"username\" value=\"{}\">\
+             <input type=\"hidden\" name=\"disable\" value=\"{}\">\
+             <button>{}</button></form></td></tr>",
             esc(&u.username),
             if u.disabled { " <span class=\"bad\">(disabled)</span>" } else { "" },
             esc(&u.name),
             esc(&u.org_units.join(", ")),
             esc(&u.roles.join(", ")),
             esc(&u.username),
+            esc(&u.username),
+            !u.disabled,
+            if u.disabled { "Enable" } else { "Disable…" },
         ));
     }
     o.push_str("</table>");
