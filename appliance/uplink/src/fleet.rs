@@ -159,14 +159,14 @@ pub fn report_table(mut boxes: Vec<CheckIn>, now_ms: u64) -> String {
             cut(&c.box_id, 24),
             cut(&c.clinic_name, 24),
             cut(&c.version, 10),
-            c.slot.as_deref().unwrap_or("-"),
+            cut(c.slot.as_deref().unwrap_or("-"), 5),
             ago(now_ms.saturating_sub(c.checked_in_at_ms)),
             c.pending,
             c.parked,
             if problems.is_empty() {
                 "none".to_string()
             } else {
-                problems.join("; ")
+                cut(&problems.join("; "), 300)
             }
         ));
     }
@@ -174,8 +174,13 @@ pub fn report_table(mut boxes: Vec<CheckIn>, now_ms: u64) -> String {
     out
 }
 
+/// At most `n` characters of what a box wrote, control characters shown as `?`: the table goes
+/// to an admin's terminal, and a check-in is only as trustworthy as whoever could write it.
 fn cut(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
+    s.chars()
+        .take(n)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 fn ago(ms: u64) -> String {
@@ -246,6 +251,19 @@ mod tests {
             "{table}"
         );
         assert_eq!(lines[3], "2 box(es)");
+    }
+
+    #[test]
+    fn what_a_box_wrote_cannot_drive_the_admin_s_terminal() {
+        let mut c = healthy("a");
+        c.clinic_name = "Clinic\u{1b}[2J\u{1b}]0;owned\u{7}".into();
+        c.certificate_problem = Some("x\u{1b}[31m".repeat(200));
+        let table = report_table(vec![c], NOW);
+        assert!(
+            !table.chars().any(|ch| ch.is_control() && ch != '\n'),
+            "{table:?}"
+        );
+        assert!(table.lines().all(|l| l.chars().count() < 420), "{table}");
     }
 
     #[test]
