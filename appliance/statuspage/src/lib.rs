@@ -1083,6 +1083,7 @@ mod tests {
             "/admin/tablets/forget",
             "/setup/users",
             "/setup/users/password",
+            "/setup/users/disable",
         ] {
             let mut r = Request::builder()
                 .method("POST")
