@@ -432,6 +432,9 @@ def check_root_readonly(g):
     R.check("writing to the root slot fails (read-only file system)", rc != 0 and "Read-only" in out, out)
     _, cmdline = g.run("cat /proc/cmdline")
     R.check("booted from slot A", "clinicbox.slot=a" in cmdline, cmdline)
+    _, page = g.http("/")
+    R.check("the status page names the system slot it runs from", 'data-figure="slot">(system A)<' in page,
+            re.sub(r"<[^>]+>", " ", page)[:200])
 
 
 def check_units(g):

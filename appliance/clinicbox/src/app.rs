@@ -94,6 +94,7 @@ pub fn status_without_presence(store: &clinicbox_store::Store) -> StatusState {
         clinic_name: "Test clinic".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         dhis2_version: clinicbox_dhis2::system_info::DHIS2_VERSION.into(),
+        slot: None,
     };
     clinicbox_statuspage::StatusBuilder::new(
         clinicbox_statuspage::StatusConfig::default(),

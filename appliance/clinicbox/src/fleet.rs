@@ -87,7 +87,7 @@ impl Fleet {
             box_id: s.info.box_id,
             clinic_name: s.info.clinic_name,
             version: s.info.version,
-            slot: booted_slot(),
+            slot: s.info.slot,
             booted_at_ms,
             uptime_secs,
             disk: disk(&self.data_dir),
@@ -204,7 +204,7 @@ fn described(s: &RemoteSettings) -> String {
 }
 
 /// The root slot named on the kernel command line (`clinicbox.slot=a`), on an A/B image.
-fn booted_slot() -> Option<String> {
+pub fn booted_slot() -> Option<String> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
     cmdline
         .split_whitespace()

@@ -120,6 +120,7 @@ pub fn prepare(
         clinic_name: cfg.box_info.clinic_name.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         dhis2_version: clinicbox_dhis2::system_info::DHIS2_VERSION.to_owned(),
+        slot: crate::fleet::booted_slot(),
     };
     let capture = {
         let (urls, certs, cfg) = (Arc::clone(&urls), certs.clone(), cfg.clone());

@@ -71,6 +71,8 @@ pub struct BoxInfo {
     pub version: String,
     /// The DHIS2 version the box presents to tablets.
     pub dhis2_version: String,
+    /// The root slot the box booted from (`a` or `b`) on an A/B image; `None` elsewhere.
+    pub slot: Option<String>,
 }
 
 /// The certificate in use, as the page shows it.
@@ -884,6 +886,7 @@ mod tests {
             clinic_name: "Kisumu <Health> Centre".into(),
             version: "0.1.0".into(),
             dhis2_version: "2.42.1".into(),
+            slot: Some("a".into()),
         };
         let config = StatusConfig {
             metrics,
@@ -932,6 +935,7 @@ mod tests {
         assert!(!html.contains("<script"));
         assert!(html.contains("<svg"));
         assert!(html.contains("data-figure=\"capture-url\">http://10.0.0.1<"));
+        assert!(html.contains("data-figure=\"slot\">(system A)<"), "{html}");
     }
 
     #[tokio::test]

@@ -371,10 +371,18 @@ pub fn render(s: &Snapshot) -> String {
     // The box.
     let _ = write!(
         o,
-        "<section><h2>This box</h2><dl><dt>Software</dt><dd>ClinicBox <span data-figure=\"version\">{}</span></dd>\
+        "<section><h2>This box</h2><dl><dt>Software</dt><dd>ClinicBox <span data-figure=\"version\">{}</span>{}</dd>\
          <dt>DHIS2 version</dt><dd data-figure=\"dhis2-version\">{}</dd>\
          <dt>Running for</dt><dd data-figure=\"uptime\" data-value=\"{}\">{}</dd>",
         esc(&s.info.version),
+        s.info
+            .slot
+            .as_ref()
+            .map(|slot| format!(
+                " <span class=\"small\" data-figure=\"slot\">(system {})</span>",
+                esc(&slot.to_uppercase())
+            ))
+            .unwrap_or_default(),
         esc(&s.info.dhis2_version),
         s.uptime_secs,
         duration(s.uptime_secs)
