@@ -176,6 +176,11 @@ impl BoxBuilder {
         b
     }
 
+    /// A demo box serving the data directory `data` (one a test kept, restored or made).
+    pub fn demo_at(data: impl Into<String>) -> BoxBuilder {
+        BoxBuilder::new().arg("--demo").arg("--data-dir").arg(data)
+    }
+
     /// The test-owned directory (the demo's data lives in `data/` below it).
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -24,11 +24,7 @@ fn a_demo_store_opens_for_admin_commands_by_its_data_directory_and_a_held_store_
         "Changed-Pass-2026\n",
     );
     assert!(st.success(), "{out}{err}");
-    let again = BoxBuilder::new()
-        .arg("--demo")
-        .arg("--data-dir")
-        .arg(&data)
-        .start();
+    let again = BoxBuilder::demo_at(&data).start();
     let login = |password: &str| {
         clinicbox_tests::http_request(
             again.url().trim_start_matches("http://"),

@@ -259,11 +259,7 @@ fn a_monthly_report_typed_on_one_tablet_reaches_another_and_survives_a_power_cut
 
     // Power cut right after the acknowledgements; the box comes back with everything.
     let kept = b.kill();
-    let b = BoxBuilder::new()
-        .arg("--demo")
-        .arg("--data-dir")
-        .arg(data.display().to_string())
-        .start();
+    let b = BoxBuilder::demo_at(data.display().to_string()).start();
     let tablet_c = Tablet::new(&b, ANDROID);
     let (values, regs) = tablet_c.download(&[&pe], CLINIC_A);
     assert_eq!(state(&values), expected);

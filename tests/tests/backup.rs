@@ -72,11 +72,7 @@ fn restore_with(file: &Path, hq: &str, dir: &Path) -> PathBuf {
 
 /// A demo box serving the data directory `dir`.
 fn serve_demo(dir: &Path) -> RunningBox {
-    BoxBuilder::new()
-        .arg("--demo")
-        .arg("--data-dir")
-        .arg(s(dir))
-        .start()
+    BoxBuilder::demo_at(s(dir)).start()
 }
 
 fn s(p: &Path) -> String {

@@ -207,11 +207,7 @@ fn check(b: &RunningBox, acked: &Acked, pe: &str, round: usize) {
 }
 
 fn start(data: &std::path::Path) -> RunningBox {
-    BoxBuilder::new()
-        .arg("--demo")
-        .arg("--data-dir")
-        .arg(data.display().to_string())
-        .start()
+    BoxBuilder::demo_at(data.display().to_string()).start()
 }
 
 /// Today's period (`yyyyMM`) as the box sees it.

@@ -32,11 +32,7 @@ fn a_demo_box_restarts_on_its_existing_store() {
     let b = first.start();
     let data = dir.join("data");
     let kept = b.kill();
-    let again = BoxBuilder::new()
-        .arg("--demo")
-        .arg("--data-dir")
-        .arg(data.display().to_string())
-        .start();
+    let again = BoxBuilder::demo_at(data.display().to_string()).start();
     assert_eq!(again.request("GET", "/health", &[], b"").status, 200);
     again.stop();
     drop(kept);

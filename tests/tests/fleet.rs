@@ -178,11 +178,7 @@ fn a_box_checks_in_with_figures_only_and_applies_a_valid_remote_configuration_on
 
     // What was applied survives a restart.
     let kept = b.kill();
-    let b = BoxBuilder::new()
-        .arg("--demo")
-        .arg("--data-dir")
-        .arg(data.display().to_string())
-        .start();
+    let b = BoxBuilder::demo_at(data.display().to_string()).start();
     assert_eq!(status(&b)["stale_tablet_days"], 14);
     b.stop();
     drop(kept);

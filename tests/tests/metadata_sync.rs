@@ -328,11 +328,7 @@ fn admin_commands_manage_users_of_a_stopped_box() {
     );
     assert!(st.success() && out.contains("1 created"), "{out}{err}");
 
-    let again = BoxBuilder::new()
-        .arg("--demo")
-        .arg("--data-dir")
-        .arg(d.clone())
-        .start();
+    let again = BoxBuilder::demo_at(d.clone()).start();
     let me = ok(
         &get(
             &again,
@@ -353,11 +349,7 @@ fn admin_commands_manage_users_of_a_stopped_box() {
 
     let (st, _, _) = admin(&["user", "disable", "nurse"], "");
     assert!(st.success());
-    let again = BoxBuilder::new()
-        .arg("--demo")
-        .arg("--data-dir")
-        .arg(d.clone())
-        .start();
+    let again = BoxBuilder::demo_at(d.clone()).start();
     assert_eq!(
         web_message(&get(&again, "/api/me", NURSE), 401)["message"],
         "Account disabled"

@@ -189,13 +189,7 @@ async fn a_value_acknowledged_on_battery_survives_the_ups_shutdown_and_power_cut
     drop(nut);
 
     // Mains returns; the box boots on the same data.
-    let b = tokio::task::block_in_place(|| {
-        BoxBuilder::new()
-            .arg("--demo")
-            .arg("--data-dir")
-            .arg(data.display().to_string())
-            .start()
-    });
+    let b = tokio::task::block_in_place(|| BoxBuilder::demo_at(data.display().to_string()).start());
     assert_eq!(stored_value(&b, &pe).as_deref(), Some("42"));
     tokio::task::block_in_place(|| b.stop());
     drop(kept);

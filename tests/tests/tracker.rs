@@ -547,11 +547,7 @@ fn an_acknowledged_import_and_its_job_survive_a_power_cut() {
     let id = r.json()["response"]["id"].as_str().unwrap().to_string();
     // SIGKILL right after the acknowledgement: the tablet polls after the box is back.
     let kept = b.kill();
-    let again = BoxBuilder::new()
-        .arg("--demo")
-        .arg("--data-dir")
-        .arg(data.display().to_string())
-        .start();
+    let again = BoxBuilder::demo_at(data.display().to_string()).start();
     let tablet = Tablet::new(&again);
     let jobs = tablet.get_ok(&format!("/api/tracker/jobs/{id}"));
     assert!(

@@ -446,11 +446,7 @@ fn xorshift(state: &mut u64) -> u64 {
 }
 
 fn start_on(data: &std::path::Path) -> RunningBox {
-    BoxBuilder::new()
-        .arg("--demo")
-        .arg("--data-dir")
-        .arg(data.display().to_string())
-        .start()
+    BoxBuilder::demo_at(data.display().to_string()).start()
 }
 
 /// Starts `clinicbox uplink --once` and SIGKILLs it after `ms` (if still running).

@@ -376,11 +376,7 @@ fn a_national_nurse_logs_in_online_once_then_offline_and_national_s_changes_to_h
     wan.down();
     let dir = b.kill();
     let data = dir.path().join("data");
-    let b2 = BoxBuilder::new()
-        .arg("--demo")
-        .arg("--data-dir")
-        .arg(data.display().to_string())
-        .start();
+    let b2 = BoxBuilder::demo_at(data.display().to_string()).start();
     assert_eq!(
         login(&b2, "Nurse-2026!"),
         200,
