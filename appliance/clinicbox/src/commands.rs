@@ -103,19 +103,21 @@ impl MetadataCommand {
 }
 
 /// Runs a user command; returns what to print. `password` asks for a password (label given).
+/// The name of the user this process runs as (its uid when the system has no name for it).
+pub fn effective_user() -> String {
+    let uid = nix::unistd::Uid::effective();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name)
+}
+
 /// A technician's change from the command line, in the box's audit trail (who: the login
 /// that ran the command, as far as the environment says).
 async fn audit(state: &ApiState, action: &str, detail: &str) {
     let login = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
-        .ok()
-        .or_else(|| {
-            nix::unistd::User::from_uid(nix::unistd::Uid::effective())
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-        })
-        .unwrap_or_else(|| "unknown".into());
+        .unwrap_or_else(|_| effective_user());
     let who = format!("command line ({login})");
     let entry = clinicbox_web::audit::AuditEntry::new(&who, action, detail);
     clinicbox_web::audit::record(state.store(), entry).await;

@@ -127,11 +127,7 @@ fn permission_hint(e: anyhow::Error) -> anyhow::Error {
     if !denied {
         return e;
     }
-    let uid = nix::unistd::Uid::effective();
-    let name = nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map_or_else(|| uid.to_string(), |u| u.name);
+    let name = clinicbox::commands::effective_user();
     e.context(format!(
         "permission denied to user {name}: run the command as the user that owns the files below (on the image: `sudo -u clinicbox clinicbox …`), or give that user access"
     ))

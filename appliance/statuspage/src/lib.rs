@@ -381,12 +381,9 @@ impl StatusState {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone(),
             uplink: i.uplink.as_ref().and_then(|f| f()),
-            audit: i
-                .store
-                .as_ref()
-                .and_then(|s| s.read().ok())
-                .and_then(|r| clinicbox_web::audit::recent(&r, AUDIT_SHOWN).ok())
-                .unwrap_or_default(),
+            // Read from the store only where an admin sees it (`with_audit`): the public page
+            // and /metrics are rendered far more often.
+            audit: Vec::new(),
             store,
             tablets: i.tablets.list(),
             stale_tablet_days: i
@@ -425,7 +422,8 @@ pub struct Snapshot {
     #[serde(skip)]
     pub backup_said: Option<(bool, String)>,
     pub uplink: Option<UplinkView>,
-    /// The newest changes made on the box and by whom (admins only).
+    /// The newest changes made on the box and by whom (admins only: see
+    /// [`StatusState::with_audit`]).
     pub audit: Vec<clinicbox_web::audit::AuditEntry>,
     pub store: Option<StoreStats>,
     pub tablets: Vec<TabletSeen>,
@@ -527,12 +525,13 @@ async fn status_json(
     headers: HeaderMap,
 ) -> Json<Snapshot> {
     let mut snap = state.snapshot();
-    if !(headers.contains_key(header::AUTHORIZATION) && is_admin(&state, &headers, addr).await) {
+    if headers.contains_key(header::AUTHORIZATION) && is_admin(&state, &headers, addr).await {
+        state.with_audit(&mut snap);
+    } else {
         for t in &mut snap.tablets {
             t.username.clear();
             t.address = None;
         }
-        snap.audit.clear();
         // National's messages may quote a value a tablet sent.
         if let Some(u) = &mut snap.uplink {
             u.parked.clear();
@@ -733,6 +732,17 @@ async fn admin_name(state: &StatusState, headers: &HeaderMap, addr: SocketAddr) 
 }
 
 impl StatusState {
+    /// Fills `snap.audit` with the trail's newest entries, for an admin's view.
+    fn with_audit(&self, snap: &mut Snapshot) {
+        snap.audit = self
+            .inner
+            .store
+            .as_ref()
+            .and_then(|s| s.read().ok())
+            .and_then(|r| clinicbox_web::audit::recent(&r, AUDIT_SHOWN).ok())
+            .unwrap_or_default();
+    }
+
     /// Adds a change made through the page to the box's audit trail.
     pub(crate) async fn audit(&self, who: &str, action: &str, detail: &str) {
         let Some(store) = &self.inner.store else {
@@ -787,7 +797,9 @@ async fn admin_page(
     if !is_admin(&state, &headers, addr).await {
         return challenge();
     }
-    Html(page::render_admin(&state.snapshot())).into_response()
+    let mut snap = state.snapshot();
+    state.with_audit(&mut snap);
+    Html(page::render_admin(&snap)).into_response()
 }
 
 #[derive(Deserialize)]
