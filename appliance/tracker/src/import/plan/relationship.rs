@@ -4,7 +4,7 @@ use clinicbox_dhis2::Uid;
 use clinicbox_dhis2::tracker::{ImportStrategy, Relationship, TrackerType, ValidationCode};
 use serde_json::Value;
 
-use super::{Errs, Exists, Kind, Planner, Slot, is_set};
+use super::{Errs, Exists, Kind, Obj, Planner, Slot, is_set};
 use crate::meta::{self, ref_id, str_of};
 use crate::model::StoredRelationship;
 
@@ -59,37 +59,13 @@ impl Planner<'_> {
             e.add(C::E4000, &[&uid]);
             return self.fail(e, index);
         }
-        for ((ty, item), side) in [(&f, "fromConstraint"), (&t, "toConstraint")] {
-            if self.failed.contains(item) {
-                e.add(C::E5000, &["Relationship", &uid, ty.display_name(), item]);
-                continue;
-            }
-            if self.exists(*ty, item) != Exists::Live {
-                e.add(C::E4012, &[ty.display_name(), item]);
-                continue;
-            }
-            let Some(Value::Object(c)) = rt_obj.get(side) else {
-                continue;
-            };
-            let want = match str_of(c, "relationshipEntity") {
-                Some("TRACKED_ENTITY_INSTANCE") => TE,
-                Some("PROGRAM_INSTANCE") => EN,
-                Some("PROGRAM_STAGE_INSTANCE") => EV,
-                _ => *ty,
-            };
-            if want != *ty {
-                e.add(C::E4010, &[&rt, want.display_name(), ty.display_name()]);
-                continue;
-            }
-            if *ty == TE {
-                if let Some(want_tet) = ref_id(c.get("trackedEntityType")) {
-                    let found = self.te_tet(item).unwrap_or_default();
-                    if found != want_tet {
-                        e.add(C::E4014, &[&rt, &want_tet, &found]);
-                    }
-                }
-            }
-        }
+        self.check_ends(
+            &mut e,
+            &uid,
+            &rt,
+            rt_obj,
+            [(&f, "fromConstraint"), (&t, "toConstraint")],
+        );
         let bidirectional = meta::bool_of(rt_obj, "bidirectional");
         if !e.any() && self.duplicate(&rt, &f, &t, bidirectional) {
             e.add(
@@ -137,6 +113,49 @@ impl Planner<'_> {
             },
         );
         self.outcome(REL, &uid, index, Kind::Created);
+    }
+
+    /// Each end exists, was not refused in this payload, and is what the relationship type's
+    /// constraint on that side names (entity kind, and tracked entity type).
+    fn check_ends(
+        &self,
+        e: &mut Errs,
+        uid: &str,
+        rt: &str,
+        rt_obj: &Obj,
+        ends: [(&(TrackerType, String), &str); 2],
+    ) {
+        for ((ty, item), side) in ends {
+            if self.failed.contains(item) {
+                e.add(C::E5000, &["Relationship", uid, ty.display_name(), item]);
+                continue;
+            }
+            if self.exists(*ty, item) != Exists::Live {
+                e.add(C::E4012, &[ty.display_name(), item]);
+                continue;
+            }
+            let Some(Value::Object(c)) = rt_obj.get(side) else {
+                continue;
+            };
+            let want = match str_of(c, "relationshipEntity") {
+                Some("TRACKED_ENTITY_INSTANCE") => TE,
+                Some("PROGRAM_INSTANCE") => EN,
+                Some("PROGRAM_STAGE_INSTANCE") => EV,
+                _ => *ty,
+            };
+            if want != *ty {
+                e.add(C::E4010, &[rt, want.display_name(), ty.display_name()]);
+                continue;
+            }
+            if *ty == TE {
+                if let Some(want_tet) = ref_id(c.get("trackedEntityType")) {
+                    let found = self.te_tet(item).unwrap_or_default();
+                    if found != want_tet {
+                        e.add(C::E4014, &[rt, &want_tet, &found]);
+                    }
+                }
+            }
+        }
     }
 
     /// The org units an item lives in, as stored (or as planned by this payload): its own, and

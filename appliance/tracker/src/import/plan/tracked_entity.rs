@@ -63,31 +63,13 @@ impl Planner<'_> {
             e.add(C::E1049, &[&org_unit]);
             return self.fail(e, index);
         }
-        match existing.as_ref().map(|(old, _)| old) {
-            None => {
-                if !self.can_capture(&org_unit) {
-                    e.add(C::E1000, &[&self.user.username, &org_unit]);
-                }
-            }
-            Some(old) => {
-                if old.tracked_entity_type != tet {
-                    e.add(C::E1126, &["trackedEntityType"]);
-                }
-                // A move needs both org units; an update in place, write access to the entity
-                // as stored (DHIS2's E1003), which its program owners and temporary owners have.
-                if old.org_unit != org_unit && !self.can_capture(&org_unit) {
-                    e.add(C::E1000, &[&self.user.username, &org_unit]);
-                }
-                let writable = if old.org_unit == org_unit {
-                    self.te_writable(&uid, old)
-                } else {
-                    self.can_capture(&old.org_unit)
-                };
-                if !writable {
-                    e.add(C::E1003, &[&self.user.username, &uid]);
-                }
-            }
-        }
+        self.te_rights(
+            &mut e,
+            &uid,
+            existing.as_ref().map(|(old, _)| old),
+            &tet,
+            &org_unit,
+        );
         if !self.can_write(&tet, tet_obj) {
             e.add(C::E1001, &[&self.user.username, &tet]);
         }
@@ -102,6 +84,60 @@ impl Planner<'_> {
                 ..StoredTrackedEntity::default()
             });
         stored.org_unit = org_unit;
+        self.apply_te_fields(&mut stored, &te);
+        self.merge_attributes(&mut e, &uid, &mut stored.attributes, &te.attributes, None);
+        if !e.any() {
+            for m in Meta::tet_attributes(tet_obj) {
+                if m.mandatory && stored.attribute(&m.uid).is_none() {
+                    e.add(C::E1090, &[&m.uid, &tet, &uid]);
+                }
+            }
+        }
+        if e.any() {
+            return self.fail(e, index);
+        }
+        self.place_te(index, uid, stored, existing);
+    }
+
+    /// Who may write this entity: a new one needs capture scope on its org unit; an update,
+    /// write access to the entity as stored, and a move, both org units.
+    fn te_rights(
+        &self,
+        e: &mut Errs,
+        uid: &str,
+        existing: Option<&StoredTrackedEntity>,
+        tet: &str,
+        org_unit: &str,
+    ) {
+        match existing {
+            None => {
+                if !self.can_capture(org_unit) {
+                    e.add(C::E1000, &[&self.user.username, org_unit]);
+                }
+            }
+            Some(old) => {
+                if old.tracked_entity_type != tet {
+                    e.add(C::E1126, &["trackedEntityType"]);
+                }
+                // A move needs both org units; an update in place, write access to the entity
+                // as stored (DHIS2's E1003), which its program owners and temporary owners have.
+                if old.org_unit != org_unit && !self.can_capture(org_unit) {
+                    e.add(C::E1000, &[&self.user.username, org_unit]);
+                }
+                let writable = if old.org_unit == org_unit {
+                    self.te_writable(uid, old)
+                } else {
+                    self.can_capture(&old.org_unit)
+                };
+                if !writable {
+                    e.add(C::E1003, &[&self.user.username, uid]);
+                }
+            }
+        }
+    }
+
+    /// The entity's own fields the payload sets (only those sent change).
+    fn apply_te_fields(&self, stored: &mut StoredTrackedEntity, te: &TrackedEntity) {
         // Owners move only by transfer; national's own data says where they are now.
         if self.national {
             for o in te
@@ -124,17 +160,16 @@ impl Planner<'_> {
         if te.updated_at_client.is_some() {
             stored.updated_at_client = te.updated_at_client;
         }
-        self.merge_attributes(&mut e, &uid, &mut stored.attributes, &te.attributes, None);
-        if !e.any() {
-            for m in Meta::tet_attributes(tet_obj) {
-                if m.mandatory && stored.attribute(&m.uid).is_none() {
-                    e.add(C::E1090, &[&m.uid, &tet, &uid]);
-                }
-            }
-        }
-        if e.any() {
-            return self.fail(e, index);
-        }
+    }
+
+    /// Records the planned entity and its outcome; an unchanged one is not rewritten.
+    fn place_te(
+        &mut self,
+        index: usize,
+        uid: String,
+        mut stored: StoredTrackedEntity,
+        existing: Option<(StoredTrackedEntity, Option<u64>)>,
+    ) {
         let changed = existing.as_ref().is_none_or(|(old, _)| *old != stored);
         if changed && existing.is_some() {
             stored.updated_by = Some(self.user.username.clone());
