@@ -239,112 +239,26 @@ pub async fn post(
     let dry_run = q.bool("dryRun", false)?;
     let force = q.bool("force", false)?;
     let now = crate::now(&state)?;
-    let snap = user.snapshot.clone();
-    let mut cats = Categories::new(&snap);
     let mut summary = ImportSummary::new(ImportSummaryStatus::Success);
-    let mut ops = Vec::new();
-    {
+    let ops = {
         let read = state.store().read()?;
+        let mut cats = Categories::new(&user.snapshot);
+        let mut ops = Vec::new();
         for (i, r) in body.complete_data_set_registrations.iter().enumerate() {
-            let (ds, pe, ou) = (
-                trimmed(&r.data_set),
-                trimmed(&r.period),
-                trimmed(&r.organisation_unit),
-            );
-            let aoc = match trimmed(&r.attribute_option_combo) {
-                "" => cats.default_coc.clone(),
-                a => a.to_string(),
-            };
-            let complete = r.completed.unwrap_or(true);
-            let date = match r.date.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
-                None => Some(now.today.to_string()),
-                Some(d) => completion_date(d, &now),
-            };
-            let checked = check_target(
-                &user,
-                &mut cats,
-                &now,
-                &read,
-                force,
-                ds,
-                pe,
-                ou,
-                &aoc,
-                Some(i),
-            )?;
-            let result = match (checked, date) {
-                (Err(c), _) => Err(c),
-                (Ok(()), Some(date)) => Ok(date),
-                (Ok(()), None) => Err(plain(
-                    "date",
-                    r.date.as_deref().unwrap_or(""),
-                    format!(
-                        "Invalid completion date: `{}`",
-                        r.date.as_deref().unwrap_or("")
-                    ),
-                    Some(i),
-                )),
-            };
-            match result {
-                Ok(date) => ops.push(RegOp {
-                    key: registration_key(ds, pe, ou, &aoc),
-                    complete,
-                    date,
-                    stored_by: match trimmed(&r.stored_by) {
-                        "" => user.username.clone(),
-                        s => s.to_string(),
-                    },
-                }),
+            match plan_one(&user, &mut cats, &now, &read, force, r, i)? {
+                Ok(op) => ops.push(op),
                 Err(c) => {
                     summary.add_conflict(c);
                     summary.import_count.ignored += 1;
                 }
             }
         }
-    }
-    let username = user.username.clone();
+        ops
+    };
     let counts = if dry_run {
-        let read = state.store().read()?;
-        let mut n = (0, 0, 0);
-        for op in &ops {
-            let live = read
-                .get(REGISTRATIONS, &op.key)?
-                .is_some_and(|r| !r.deleted);
-            match (op.complete, live) {
-                (true, false) => n.0 += 1,
-                (false, true) => n.1 += 1,
-                _ => n.2 += 1,
-            }
-        }
-        n
+        would_change(&state.store().read()?, &ops)?
     } else {
-        state
-            .store()
-            .write(move |ctx| -> Result<(u64, u64, u64), StoreError> {
-                let mut n = (0, 0, 0);
-                for op in &ops {
-                    let was_live = ctx.get(REGISTRATIONS, &op.key)?.is_some_and(|r| !r.deleted);
-                    if op.complete {
-                        if complete_in(ctx, &op.key, &op.date, &op.stored_by, &username)? {
-                            if was_live {
-                                n.1 += 1;
-                            } else {
-                                n.0 += 1;
-                            }
-                        } else {
-                            n.2 += 1;
-                        }
-                    } else if uncomplete_in(ctx, &op.key, &username)? {
-                        n.1 += 1;
-                    } else {
-                        n.2 += 1;
-                    }
-                }
-                Ok(n)
-            })
-            .await
-            .map_err(|e| e.flatten())?
-            .value
+        write_ops(&state, ops, user.username.clone()).await?
     };
     summary.import_count.imported += counts.0;
     summary.import_count.updated += counts.1;
@@ -365,6 +279,106 @@ pub async fn post(
         "complete registrations imported"
     );
     Ok(crate::summary_response(&summary))
+}
+
+/// The write registration `r` (at `index` in the payload) asks for, or why it is refused.
+fn plan_one(
+    user: &AuthUser,
+    cats: &mut Categories<'_>,
+    now: &Now,
+    read: &clinicbox_store::ReadView,
+    force: bool,
+    r: &CompleteDataSetRegistration,
+    index: usize,
+) -> Result<Result<RegOp, ImportConflict>, StoreError> {
+    let (ds, pe, ou) = (
+        trimmed(&r.data_set),
+        trimmed(&r.period),
+        trimmed(&r.organisation_unit),
+    );
+    let aoc = match trimmed(&r.attribute_option_combo) {
+        "" => cats.default_coc.clone(),
+        a => a.to_string(),
+    };
+    let sent_date = r.date.as_deref().unwrap_or("");
+    let date = match sent_date.trim() {
+        "" => Some(now.today.to_string()),
+        d => completion_date(d, now),
+    };
+    if let Err(c) = check_target(user, cats, now, read, force, ds, pe, ou, &aoc, Some(index))? {
+        return Ok(Err(c));
+    }
+    let Some(date) = date else {
+        return Ok(Err(plain(
+            "date",
+            sent_date,
+            format!("Invalid completion date: `{sent_date}`"),
+            Some(index),
+        )));
+    };
+    Ok(Ok(RegOp {
+        key: registration_key(ds, pe, ou, &aoc),
+        complete: r.completed.unwrap_or(true),
+        date,
+        stored_by: match trimmed(&r.stored_by) {
+            "" => user.username.clone(),
+            s => s.to_string(),
+        },
+    }))
+}
+
+/// What `ops` would do, as (imported, updated, ignored), without writing (`dryRun`).
+fn would_change(
+    read: &clinicbox_store::ReadView,
+    ops: &[RegOp],
+) -> Result<(u64, u64, u64), StoreError> {
+    let mut n = (0, 0, 0);
+    for op in ops {
+        let live = read
+            .get(REGISTRATIONS, &op.key)?
+            .is_some_and(|r| !r.deleted);
+        match (op.complete, live) {
+            (true, false) => n.0 += 1,
+            (false, true) => n.1 += 1,
+            _ => n.2 += 1,
+        }
+    }
+    Ok(n)
+}
+
+/// Writes `ops` in one durable commit; returns (imported, updated, ignored).
+async fn write_ops(
+    state: &ApiState,
+    ops: Vec<RegOp>,
+    username: String,
+) -> Result<(u64, u64, u64), ApiError> {
+    let written = state
+        .store()
+        .write(move |ctx| -> Result<(u64, u64, u64), StoreError> {
+            let mut n = (0, 0, 0);
+            for op in &ops {
+                let was_live = ctx.get(REGISTRATIONS, &op.key)?.is_some_and(|r| !r.deleted);
+                if op.complete {
+                    if complete_in(ctx, &op.key, &op.date, &op.stored_by, &username)? {
+                        if was_live {
+                            n.1 += 1;
+                        } else {
+                            n.0 += 1;
+                        }
+                    } else {
+                        n.2 += 1;
+                    }
+                } else if uncomplete_in(ctx, &op.key, &username)? {
+                    n.1 += 1;
+                } else {
+                    n.2 += 1;
+                }
+            }
+            Ok(n)
+        })
+        .await
+        .map_err(|e| e.flatten())?;
+    Ok(written.value)
 }
 
 /// `GET /api/completeDataSetRegistrations`.
