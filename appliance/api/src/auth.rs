@@ -46,12 +46,23 @@ pub trait PasswordCheck: Send + Sync {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Verdict> + Send + 'a>>;
 }
 
+/// Argon2 refused to hash a password (it does so only for parameters out of range).
+#[derive(Debug, thiserror::Error)]
+#[error("password hashing failed: {0}")]
+pub struct HashError(String);
+
+impl From<HashError> for ApiError {
+    fn from(e: HashError) -> ApiError {
+        ApiError::Internal(e.to_string())
+    }
+}
+
 /// Hashes a password with Argon2id (the crate's defaults: 19 MiB, 2 passes) and a random salt.
-pub fn hash_password(password: &str) -> Result<String, ApiError> {
+pub fn hash_password(password: &str) -> Result<String, HashError> {
     Argon2::default()
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
-        .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))
+        .map_err(|e| HashError(e.to_string()))
 }
 
 /// Checks a password against a stored PHC hash; a malformed hash never verifies.

@@ -3,14 +3,14 @@
 
 use clinicbox_dhis2::user::{AUTHORITY_ALL, valid_username};
 use clinicbox_dhis2::{ImportStatus, Uid};
-use clinicbox_store::Collection;
+use clinicbox_store::{Collection, StoreError};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::auth;
 use crate::error::ApiError;
 use crate::metadata::import::{ImportParams, import};
-use crate::metadata::{MetadataService, StoredUser, bump_revision, ref_ids};
+use crate::metadata::{ImportError, MetadataService, StoredUser, bump_revision, ref_ids};
 
 /// Keyed-hash index of usernames → user UIDs (the store blinds the value).
 pub const USERNAME_INDEX: &str = "username";
@@ -19,6 +19,74 @@ pub const USERNAME_INDEX: &str = "username";
 pub const MIN_PASSWORD_LEN: usize = 8;
 /// Longest password (DHIS2's limit).
 pub const MAX_PASSWORD_LEN: usize = 72;
+
+/// Why a user could not be added or changed. The command line and the setup page call these
+/// outside any HTTP request; a route that does turns it into a WebMessage.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("Invalid username {0:?}")]
+    InvalidUsername(String),
+    #[error("Password must have {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters")]
+    PasswordLength,
+    #[error("User {0:?} already exists")]
+    Exists(String),
+    #[error("No user {0:?}")]
+    NoSuchUser(String),
+    /// A role or org unit named that does not exist.
+    #[error("No {plural} with UID or name {what:?}")]
+    Unknown { plural: String, what: String },
+    /// A name several roles or org units share.
+    #[error("Several {plural} are named {what:?}; use the UID")]
+    Ambiguous { plural: String, what: String },
+    /// The metadata import refused the user (its error reports, joined).
+    #[error("{0}")]
+    Refused(String),
+    #[error("user record unreadable: {0}")]
+    Unreadable(String),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hash(#[from] auth::HashError),
+    #[error("password hash task failed: {0}")]
+    Task(String),
+}
+
+impl UserError {
+    /// Whether what was asked was at fault (rather than the box).
+    pub fn is_request(&self) -> bool {
+        !matches!(
+            self,
+            UserError::Unreadable(_)
+                | UserError::Import(_)
+                | UserError::Store(_)
+                | UserError::Hash(_)
+                | UserError::Task(_)
+        )
+    }
+}
+
+impl From<UserError> for ApiError {
+    fn from(e: UserError) -> ApiError {
+        match e {
+            UserError::InvalidUsername(_) | UserError::PasswordLength => {
+                ApiError::BadRequest(e.to_string())
+            }
+            UserError::Exists(_) | UserError::Ambiguous { .. } | UserError::Refused(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            UserError::NoSuchUser(_) | UserError::Unknown { .. } => {
+                ApiError::NotFound(e.to_string())
+            }
+            UserError::Import(i) => i.into(),
+            UserError::Store(s) => s.into(),
+            UserError::Unreadable(_) | UserError::Hash(_) | UserError::Task(_) => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}
 
 /// What `clinicbox user add` needs.
 #[derive(Debug, Clone, Default)]
@@ -49,17 +117,15 @@ pub struct UserSummary {
     pub org_units: Vec<String>,
 }
 
-pub fn check_password(p: &str) -> Result<(), ApiError> {
+pub fn check_password(p: &str) -> Result<(), UserError> {
     let n = p.chars().count();
     if n < MIN_PASSWORD_LEN || p.len() > MAX_PASSWORD_LEN {
-        return Err(ApiError::BadRequest(format!(
-            "Password must have {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
-        )));
+        return Err(UserError::PasswordLength);
     }
     Ok(())
 }
 
-fn lookup(svc: &MetadataService, plural: &str, what: &str) -> Result<String, ApiError> {
+fn lookup(svc: &MetadataService, plural: &str, what: &str) -> Result<String, UserError> {
     let snap = svc.snapshot()?;
     if snap.contains(plural, what) {
         return Ok(what.to_string());
@@ -71,29 +137,25 @@ fn lookup(svc: &MetadataService, plural: &str, what: &str) -> Result<String, Api
         .collect();
     match hits.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => Err(ApiError::NotFound(format!(
-            "No {plural} with UID or name {what:?}"
-        ))),
-        _ => Err(ApiError::Conflict(format!(
-            "Several {plural} are named {what:?}; use the UID"
-        ))),
+        [] => Err(UserError::Unknown {
+            plural: plural.to_string(),
+            what: what.to_string(),
+        }),
+        _ => Err(UserError::Ambiguous {
+            plural: plural.to_string(),
+            what: what.to_string(),
+        }),
     }
 }
 
 /// Adds a user. Returns its UID.
-pub async fn add_user(svc: &MetadataService, new: &NewUser) -> Result<String, ApiError> {
+pub async fn add_user(svc: &MetadataService, new: &NewUser) -> Result<String, UserError> {
     if !valid_username(&new.username) {
-        return Err(ApiError::BadRequest(format!(
-            "Invalid username {:?}",
-            new.username
-        )));
+        return Err(UserError::InvalidUsername(new.username.clone()));
     }
     check_password(&new.password)?;
     if svc.snapshot()?.credential(&new.username).is_some() {
-        return Err(ApiError::Conflict(format!(
-            "User {:?} already exists",
-            new.username
-        )));
+        return Err(UserError::Exists(new.username.clone()));
     }
     let mut roles = Vec::new();
     for r in &new.roles {
@@ -122,7 +184,7 @@ pub async fn add_user(svc: &MetadataService, new: &NewUser) -> Result<String, Ap
             roles.push(role);
         }
     }
-    let ous = |names: &[String]| -> Result<Vec<Value>, ApiError> {
+    let ous = |names: &[String]| -> Result<Vec<Value>, UserError> {
         names
             .iter()
             .map(|n| lookup(svc, "organisationUnits", n).map(|id| json!({"id": id})))
@@ -153,7 +215,7 @@ pub async fn add_user(svc: &MetadataService, new: &NewUser) -> Result<String, Ap
     let report = import(svc, &Value::Object(package), ImportParams::default()).await?;
     if report.status != ImportStatus::Ok {
         let msgs: Vec<String> = report.error_reports().map(|e| e.message.clone()).collect();
-        return Err(ApiError::Conflict(msgs.join("; ")));
+        return Err(UserError::Refused(msgs.join("; ")));
     }
     Ok(uid)
 }
@@ -161,26 +223,26 @@ pub async fn add_user(svc: &MetadataService, new: &NewUser) -> Result<String, Ap
 async fn update_user(
     svc: &MetadataService,
     username: &str,
-    change: impl FnOnce(&mut StoredUser) -> Result<(), ApiError> + Send + 'static,
-) -> Result<(), ApiError> {
+    change: impl FnOnce(&mut StoredUser) + Send + 'static,
+) -> Result<(), UserError> {
     let _guard = svc.write_lock.lock().await;
     let snap = svc.snapshot()?;
     let uid = snap
         .credential(username)
         .map(|c| c.uid.clone())
-        .ok_or_else(|| ApiError::NotFound(format!("No user {username:?}")))?;
+        .ok_or_else(|| UserError::NoSuchUser(username.to_string()))?;
     let rec = svc
         .store()
         .read()?
         .get(Collection::USERS, &uid)?
         .filter(|r| !r.deleted)
-        .ok_or_else(|| ApiError::NotFound(format!("No user {username:?}")))?;
+        .ok_or_else(|| UserError::NoSuchUser(username.to_string()))?;
     let mut stored: StoredUser = rec
         .json()
-        .map_err(|e| ApiError::Internal(format!("user record unreadable: {e}")))?;
-    change(&mut stored)?;
+        .map_err(|e| UserError::Unreadable(e.to_string()))?;
+    change(&mut stored);
     svc.store()
-        .write(move |ctx| -> Result<(), clinicbox_store::StoreError> {
+        .write(move |ctx| -> Result<(), StoreError> {
             ctx.put_json(Collection::USERS, &uid, &stored)?;
             bump_revision(ctx)
         })
@@ -194,15 +256,14 @@ pub async fn set_password(
     svc: &MetadataService,
     username: &str,
     password: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), UserError> {
     check_password(password)?;
     let p = password.to_string();
     let hash = tokio::task::spawn_blocking(move || auth::hash_password(&p))
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        .map_err(|e| UserError::Task(e.to_string()))??;
     update_user(svc, username, move |u| {
         u.password_hash = Some(hash);
-        Ok(())
     })
     .await
 }
@@ -213,10 +274,9 @@ pub async fn keep_confirmed_hash(
     svc: &MetadataService,
     username: &str,
     hash: String,
-) -> Result<(), ApiError> {
+) -> Result<(), UserError> {
     update_user(svc, username, move |u| {
         u.password_hash = Some(hash);
-        Ok(())
     })
     .await
 }
@@ -227,18 +287,17 @@ pub async fn set_disabled(
     svc: &MetadataService,
     username: &str,
     disabled: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), UserError> {
     update_user(svc, username, move |u| {
         if let Value::Object(o) = &mut u.user {
             o.insert("disabled".into(), Value::Bool(disabled));
         }
-        Ok(())
     })
     .await
 }
 
 /// All users, by username.
-pub fn list_users(svc: &MetadataService) -> Result<Vec<UserSummary>, ApiError> {
+pub fn list_users(svc: &MetadataService) -> Result<Vec<UserSummary>, StoreError> {
     let snap = svc.snapshot()?;
     let name_of = |plural: &str, id: &String| {
         snap.get(plural, id)

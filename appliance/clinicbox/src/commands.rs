@@ -4,9 +4,10 @@
 
 use std::path::PathBuf;
 
+use anyhow::{Context, bail};
+use clinicbox_api::ApiState;
 use clinicbox_api::admin::{self, NewUser};
-use clinicbox_api::metadata::import::ImportParams;
-use clinicbox_api::{ApiError, ApiState};
+use clinicbox_api::metadata::import::{ImportParams, ImportStrategy, atomic_mode};
 
 use crate::unlock::UnlockArgs;
 
@@ -81,10 +82,10 @@ pub enum MetadataCommand {
         file: PathBuf,
         /// CREATE_AND_UPDATE, CREATE, UPDATE or DELETE.
         #[arg(long, default_value = "CREATE_AND_UPDATE")]
-        import_strategy: String,
+        import_strategy: ImportStrategy,
         /// ALL (nothing is written if anything is wrong) or NONE (skip bad objects).
-        #[arg(long, default_value = "ALL")]
-        atomic_mode: String,
+        #[arg(long, default_value = "ALL", value_parser = atomic_mode, action = clap::ArgAction::Set)]
+        atomic_mode: bool,
         /// Only check the package.
         #[arg(long)]
         dry_run: bool,
@@ -127,9 +128,9 @@ pub async fn run_user(
     state: &ApiState,
     cmd: UserCommand,
     password: &dyn Fn(&str) -> Result<String, String>,
-) -> Result<String, ApiError> {
+) -> anyhow::Result<String> {
     let svc = state.metadata();
-    let ask = |label: &str| password(label).map_err(ApiError::BadRequest);
+    let ask = |label: &str| password(label).map_err(anyhow::Error::msg);
     match cmd {
         UserCommand::Add {
             username,
@@ -172,8 +173,7 @@ pub async fn run_user(
         UserCommand::List { json, .. } => {
             let users = admin::list_users(svc)?;
             if json {
-                return serde_json::to_string_pretty(&users)
-                    .map_err(|e| ApiError::Internal(e.to_string()));
+                return serde_json::to_string_pretty(&users).context("users as JSON");
             }
             let mut out = format!(
                 "{:<20} {:<12} {:<9} {:<28} org units\n",
@@ -195,7 +195,7 @@ pub async fn run_user(
 }
 
 /// Runs a metadata command; returns what to print, or the import report's errors.
-pub async fn run_metadata(state: &ApiState, cmd: MetadataCommand) -> Result<String, ApiError> {
+pub async fn run_metadata(state: &ApiState, cmd: MetadataCommand) -> anyhow::Result<String> {
     match cmd {
         MetadataCommand::Import {
             file,
@@ -204,11 +204,12 @@ pub async fn run_metadata(state: &ApiState, cmd: MetadataCommand) -> Result<Stri
             dry_run,
             ..
         } => {
-            let q = clinicbox_api::query::Query::parse(&format!(
-                "importStrategy={import_strategy}&atomicMode={atomic_mode}"
-            ));
-            let mut params = ImportParams::from_query(&q)?;
-            params.validate_only = dry_run;
+            let params = ImportParams {
+                strategy: import_strategy,
+                atomic: atomic_mode,
+                validate_only: dry_run,
+                ..ImportParams::default()
+            };
             let report = admin::import_file(state.metadata(), &file, params).await?;
             let mut out = admin::summarize(&report);
             for e in report.error_reports() {
@@ -232,7 +233,7 @@ pub async fn run_metadata(state: &ApiState, cmd: MetadataCommand) -> Result<Stri
                 }
                 Ok(out)
             } else {
-                Err(ApiError::Conflict(format!("{out}\nnothing was written")))
+                bail!("{out}\nnothing was written")
             }
         }
     }

@@ -273,7 +273,7 @@ fn admin_command<F, Fut>(
 ) -> anyhow::Result<()>
 where
     F: FnOnce(clinicbox_api::ApiState) -> Fut,
-    Fut: std::future::Future<Output = Result<String, clinicbox_api::ApiError>>,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
 {
     if let Some(d) = data_dir {
         cfg.data_dir = d;
@@ -287,7 +287,7 @@ where
         let api = clinicbox_api::ApiState::new(store.clone(), cfg.api.clone())
             .await
             .map_err(anyhow::Error::from)?;
-        f(api).await.map_err(|e| anyhow::anyhow!("{e}"))
+        f(api).await
     });
     store.close()?;
     let out = result?;

@@ -16,8 +16,8 @@ use clinicbox_dhis2::ServerTimeZone;
 use clinicbox_dhis2::tracker::TrackerType;
 use clinicbox_dhis2::value_type::excerpt_message;
 use clinicbox_store::{Collection, ReadView, Store, StoreError};
-use clinicbox_tracker::Tracker;
 use clinicbox_tracker::outbox::ForNational;
+use clinicbox_tracker::{NationalError, Tracker};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -40,7 +40,7 @@ pub enum OutboxError {
     #[error("the store: {0}")]
     Store(#[from] StoreError),
     #[error("rendering a record: {0}")]
-    Render(String),
+    Render(#[from] NationalError),
     #[error("the position is {current}, not {claimed}: another round moved it")]
     Moved { current: u64, claimed: u64 },
     #[error("{0}")]
@@ -175,12 +175,7 @@ impl Outbox {
     ) -> Result<Batch, OutboxError> {
         let max_bytes = max_bytes.clamp(1, MAX_BATCH_BYTES);
         // One metadata snapshot for the whole batch: every object renders against it.
-        let snap = self
-            .tracker
-            .api()
-            .metadata()
-            .snapshot()
-            .map_err(|e| OutboxError::Render(e.to_string()))?;
+        let snap = self.tracker.api().metadata().snapshot()?;
         let read = self.store.read()?;
         let ctx = RenderCtx {
             read: &read,
@@ -253,9 +248,7 @@ impl Outbox {
                     t,
                     key,
                     ctx.national,
-                )
-                .map_err(|e| OutboxError::Render(e.to_string()))?
-                {
+                )? {
                     Some(ForNational::Upsert(v)) => Some((list(&mut batch.tracker, t), v)),
                     Some(ForNational::Delete(v)) => {
                         Some((list(&mut batch.tracker_deletions, t), v))
@@ -264,9 +257,7 @@ impl Outbox {
                 }
             }
             None if kind == ObjectKind::OwnershipTransfer => {
-                let Some(t) = clinicbox_tracker::outbox::transfer(read, key)
-                    .map_err(|e| OutboxError::Render(e.to_string()))?
-                else {
+                let Some(t) = clinicbox_tracker::outbox::transfer(read, key)? else {
                     batch.skipped += 1;
                     return Ok(0);
                 };

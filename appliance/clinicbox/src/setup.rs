@@ -5,13 +5,14 @@
 use std::path::{Path, PathBuf};
 
 use clinicbox_api::ApiState;
-use clinicbox_api::admin::{self, NewUser};
-use clinicbox_api::error::ApiError;
+use clinicbox_api::admin::{self, ClinicNameError, NewUser, UserError};
+use clinicbox_api::metadata::ImportError;
 use clinicbox_api::metadata::import::{ImportParams, import};
 use clinicbox_statuspage::setup::{
     BoxFuture, Choice, Claim, NewTabletUser, PendingKey, SetupError, UserChoices, UserRow,
 };
 use clinicbox_statuspage::{SetupActions, SetupStatus};
+use clinicbox_store::StoreError;
 
 /// Recovery keys waiting for the status page: `<keys dir>/<name>.pending`, one key per file,
 /// written by the image's first boot (`image/scripts/firstboot`).
@@ -63,7 +64,7 @@ impl BoxSetup {
         files
     }
 
-    fn has_users(&self) -> Result<bool, ApiError> {
+    fn has_users(&self) -> Result<bool, StoreError> {
         Ok(self.api.metadata().snapshot()?.count("users") > 0)
     }
 }
@@ -134,10 +135,41 @@ fn refusals(report: &clinicbox_dhis2::ImportReport) -> String {
     why.join("; ")
 }
 
-fn failed(e: ApiError) -> SetupError {
-    match e {
-        ApiError::BadRequest(m) | ApiError::Conflict(m) => SetupError::Invalid(m),
-        other => SetupError::Failed(other.to_string()),
+/// An error from an admin action, told apart by whose it is: the person at the page can fix
+/// their input; a failure of the box is reported as one.
+trait ActionError: std::fmt::Display {
+    fn is_input(&self) -> bool;
+}
+
+impl ActionError for UserError {
+    fn is_input(&self) -> bool {
+        self.is_request()
+    }
+}
+
+impl ActionError for ClinicNameError {
+    fn is_input(&self) -> bool {
+        matches!(self, ClinicNameError::Invalid)
+    }
+}
+
+impl ActionError for ImportError {
+    fn is_input(&self) -> bool {
+        matches!(self, ImportError::Package(_) | ImportError::File { .. })
+    }
+}
+
+impl ActionError for StoreError {
+    fn is_input(&self) -> bool {
+        false
+    }
+}
+
+fn failed(e: impl ActionError) -> SetupError {
+    if e.is_input() {
+        SetupError::Invalid(e.to_string())
+    } else {
+        SetupError::Failed(e.to_string())
     }
 }
 

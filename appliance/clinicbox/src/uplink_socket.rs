@@ -321,7 +321,10 @@ async fn metadata(State(s): State<SocketState>, Json(pull): Json<MetadataPull>) 
         Ok(mut outcome) => {
             if outcome.result == "applied" {
                 // Kept and still sent; counted so an admin knows national changed under them.
-                outcome.stale_values = s.outbox.tracker().stale_values().unwrap_or(0);
+                outcome.stale_values = s.outbox.tracker().stale_values().unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "stale values not counted");
+                    0
+                });
             }
             if outcome.result != "unchanged" || s.shared.metadata().is_none() {
                 s.shared.set_metadata(outcome.clone());

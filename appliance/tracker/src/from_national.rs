@@ -36,6 +36,8 @@ use clinicbox_store::{Collection, ReadView, Record};
 use clinicbox_web::scope::Scope;
 use clinicbox_web::{ApiError, AuthUser};
 
+use crate::NationalError;
+
 use crate::Tracker;
 use crate::import::{Flat, FromNational, ImportParams};
 use crate::model::{StoredEnrollment, StoredEvent, StoredTrackedEntity};
@@ -71,7 +73,7 @@ impl Tracker {
         &self,
         payload: TrackerPayload,
         cx: MergeContext,
-    ) -> Result<Merged, ApiError> {
+    ) -> Result<Merged, NationalError> {
         let mut flat = Flat::from_payload(payload);
         let (gone, gone_conflicts) = self.deletions(&mut flat, &cx)?;
         let unchanged = drop_unchanged(&self.store().read()?, &mut flat)?;

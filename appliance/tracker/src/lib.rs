@@ -10,6 +10,7 @@ pub mod import;
 pub mod jobs;
 pub mod meta;
 pub mod model;
+mod national_error;
 pub mod outbox;
 pub mod ownership;
 pub mod reserved;
@@ -28,6 +29,7 @@ use clinicbox_web::ApiError;
 
 pub use config::TrackerConfig;
 pub use import::{ImportParams, Imported};
+pub use national_error::NationalError;
 
 use crate::catalog::Catalog;
 

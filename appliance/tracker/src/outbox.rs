@@ -7,15 +7,15 @@
 
 use clinicbox_dhis2::tracker::TrackerType;
 use clinicbox_dhis2::{Dhis2Timestamp, ServerTimeZone};
-use clinicbox_store::{Collection, ReadView, Record};
+use clinicbox_store::{Collection, ReadView, Record, StoreError};
 use clinicbox_web::{ApiError, Snapshot};
 use serde_json::{Map, Value};
 
-use crate::Tracker;
 use crate::export::render::Renderer;
 use crate::model::{
     StoredEnrollment, StoredEvent, StoredRelationship, StoredTrackedEntity, StoredTransfer,
 };
+use crate::{NationalError, Tracker};
 
 /// Program owners moved on the box (`PUT /api/tracker/ownership/transfer`), one record per
 /// entity and program: the change log carries each move to the outbox.
@@ -27,7 +27,7 @@ pub fn transfer_key(te: &str, program: &str) -> String {
 }
 
 /// The transfer recorded under `key`, as national should receive it.
-pub fn transfer(read: &ReadView, key: &str) -> Result<Option<StoredTransfer>, ApiError> {
+pub fn transfer(read: &ReadView, key: &str) -> Result<Option<StoredTransfer>, StoreError> {
     Ok(read
         .get(TRANSFERS, key)?
         .filter(|r| !r.deleted)
@@ -73,7 +73,7 @@ pub fn render(
     t: TrackerType,
     uid: &str,
     national: Option<&ServerTimeZone>,
-) -> Result<Option<ForNational>, ApiError> {
+) -> Result<Option<ForNational>, NationalError> {
     let Some(rec) = read.get(collection(t), uid)? else {
         return Ok(None);
     };

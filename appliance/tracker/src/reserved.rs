@@ -32,9 +32,9 @@ use clinicbox_web::{ApiError, ApiResult, AuthUser};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::Tracker;
 use crate::meta::{bool_of, str_of};
 use crate::textpattern::{DateParts, Segment, TextPattern, random_space, random_value};
+use crate::{NationalError, Tracker};
 
 pub const RESERVED: Collection = Collection::named("reservedValues");
 const MAX_PER_REQUEST: usize = 1000;
@@ -156,7 +156,7 @@ impl Tracker {
     /// The pools of national values the box keeps: one per generated attribute, and for a
     /// pattern with `ORG_UNIT_CODE` one per code of the box's org units; with how many
     /// unexpired values each holds now.
-    pub async fn national_pools(&self) -> Result<Vec<NationalPool>, ApiError> {
+    pub async fn national_pools(&self) -> Result<Vec<NationalPool>, NationalError> {
         let snap = self.api().metadata().snapshot()?;
         let codes: Vec<String> = snap
             .objects("organisationUnits")
@@ -207,15 +207,15 @@ impl Tracker {
         org_unit_code: Option<&str>,
         values: Vec<String>,
         expiry_ms: u64,
-    ) -> Result<usize, ApiError> {
+    ) -> Result<usize, NationalError> {
         if values.len() > MAX_PER_REQUEST || values.iter().any(|v| v.len() > MAX_VALUE_LEN) {
-            return Err(ApiError::BadRequest(format!(
+            return Err(NationalError::Invalid(format!(
                 "a block holds at most {MAX_PER_REQUEST} values of at most {MAX_VALUE_LEN} bytes"
             )));
         }
         let tp = self.pattern_of(attribute)?;
         let attr_uid = Uid::try_from(attribute)
-            .map_err(|_| ApiError::BadRequest(format!("Invalid UID: {attribute}")))?;
+            .map_err(|_| NationalError::Invalid(format!("Invalid UID: {attribute}")))?;
         let _guard = self.inner.reserve_lock.lock().await;
         let now = self.store().server_time_ms();
         let key = key_of(&tp, org_unit_code, &date_parts(self.api(), now))?;

@@ -5,8 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use clinicbox_store::Collection;
-use clinicbox_web::{ApiError, Snapshot};
+use clinicbox_store::{Collection, StoreError};
+use clinicbox_web::Snapshot;
 use serde_json::Value;
 
 use crate::Tracker;
@@ -84,7 +84,7 @@ impl Allowed {
 impl Tracker {
     /// How many stored values refer to an option or a stage element the metadata no longer
     /// has.
-    pub fn stale_values(&self) -> Result<u64, ApiError> {
+    pub fn stale_values(&self) -> Result<u64, StoreError> {
         let snap = self.api().metadata().snapshot()?;
         let allowed = Allowed::new(&snap);
         let read = self.store().read()?;

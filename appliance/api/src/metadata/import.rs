@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::check::Item;
 pub use super::check::{Plan, check};
-use super::{MetadataService, Snapshot, StoredUser, bump_revision};
+use super::{ImportError, MetadataService, Snapshot, StoredUser, bump_revision};
 use crate::auth;
 use crate::error::ApiError;
 use crate::query::Query;
@@ -48,28 +48,43 @@ impl Default for ImportParams {
     }
 }
 
+impl std::str::FromStr for ImportStrategy {
+    type Err = String;
+
+    /// DHIS2's `importStrategy` names, with the older aliases it still takes.
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "CREATE_AND_UPDATE" | "NEW_AND_UPDATES" => Ok(ImportStrategy::CreateAndUpdate),
+            "CREATE" | "NEW" => Ok(ImportStrategy::Create),
+            "UPDATE" | "UPDATES" => Ok(ImportStrategy::Update),
+            "DELETE" | "DELETES" => Ok(ImportStrategy::Delete),
+            other => Err(format!(
+                "Value '{other}' is not valid for parameter importStrategy. Valid values are: [CREATE_AND_UPDATE, CREATE, UPDATE, DELETE]"
+            )),
+        }
+    }
+}
+
+/// DHIS2's `atomicMode`: `ALL` (any error means nothing is written) is atomic, `NONE` not.
+pub fn atomic_mode(name: &str) -> Result<bool, String> {
+    match name {
+        "ALL" => Ok(true),
+        "NONE" => Ok(false),
+        other => Err(format!(
+            "Value '{other}' is not valid for parameter atomicMode. Valid values are: [ALL, NONE]"
+        )),
+    }
+}
+
 impl ImportParams {
     pub fn from_query(q: &Query) -> Result<Self, ApiError> {
-        let strategy = match q.get("importStrategy").unwrap_or("CREATE_AND_UPDATE") {
-            "CREATE_AND_UPDATE" | "NEW_AND_UPDATES" => ImportStrategy::CreateAndUpdate,
-            "CREATE" | "NEW" => ImportStrategy::Create,
-            "UPDATE" | "UPDATES" => ImportStrategy::Update,
-            "DELETE" | "DELETES" => ImportStrategy::Delete,
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "Value '{other}' is not valid for parameter importStrategy. Valid values are: [CREATE_AND_UPDATE, CREATE, UPDATE, DELETE]"
-                )));
-            }
-        };
-        let atomic = match q.get("atomicMode").unwrap_or("ALL") {
-            "ALL" => true,
-            "NONE" => false,
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "Value '{other}' is not valid for parameter atomicMode. Valid values are: [ALL, NONE]"
-                )));
-            }
-        };
+        let strategy = q
+            .get("importStrategy")
+            .unwrap_or("CREATE_AND_UPDATE")
+            .parse()
+            .map_err(ApiError::BadRequest)?;
+        let atomic =
+            atomic_mode(q.get("atomicMode").unwrap_or("ALL")).map_err(ApiError::BadRequest)?;
         let validate_only = match q.get("importMode").unwrap_or("COMMIT") {
             "COMMIT" => false,
             "VALIDATE" => true,
@@ -132,7 +147,7 @@ pub async fn import(
     svc: &MetadataService,
     package: &Value,
     params: ImportParams,
-) -> Result<ImportReport, ApiError> {
+) -> Result<ImportReport, ImportError> {
     let _guard = svc.write_lock.lock().await;
     let snap = svc.snapshot()?;
     // Progress for people: a big package takes seconds to check and to write.
@@ -259,35 +274,39 @@ fn moved_org_unit((id, mut o): (String, Map<String, Value>)) -> Write {
 async fn with_hashes(
     svc: &MetadataService,
     writes: Vec<Write>,
-) -> Result<Vec<(Write, Option<String>)>, ApiError> {
+) -> Result<Vec<(Write, Option<String>)>, ImportError> {
     let existing = stored_hashes(svc, &writes)?;
-    tokio::task::spawn_blocking(move || -> Result<Vec<(Write, Option<String>)>, ApiError> {
-        let mut out = Vec::new();
-        for w in writes {
-            let hash = match &w {
-                Write::PutUser { uid, password, .. } => {
-                    let old = existing.get(uid).cloned().flatten();
-                    match (password, old) {
-                        (Some(p), Some(h)) if auth::verify_password(p.as_bytes(), &h) => Some(h),
-                        (Some(p), _) => Some(auth::hash_password(p)?),
-                        (None, old) => old,
+    tokio::task::spawn_blocking(
+        move || -> Result<Vec<(Write, Option<String>)>, ImportError> {
+            let mut out = Vec::new();
+            for w in writes {
+                let hash = match &w {
+                    Write::PutUser { uid, password, .. } => {
+                        let old = existing.get(uid).cloned().flatten();
+                        match (password, old) {
+                            (Some(p), Some(h)) if auth::verify_password(p.as_bytes(), &h) => {
+                                Some(h)
+                            }
+                            (Some(p), _) => Some(auth::hash_password(p)?),
+                            (None, old) => old,
+                        }
                     }
-                }
-                _ => None,
-            };
-            out.push((w, hash));
-        }
-        Ok(out)
-    })
+                    _ => None,
+                };
+                out.push((w, hash));
+            }
+            Ok(out)
+        },
+    )
     .await
-    .map_err(|e| ApiError::Internal(format!("import task failed: {e}")))?
+    .map_err(|e| ImportError::Task(e.to_string()))?
 }
 
 /// The hashes the users written keep, unless their password changed elsewhere since.
 fn stored_hashes(
     svc: &MetadataService,
     writes: &[Write],
-) -> Result<HashMap<String, Option<String>>, ApiError> {
+) -> Result<HashMap<String, Option<String>>, StoreError> {
     let read = svc.store().read()?;
     let mut m = HashMap::new();
     for w in writes {

@@ -3,6 +3,7 @@
 //! revision changes, from which every metadata endpoint, the auth layer and scope checks read.
 
 pub mod check;
+mod error;
 pub mod import;
 pub mod serve;
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use clinicbox_web::snapshot::{Credential, INVERSES, Snapshot, ref_ids};
+pub use error::ImportError;
 
 /// One record holding the metadata revision, bumped by every metadata or user write so that
 /// every process and handle sees the change.

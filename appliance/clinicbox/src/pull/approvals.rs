@@ -17,10 +17,7 @@ use super::PullError;
 /// One query per workflow of the data sets the box's org units have: their current and
 /// [`APPROVAL_PERIODS`]` - 1` previous periods, and the org units the sets are assigned to.
 pub fn queries(api: &ApiState) -> Result<Vec<ApprovalQuery>, PullError> {
-    let snap = api
-        .metadata()
-        .snapshot()
-        .map_err(|e| PullError::Import(e.to_string()))?;
+    let snap = api.metadata().snapshot()?;
     let now = Now::at(api.store().server_time_ms(), api.zone())
         .ok_or_else(|| PullError::Invalid("the store clock is out of range".into()))?;
     let mut by_wf: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();

@@ -26,10 +26,7 @@ const WATERMARK_KEY: &str = "pullData";
 
 /// The data sets assigned to an org unit the box holds, and the watermark.
 pub fn plan(api: &ApiState) -> Result<DataPlan, PullError> {
-    let snap = api
-        .metadata()
-        .snapshot()
-        .map_err(|e| PullError::Import(e.to_string()))?;
+    let snap = api.metadata().snapshot()?;
     let data_sets = snap
         .objects("dataSets")
         .filter(|(_, ds)| {
@@ -79,10 +76,7 @@ pub async fn merge(
         )));
     }
     let cx = context(api, outbox, &body.zone, body.skew_secs)?;
-    let snap = api
-        .metadata()
-        .snapshot()
-        .map_err(|e| PullError::Import(e.to_string()))?;
+    let snap = api.metadata().snapshot()?;
     let total = body.values.len() as u64;
     let values: Vec<DataValue> = body
         .values
@@ -116,11 +110,7 @@ pub async fn merge_tracker(
         "events": body.events,
     }))
     .map_err(|e| PullError::Invalid(format!("national's tracker objects: {e}")))?;
-    let m = outbox
-        .tracker()
-        .merge_from_national(payload, cx)
-        .await
-        .map_err(|e| PullError::Invalid(e.to_string()))?;
+    let m = outbox.tracker().merge_from_national(payload, cx).await?;
     Ok(MergeReport {
         applied: m.created + m.updated + m.deleted,
         unchanged: m.unchanged,

@@ -12,10 +12,12 @@ pub mod reserved;
 use std::collections::HashSet;
 
 use clinicbox_api::ApiState;
+use clinicbox_api::metadata::ImportError;
 use clinicbox_api::metadata::import::{self, ImportParams, ImportStrategy};
 use clinicbox_control::pull::{MetadataPull, PullOutcome, PullState};
 use clinicbox_dhis2::{ImportReport, ImportStatus};
 use clinicbox_store::StoreError;
+use clinicbox_tracker::NationalError;
 use serde_json::{Map, Value};
 
 use crate::outbox::UPLINK;
@@ -30,12 +32,23 @@ pub enum PullError {
     #[error("the store: {0}")]
     Store(#[from] StoreError),
     #[error("the metadata import: {0}")]
-    Import(String),
+    Import(#[from] ImportError),
     /// A request the box does not take (too large, out of range).
     #[error("{0}")]
     Invalid(String),
-    #[error("reserved values: {0}")]
-    Reserved(String),
+    /// The box could not keep what national sent.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<NationalError> for PullError {
+    fn from(e: NationalError) -> PullError {
+        match e {
+            NationalError::Invalid(m) => PullError::Invalid(m),
+            NationalError::Store(s) => PullError::Store(s),
+            NationalError::Failed(m) => PullError::Failed(m),
+        }
+    }
 }
 
 /// The pull's bookkeeping as last kept (empty before the first pull).
@@ -65,9 +78,7 @@ pub async fn apply(api: &ApiState, mut pull: MetadataPull) -> Result<PullOutcome
         .any(|v| v.as_array().is_some_and(|a| !a.is_empty()))
     {
         let package = Value::Object(std::mem::take(&mut pull.package));
-        let report = import::import(api.metadata(), &package, ImportParams::default())
-            .await
-            .map_err(|e| PullError::Import(e.to_string()))?;
+        let report = import::import(api.metadata(), &package, ImportParams::default()).await?;
         if report.status == ImportStatus::Error {
             outcome.result = "refused".into();
             outcome.messages.extend(messages(&report));
@@ -97,10 +108,7 @@ fn keep_local_accounts(
     package: &mut Map<String, Value>,
     messages: &mut Vec<String>,
 ) -> Result<(), PullError> {
-    let snap = api
-        .metadata()
-        .snapshot()
-        .map_err(|e| PullError::Import(e.to_string()))?;
+    let snap = api.metadata().snapshot()?;
     if let Some(Value::Array(users)) = package.get_mut("users") {
         users.retain(|u| {
             let uid = u.get("id").and_then(Value::as_str).unwrap_or("");
@@ -126,10 +134,7 @@ async fn delete(
     pull: &MetadataPull,
     outcome: &mut PullOutcome,
 ) -> Result<(), PullError> {
-    let snap = api
-        .metadata()
-        .snapshot()
-        .map_err(|e| PullError::Import(e.to_string()))?;
+    let snap = api.metadata().snapshot()?;
     let mut package = Map::new();
     let mut seen = HashSet::new();
     for d in &pull.deletions {
@@ -151,9 +156,7 @@ async fn delete(
         atomic: false,
         ..Default::default()
     };
-    let report = import::import(api.metadata(), &Value::Object(package), params)
-        .await
-        .map_err(|e| PullError::Import(e.to_string()))?;
+    let report = import::import(api.metadata(), &Value::Object(package), params).await?;
     outcome.deleted = report.stats.deleted;
     if report.stats.deleted > 0 {
         outcome.result = "applied".into();
@@ -212,8 +215,7 @@ async fn unlink(
         &Value::Object(package),
         ImportParams::default(),
     )
-    .await
-    .map_err(|e| PullError::Import(e.to_string()))?;
+    .await?;
     Ok(messages(&report))
 }
 

@@ -1,7 +1,6 @@
 //! Values national reserved for the box: which pools the box keeps and how full they are, and
 //! storing a block the uplink reserved (tablets get those before the box's own slice).
 
-use clinicbox_api::ApiError;
 use clinicbox_control::pull::{ReservedBlock, ReservedPool};
 use clinicbox_tracker::Tracker;
 
@@ -10,7 +9,7 @@ use super::PullError;
 const DAY_MS: u64 = 86_400_000;
 
 pub async fn pools(tracker: &Tracker) -> Result<Vec<ReservedPool>, PullError> {
-    let pools = tracker.national_pools().await.map_err(reserved_error)?;
+    let pools = tracker.national_pools().await?;
     Ok(pools
         .into_iter()
         .map(|p| ReservedPool {
@@ -34,14 +33,5 @@ pub async fn add(tracker: &Tracker, block: ReservedBlock) -> Result<usize, PullE
             expiry_ms,
         )
         .await
-        .map_err(reserved_error)
-}
-
-fn reserved_error(e: ApiError) -> PullError {
-    match e {
-        ApiError::BadRequest(m) | ApiError::Conflict(m) | ApiError::NotFound(m) => {
-            PullError::Invalid(m)
-        }
-        other => PullError::Reserved(other.to_string()),
-    }
+        .map_err(PullError::from)
 }

@@ -6,7 +6,7 @@ use clinicbox_dhis2::schema::{self, Schema};
 use serde_json::{Map, Value};
 
 use super::{Item, err};
-use crate::error::ApiError;
+use crate::metadata::ImportError;
 use crate::metadata::Snapshot;
 use crate::metadata::import::ImportStrategy;
 
@@ -16,9 +16,9 @@ pub(super) fn read(
     snap: &Snapshot,
     package: &Value,
     strategy: ImportStrategy,
-) -> Result<Vec<Item>, ApiError> {
+) -> Result<Vec<Item>, ImportError> {
     let Value::Object(pkg) = package else {
-        return Err(ApiError::BadRequest(
+        return Err(ImportError::Package(
             "A metadata package must be a JSON object of collections".into(),
         ));
     };
@@ -31,7 +31,7 @@ pub(super) fn read(
             continue;
         };
         let Value::Array(objects) = value else {
-            return Err(ApiError::BadRequest(format!("`{key}` must be an array")));
+            return Err(ImportError::Package(format!("`{key}` must be an array")));
         };
         for (index, o) in objects.iter().enumerate() {
             let mut it = item(s, index, o, strategy);
@@ -156,7 +156,7 @@ mod tests {
                     &bad,
                     ImportStrategy::CreateAndUpdate
                 ),
-                Err(ApiError::BadRequest(_))
+                Err(ImportError::Package(_))
             ));
         }
     }

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 
 use super::Snapshot;
 use super::import::{ImportParams, ImportStrategy};
-use crate::error::ApiError;
+use crate::metadata::ImportError;
 
 /// One object of the package and what the checks found.
 pub(crate) struct Item {
@@ -56,7 +56,7 @@ impl Plan {
 }
 
 /// Checks `package` against `snap`.
-pub fn check(snap: &Snapshot, package: &Value, params: ImportParams) -> Result<Plan, ApiError> {
+pub fn check(snap: &Snapshot, package: &Value, params: ImportParams) -> Result<Plan, ImportError> {
     let mut items = items::read(snap, package, params.strategy)?;
     objects::duplicates(&mut items);
     objects::per_object(snap, &mut items, params.strategy);
