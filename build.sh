@@ -58,35 +58,43 @@ case "$cmd" in
     # (tests/bench/src/figures.rs); the table at the end gathers them with their ratios.
     log=$(mktemp)
     trap 'rm -f "$log"' EXIT
+    failed=()
+    # A benchmark that fails is named at the end; the others still run and the table is printed.
+    each() { "$@" || { echo "FAILED: $*"; failed+=("$*"); }; }
     {
-      cargo run --release --locked -p clinicbox-bench -- store "$@"
+      each cargo run --release --locked -p clinicbox-bench -- store "$@"
       # A tablet's login + full metadata sync of the demo package over loopback (clinicbox-api).
-      cargo test --release --locked -p clinicbox-api --test sync_bench -- --ignored --nocapture
+      each cargo test --release --locked -p clinicbox-api --test sync_bench -- --ignored --nocapture
       # A month's data set (500 values) uploaded and downloaded through the aggregate API.
-      cargo run --release --locked -p clinicbox-bench -- aggregate
+      each cargo run --release --locked -p clinicbox-bench -- aggregate
       # Tracker: one POST of 200 TEs + 200 enrollments + 1,000 events vs the store's raw write,
       # download of 500 TEs, search at 10k TEs, peak RSS.
-      cargo run --release --locked -p clinicbox-bench -- tracker
+      each cargo run --release --locked -p clinicbox-bench -- tracker
       # What one logged-in tablet can cost (a 12 MB value, stored reports, 300,000 empty
       # objects) next to an ordinary upload: answer size, store growth, memory.
-      cargo run --release --locked -p clinicbox-bench -- exhaustion
+      each cargo run --release --locked -p clinicbox-bench -- exhaustion
       # The uplink on a bad LTE link (800 ms, 80 kbit/s, 20 % loss) vs the Android app's way of
       # sending the same records: bytes per event and per data value, push time, peak RSS.
-      cargo build --release --locked -p clinicbox -p clinicbox-tests --bins
-      cargo run --release --locked -p clinicbox-bench -- uplink
+      each cargo build --release --locked -p clinicbox -p clinicbox-tests --bins
+      each cargo run --release --locked -p clinicbox-bench -- uplink
       # The uplink's pull on the same link: first metadata pull, a quiet round, a change at
       # national until a tablet sees it.
-      cargo run --release --locked -p clinicbox-bench -- pull
+      each cargo run --release --locked -p clinicbox-bench -- pull
       # A backup and a restore of 100,000 patients next to copying the store file.
-      cargo run --release --locked -p clinicbox-bench -- backup
+      each cargo run --release --locked -p clinicbox-bench -- backup
       # The store's memory after reading 100,000 patients: the box's page-cache bound vs the
       # database's default.
-      cargo run --release --locked -p clinicbox-bench -- memory
+      each cargo run --release --locked -p clinicbox-bench -- memory
       # Re-announcing the box after a LAN address change vs avahi-daemon (needs root and
       # network namespaces; says SKIPPED otherwise).
-      cargo bench --locked -p clinicbox-discovery --bench reannounce
-    } 2>&1 | tee "$log"
+      each cargo bench --locked -p clinicbox-discovery --bench reannounce
+    } > >(tee "$log") 2>&1
+    wait $!
     cargo run --release --locked -q -p clinicbox-bench -- table "$log"
+    if ((${#failed[@]})); then
+      printf 'failed: %s\n' "${failed[@]}" >&2
+      exit 1
+    fi
     ;;
   lint)
     need_rust

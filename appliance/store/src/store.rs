@@ -122,7 +122,9 @@ impl Store {
         let mut slots = SlotTable::new();
         let (info, recovery) = slots.add(&dek, first_slot, crate::clock::wall_ms())?;
         let db = open_db(dir, true, options)?;
-        let txn = db.begin_write()?;
+        let mut txn = db.begin_write()?;
+        // The key slots must be on disk before the recovery key is shown to anyone.
+        txn.set_durability(redb::Durability::Immediate)?;
         {
             let mut meta = txn.open_table(META)?;
             meta.insert(
