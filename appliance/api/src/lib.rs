@@ -228,7 +228,8 @@ impl ApiState {
     }
 }
 
-/// Everything under `/api`. Modules add their routes here.
+/// Everything under `/api` this crate serves; tracker and aggregate have their own routers,
+/// merged beside this one in the daemon's `app.rs`.
 pub fn router(state: ApiState) -> Router {
     let mut r = Router::new()
         .merge(system::routes())
