@@ -220,7 +220,27 @@ pub fn render(s: &Snapshot) -> String {
     }
     stale_tablets_banner(&mut o, s);
 
-    // Connect a tablet.
+    connect_section(&mut o, s);
+    certificate_section(&mut o, s);
+    records_section(&mut o, s);
+    tablets_section(&mut o, s);
+    box_section(&mut o, s);
+
+    let _ = write!(
+        o,
+        "</main><footer>Updated {} · refreshes every 30 s · <a href=\"/admin\">Admin</a>{}</footer></body></html>",
+        utc((s.now_ms / 1000) as i64),
+        if s.setup.is_some() {
+            " · <a href=\"/setup\" data-figure=\"setup-link\">Setup</a>"
+        } else {
+            ""
+        }
+    );
+    o
+}
+
+/// The server URL the Capture app needs, with its QR code, and the box's other URLs.
+fn connect_section(o: &mut String, s: &Snapshot) {
     let _ = write!(
         o,
         "<section class=\"connect\"><div class=\"qr\">{}</div><div><h2>Connect a tablet</h2>\
@@ -243,8 +263,10 @@ pub fn render(s: &Snapshot) -> String {
         o.push_str("</ul>");
     }
     o.push_str("</div></section>");
+}
 
-    // Certificate.
+/// The certificate in use and how long it is valid.
+fn certificate_section(o: &mut String, s: &Snapshot) {
     o.push_str("<section><h2>Security certificate</h2>");
     match &s.certificate {
         Some(c) => {
@@ -287,8 +309,10 @@ pub fn render(s: &Snapshot) -> String {
         None => o.push_str("<p class=\"warn\">HTTPS is off.</p>"),
     }
     o.push_str("</section>");
+}
 
-    // Records.
+/// What the store holds, its size and its last write.
+fn records_section(o: &mut String, s: &Snapshot) {
     o.push_str("<section><h2>Records on this box</h2>");
     match &s.store {
         Some(st) => {
@@ -339,8 +363,10 @@ pub fn render(s: &Snapshot) -> String {
         None => o.push_str("<p class=\"warn\">The store is not open.</p>"),
     }
     o.push_str("</section>");
+}
 
-    // Tablets.
+/// The tablets that synced, stale ones marked.
+fn tablets_section(o: &mut String, s: &Snapshot) {
     let _ = write!(
         o,
         "<section><h2>Tablets seen (<span data-figure=\"tablets-count\">{}</span>)</h2>",
@@ -367,8 +393,10 @@ pub fn render(s: &Snapshot) -> String {
         o.push_str("</table>");
     }
     o.push_str("</section>");
+}
 
-    // The box.
+/// The box itself: software and slot, uptime, power, backup, national, names, requests.
+fn box_section(o: &mut String, s: &Snapshot) {
     let _ = write!(
         o,
         "<section><h2>This box</h2><dl><dt>Software</dt><dd>ClinicBox <span data-figure=\"version\">{}</span>{}</dd>\
@@ -462,18 +490,6 @@ pub fn render(s: &Snapshot) -> String {
         "<dt>Requests</dt><dd><span data-figure=\"requests\">{}</span> ({} failed)</dd></dl></section>",
         s.requests, s.errors
     );
-
-    let _ = write!(
-        o,
-        "</main><footer>Updated {} · refreshes every 30 s · <a href=\"/admin\">Admin</a>{}</footer></body></html>",
-        utc((s.now_ms / 1000) as i64),
-        if s.setup.is_some() {
-            " · <a href=\"/setup\" data-figure=\"setup-link\">Setup</a>"
-        } else {
-            ""
-        }
-    );
-    o
 }
 
 /// How far the box's clock may be from national's before the page says so.
