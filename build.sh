@@ -85,6 +85,9 @@ case "$cmd" in
       # The store's memory after reading 100,000 patients: the box's page-cache bound vs the
       # database's default.
       each cargo run --release --locked -p clinicbox-bench -- memory
+      # The tracker catalog at start on 100,000 patients: from its saved copy and the changes
+      # after it vs rebuilt from every record.
+      each cargo run --release --locked -p clinicbox-bench -- restart
       # Re-announcing the box after a LAN address change vs avahi-daemon (needs root and
       # network namespaces; says SKIPPED otherwise).
       each cargo bench --locked -p clinicbox-discovery --bench reannounce

@@ -438,6 +438,17 @@ impl RunningBox {
     /// As [`Self::stop`], and the box must have exited within `limit` of the signal (a unit's
     /// `TimeoutStopSec`: past it systemd kills the process).
     pub fn stop_within(mut self, limit: Duration) -> String {
+        self.terminate(limit)
+    }
+
+    /// As [`Self::stop`], keeping the box's directory (its data) for a next start.
+    pub fn stop_keeping(mut self) -> (String, tempfile::TempDir) {
+        let log = self.terminate(Duration::from_secs(60));
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        (log, dir)
+    }
+
+    fn terminate(&mut self, limit: Duration) -> String {
         let mut child = self.child.take().expect("running");
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");

@@ -565,3 +565,95 @@ fn an_acknowledged_import_and_its_job_survive_a_power_cut() {
     again.stop();
     drop(kept);
 }
+
+/// The daemon's "tracker catalog loaded" log line of its last start.
+fn catalog_line(log: &str) -> String {
+    log.lines()
+        .rfind(|l| l.contains("tracker catalog loaded"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_restarted_box_reads_its_saved_catalog_and_what_changed_after_it() {
+    let first = BoxBuilder::demo();
+    let data = first.dir().join("data");
+    let b = first.start();
+    let amina = registration(
+        "teAmina0001",
+        "enAmina0001",
+        "evTriage001",
+        "OPD-000001",
+        "Amina",
+    );
+    assert!(error_uids(&Tablet::new(&b).upload("CREATE_AND_UPDATE", &amina)).is_empty());
+    // The data stays in the first box's directory for the next two starts.
+    let (log, data_dir) = b.stop_keeping();
+    assert!(
+        log.contains("tracker catalog saved"),
+        "a clean stop saves:\n{log}"
+    );
+
+    // Started from the saved copy; then a new patient and a new visit for Amina, and a power cut.
+    let b = BoxBuilder::demo_at(data.display().to_string()).start();
+    assert!(
+        catalog_line(&b.log()).contains("from_saved_copy=true"),
+        "{}",
+        b.log()
+    );
+    let tablet = Tablet::new(&b);
+    let baraka = registration(
+        "teBaraka001",
+        "enBaraka001",
+        "evTriage002",
+        "OPD-000002",
+        "Baraka",
+    );
+    assert!(error_uids(&tablet.upload("CREATE_AND_UPDATE", &baraka)).is_empty());
+    let visit = json!({"events": [{
+        "event": "evConsult01", "enrollment": "enAmina0001", "trackedEntity": "teAmina0001",
+        "program": OPD, "programStage": CONSULT, "orgUnit": CLINIC_A, "status": "ACTIVE",
+        "occurredAt": "2026-03-02T09:00:00.000", "dataValues": []}]});
+    let report = tablet.upload("CREATE_AND_UPDATE", &visit);
+    assert!(error_uids(&report).is_empty(), "{report}");
+    let kept = b.kill();
+
+    let again = BoxBuilder::demo_at(data.display().to_string()).start();
+    let line = catalog_line(&again.log());
+    assert!(line.contains("from_saved_copy=true"), "{line}");
+    assert!(
+        !line.contains("replayed=0"),
+        "the changes after the save are read: {line}"
+    );
+    let mut t = Tablet::new(&again);
+    let got = t.download(50);
+    let ids: HashSet<&str> = got
+        .iter()
+        .filter_map(|te| te["trackedEntity"].as_str())
+        .collect();
+    assert_eq!(ids, HashSet::from(["teAmina0001", "teBaraka001"]));
+    let amina = find(&got, "trackedEntity", "teAmina0001").unwrap();
+    let visits: HashSet<String> = events_of(amina)
+        .iter()
+        .filter_map(|e| e["event"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        visits,
+        HashSet::from(["evTriage001".into(), "evConsult01".into()])
+    );
+    // The unique patient ID index came back too: Baraka's ID cannot be given twice.
+    let copy = registration(
+        "teCopy00001",
+        "enCopy00001",
+        "evCopy00001",
+        "OPD-000002",
+        "Copy",
+    );
+    let report = t.upload("CREATE_AND_UPDATE", &copy);
+    assert!(
+        error_uids(&report).contains(&"teCopy00001".to_string()),
+        "{report}"
+    );
+    again.stop();
+    drop((kept, data_dir));
+}

@@ -142,7 +142,7 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     let app = crate::app::router(crate::app::AppParts {
         lifecycle: lc.clone(),
         api,
-        tracker,
+        tracker: tracker.clone(),
         status: presence.status().clone(),
         limits: crate::app::RequestLimits {
             max_uri_bytes: cfg.http.max_uri_bytes,
@@ -169,6 +169,7 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
 
     spawn_watchdog(lc.clone(), notifier.clone());
     spawn_nightly_backup(&cfg, own_backup.clone(), lc.clone(), remote);
+    spawn_catalog_saves(tracker.clone(), lc.clone());
     spawn_control_socket(&cfg, lc.clone(), power.clone(), own_backup).await;
     notifier.ready(&format!("serving {} listener(s)", servers.len()));
     if demo {
@@ -197,6 +198,12 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
             drain_secs = cfg.http.drain_secs,
             "requests still running at the drain deadline"
         );
+    }
+    // The next start reads the catalog back instead of every tracker record.
+    match tokio::time::timeout(left(), tracker.save_catalog()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the tracker catalog was not saved"),
+        Err(_) => tracing::warn!("the tracker catalog was not saved before the stop deadline"),
     }
     // The writes still running get what is left, and the store always gets its close.
     let report = lc.quiesce(left()).await;
@@ -449,6 +456,33 @@ async fn spawn_uplink_socket(
 /// The nightly backup to a stick left plugged in (`[backup] stick_folder`): in the hour
 /// `[backup] nightly_hour` of the box's time zone, unless a backup was written in the last 12
 /// hours. Checked every 10 minutes; a failure is logged and tried again the next night.
+/// Changes after the saved tracker catalog that make saving it again worth a few seconds of
+/// writing: after a power cut the next start reads at most about this many records again.
+const CATALOG_SAVE_AFTER_CHANGES: u64 = 20_000;
+const CATALOG_SAVE_CHECK: Duration = Duration::from_secs(300);
+
+/// Saves the tracker catalog while the box runs, so a power cut costs a short replay at the
+/// next start rather than a read of every record.
+fn spawn_catalog_saves(tracker: clinicbox_tracker::Tracker, lc: Arc<Lifecycle>) {
+    tokio::spawn(async move {
+        let stop = lc.shutdown_requested();
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(CATALOG_SAVE_CHECK);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tick.tick() => {}
+            }
+            let due = tracker
+                .changes_since_saved()
+                .is_ok_and(|n| n >= CATALOG_SAVE_AFTER_CHANGES);
+            if due && let Err(e) = tracker.save_catalog().await {
+                tracing::warn!(error = %e, "the tracker catalog was not saved");
+            }
+        }
+    });
+}
+
 fn spawn_nightly_backup(
     cfg: &Config,
     own: crate::backup::InServe,

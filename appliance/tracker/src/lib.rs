@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use axum::{Extension, Router};
 use clinicbox_api::ApiState;
 use clinicbox_dhis2::ServerTimeZone;
-use clinicbox_store::Store;
+use clinicbox_store::{Store, StoreError};
 use clinicbox_web::ApiError;
 
 pub use config::TrackerConfig;
@@ -40,8 +40,21 @@ struct Inner {
     catalog: tokio::sync::RwLock<Catalog>,
     /// One reservation of generated values at a time.
     reserve_lock: tokio::sync::Mutex<()>,
+    /// One save of the catalog at a time (a periodic one and the stop's could meet).
+    save_lock: tokio::sync::Mutex<()>,
     /// "Break the glass" grants: (user, entity, program) → expiry (store ms).
     overrides: Mutex<HashMap<(String, String, String), u64>>,
+}
+
+/// The catalog from its saved copy and the changes after it, or built from every record.
+fn load_catalog(
+    store: &clinicbox_store::Store,
+) -> Result<(Catalog, Option<catalog::saved::Loaded>), StoreError> {
+    let read = store.read()?;
+    Ok(match catalog::saved::load(&read)? {
+        Some((c, loaded)) => (c, Some(loaded)),
+        None => (Catalog::build(&read)?, None),
+    })
 }
 
 /// The tracker service: shared state of every tracker endpoint. Cheap to clone.
@@ -55,7 +68,7 @@ impl Tracker {
     pub async fn start(api: ApiState, config: TrackerConfig) -> Result<Tracker, ApiError> {
         let store = api.store().clone();
         let started = std::time::Instant::now();
-        let catalog = tokio::task::spawn_blocking(move || Catalog::build(&store.read()?))
+        let (catalog, loaded) = tokio::task::spawn_blocking(move || load_catalog(&store))
             .await
             .map_err(|e| ApiError::Internal(format!("catalog build failed: {e}")))??;
         tracing::info!(
@@ -63,6 +76,8 @@ impl Tracker {
             enrollments = catalog.enrollments.len(),
             events = catalog.events.len(),
             relationships = catalog.relationships.len(),
+            from_saved_copy = loaded.is_some(),
+            replayed = loaded.map_or(0, |l| l.replayed),
             duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "tracker catalog loaded"
         );
@@ -72,9 +87,40 @@ impl Tracker {
                 config,
                 catalog: tokio::sync::RwLock::new(catalog),
                 reserve_lock: tokio::sync::Mutex::new(()),
+                save_lock: tokio::sync::Mutex::new(()),
                 overrides: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// Saves the catalog in the store (see `catalog::saved`) unless the saved copy is already
+    /// as of the store's last change; returns the change-log position saved, if it saved.
+    /// Writers wait while it is encoded (readers do not).
+    pub async fn save_catalog(&self) -> Result<Option<u64>, StoreError> {
+        let _one_at_a_time = self.inner.save_lock.lock().await;
+        let (seq, encoded) = {
+            // Under the lock no import is between its commit and its catalog update, so the
+            // catalog holds exactly the tracker changes up to `seq`.
+            let cat = self.inner.catalog.read().await;
+            let read = self.store().read()?;
+            let seq = read.last_seq()?;
+            if catalog::saved::saved_seq(&read)? == Some(seq) {
+                return Ok(None);
+            }
+            (seq, cat.encode())
+        };
+        let bytes = encoded.len();
+        catalog::saved::save(self.store(), seq, encoded).await?;
+        tracing::info!(seq, bytes, "tracker catalog saved");
+        Ok(Some(seq))
+    }
+
+    /// Tracker-relevant or not, how many changes the store holds after the saved catalog
+    /// (all of them when none is saved).
+    pub fn changes_since_saved(&self) -> Result<u64, StoreError> {
+        let read = self.store().read()?;
+        let saved = catalog::saved::saved_seq(&read)?.unwrap_or(0);
+        Ok(read.last_seq()?.saturating_sub(saved))
     }
 
     pub fn api(&self) -> &ApiState {

@@ -32,6 +32,14 @@ pub async fn transfer(
     user: AuthUser,
     q: Query,
 ) -> ApiResult<Response> {
+    // Its own task: a client that hangs up must not stop it between the commit and the
+    // catalog's update (the catalog would then miss a committed move until a rebuild).
+    tokio::spawn(transfer_now(t, user, q))
+        .await
+        .map_err(|e| ApiError::Internal(format!("ownership transfer task failed: {e}")))?
+}
+
+async fn transfer_now(t: Tracker, user: AuthUser, q: Query) -> ApiResult<Response> {
     let te = uid(param(&q, &["trackedEntity", "trackedEntityInstance"])?)?;
     let program = param(&q, &["program"])?.to_string();
     let ou = param(&q, &["ou", "orgUnit"])?.to_string();

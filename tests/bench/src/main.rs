@@ -11,6 +11,7 @@ mod exhaustion;
 mod figures;
 mod memory;
 mod pull;
+mod restart;
 mod tracker;
 mod uplink;
 
@@ -70,6 +71,12 @@ enum Bench {
     /// The store's resident memory after reading every record of `patients` patients, with the
     /// database's default page cache next to the box's bound.
     Memory {
+        #[arg(long, default_value_t = 100_000)]
+        patients: u32,
+    },
+    /// The tracker catalog's start-up on a store of `patients` patients: from its snapshot and
+    /// the changes after it, next to a rebuild from every record.
+    Restart {
         #[arg(long, default_value_t = 100_000)]
         patients: u32,
     },
@@ -314,5 +321,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Backup { patients } => backup::run(patients),
         Bench::Memory { patients } => memory::run(patients),
         Bench::MemoryScan { dir, cache_mib } => memory::scan(&dir, cache_mib),
+        Bench::Restart { patients } => restart::run(patients),
     }
 }

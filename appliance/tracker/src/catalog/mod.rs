@@ -1,7 +1,8 @@
 //! The in-memory catalog: for every tracker object, the few facts that queries filter, sort and
 //! validate on (type, org unit, program, status, parents, times, deletion) plus digests of
 //! attribute values for unique checks and exact-match search. It holds no readable personal
-//! data and lives only in memory; it is rebuilt from the store at start.
+//! data. At start it is read back from its copy saved in the store plus the tracker records
+//! changed since ([`saved`]), or built from every record when no saved copy checks out.
 //!
 //! Invariant: while the tracker's import lock is not held, the catalog describes exactly the
 //! committed store. Imports hold the lock from validation through the durable commit to
@@ -13,9 +14,20 @@ use std::collections::{BTreeSet, HashMap};
 use clinicbox_dhis2::Uid;
 use clinicbox_dhis2::tracker::{EnrollmentStatus, EventStatus, TrackerType};
 use clinicbox_store::{Collection, ReadView, StoreError};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::model::{StoredEnrollment, StoredEvent, StoredRelationship, StoredTrackedEntity};
+
+pub mod saved;
+
+/// The collections the catalog describes, in the order a build reads them.
+pub const TRACKER_COLLECTIONS: [Collection; 4] = [
+    Collection::TRACKED_ENTITIES,
+    Collection::ENROLLMENTS,
+    Collection::EVENTS,
+    Collection::RELATIONSHIPS,
+];
 
 /// 16 bytes of SHA-256 over an attribute's lower-cased value.
 pub type ValueDigest = [u8; 16];
@@ -32,14 +44,14 @@ pub fn digest(attribute: &str, value: &str) -> ValueDigest {
 }
 
 /// Store times and deletion of one object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamps {
     pub created_ms: u64,
     pub updated_ms: u64,
     pub deleted: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TeMeta {
     pub tet: Uid,
     pub org_unit: Uid,
@@ -57,7 +69,7 @@ impl TeMeta {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnMeta {
     pub te: Uid,
     pub program: Uid,
@@ -69,7 +81,7 @@ pub struct EnMeta {
     pub stamps: Stamps,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvMeta {
     pub enrollment: Option<Uid>,
     pub te: Option<Uid>,
@@ -82,7 +94,7 @@ pub struct EvMeta {
     pub stamps: Stamps,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RelMeta {
     pub rel_type: Uid,
     pub from: (TrackerType, Uid),
@@ -91,7 +103,7 @@ pub struct RelMeta {
 }
 
 /// See the module docs.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Catalog {
     pub tes: HashMap<Uid, TeMeta>,
     pub enrollments: HashMap<Uid, EnMeta>,
@@ -100,7 +112,8 @@ pub struct Catalog {
     pub te_enrollments: HashMap<Uid, Vec<Uid>>,
     pub enrollment_events: HashMap<Uid, Vec<Uid>>,
     pub item_relationships: HashMap<Uid, Vec<Uid>>,
-    /// (attribute, value digest) → tracked entities holding that value (tombstones excluded).
+    /// (attribute, value digest) → tracked entities holding that value (tombstones excluded),
+    /// sorted by UID.
     pub values: HashMap<(Uid, ValueDigest), Vec<Uid>>,
     /// Tracked entities and events by last update: a tablet's "anything new since T?" reads
     /// what changed, not everything the box holds.
@@ -146,50 +159,51 @@ impl Change {
 }
 
 impl Catalog {
-    /// Reads every tracker record of a snapshot (done once at start).
+    /// Reads every tracker record of a snapshot (at start, when no saved catalog can be used).
     pub fn build(read: &ReadView) -> Result<Catalog, StoreError> {
         let mut c = Catalog::default();
-        for item in read.scan(Collection::TRACKED_ENTITIES)? {
-            let (key, rec) = item?;
-            let (Some(u), Ok(te)) = (uid(&key), rec.json::<StoredTrackedEntity>()) else {
-                tracing::warn!(tracked_entity.uid = %key, "skipping an unreadable tracked entity");
-                continue;
-            };
-            if let Some(m) = te_meta(&te, stamps(&rec)) {
-                c.put_te(u, m);
-            }
-        }
-        for item in read.scan(Collection::ENROLLMENTS)? {
-            let (key, rec) = item?;
-            let (Some(u), Ok(e)) = (uid(&key), rec.json::<StoredEnrollment>()) else {
-                tracing::warn!(enrollment.uid = %key, "skipping an unreadable enrollment");
-                continue;
-            };
-            if let Some(m) = en_meta(&e, stamps(&rec)) {
-                c.put_enrollment(u, m);
-            }
-        }
-        for item in read.scan(Collection::EVENTS)? {
-            let (key, rec) = item?;
-            let (Some(u), Ok(e)) = (uid(&key), rec.json::<StoredEvent>()) else {
-                tracing::warn!(event.uid = %key, "skipping an unreadable event");
-                continue;
-            };
-            if let Some(m) = ev_meta(&e, stamps(&rec)) {
-                c.put_event(u, m);
-            }
-        }
-        for item in read.scan(Collection::RELATIONSHIPS)? {
-            let (key, rec) = item?;
-            let (Some(u), Ok(r)) = (uid(&key), rec.json::<StoredRelationship>()) else {
-                tracing::warn!(relationship.uid = %key, "skipping an unreadable relationship");
-                continue;
-            };
-            if let Some(m) = rel_meta(&r, stamps(&rec)) {
-                c.put_relationship(u, m);
+        for collection in TRACKER_COLLECTIONS {
+            for item in read.scan(collection)? {
+                let (key, rec) = item?;
+                c.put_record(collection, &key, &rec);
             }
         }
         Ok(c)
+    }
+
+    /// Puts what a stored tracker record says; an unreadable one is skipped (and logged).
+    pub fn put_record(&mut self, c: Collection, key: &str, rec: &clinicbox_store::Record) {
+        let Some(u) = uid(key) else {
+            tracing::warn!(collection = %c.name(), uid = %key, "skipping a record whose key is not a UID");
+            return;
+        };
+        let s = stamps(rec);
+        let meta = match c {
+            Collection::TRACKED_ENTITIES => rec
+                .json::<StoredTrackedEntity>()
+                .ok()
+                .map(|te| te_meta(&te, s).map(|m| Change::Te(u, m))),
+            Collection::ENROLLMENTS => rec
+                .json::<StoredEnrollment>()
+                .ok()
+                .map(|e| en_meta(&e, s).map(|m| Change::Enrollment(u, m))),
+            Collection::EVENTS => rec
+                .json::<StoredEvent>()
+                .ok()
+                .map(|e| ev_meta(&e, s).map(|m| Change::Event(u, m))),
+            Collection::RELATIONSHIPS => rec
+                .json::<StoredRelationship>()
+                .ok()
+                .map(|r| rel_meta(&r, s).map(|m| Change::Relationship(u, m))),
+            _ => return,
+        };
+        match meta {
+            Some(Some(change)) => self.apply(vec![change]),
+            Some(None) => {}
+            None => {
+                tracing::warn!(collection = %c.name(), uid = %key, "skipping an unreadable tracker record");
+            }
+        }
     }
 
     pub fn apply(&mut self, changes: Vec<Change>) {
@@ -208,7 +222,9 @@ impl Catalog {
             self.tes_by_update.remove(&(old.stamps.updated_ms, u));
             for k in old.values.clone() {
                 if let Some(v) = self.values.get_mut(&k) {
-                    v.retain(|t| *t != u);
+                    if let Ok(i) = v.binary_search(&u) {
+                        v.remove(i);
+                    }
                     if v.is_empty() {
                         self.values.remove(&k);
                     }
@@ -217,9 +233,11 @@ impl Catalog {
         }
         if !m.stamps.deleted {
             for k in &m.values {
+                // Sorted, so a value thousands of patients share (a common first name) costs a
+                // binary search per write, not a scan of every holder.
                 let v = self.values.entry(*k).or_default();
-                if !v.contains(&u) {
-                    v.push(u);
+                if let Err(i) = v.binary_search(&u) {
+                    v.insert(i, u);
                 }
             }
         }
@@ -279,7 +297,7 @@ impl Catalog {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// Live tracked entities holding `value` for `attribute` (case-insensitive).
+    /// Live tracked entities holding `value` for `attribute` (case-insensitive), by UID.
     pub fn holders(&self, attribute: Uid, value: &str) -> &[Uid] {
         self.values
             .get(&(attribute, digest(attribute.as_str(), value)))
