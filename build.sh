@@ -88,6 +88,9 @@ case "$cmd" in
       # The tracker catalog at start on 100,000 patients: from its saved copy and the changes
       # after it vs rebuilt from every record.
       each cargo run --release --locked -p clinicbox-bench -- restart
+      # One tablet and twenty uploading at once, on this disk and with the store's syncs as
+      # slow as an SD card's (10 ms): patients/s, latency, writes per commit.
+      each cargo run --release --locked -p clinicbox-bench -- tablets
       # Re-announcing the box after a LAN address change vs avahi-daemon (needs root and
       # network namespaces; says SKIPPED otherwise).
       each cargo bench --locked -p clinicbox-discovery --bench reannounce

@@ -114,6 +114,7 @@ impl StoreConfig {
             cache_bytes: usize::try_from(self.cache_mib.max(1))
                 .unwrap_or(64)
                 .saturating_mul(1024 * 1024),
+            ..clinicbox_store::StoreOptions::default()
         }
     }
 }

@@ -7,6 +7,7 @@ mod error;
 mod keyslot;
 mod read;
 mod record;
+mod slow_sync;
 mod snapshot;
 mod store;
 mod tables;

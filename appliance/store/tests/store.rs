@@ -417,3 +417,36 @@ fn a_closed_store_resumes_writes() {
     assert_eq!(c.commit.last_seq, 2);
     assert!(store.is_healthy());
 }
+
+/// The benchmarks' slow-sync backend (what it costs is measured by `clinicbox-bench tablets`):
+/// writes are read back after a reopen, and the file stays locked against a second opener as
+/// redb's own backend keeps it.
+#[test]
+fn a_store_with_a_sync_delay_keeps_its_writes_and_its_lock() {
+    let (dir, store, key) = key_file_store();
+    store.close().expect("close");
+    drop(store);
+    let data = dir.path().join("data");
+    let options = clinicbox_store::StoreOptions {
+        sync_delay: std::time::Duration::from_millis(30),
+        ..clinicbox_store::StoreOptions::default()
+    };
+    let slow = Store::open_with(&data, &Unlock::key_file(&key), options).expect("open");
+    slow.write_blocking(|ctx| ctx.put(Collection::EVENTS, "ev000000001", b"{}".to_vec()))
+        .expect("write");
+    let err = Store::open(&data, &Unlock::key_file(&key))
+        .err()
+        .expect("locked");
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    slow.close().expect("close");
+    drop(slow);
+    let again = Store::open(&data, &Unlock::key_file(&key)).expect("reopen");
+    assert!(
+        again
+            .read()
+            .expect("read")
+            .get(Collection::EVENTS, "ev000000001")
+            .expect("get")
+            .is_some()
+    );
+}

@@ -12,6 +12,7 @@ mod figures;
 mod memory;
 mod pull;
 mod restart;
+mod tablets;
 mod tracker;
 mod uplink;
 
@@ -79,6 +80,14 @@ enum Bench {
     Restart {
         #[arg(long, default_value_t = 100_000)]
         patients: u32,
+    },
+    /// One tablet and `tablets` tablets uploading at once, on this disk and with every sync of
+    /// the store taking `sync_ms` (an SD card's fsync): patients/s, latency, writes per commit.
+    Tablets {
+        #[arg(long, default_value_t = 10)]
+        sync_ms: u64,
+        #[arg(long, default_value_t = 20)]
+        tablets: usize,
     },
     /// One process of `memory`: opens DIR with a MIB cache and reads every record twice.
     #[command(hide = true)]
@@ -322,5 +331,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Memory { patients } => memory::run(patients),
         Bench::MemoryScan { dir, cache_mib } => memory::scan(&dir, cache_mib),
         Bench::Restart { patients } => restart::run(patients),
+        Bench::Tablets { sync_ms, tablets } => tablets::run(sync_ms, tablets),
     }
 }

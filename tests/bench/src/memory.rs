@@ -90,6 +90,7 @@ fn child(data: &Path, cache_mib: usize) -> anyhow::Result<(u64, f64)> {
 pub fn scan(data: &Path, cache_mib: usize) -> anyhow::Result<()> {
     let options = StoreOptions {
         cache_bytes: cache_mib << 20,
+        ..StoreOptions::default()
     };
     let store = Store::open_with(data, &Unlock::key_file(data.join("demo.key")), options)?;
     let started = Instant::now();

@@ -113,7 +113,10 @@ impl Bench {
 
     /// The upload, with the time of the POST alone (the import is durable when it answers)
     /// and of the job poll plus report.
-    async fn upload_timed(&self, body: Vec<u8>) -> anyhow::Result<(Value, Duration, Duration)> {
+    pub(crate) async fn upload_timed(
+        &self,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(Value, Duration, Duration)> {
         let started = Instant::now();
         let (status, bytes) = self
             .call(
@@ -152,13 +155,22 @@ pub(crate) async fn open(
     dir: &std::path::Path,
     name: &str,
 ) -> anyhow::Result<(Store, ApiState, Tracker, Router)> {
-    let (store, _) = Store::create(
+    open_with(dir, name, clinicbox_store::StoreOptions::default()).await
+}
+
+pub(crate) async fn open_with(
+    dir: &std::path::Path,
+    name: &str,
+    options: clinicbox_store::StoreOptions,
+) -> anyhow::Result<(Store, ApiState, Tracker, Router)> {
+    let (store, _) = Store::create_with(
         &dir.join(name),
         NewKeySlot::KeyFile {
             path: dir.join(format!("{name}.key")),
             label: "bench".into(),
             create: true,
         },
+        options,
     )?;
     let state = ApiState::new(store.clone(), ApiConfig::default())
         .await
@@ -216,6 +228,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+pub(crate) fn basic_auth() -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("android:Android123")
+    )
+}
+
 pub(crate) fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -270,11 +289,11 @@ async fn run_async(rounds: usize, search_tes: usize) -> anyhow::Result<()> {
     );
     let (store, _state, _tracker, app) = open(dir.path(), "api").await?;
     let (raw_store, _rs, _rt, _ra) = open(dir.path(), "raw").await?;
-    let auth = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode("android:Android123")
-    );
-    let b = Bench { app, auth, store };
+    let b = Bench {
+        app,
+        auth: basic_auth(),
+        store,
+    };
     let _ = &b.store;
 
     // 1. Upload: one POST of 200 TEs + 200 enrollments + 1,000 events.
