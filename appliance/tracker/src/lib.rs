@@ -40,6 +40,8 @@ struct Inner {
     catalog: tokio::sync::RwLock<Catalog>,
     /// One reservation of generated values at a time.
     reserve_lock: tokio::sync::Mutex<()>,
+    /// Imports waiting to be planned and committed together (`import/batch.rs`).
+    import_queue: Mutex<Vec<import::batch::Ticket>>,
     /// One save of the catalog at a time (a periodic one and the stop's could meet).
     save_lock: tokio::sync::Mutex<()>,
     /// "Break the glass" grants: (user, entity, program) → expiry (store ms).
@@ -88,6 +90,7 @@ impl Tracker {
                 catalog: tokio::sync::RwLock::new(catalog),
                 reserve_lock: tokio::sync::Mutex::new(()),
                 save_lock: tokio::sync::Mutex::new(()),
+                import_queue: Mutex::new(Vec::new()),
                 overrides: Mutex::new(HashMap::new()),
             }),
         })
@@ -121,6 +124,13 @@ impl Tracker {
         let read = self.store().read()?;
         let saved = catalog::saved::saved_seq(&read)?.unwrap_or(0);
         Ok(read.last_seq()?.saturating_sub(saved))
+    }
+
+    fn import_queue(&self) -> std::sync::MutexGuard<'_, Vec<import::batch::Ticket>> {
+        self.inner
+            .import_queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn api(&self) -> &ApiState {

@@ -125,6 +125,15 @@ fn uid(s: &str) -> Option<Uid> {
     Uid::try_from(s).ok()
 }
 
+fn forget_child(map: &mut HashMap<Uid, Vec<Uid>>, parent: Uid, child: Uid) {
+    if let Some(v) = map.get_mut(&parent) {
+        v.retain(|c| *c != child);
+        if v.is_empty() {
+            map.remove(&parent);
+        }
+    }
+}
+
 fn push_unique(map: &mut HashMap<Uid, Vec<Uid>>, parent: Uid, child: Uid) {
     let v = map.entry(parent).or_default();
     if !v.contains(&child) {
@@ -141,7 +150,27 @@ pub enum Change {
     Relationship(Uid, RelMeta),
 }
 
+/// What the catalog held for an object before a change that is not committed yet, to put
+/// back if the commit fails.
+#[derive(Debug, Clone)]
+pub enum Prior {
+    Te(Uid, Option<TeMeta>),
+    Enrollment(Uid, Option<EnMeta>),
+    Event(Uid, Option<EvMeta>),
+    Relationship(Uid, Option<RelMeta>),
+}
+
 impl Change {
+    /// The object it is about (its kind and UID).
+    pub fn key(&self) -> (u8, Uid) {
+        match self {
+            Change::Te(u, _) => (0, *u),
+            Change::Enrollment(u, _) => (1, *u),
+            Change::Event(u, _) => (2, *u),
+            Change::Relationship(u, _) => (3, *u),
+        }
+    }
+
     /// Fills the commit time into the stamps (0 = "this commit").
     pub fn at(mut self, now: u64) -> Change {
         let s = match &mut self {
@@ -213,6 +242,65 @@ impl Catalog {
                 Change::Enrollment(u, m) => self.put_enrollment(u, m),
                 Change::Event(u, m) => self.put_event(u, m),
                 Change::Relationship(u, m) => self.put_relationship(u, m),
+            }
+        }
+    }
+
+    /// What the catalog holds now for the object `ch` is about.
+    pub fn prior(&self, ch: &Change) -> Prior {
+        match ch {
+            Change::Te(u, _) => Prior::Te(*u, self.tes.get(u).cloned()),
+            Change::Enrollment(u, _) => Prior::Enrollment(*u, self.enrollments.get(u).cloned()),
+            Change::Event(u, _) => Prior::Event(*u, self.events.get(u).cloned()),
+            Change::Relationship(u, _) => {
+                Prior::Relationship(*u, self.relationships.get(u).cloned())
+            }
+        }
+    }
+
+    /// Puts back what [`Catalog::prior`] saw (forgetting an object it did not hold).
+    pub fn restore(&mut self, p: Prior) {
+        match p {
+            Prior::Te(u, Some(m)) => self.put_te(u, m),
+            Prior::Te(u, None) => self.forget_te(u),
+            Prior::Enrollment(u, Some(m)) => self.put_enrollment(u, m),
+            Prior::Enrollment(u, None) => {
+                if let Some(m) = self.enrollments.remove(&u) {
+                    forget_child(&mut self.te_enrollments, m.te, u);
+                }
+            }
+            Prior::Event(u, Some(m)) => self.put_event(u, m),
+            Prior::Event(u, None) => {
+                if let Some(m) = self.events.remove(&u) {
+                    self.events_by_update.remove(&(m.stamps.updated_ms, u));
+                    if let Some(e) = m.enrollment {
+                        forget_child(&mut self.enrollment_events, e, u);
+                    }
+                }
+            }
+            Prior::Relationship(u, Some(m)) => self.put_relationship(u, m),
+            Prior::Relationship(u, None) => {
+                if let Some(m) = self.relationships.remove(&u) {
+                    forget_child(&mut self.item_relationships, m.from.1, u);
+                    forget_child(&mut self.item_relationships, m.to.1, u);
+                }
+            }
+        }
+    }
+
+    fn forget_te(&mut self, u: Uid) {
+        let Some(old) = self.tes.remove(&u) else {
+            return;
+        };
+        self.tes_by_update.remove(&(old.stamps.updated_ms, u));
+        for k in old.values {
+            if let Some(v) = self.values.get_mut(&k) {
+                if let Ok(i) = v.binary_search(&u) {
+                    v.remove(i);
+                }
+                if v.is_empty() {
+                    self.values.remove(&k);
+                }
             }
         }
     }

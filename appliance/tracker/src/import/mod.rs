@@ -2,12 +2,15 @@
 //! objects, merge, then write everything that passed in one durable store commit together with
 //! the job report.
 //!
-//! Design: the whole import runs under the catalog's write lock (one tracker import at a time).
-//! Validation and merging read the catalog and a store snapshot taken under the lock, so they
-//! see exactly the committed state; the commit then only writes. This keeps the store's writer
-//! thread free of validation work and makes unique-value, non-repeatable-stage and
-//! single-active-enrollment checks race-free across tablets.
+//! Design: imports are planned under the catalog's write lock, one after another, and every
+//! import waiting when the lock is taken shares one commit (`batch.rs`). Validation and merging
+//! read the catalog and a store snapshot taken under the lock, plus what earlier imports of the
+//! same batch planned, so each sees exactly the state it would have seen alone after them; the
+//! commit then only writes. This keeps the store's writer thread free of validation work and
+//! makes unique-value, non-repeatable-stage and single-active-enrollment checks race-free
+//! across tablets.
 
+pub(crate) mod batch;
 mod plan;
 
 use std::time::Instant;
@@ -19,13 +22,11 @@ use clinicbox_dhis2::tracker::{
     AtomicMode, Enrollment, Event, ImportMode, ImportStrategy, Relationship, ReportMode,
     TrackedEntity, TrackerImportReport, TrackerPayload,
 };
-use clinicbox_store::{Collection, WriteError};
+use clinicbox_store::Collection;
 use clinicbox_web::{ApiError, AuthUser};
 use serde::{Deserialize, Serialize};
 
 use crate::Tracker;
-use crate::catalog::Change;
-use crate::jobs::{self, JobRecord};
 use crate::model::Stamp;
 
 pub use plan::{Body, Write};
@@ -221,7 +222,7 @@ impl Tracker {
 
     /// Validates and imports `flat` as `user`; with `national`, its records are marked as
     /// national's own (but for the UIDs it keeps for the box) and its conflicts are written in
-    /// the same commit.
+    /// the same commit. It may share that commit with other imports (`batch.rs`).
     pub(crate) async fn import_inner(
         &self,
         user: AuthUser,
@@ -230,110 +231,34 @@ impl Tracker {
         record_job: bool,
         national: Option<FromNational>,
     ) -> Result<Imported, ApiError> {
-        let started = Instant::now();
-        let objects = flat.len();
-        let mut catalog = self.inner.catalog.write().await;
-        let read = self.store().read()?;
-        let now_ms = self.store().server_time_ms();
-        let snap = user.snapshot.clone();
-        let overrides = self.overrides_for(&user.uid);
-        let outcome = plan::Planner::run(
-            &user,
-            &snap,
-            &catalog,
-            &read,
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.import_queue().push(batch::Ticket {
+            user,
             params,
-            self.zone(),
-            now_ms,
-            &overrides,
             flat,
-        );
-        drop(read);
-        let validated = started.elapsed();
-        let plan::Outcome {
-            writes,
-            changes,
-            mut report,
-        } = outcome;
-        let commit_writes = params.import_mode == ImportMode::Commit && !writes.is_empty();
-        if !commit_writes && !record_job {
-            return Ok(Imported {
-                job_id: None,
-                report,
-            });
-        }
-        report.timings_stats = Some(serde_json::json!({
-            "timers": {
-                "validation": format!("{:.3} sec.", validated.as_secs_f64()),
+            record_job,
+            national,
+            started: Instant::now(),
+            reply,
+        });
+        let mut answer = answer;
+        loop {
+            tokio::select! {
+                biased;
+                // Taken and committed by another import's batch: no need to queue for the lock.
+                done = &mut answer => {
+                    return done.map_err(|_| ApiError::Internal("the import was dropped".into()))?;
+                }
+                // Whoever gets the lock takes every import waiting (ours, unless an earlier
+                // holder did); by the time it lets go, ours is answered.
+                mut catalog = self.inner.catalog.write() => {
+                    let waiting = std::mem::take(&mut *self.import_queue());
+                    if !waiting.is_empty() {
+                        self.run_batch(&mut catalog, waiting).await;
+                    }
+                }
             }
-        }));
-        let zone = self.zone().clone();
-        let job_report = report.clone();
-        let user_uid = user.uid.clone();
-        let username = user.username.clone();
-        let writes = if commit_writes { writes } else { Vec::new() };
-        let written = writes.len();
-        let commit_started = Instant::now();
-        let committed = self
-            .store()
-            .write(move |ctx| {
-                let now = ctx.now_ms();
-                for w in writes {
-                    let marked = national
-                        .as_ref()
-                        .is_some_and(|n| !n.keep_box.contains(&w.uid));
-                    write_one(ctx, w, now, &zone, marked)?;
-                }
-                for c in national.iter().flat_map(|n| &n.conflicts) {
-                    clinicbox_api::conflicts::record(
-                        ctx,
-                        &Conflict {
-                            at_ms: now,
-                            ..c.clone()
-                        },
-                    )?;
-                }
-                if record_job {
-                    let job = JobRecord {
-                        id: String::new(),
-                        created_ms: now,
-                        user: user_uid,
-                        username,
-                        params,
-                        report: job_report,
-                    };
-                    return jobs::store_job(ctx, job).map(Some);
-                }
-                Ok::<_, clinicbox_store::StoreError>(None)
-            })
-            .await
-            .map_err(|e| match e {
-                WriteError::Rejected(e) | WriteError::Store(e) => ApiError::Store(e),
-            })?;
-        let commit_time = commit_started.elapsed();
-        if commit_writes {
-            let at = committed.commit.at_ms;
-            let changes: Vec<Change> = changes.into_iter().map(|c| c.at(at)).collect();
-            catalog.apply(changes);
         }
-        drop(catalog);
-        let total = started.elapsed();
-        if let Some(t) = report.timings_stats.as_mut() {
-            t["timers"]["commit"] = format!("{:.3} sec.", commit_time.as_secs_f64()).into();
-            t["timers"]["totalImport"] = format!("{:.3} sec.", total.as_secs_f64()).into();
-        }
-        tracing::info!(
-            user.uid = %user.uid,
-            objects,
-            written,
-            status = ?report.status,
-            duration_ms = u64::try_from(total.as_millis()).unwrap_or(u64::MAX),
-            "tracker import"
-        );
-        Ok(Imported {
-            job_id: committed.value,
-            report,
-        })
     }
 }
 

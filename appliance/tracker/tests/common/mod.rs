@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use clinicbox_api::{ApiConfig, ApiState};
-use clinicbox_store::{NewKeySlot, Store, Unlock};
+use clinicbox_store::{NewKeySlot, Store, StoreOptions, Unlock};
 use clinicbox_tracker::{Tracker, TrackerConfig};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -93,14 +93,28 @@ impl TestBox {
     }
 
     pub async fn with(config: TrackerConfig) -> TestBox {
+        TestBox::with_store(config, StoreOptions::default()).await
+    }
+
+    /// A box whose store's every sync takes at least `sync` (a slow SD card).
+    pub async fn slow_disk(sync: std::time::Duration) -> TestBox {
+        let options = StoreOptions {
+            sync_delay: sync,
+            ..StoreOptions::default()
+        };
+        TestBox::with_store(TrackerConfig::default(), options).await
+    }
+
+    async fn with_store(config: TrackerConfig, options: StoreOptions) -> TestBox {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::create(
+        let (store, _) = Store::create_with(
             &dir.path().join("data"),
             NewKeySlot::KeyFile {
                 path: key_path(&dir),
                 label: "test".into(),
                 create: true,
             },
+            options,
         )
         .unwrap();
         let state = ApiState::new(store.clone(), ApiConfig::default())

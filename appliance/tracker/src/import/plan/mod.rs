@@ -31,6 +31,7 @@ use clinicbox_web::{AuthUser, Snapshot};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use super::batch::Overlay;
 use super::{Flat, ImportParams};
 use crate::catalog::{Catalog, Change};
 use crate::files::{self, FileOwner, StoredFile};
@@ -101,6 +102,8 @@ pub struct Planner<'a> {
     meta: Meta<'a>,
     cat: &'a Catalog,
     read: &'a ReadView,
+    /// What earlier imports of the same commit wrote (read before the store).
+    overlay: &'a Overlay,
     params: ImportParams,
     zone: &'a ServerTimeZone,
     now_ms: u64,
@@ -220,6 +223,7 @@ impl<'a> Planner<'a> {
         snap: &'a Snapshot,
         cat: &'a Catalog,
         read: &'a ReadView,
+        overlay: &'a Overlay,
         params: ImportParams,
         zone: &'a ServerTimeZone,
         now_ms: u64,
@@ -231,6 +235,7 @@ impl<'a> Planner<'a> {
             meta: Meta::new(snap),
             cat,
             read,
+            overlay,
             params,
             zone,
             now_ms,
@@ -361,7 +366,11 @@ impl<'a> Planner<'a> {
         self.warnings.push(error_report(t, uid, code, args));
     }
 
+    /// A stored object: as an earlier import of this batch wrote it, or as the store holds it.
     fn load<T: DeserializeOwned>(&self, c: Collection, uid: &str) -> Option<(T, u64)> {
+        if let Some((body, created)) = self.overlay.record(c, uid) {
+            return serde_json::from_slice(body).ok().map(|b| (b, created));
+        }
         let rec = self.read.get(c, uid).ok().flatten()?;
         let body = rec.json::<T>().ok()?;
         Some((body, rec.created_ms))
@@ -578,7 +587,12 @@ impl<'a> Planner<'a> {
             .filter(|r| !r.deleted)
             .and_then(|r| r.json::<StoredFile>().ok())
             .ok_or(Refusal::NoFile)?;
-        match &stored.assigned_to {
+        // An earlier import of this batch may have assigned it.
+        let assigned = self
+            .overlay
+            .file_owner(file)
+            .or(stored.assigned_to.as_ref());
+        match assigned {
             Some(o) if o == owner => Ok(()),
             Some(_) => Err(Refusal::FileTaken),
             // Claimed by another record earlier in this payload.
