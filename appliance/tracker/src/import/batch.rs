@@ -24,6 +24,11 @@ use crate::files::FileOwner;
 use crate::jobs::{self, JobRecord};
 use clinicbox_dhis2::tracker::ImportMode;
 
+/// Imports planned and committed together at most: bounds a commit's size and the memory of
+/// its overlay; the rest wait for the next holder of the lock (their own tasks are queued for
+/// it).
+pub(crate) const MAX_BATCH: usize = 32;
+
 /// One import waiting for its turn.
 pub(crate) struct Ticket {
     pub user: AuthUser,

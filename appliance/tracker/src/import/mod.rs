@@ -252,7 +252,11 @@ impl Tracker {
                 // Whoever gets the lock takes every import waiting (ours, unless an earlier
                 // holder did); by the time it lets go, ours is answered.
                 mut catalog = self.inner.catalog.write() => {
-                    let waiting = std::mem::take(&mut *self.import_queue());
+                    let waiting: Vec<_> = {
+                        let mut queue = self.import_queue();
+                        let n = queue.len().min(batch::MAX_BATCH);
+                        queue.drain(..n).collect()
+                    };
                     if !waiting.is_empty() {
                         self.run_batch(&mut catalog, waiting).await;
                     }
