@@ -456,7 +456,7 @@ async fn spawn_uplink_socket(
 /// The nightly backup to a stick left plugged in (`[backup] stick_folder`): in the hour
 /// `[backup] nightly_hour` of the box's time zone, unless a backup was written in the last 12
 /// hours. Checked every 10 minutes; a failure is logged and tried again the next night.
-/// Changes after the saved tracker catalog that make saving it again worth a few seconds of
+/// Tracker records changed after the saved catalog that make saving it again worth a second of
 /// writing: after a power cut the next start reads at most about this many records again.
 const CATALOG_SAVE_AFTER_CHANGES: u64 = 20_000;
 const CATALOG_SAVE_CHECK: Duration = Duration::from_secs(300);
@@ -474,7 +474,7 @@ fn spawn_catalog_saves(tracker: clinicbox_tracker::Tracker, lc: Arc<Lifecycle>) 
                 _ = tick.tick() => {}
             }
             let due = tracker
-                .changes_since_saved()
+                .changed_since_saved(CATALOG_SAVE_AFTER_CHANGES)
                 .is_ok_and(|n| n >= CATALOG_SAVE_AFTER_CHANGES);
             if due && let Err(e) = tracker.save_catalog().await {
                 tracing::warn!(error = %e, "the tracker catalog was not saved");

@@ -96,9 +96,9 @@ impl Tracker {
         })
     }
 
-    /// Saves the catalog in the store (see `catalog::saved`) unless the saved copy is already
-    /// as of the store's last change; returns the change-log position saved, if it saved.
-    /// Writers wait while it is encoded (readers do not).
+    /// Saves the catalog in the store (see `catalog::saved`) unless no tracker record changed
+    /// since the saved copy; returns the change-log position saved, if it saved. Writers wait
+    /// while it is encoded (readers do not).
     pub async fn save_catalog(&self) -> Result<Option<u64>, StoreError> {
         let _one_at_a_time = self.inner.save_lock.lock().await;
         let (seq, encoded) = {
@@ -106,11 +106,12 @@ impl Tracker {
             // catalog holds exactly the tracker changes up to `seq`.
             let cat = self.inner.catalog.read().await;
             let read = self.store().read()?;
-            let seq = read.last_seq()?;
-            if catalog::saved::saved_seq(&read)? == Some(seq) {
+            if catalog::saved::changed_since_saved(&read, 1)? == 0
+                && catalog::saved::stored_bytes(&read)? > 0
+            {
                 return Ok(None);
             }
-            (seq, cat.encode())
+            (read.last_seq()?, cat.encode())
         };
         let bytes = encoded.len();
         catalog::saved::save(self.store(), seq, encoded).await?;
@@ -118,12 +119,9 @@ impl Tracker {
         Ok(Some(seq))
     }
 
-    /// Tracker-relevant or not, how many changes the store holds after the saved catalog
-    /// (all of them when none is saved).
-    pub fn changes_since_saved(&self) -> Result<u64, StoreError> {
-        let read = self.store().read()?;
-        let saved = catalog::saved::saved_seq(&read)?.unwrap_or(0);
-        Ok(read.last_seq()?.saturating_sub(saved))
+    /// How many tracker records changed since the saved catalog, counting up to `at_most`.
+    pub fn changed_since_saved(&self, at_most: u64) -> Result<u64, StoreError> {
+        catalog::saved::changed_since_saved(&self.store().read()?, at_most)
     }
 
     fn import_queue(&self) -> std::sync::MutexGuard<'_, Vec<import::batch::Ticket>> {

@@ -131,9 +131,25 @@ fn header(read: &ReadView) -> Result<Option<Header>, StoreError> {
         .and_then(|r| r.json::<Header>().ok()))
 }
 
-/// The change-log position of the saved copy, if there is one.
-pub fn saved_seq(read: &ReadView) -> Result<Option<u64>, StoreError> {
-    Ok(header(read)?.map(|h| h.seq))
+/// How many tracker records changed after the saved copy (every one when none is saved),
+/// counting up to `at_most`: the saved copy's own writes and other collections' do not count.
+pub fn changed_since_saved(read: &ReadView, at_most: u64) -> Result<u64, StoreError> {
+    let mut after = header(read)?.map_or(0, |h| h.seq);
+    let mut n = 0;
+    while n < at_most {
+        let step = read.changes_since(after, REPLAY_STEP)?;
+        let Some(last) = step.last() else { break };
+        after = last.seq;
+        n += step
+            .iter()
+            .filter(|ch| {
+                TRACKER_COLLECTIONS
+                    .iter()
+                    .any(|c| c.name() == ch.collection)
+            })
+            .count() as u64;
+    }
+    Ok(n.min(at_most))
 }
 
 async fn commit<F>(store: &Store, f: F) -> Result<(), StoreError>
@@ -379,6 +395,36 @@ mod tests {
         let first = Uid::try_from("cbAttrFirst").expect("uid");
         assert_eq!(loaded.holders(first, "wanjiru").len(), 1);
         assert_eq!(loaded.holders(first, "amina").len(), 29);
+    }
+
+    #[tokio::test]
+    async fn only_tracker_changes_after_the_save_count_towards_the_next() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = store(dir.path());
+        write(&s, |ctx| (0..3).try_for_each(|p| patient(ctx, p, "Amina"))).await;
+        assert_eq!(
+            changed_since_saved(&s.read().expect("read"), 100).expect("n"),
+            9
+        );
+        save_now(&s).await;
+        assert_eq!(
+            changed_since_saved(&s.read().expect("read"), 100).expect("n"),
+            0
+        );
+        write(&s, |ctx| {
+            ctx.put(Collection::METADATA, "programs/x", b"{}".to_vec())
+        })
+        .await;
+        assert_eq!(
+            changed_since_saved(&s.read().expect("read"), 100).expect("n"),
+            0
+        );
+        write(&s, |ctx| patient(ctx, 7, "Baraka")).await;
+        assert_eq!(
+            changed_since_saved(&s.read().expect("read"), 2).expect("n"),
+            2,
+            "capped"
+        );
     }
 
     #[tokio::test]
