@@ -1,6 +1,7 @@
 //! `clinicbox-bench restart`: how long the tracker's catalog takes to come back when `serve`
 //! starts on a store holding `patients` patients: from its saved snapshot plus the changes
-//! made after it, next to rebuilding it from every record (the baseline), in the same run.
+//! made after it, next to rebuilding it from every record (the baseline), in the same run; and
+//! how much memory the catalog holds.
 
 use std::time::Instant;
 
@@ -78,6 +79,9 @@ pub fn run(patients: u32) -> anyhow::Result<()> {
         report.replayed,
         loaded.tes.len()
     );
+    let resident = current_rss_kib();
+    drop(loaded);
+    let catalog_mib = resident.saturating_sub(current_rss_kib()) as f64 / 1024.0;
     figure(
         "restart",
         &format!(
@@ -87,6 +91,10 @@ pub fn run(patients: u32) -> anyhow::Result<()> {
         "s",
         "rebuilt from every record",
         rebuild,
+    );
+    println!(
+        "the loaded catalog's memory: {catalog_mib:.0} MiB ({} bytes per patient)",
+        (catalog_mib * 1024.0 * 1024.0) as u64 / u64::from(patients.max(1))
     );
     figure(
         "restart",
@@ -135,4 +143,17 @@ fn fill_from(store: &Store, first: u32, patients: u32) -> anyhow::Result<()> {
         n = end;
     }
     Ok(())
+}
+
+/// The process's resident memory now (what dropping a structure gives back shows its size).
+fn current_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
 }
