@@ -79,9 +79,9 @@ pub fn run(patients: u32) -> anyhow::Result<()> {
         report.replayed,
         loaded.tes.len()
     );
-    let resident = current_rss_kib();
+    let resident = crate::tracker::status_kib("VmRSS:");
     drop(loaded);
-    let catalog_mib = resident.saturating_sub(current_rss_kib()) as f64 / 1024.0;
+    let catalog_mib = resident.saturating_sub(crate::tracker::status_kib("VmRSS:")) as f64 / 1024.0;
     figure(
         "restart",
         &format!(
@@ -143,17 +143,4 @@ fn fill_from(store: &Store, first: u32, patients: u32) -> anyhow::Result<()> {
         n = end;
     }
     Ok(())
-}
-
-/// The process's resident memory now (what dropping a structure gives back shows its size).
-fn current_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
 }
