@@ -41,9 +41,12 @@ pub fn run(patients: u32) -> anyhow::Result<()> {
     }
     drop(read);
     let scan = started.elapsed().as_secs_f64();
+    let file = std::fs::metadata(data.join(clinicbox_store::DB_FILE))?.len();
     println!(
-        "every record read and decrypted: {scan:.2} s ({} MiB)",
-        bytes >> 20
+        "every record read and decrypted: {scan:.2} s ({} MiB of records; the store file {} MiB, {} bytes per patient)",
+        bytes >> 20,
+        file >> 20,
+        file / u64::from(patients.max(1))
     );
     let started = Instant::now();
     let catalog = Catalog::build(&store.read()?)?;
