@@ -91,6 +91,9 @@ case "$cmd" in
       # One tablet and twenty uploading at once, on this disk and with the store's syncs as
       # slow as an SD card's (10 ms): patients/s, latency, writes per commit.
       each cargo run --release --locked -p clinicbox-bench -- tablets
+      # The real daemon's memory holding 100,000 patients, after start and after twenty tablets
+      # at once, next to an empty demo box's.
+      each cargo run --release --locked -p clinicbox-bench -- serve-memory
       # Re-announcing the box after a LAN address change vs avahi-daemon (needs root and
       # network namespaces; says SKIPPED otherwise).
       each cargo bench --locked -p clinicbox-discovery --bench reannounce

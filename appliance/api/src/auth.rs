@@ -171,7 +171,13 @@ struct AuthInner {
     known_devices: Mutex<HashMap<(String, String), Instant>>,
     /// Per slowed-down username: when an unknown device last got its one attempt.
     last_slowed_attempt: Mutex<HashMap<String, Instant>>,
+    /// Password checks running at once: each takes Argon2id's 19 MiB, so twenty tablets
+    /// logging in together after a restart would otherwise take 380 MiB of a small Pi's memory.
+    argon2_slots: tokio::sync::Semaphore,
 }
+
+/// Argon2id checks at once (a Pi has four cores; more at once would not finish sooner).
+const ARGON2_AT_ONCE: usize = 2;
 
 fn digest(parts: &[&[u8]]) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -196,22 +202,22 @@ impl Authenticator {
                 addresses: Mutex::new(Failures::default()),
                 known_devices: Mutex::new(HashMap::new()),
                 last_slowed_attempt: Mutex::new(HashMap::new()),
+                argon2_slots: tokio::sync::Semaphore::new(ARGON2_AT_ONCE),
             }),
         }
     }
 
     /// Verifies `username`/`password` (each possibly in two decodings) against the snapshot's
     /// credentials. Returns the user's UID.
-    pub async fn authenticate(
+    /// The answer the cache already holds for these credentials, if any: verified before and
+    /// the stored hash unchanged since.
+    fn cached(
         &self,
-        state: &ApiState,
+        snap: &crate::metadata::Snapshot,
         candidates: &[(String, Vec<u8>)],
-        addr: Option<IpAddr>,
-    ) -> Result<String, ApiError> {
-        let snap = state.metadata().snapshot()?;
+        now: Instant,
+    ) -> Option<Result<String, ApiError>> {
         let inner = &self.inner;
-        let now = Instant::now();
-        // 1. Cache hit: already verified, still the same hash.
         for (username, password) in candidates {
             let key = digest(&[&inner.pepper, username.as_bytes(), password]);
             let hit = {
@@ -229,14 +235,30 @@ impl Authenticator {
                             .as_deref()
                             .is_some_and(|h| digest(&[h.as_bytes()]) == hd);
                     if same {
-                        return if cred.disabled {
+                        return Some(if cred.disabled {
                             Err(ApiError::AccountDisabled)
                         } else {
                             Ok(uid)
-                        };
+                        });
                     }
                 }
             }
+        }
+        None
+    }
+
+    pub async fn authenticate(
+        &self,
+        state: &ApiState,
+        candidates: &[(String, Vec<u8>)],
+        addr: Option<IpAddr>,
+    ) -> Result<String, ApiError> {
+        let snap = state.metadata().snapshot()?;
+        let inner = &self.inner;
+        let now = Instant::now();
+        // 1. Cache hit: already verified, still the same hash.
+        if let Some(answer) = self.cached(&snap, candidates, now) {
+            return answer;
         }
         // 2. Limits.
         let addr_key = addr
@@ -254,7 +276,16 @@ impl Authenticator {
             tracing::warn!(client.addr = %addr_key, "login refused: slowed down after failures for this username");
             return Err(ApiError::AccountLocked);
         }
-        // 3. Argon2id, off the async threads.
+        // 3. Argon2id, off the async threads, a few at a time; the same tablet's other requests
+        // waiting here find the first one's answer in the cache.
+        let _slot = inner
+            .argon2_slots
+            .acquire()
+            .await
+            .map_err(|_| ApiError::Internal("password checks are closed".into()))?;
+        if let Some(answer) = self.cached(&snap, candidates, Instant::now()) {
+            return answer;
+        }
         let mut jobs = Vec::new();
         for (username, password) in candidates {
             let cred = snap.credential(username).cloned();

@@ -12,6 +12,7 @@ mod figures;
 mod memory;
 mod pull;
 mod restart;
+mod serve_memory;
 mod tablets;
 mod tracker;
 mod uplink;
@@ -88,6 +89,12 @@ enum Bench {
         sync_ms: u64,
         #[arg(long, default_value_t = 20)]
         tablets: usize,
+    },
+    /// The real daemon's resident memory holding `patients` patients, after start and after
+    /// twenty tablets, next to an empty demo box's (needs `clinicbox` built alongside).
+    ServeMemory {
+        #[arg(long, default_value_t = 100_000)]
+        patients: u32,
     },
     /// One process of `memory`: opens DIR with a MIB cache and reads every record twice.
     #[command(hide = true)]
@@ -331,6 +338,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Memory { patients } => memory::run(patients),
         Bench::MemoryScan { dir, cache_mib } => memory::scan(&dir, cache_mib),
         Bench::Restart { patients } => restart::run(patients),
+        Bench::ServeMemory { patients } => serve_memory::run(patients),
         Bench::Tablets { sync_ms, tablets } => tablets::run(sync_ms, tablets),
     }
 }

@@ -112,7 +112,7 @@ pub fn run(patients: u32) -> anyhow::Result<()> {
 
 /// Patients as the tracker stores them: a tracked entity with three attributes, an enrollment,
 /// a triage and a consultation with their values and a note.
-fn fill(store: &Store, patients: u32) -> anyhow::Result<()> {
+pub(crate) fn fill(store: &Store, patients: u32) -> anyhow::Result<()> {
     fill_from(store, 0, patients)
 }
 

@@ -115,13 +115,13 @@ async fn measure(sync_delay: Duration, tablets: usize) -> anyhow::Result<Run> {
 }
 
 /// Tablet `t`'s upload `u`: a patient, her enrollment, a triage and a consultation.
-fn patient(t: usize, u: usize) -> serde_json::Value {
+pub(crate) fn patient(t: usize, u: usize) -> serde_json::Value {
     let id = |kind: char| format!("{kind}{t:02}{u:08}");
     let (te, en) = (id('t'), id('e'));
     serde_json::json!({
         "trackedEntities": [{"trackedEntity": te, "trackedEntityType": "cbTetPerson",
             "orgUnit": "cbClinicA01", "attributes": [
-                {"attribute": "cbAttrPatId", "value": format!("OPD-{t:02}{u:05}")},
+                {"attribute": "cbAttrPatId", "value": format!("TAB-{t:02}{u:05}")},
                 {"attribute": "cbAttrFirst", "value": "Amina"},
                 {"attribute": "cbAttrLastN", "value": "Otieno"}]}],
         "enrollments": [{"enrollment": en, "trackedEntity": te, "program": "cbPrgOpd001",

@@ -241,7 +241,12 @@ pub(crate) fn peak_rss_kib() -> u64 {
 
 /// A memory figure of this process from `/proc/self/status` (`VmHWM:` peak, `VmRSS:` now).
 pub(crate) fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    proc_status_kib("/proc/self/status", field)
+}
+
+/// A memory figure from a process's `status` file.
+pub(crate) fn proc_status_kib(status: &str, field: &str) -> u64 {
+    std::fs::read_to_string(status)
         .ok()
         .and_then(|s| {
             s.lines()
