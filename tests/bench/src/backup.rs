@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clinicbox::backup::{RestoreKey, archive, write_encrypted};
-use clinicbox_store::{Collection, NewKeySlot, Store};
+use clinicbox_store::{Collection, Store};
 
 use crate::figures::figure;
 
@@ -52,14 +52,7 @@ fn copy_file(from: &Path, to: &Path) -> anyhow::Result<Duration> {
 pub fn run(patients: u32) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let (store, _) = Store::create(
-        &data,
-        NewKeySlot::KeyFile {
-            path: data.join("demo.key"),
-            label: "bench".into(),
-            create: true,
-        },
-    )?;
+    let store = crate::demo_store(&data)?;
     println!("clinicbox-bench backup: {patients} patients (tracked entity, enrollment, 2 events)");
     fill(&store, patients)?;
     let store_bytes = std::fs::metadata(data.join(clinicbox_store::DB_FILE))?.len();

@@ -310,6 +310,20 @@ fn bench_store(writers: usize, per_writer: usize) -> anyhow::Result<()> {
 
 /// Points the tests' helpers at the `clinicbox` built next to this binary (./build.sh bench),
 /// unless `CLINICBOX_BIN` names one.
+/// A new store in `data` opened by the demo's own key file next to it (`data/demo.key`), so
+/// `serve --demo` and the benchmarks' own readers open it too.
+fn demo_store(data: &std::path::Path) -> anyhow::Result<clinicbox_store::Store> {
+    let (store, _) = clinicbox_store::Store::create(
+        data,
+        clinicbox_store::NewKeySlot::KeyFile {
+            path: data.join("demo.key"),
+            label: "bench".into(),
+            create: true,
+        },
+    )?;
+    Ok(store)
+}
+
 fn use_binaries_beside_this_one() -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let dir = exe

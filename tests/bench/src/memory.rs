@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use clinicbox_store::{Collection, NewKeySlot, Store, StoreOptions, Unlock};
+use clinicbox_store::{Collection, Store, StoreOptions, Unlock};
 
 use crate::figures::figure;
 
@@ -16,15 +16,7 @@ const LIBRARY_DEFAULT_MIB: usize = 1024;
 pub fn run(patients: u32) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let key = data.join("demo.key");
-    let (store, _) = Store::create(
-        &data,
-        NewKeySlot::KeyFile {
-            path: key.clone(),
-            label: "bench".into(),
-            create: true,
-        },
-    )?;
+    let store = crate::demo_store(&data)?;
     println!("clinicbox-bench memory: {patients} patients (tracked entity, enrollment, 2 events)");
     crate::backup::fill(&store, patients)?;
     store.close()?;

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use clinicbox_store::{Collection, NewKeySlot, Store};
+use clinicbox_store::{Collection, Store};
 use clinicbox_tracker::catalog::{Catalog, saved};
 
 use crate::figures::figure;
@@ -16,14 +16,7 @@ const CHANGED_AFTER_SAVE: u32 = 1_000;
 pub fn run(patients: u32) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let (store, _) = Store::create(
-        &data,
-        NewKeySlot::KeyFile {
-            path: data.join("demo.key"),
-            label: "bench".into(),
-            create: true,
-        },
-    )?;
+    let store = crate::demo_store(&data)?;
     println!("clinicbox-bench restart: {patients} patients (tracked entity, enrollment, 2 events)");
     fill(&store, patients)?;
     let started = Instant::now();

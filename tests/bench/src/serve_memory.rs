@@ -3,7 +3,6 @@
 //! patients and upload one — next to an empty demo box's in the same run: what the data costs
 //! in memory above the box itself.
 
-use clinicbox_store::{NewKeySlot, Store};
 use clinicbox_tests::{BoxBuilder, http_request};
 
 use crate::figures::figure;
@@ -53,15 +52,7 @@ fn measure(patients: u32) -> anyhow::Result<Memory> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     if patients > 0 {
-        // The demo's own key file, so `serve --demo` opens the filled store.
-        let (store, _) = Store::create(
-            &data,
-            NewKeySlot::KeyFile {
-                path: data.join("demo.key"),
-                label: "bench".into(),
-                create: true,
-            },
-        )?;
+        let store = crate::demo_store(&data)?;
         crate::restart::fill(&store, patients)?;
         store.close()?;
     }
