@@ -453,9 +453,6 @@ async fn spawn_uplink_socket(
     }
 }
 
-/// The nightly backup to a stick left plugged in (`[backup] stick_folder`): in the hour
-/// `[backup] nightly_hour` of the box's time zone, unless a backup was written in the last 12
-/// hours. Checked every 10 minutes; a failure is logged and tried again the next night.
 /// Tracker records changed after the saved catalog that make saving it again worth a second of
 /// writing: after a power cut the next start reads at most about this many records again.
 const CATALOG_SAVE_AFTER_CHANGES: u64 = 20_000;
@@ -483,6 +480,9 @@ fn spawn_catalog_saves(tracker: clinicbox_tracker::Tracker, lc: Arc<Lifecycle>) 
     });
 }
 
+/// The nightly backup to a stick left plugged in (`[backup] stick_folder`): in the hour
+/// `[backup] nightly_hour` of the box's time zone, unless a backup was written in the last 12
+/// hours. Checked every 10 minutes; a failure is logged and tried again the next night.
 fn spawn_nightly_backup(
     cfg: &Config,
     own: crate::backup::InServe,
