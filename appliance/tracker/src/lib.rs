@@ -106,9 +106,7 @@ impl Tracker {
             // catalog holds exactly the tracker changes up to `seq`.
             let cat = self.inner.catalog.read().await;
             let read = self.store().read()?;
-            if catalog::saved::changed_since_saved(&read, 1)? == 0
-                && catalog::saved::stored_bytes(&read)? > 0
-            {
+            if catalog::saved::up_to_date(&read)? {
                 return Ok(None);
             }
             (read.last_seq()?, cat.encode())

@@ -162,13 +162,12 @@ pub enum Prior {
 
 impl Change {
     /// The object it is about (its kind and UID).
-    pub fn key(&self) -> (u8, Uid) {
-        match self {
-            Change::Te(u, _) => (0, *u),
-            Change::Enrollment(u, _) => (1, *u),
-            Change::Event(u, _) => (2, *u),
-            Change::Relationship(u, _) => (3, *u),
-        }
+    pub fn key(&self) -> (std::mem::Discriminant<Change>, Uid) {
+        let (Change::Te(u, _)
+        | Change::Enrollment(u, _)
+        | Change::Event(u, _)
+        | Change::Relationship(u, _)) = self;
+        (std::mem::discriminant(self), *u)
     }
 
     /// Fills the commit time into the stamps (0 = "this commit").
@@ -306,19 +305,7 @@ impl Catalog {
     }
 
     pub fn put_te(&mut self, u: Uid, m: TeMeta) {
-        if let Some(old) = self.tes.get(&u) {
-            self.tes_by_update.remove(&(old.stamps.updated_ms, u));
-            for k in old.values.clone() {
-                if let Some(v) = self.values.get_mut(&k) {
-                    if let Ok(i) = v.binary_search(&u) {
-                        v.remove(i);
-                    }
-                    if v.is_empty() {
-                        self.values.remove(&k);
-                    }
-                }
-            }
-        }
+        self.forget_te(u);
         if !m.stamps.deleted {
             for k in &m.values {
                 // Sorted, so a value thousands of patients share (a common first name) costs a

@@ -134,22 +134,52 @@ fn header(read: &ReadView) -> Result<Option<Header>, StoreError> {
 /// How many tracker records changed after the saved copy (every one when none is saved),
 /// counting up to `at_most`: the saved copy's own writes and other collections' do not count.
 pub fn changed_since_saved(read: &ReadView, at_most: u64) -> Result<u64, StoreError> {
-    let mut after = header(read)?.map_or(0, |h| h.seq);
     let mut n = 0;
-    while n < at_most {
-        let step = read.changes_since(after, REPLAY_STEP)?;
-        let Some(last) = step.last() else { break };
-        after = last.seq;
-        n += step
-            .iter()
-            .filter(|ch| {
-                TRACKER_COLLECTIONS
-                    .iter()
-                    .any(|c| c.name() == ch.collection)
-            })
-            .count() as u64;
-    }
+    tracker_changes_after(read, header(read)?.map_or(0, |h| h.seq), |_, _| {
+        n += 1;
+        n < at_most
+    })?;
     Ok(n.min(at_most))
+}
+
+/// Whether a saved copy exists and no tracker record changed after it.
+pub fn up_to_date(read: &ReadView) -> Result<bool, StoreError> {
+    let Some(h) = header(read)? else {
+        return Ok(false);
+    };
+    let mut changed = false;
+    tracker_changes_after(read, h.seq, |_, _| {
+        changed = true;
+        false
+    })?;
+    Ok(!changed)
+}
+
+/// Walks the change log after `seq`, oldest first, calling `visit` with each change to a
+/// tracker record until it returns false.
+fn tracker_changes_after(
+    read: &ReadView,
+    seq: u64,
+    mut visit: impl FnMut(Collection, String) -> bool,
+) -> Result<(), StoreError> {
+    let mut after = seq;
+    loop {
+        let step = read.changes_since(after, REPLAY_STEP)?;
+        let Some(last) = step.last() else {
+            return Ok(());
+        };
+        after = last.seq;
+        for ch in step {
+            let tracker = TRACKER_COLLECTIONS
+                .iter()
+                .find(|c| c.name() == ch.collection);
+            if let Some(c) = tracker
+                && !visit(*c, ch.key)
+            {
+                return Ok(());
+            }
+        }
+    }
 }
 
 async fn commit<F>(store: &Store, f: F) -> Result<(), StoreError>
@@ -287,20 +317,10 @@ fn read_entries(read: &ReadView, h: &Header) -> Result<Option<Catalog>, StoreErr
 /// Reads again every tracker record changed after `seq`; returns how many.
 fn replay(read: &ReadView, catalog: &mut Catalog, seq: u64) -> Result<u64, StoreError> {
     let mut changed: BTreeSet<(Collection, String)> = BTreeSet::new();
-    let mut after = seq;
-    loop {
-        let step = read.changes_since(after, REPLAY_STEP)?;
-        let Some(last) = step.last() else { break };
-        after = last.seq;
-        for ch in step {
-            if let Some(c) = TRACKER_COLLECTIONS
-                .iter()
-                .find(|c| c.name() == ch.collection)
-            {
-                changed.insert((*c, ch.key));
-            }
-        }
-    }
+    tracker_changes_after(read, seq, |c, key| {
+        changed.insert((c, key));
+        true
+    })?;
     for (c, key) in &changed {
         if let Some(rec) = read.get(*c, key)? {
             catalog.put_record(*c, key, &rec);

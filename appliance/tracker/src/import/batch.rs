@@ -89,6 +89,17 @@ impl Overlay {
     }
 }
 
+/// What an import of the batch waits for after the commit: its answer and catalog changes.
+struct Waiting {
+    reply: oneshot::Sender<Result<Imported, ApiError>>,
+    report: clinicbox_dhis2::tracker::TrackerImportReport,
+    changes: Vec<Change>,
+    started: Instant,
+    user: String,
+    objects: usize,
+    written: usize,
+}
+
 /// An import planned, waiting for the batch's commit.
 struct Planned {
     user: AuthUser,
@@ -156,15 +167,10 @@ impl Tracker {
                     "validation": format!("{:.3} sec.", started.elapsed().as_secs_f64()),
                 }
             }));
-            let writes = if commit_writes {
-                outcome.writes
+            let (writes, changes) = if commit_writes {
+                (outcome.writes, outcome.changes)
             } else {
-                Vec::new()
-            };
-            let changes = if commit_writes {
-                outcome.changes
-            } else {
-                Vec::new()
+                (Vec::new(), Vec::new())
             };
             // The next imports of the batch see this one, as they would after its commit.
             overlay.add(&read, &writes);
@@ -207,11 +213,16 @@ impl Tracker {
                 params: p.params,
                 report: p.report.clone(),
             });
-            let written = p.writes.len();
+            replies.push(Waiting {
+                reply: p.reply,
+                report: p.report,
+                changes: p.changes,
+                started: p.started,
+                user: p.user.uid,
+                objects: p.objects,
+                written: p.writes.len(),
+            });
             work.push((p.writes, p.national, job));
-            replies.push((
-                p.reply, p.report, p.changes, p.started, p.user.uid, p.objects, written,
-            ));
         }
         let commit_started = Instant::now();
         let committed = self
@@ -231,14 +242,21 @@ impl Tracker {
                 for p in priors {
                     catalog.restore(p);
                 }
-                return fail_all(replies.into_iter().map(|r| r.0), &e);
+                return fail_all(replies.into_iter().map(|w| w.reply), &e);
             }
         };
         let at = committed.commit.at_ms;
         let shared = replies.len();
-        for ((reply, mut report, changes, started, user, objects, written), job_id) in
-            replies.into_iter().zip(committed.value)
-        {
+        for (w, job_id) in replies.into_iter().zip(committed.value) {
+            let Waiting {
+                reply,
+                mut report,
+                changes,
+                started,
+                user,
+                objects,
+                written,
+            } = w;
             catalog.apply(changes.into_iter().map(|c| c.at(at)).collect());
             let total = started.elapsed();
             if let Some(t) = report.timings_stats.as_mut() {
