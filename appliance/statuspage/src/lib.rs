@@ -813,7 +813,7 @@ struct ForgetForm {
 pub(crate) async fn admin_gate(
     State(state): State<StatusState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let Some(name) = admin_name(&state, req.headers(), addr).await else {
@@ -822,7 +822,6 @@ pub(crate) async fn admin_gate(
     if !same_origin(req.headers()) {
         return setup::cross_site();
     }
-    let mut req = req;
     req.extensions_mut().insert(Admin(name));
     next.run(req).await
 }
