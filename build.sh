@@ -88,6 +88,9 @@ case "$cmd" in
       # The tracker catalog at start on 100,000 patients: from its saved copy and the changes
       # after it vs rebuilt from every record.
       each cargo run --release --locked -p clinicbox-bench -- restart
+      # A tablet's requests on 1,000 and on 100,000 patients: "anything new?", a page of a
+      # download, the full download, the restart and the store's bytes per patient.
+      each cargo run --release --locked -p clinicbox-bench -- scale
       # One tablet and twenty uploading at once, on this disk and with the store's syncs as
       # slow as an SD card's (10 ms): patients/s, latency, writes per commit.
       each cargo run --release --locked -p clinicbox-bench -- tablets

@@ -34,6 +34,8 @@ declare -A SUBST=(
     [JOURNAL_RUNTIME_MAX_USE]=${HW_JOURNAL_RUNTIME_MAX_USE:-64M}
     [BOARD]=$HW_BOARD_NAME
     [STORE_CACHE_MIB]=$HW_STORE_CACHE_MIB
+    [STORE_MEMORY_HIGH_MIB]=$HW_STORE_MEMORY_HIGH_MIB
+    [STORE_MEMORY_MAX_MIB]=$HW_STORE_MEMORY_MAX_MIB
 )
 render() { # render SRC DST: copy with @NAME@ substituted; fail on leftovers
     local text k

@@ -15,7 +15,7 @@ REQUIRED = {
     "board": ["name", "arch", "rust_target"],
     "image": ["boot", "root_slot_size", "data_initial_size"],
     "storage": ["cipher", "key_size", "unlock"],
-    "store": ["cache_mib"],
+    "store": ["cache_mib", "memory_high_mib", "memory_max_mib"],
     "network": ["lan_interface", "uplink_interface"],
     "watchdog": ["runtime_sec", "service_sec"],
 }

@@ -447,6 +447,12 @@ def check_units(g):
             p.get("ProtectSystem") == "strict" and p.get("NoNewPrivileges") == "yes" and p.get("PrivateTmp") == "yes"
             and p.get("CapabilityBoundingSet") == "cap_net_bind_service" and "/data/clinicbox" in p.get("ReadWritePaths", ""),
             " ".join(f"{k}={p.get(k)}" for k in ("ProtectSystem", "NoNewPrivileges", "PrivateTmp", "CapabilityBoundingSet", "ReadWritePaths")))
+    m = svc(g, "clinicbox.service", "MemoryHigh", "MemoryMax", "Environment")
+    R.check("clinicbox.service: memory bounded by the board profile (MemoryHigh < MemoryMax, glibc tunables)",
+            m.get("MemoryHigh", "infinity").isdigit() and m.get("MemoryMax", "infinity").isdigit()
+            and int(m["MemoryHigh"]) < int(m["MemoryMax"])
+            and "glibc.malloc.mmap_threshold=131072" in m.get("Environment", ""),
+            " ".join(f"{k}={m.get(k)}" for k in ("MemoryHigh", "MemoryMax", "Environment")))
     _, user = g.run(f"stat -c %U /proc/{p.get('MainPID', '0')}")
     R.check("clinicbox runs as its own system user", user == "clinicbox", user)
     _, power = g.run("systemctl is-enabled clinicbox-power.service 2>/dev/null; systemctl is-active clinicbox-power.service")

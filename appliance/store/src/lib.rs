@@ -3,6 +3,7 @@
 mod cipher;
 mod clock;
 mod collection;
+mod compress;
 mod error;
 mod keyslot;
 mod read;
@@ -21,6 +22,8 @@ pub use keyslot::{
 pub use read::{ReadView, Records};
 pub use record::{Change, Record};
 pub use snapshot::SnapshotInfo;
-pub use store::{DB_FILE, DEFAULT_CACHE_BYTES, Store, StoreOptions, StoreStats};
+pub use store::{
+    DB_FILE, DEFAULT_CACHE_BYTES, Store, StoreOptions, StoreSpace, StoreStats, TableSpace,
+};
 pub use write::{CommitInfo, Committed, WriteCtx};
 pub use zeroize::Zeroizing;

@@ -64,6 +64,31 @@ pub struct StoreStats {
     pub failed_commits: u64,
 }
 
+/// Where the file's bytes go, table by table: what the benchmarks report as bytes per patient,
+/// and what a technician reads when a card fills up.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableSpace {
+    pub name: String,
+    pub entries: u64,
+    /// Keys and values as stored (sealed values included).
+    pub stored_bytes: u64,
+    /// Branch pages and other B-tree bookkeeping.
+    pub metadata_bytes: u64,
+    /// Unused room inside the table's pages.
+    pub fragmented_bytes: u64,
+}
+
+/// See [`Store::space`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreSpace {
+    pub tables: Vec<TableSpace>,
+    /// Pages allocated in the file, times the page size.
+    pub allocated_bytes: u64,
+    pub file_bytes: u64,
+}
+
 /// How a store is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
@@ -387,6 +412,35 @@ impl Store {
             commits: s.commits.load(Ordering::Relaxed),
             writes: s.writes.load(Ordering::Relaxed),
             failed_commits: s.failed_commits.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Where the file's bytes go (see [`StoreSpace`]).
+    pub fn space(&self) -> Result<StoreSpace, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let mut tables = Vec::new();
+        for handle in txn.list_tables()? {
+            let table = txn.open_untyped_table(handle)?;
+            let stats = table.stats()?;
+            tables.push(TableSpace {
+                name: table.name().to_owned(),
+                entries: table.len()?,
+                stored_bytes: stats.stored_bytes(),
+                metadata_bytes: stats.metadata_bytes(),
+                fragmented_bytes: stats.fragmented_bytes(),
+            });
+        }
+        drop(txn);
+        let write = self.inner.db.begin_write()?;
+        let stats = write.stats()?;
+        write.abort()?;
+        let file_bytes = std::fs::metadata(self.inner.dir.join(DB_FILE))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        Ok(StoreSpace {
+            tables,
+            allocated_bytes: stats.allocated_pages() * stats.page_size() as u64,
+            file_bytes,
         })
     }
 

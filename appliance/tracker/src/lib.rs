@@ -46,6 +46,8 @@ struct Inner {
     save_lock: tokio::sync::Mutex<()>,
     /// "Break the glass" grants: (user, entity, program) → expiry (store ms).
     overrides: Mutex<HashMap<(String, String, String), u64>>,
+    /// Where tablets' downloads stopped (`export/cursor.rs`).
+    cursors: export::cursor::Cursors,
 }
 
 /// The catalog from its saved copy and the changes after it, or built from every record.
@@ -92,6 +94,7 @@ impl Tracker {
                 save_lock: tokio::sync::Mutex::new(()),
                 import_queue: Mutex::new(Vec::new()),
                 overrides: Mutex::new(HashMap::new()),
+                cursors: Default::default(),
             }),
         })
     }
@@ -143,6 +146,10 @@ impl Tracker {
     }
     pub fn catalog(&self) -> &tokio::sync::RwLock<Catalog> {
         &self.inner.catalog
+    }
+
+    pub(crate) fn cursors(&self) -> &export::cursor::Cursors {
+        &self.inner.cursors
     }
 
     fn overrides_lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), u64>> {

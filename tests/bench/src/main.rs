@@ -5,6 +5,16 @@
 //! Set `CLINICBOX_BENCH_DIR` to run on the real medium (an SD card, an SSD); the default is a
 //! temporary directory. Absolute figures depend on fsync cost; the ratios are what transfer.
 
+/// Counts the bytes allocated, so a structure's memory is measured exactly (resident memory
+/// keeps what the allocator holds on to after a free).
+#[global_allocator]
+static ALLOCATED: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
+/// Bytes allocated now.
+pub(crate) fn allocated() -> usize {
+    ALLOCATED.allocated()
+}
+
 mod aggregate;
 mod backup;
 mod exhaustion;
@@ -12,6 +22,7 @@ mod figures;
 mod memory;
 mod pull;
 mod restart;
+mod scale;
 mod serve_memory;
 mod tablets;
 mod tracker;
@@ -81,6 +92,14 @@ enum Bench {
     Restart {
         #[arg(long, default_value_t = 100_000)]
         patients: u32,
+    },
+    /// A tablet's requests on a small box and a large one: "anything new?", a page of 50, the
+    /// full download, the restart and the store's bytes per patient, with their ratios.
+    Scale {
+        #[arg(long, default_value_t = 1_000)]
+        small: u32,
+        #[arg(long, default_value_t = 100_000)]
+        large: u32,
     },
     /// One tablet and `tablets` tablets uploading at once, on this disk and with every sync of
     /// the store taking `sync_ms` (an SD card's fsync): patients/s, latency, writes per commit.
@@ -352,6 +371,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Memory { patients } => memory::run(patients),
         Bench::MemoryScan { dir, cache_mib } => memory::scan(&dir, cache_mib),
         Bench::Restart { patients } => restart::run(patients),
+        Bench::Scale { small, large } => scale::run(small, large),
         Bench::ServeMemory { patients } => serve_memory::run(patients),
         Bench::Tablets { sync_ms, tablets } => tablets::run(sync_ms, tablets),
     }

@@ -41,6 +41,7 @@ pub fn run(patients: u32) -> anyhow::Result<()> {
         file >> 20,
         file / u64::from(patients.max(1))
     );
+    print_space(&store, patients)?;
     let started = Instant::now();
     let catalog = Catalog::build(&store.read()?)?;
     let rebuild = started.elapsed().as_secs_f64();
@@ -66,6 +67,7 @@ pub fn run(patients: u32) -> anyhow::Result<()> {
     );
     // What a power cut leaves: changes made after the last save.
     fill_from(&store, patients, CHANGED_AFTER_SAVE)?;
+    let before = crate::allocated();
     let started = Instant::now();
     let (loaded, report) = saved::load(&store.read()?)?
         .ok_or_else(|| anyhow::anyhow!("the saved catalog did not load"))?;
@@ -75,9 +77,9 @@ pub fn run(patients: u32) -> anyhow::Result<()> {
         report.replayed,
         loaded.tes.len()
     );
-    let resident = crate::tracker::status_kib("VmRSS:");
+    let catalog_bytes = crate::allocated().saturating_sub(before);
     drop(loaded);
-    let catalog_mib = resident.saturating_sub(crate::tracker::status_kib("VmRSS:")) as f64 / 1024.0;
+    let catalog_mib = catalog_bytes as f64 / f64::from(1 << 20);
     figure(
         "restart",
         &format!(
@@ -100,6 +102,28 @@ pub fn run(patients: u32) -> anyhow::Result<()> {
         "rebuilt from every record",
         rebuild,
     );
+    Ok(())
+}
+
+/// Where the store file's bytes go, per patient and table.
+pub(crate) fn print_space(store: &Store, patients: u32) -> anyhow::Result<()> {
+    let space = store.space()?;
+    let per = |b: u64| b / u64::from(patients.max(1));
+    println!(
+        "store file: {} bytes per patient ({} allocated)",
+        per(space.file_bytes),
+        per(space.allocated_bytes)
+    );
+    for t in space.tables.iter().filter(|t| t.stored_bytes > 0) {
+        println!(
+            "  {:<24} {:>9} entries  stored {:>5} B/patient  meta {:>4}  fragmented {:>5}",
+            t.name,
+            t.entries,
+            per(t.stored_bytes),
+            per(t.metadata_bytes),
+            per(t.fragmented_bytes)
+        );
+    }
     Ok(())
 }
 

@@ -1,13 +1,16 @@
 //! `clinicbox-bench serve-memory`: the real `clinicbox serve` holding `patients` patients —
 //! resident memory after start and after twenty tablets at once each download a page of
 //! patients and upload one — next to an empty demo box's in the same run: what the data costs
-//! in memory above the box itself.
+//! in memory above the box itself. Both run with a Pi 4's store cache and the allocator
+//! setting of the image's unit.
 
 use clinicbox_tests::{BoxBuilder, http_request};
 
 use crate::figures::figure;
 
 const TABLETS: usize = 20;
+/// The store's page cache on a Pi 4 (hw/pi4.toml `[store] cache_mib`).
+const PI4_CACHE_MIB: u32 = 48;
 
 struct Memory {
     after_start_kib: u64,
@@ -56,7 +59,11 @@ fn measure(patients: u32) -> anyhow::Result<Memory> {
         crate::restart::fill(&store, patients)?;
         store.close()?;
     }
-    let b = BoxBuilder::demo_at(data.display().to_string()).start();
+    // As the image runs it on a Pi 4 (hw/pi4.toml, image/units/clinicbox.service).
+    let b = BoxBuilder::demo_at(data.display().to_string())
+        .config(&format!("[store]\ncache_mib = {PI4_CACHE_MIB}\n"))
+        .env("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")
+        .start();
     let pid = b.pid();
     let after_start_kib = status_kib(pid, "VmRSS:");
     let host = b.url().trim_start_matches("http://").to_string();

@@ -223,7 +223,7 @@ fn raw_write(store: &Store, p: &Value) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
@@ -266,7 +266,7 @@ pub fn run(rounds: usize, search_tes: usize) -> anyhow::Result<()> {
 
 /// Median ms of five "anything new since now?" downloads of one program's page, as a tablet
 /// asks between syncs.
-async fn anything_new(b: &Bench) -> anyhow::Result<f64> {
+pub(crate) async fn anything_new(b: &Bench) -> anyhow::Result<f64> {
     let (_, info) = b.call("GET", "/api/system/info", None).await?;
     let info: Value = serde_json::from_slice(&info)?;
     let now = info["serverDate"].as_str().unwrap_or_default().to_string();

@@ -9,6 +9,7 @@
 //! [`Catalog::apply`], and readers take the lock only to copy candidate lists, so a tablet that
 //! read `serverDate` after a commit always finds that commit in the catalog.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 
 use clinicbox_dhis2::Uid;
@@ -16,6 +17,7 @@ use clinicbox_dhis2::tracker::{EnrollmentStatus, EventStatus, TrackerType};
 use clinicbox_store::{Collection, ReadView, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use smallvec::SmallVec;
 
 use crate::model::{StoredEnrollment, StoredEvent, StoredRelationship, StoredTrackedEntity};
 
@@ -29,8 +31,15 @@ pub const TRACKER_COLLECTIONS: [Collection; 4] = [
     Collection::RELATIONSHIPS,
 ];
 
-/// 16 bytes of SHA-256 over an attribute's lower-cased value.
+/// 16 bytes of SHA-256 over an attribute's UID and its lower-cased value.
 pub type ValueDigest = [u8; 16];
+
+/// The entities holding one value: nearly always one, kept inline (no allocation each).
+type Holders = SmallVec<[Uid; 1]>;
+
+/// A parent's children (enrollments of an entity, events of an enrollment): usually one or
+/// two, kept inline.
+type Children = SmallVec<[Uid; 2]>;
 
 pub fn digest(attribute: &str, value: &str) -> ValueDigest {
     let mut h = Sha256::new();
@@ -56,7 +65,8 @@ pub struct TeMeta {
     pub tet: Uid,
     pub org_unit: Uid,
     pub owners: Vec<(Uid, Uid)>,
-    pub values: Vec<(Uid, ValueDigest)>,
+    /// Digests of its attribute values (each covers the attribute too).
+    pub values: Vec<ValueDigest>,
     pub stamps: Stamps,
 }
 
@@ -109,23 +119,38 @@ pub struct Catalog {
     pub enrollments: HashMap<Uid, EnMeta>,
     pub events: HashMap<Uid, EvMeta>,
     pub relationships: HashMap<Uid, RelMeta>,
-    pub te_enrollments: HashMap<Uid, Vec<Uid>>,
-    pub enrollment_events: HashMap<Uid, Vec<Uid>>,
-    pub item_relationships: HashMap<Uid, Vec<Uid>>,
-    /// (attribute, value digest) → tracked entities holding that value (tombstones excluded),
-    /// sorted by UID.
-    pub values: HashMap<(Uid, ValueDigest), Vec<Uid>>,
+    te_enrollments: HashMap<Uid, Children>,
+    enrollment_events: HashMap<Uid, Children>,
+    item_relationships: HashMap<Uid, Children>,
+    /// Value digest → tracked entities holding that value (tombstones excluded), sorted by UID.
+    values: HashMap<ValueDigest, Holders>,
     /// Tracked entities and events by last update: a tablet's "anything new since T?" reads
     /// what changed, not everything the box holds.
     tes_by_update: BTreeSet<(u64, Uid)>,
     events_by_update: BTreeSet<(u64, Uid)>,
+    /// Tracked entities newest created first, ties by UID: the order of a tablet's download,
+    /// so a page is read from where it starts instead of sorting every entity.
+    tes_by_created: BTreeSet<(Reverse<u64>, Uid)>,
+    /// Changes with every apply and restore: a page cursor from an older generation is stale.
+    generation: Generation,
+}
+
+/// A count of changes; not part of what the catalog describes, so two catalogs of the same
+/// store compare equal whatever their histories.
+#[derive(Debug, Default, Clone, Copy)]
+struct Generation(u64);
+
+impl PartialEq for Generation {
+    fn eq(&self, _: &Generation) -> bool {
+        true
+    }
 }
 
 fn uid(s: &str) -> Option<Uid> {
     Uid::try_from(s).ok()
 }
 
-fn forget_child(map: &mut HashMap<Uid, Vec<Uid>>, parent: Uid, child: Uid) {
+fn forget_child(map: &mut HashMap<Uid, Children>, parent: Uid, child: Uid) {
     if let Some(v) = map.get_mut(&parent) {
         v.retain(|c| *c != child);
         if v.is_empty() {
@@ -134,7 +159,7 @@ fn forget_child(map: &mut HashMap<Uid, Vec<Uid>>, parent: Uid, child: Uid) {
     }
 }
 
-fn push_unique(map: &mut HashMap<Uid, Vec<Uid>>, parent: Uid, child: Uid) {
+fn push_unique(map: &mut HashMap<Uid, Children>, parent: Uid, child: Uid) {
     let v = map.entry(parent).or_default();
     if !v.contains(&child) {
         v.push(child);
@@ -235,6 +260,7 @@ impl Catalog {
     }
 
     pub fn apply(&mut self, changes: Vec<Change>) {
+        self.generation.0 += 1;
         for ch in changes {
             match ch {
                 Change::Te(u, m) => self.put_te(u, m),
@@ -259,6 +285,7 @@ impl Catalog {
 
     /// Puts back what [`Catalog::prior`] saw (forgetting an object it did not hold).
     pub fn restore(&mut self, p: Prior) {
+        self.generation.0 += 1;
         match p {
             Prior::Te(u, Some(m)) => self.put_te(u, m),
             Prior::Te(u, None) => self.forget_te(u),
@@ -292,6 +319,8 @@ impl Catalog {
             return;
         };
         self.tes_by_update.remove(&(old.stamps.updated_ms, u));
+        self.tes_by_created
+            .remove(&(Reverse(old.stamps.created_ms), u));
         for k in old.values {
             if let Some(v) = self.values.get_mut(&k) {
                 if let Ok(i) = v.binary_search(&u) {
@@ -317,6 +346,8 @@ impl Catalog {
             }
         }
         self.tes_by_update.insert((m.stamps.updated_ms, u));
+        self.tes_by_created
+            .insert((Reverse(m.stamps.created_ms), u));
         self.tes.insert(u, m);
     }
 
@@ -343,6 +374,31 @@ impl Catalog {
             .map(|(_, u)| *u)
     }
 
+    /// Every tracked entity, newest created first, ties by UID (the order of
+    /// `order=createdAt:desc`).
+    pub fn tes_newest_first(&self) -> impl Iterator<Item = Uid> + '_ {
+        self.tes_newest_first_from(None).map(|(_, u)| u)
+    }
+
+    /// [`Catalog::tes_newest_first`] from `(created, uid)` on (inclusive), with each entity's
+    /// creation time: where a page cursor resumes.
+    pub fn tes_newest_first_from(
+        &self,
+        from: Option<(u64, Uid)>,
+    ) -> impl Iterator<Item = (u64, Uid)> + '_ {
+        let start = from.map_or(std::ops::Bound::Unbounded, |(ms, u)| {
+            std::ops::Bound::Included((Reverse(ms), u))
+        });
+        self.tes_by_created
+            .range((start, std::ops::Bound::Unbounded))
+            .map(|(Reverse(ms), u)| (*ms, *u))
+    }
+
+    /// Changes whenever the catalog does.
+    pub fn generation(&self) -> u64 {
+        self.generation.0
+    }
+
     /// Events updated at or after `ms`, oldest update first.
     pub fn events_updated_since(&self, ms: u64) -> impl Iterator<Item = Uid> + '_ {
         self.events_by_update
@@ -357,26 +413,26 @@ impl Catalog {
     }
 
     pub fn enrollments_of(&self, te: Uid) -> &[Uid] {
-        self.te_enrollments.get(&te).map_or(&[], Vec::as_slice)
+        self.te_enrollments.get(&te).map_or(&[], |c| c.as_slice())
     }
 
     pub fn events_of(&self, enrollment: Uid) -> &[Uid] {
         self.enrollment_events
             .get(&enrollment)
-            .map_or(&[], Vec::as_slice)
+            .map_or(&[], |c| c.as_slice())
     }
 
     pub fn relationships_of(&self, item: Uid) -> &[Uid] {
         self.item_relationships
             .get(&item)
-            .map_or(&[], Vec::as_slice)
+            .map_or(&[], |c| c.as_slice())
     }
 
     /// Live tracked entities holding `value` for `attribute` (case-insensitive), by UID.
     pub fn holders(&self, attribute: Uid, value: &str) -> &[Uid] {
         self.values
-            .get(&(attribute, digest(attribute.as_str(), value)))
-            .map_or(&[], Vec::as_slice)
+            .get(&digest(attribute.as_str(), value))
+            .map_or(&[], |h| h.as_slice())
     }
 }
 
@@ -400,10 +456,8 @@ pub fn te_meta(te: &StoredTrackedEntity, stamps: Stamps) -> Option<TeMeta> {
         values: te
             .attributes
             .iter()
-            .filter_map(|a| {
-                let au = uid(&a.attribute)?;
-                Some((au, digest(&a.attribute, &a.value)))
-            })
+            .filter(|a| uid(&a.attribute).is_some())
+            .map(|a| digest(&a.attribute, &a.value))
             .collect(),
         stamps,
     })
@@ -474,5 +528,9 @@ mod tests {
         assert_eq!(since(250), vec![te(1)]);
         assert_eq!(since(0).len(), 2, "an entity updated twice is listed once");
         assert!(since(301).is_empty());
+        let newest: Vec<_> = cat.tes_newest_first().collect();
+        assert_eq!(newest, vec![te(1), te(2)], "both created at 1: by UID");
+        cat.forget_te(te(1));
+        assert_eq!(cat.tes_newest_first().collect::<Vec<_>>(), vec![te(2)]);
     }
 }

@@ -27,7 +27,8 @@ use super::{Catalog, EnMeta, EvMeta, RelMeta, TRACKER_COLLECTIONS, TeMeta};
 pub const SAVED: Collection = Collection::named("trackerCatalog");
 const HEADER: &str = "header";
 /// Bumped whenever the encoding of the entries changes: an older copy is then ignored.
-const FORMAT: u32 = 1;
+/// 2: a tracked entity's value digests without their attribute UIDs (the digest covers it).
+const FORMAT: u32 = 2;
 /// One record per chunk: a save's memory is the encoded catalog plus one chunk.
 const CHUNK_BYTES: usize = 4 << 20;
 /// Change-log entries read per step of the replay.

@@ -5,6 +5,7 @@
 //! Candidate selection runs on the in-memory catalog under its read lock (cheap, no
 //! decryption); only the requested page is read from the store and decrypted.
 
+pub(crate) mod cursor;
 pub mod enrollments;
 pub mod events;
 pub mod filters;

@@ -17,12 +17,13 @@ use clinicbox_web::error::json_response;
 use clinicbox_web::{ApiError, ApiResult, AuthUser};
 use serde_json::{Map, Value};
 
+use super::cursor::{Cursor, CursorKey};
 use super::filters::ValueFilter;
 use super::listing::{not_found, page_response, relationships, renderer, requested};
 use super::render::{Renderer, to_map};
 use super::{
-    OrgUnitSelection, Paging, SortKey, child, date_param, fields, order, sort_by_order, stamp_key,
-    ts_ms, uid_list, wants,
+    OrderBy, OrgUnitSelection, Paging, SortKey, child, date_param, fields, order, sort_by_order,
+    stamp_key, ts_ms, uid_list, wants,
 };
 use crate::Tracker;
 use crate::catalog::{Catalog, TeMeta};
@@ -59,6 +60,18 @@ pub fn te_readable(
         Err(ApiError::NotFound(format!(
             "TrackedEntity with id {te} could not be found."
         )))
+    }
+}
+
+/// [`te_readable`] without overrides: true for every entity `owner` owns.
+fn te_readable_by_scope(
+    user: &AuthUser,
+    owner: Uid,
+    program: Option<(&str, &Map<String, Value>)>,
+) -> bool {
+    match program.map(|(_, obj)| Meta::access_level(obj)) {
+        Some("PROTECTED" | "CLOSED") => user.can_capture_in(owner.as_str()),
+        _ => user.can_search_in(owner.as_str()),
     }
 }
 
@@ -227,7 +240,13 @@ pub async fn list(
     if outside {
         access.enough_attributes(&p.filters)?;
     }
-    let mut candidates = candidates(&state, &t, &user, &sel, &p, &access).await;
+    // A plain download, newest first, reads its page from the creation index: only the
+    // entities before the page are counted, and no list of every entity is sorted.
+    let window = (!searching && p.uids.is_none() && p.updated_after.is_none())
+        .then(|| Window::newest_first(&order, &paging, &user, &q))
+        .flatten();
+    let (mut candidates, skipped) =
+        candidates(&state, &t, &user, &sel, &p, &access, window.as_ref()).await;
     sort_by_order(
         &mut candidates,
         order,
@@ -250,8 +269,11 @@ pub async fn list(
     if outside {
         access.not_too_many(uids.len())?;
     }
-    let total = uids.len();
-    let page = paging.slice(&uids);
+    let total = skipped + uids.len();
+    let page = match &window {
+        Some(_) => uids.iter().take(paging.page_size).copied().collect(),
+        None => paging.slice(&uids),
+    };
     let program_uid = p.program.as_deref().and_then(|s| Uid::try_from(s).ok());
     let renderer = renderer(&state, &user, &read);
     let children = Children::collect(&t, &page, program_uid, p.include_deleted, &fields).await;
@@ -268,9 +290,56 @@ pub async fn list(
     ))
 }
 
+/// The part of the creation order (newest first) a page needs, for a query that needs no
+/// total: the entities before it are only counted, and one past it says whether there is a
+/// next page.
+struct Window {
+    page: usize,
+    size: usize,
+    /// The user and the query without its page: whose download a cursor continues.
+    cursor_key: CursorKey,
+}
+
+impl Window {
+    fn newest_first(
+        order: &[OrderBy],
+        paging: &Paging,
+        user: &AuthUser,
+        q: &Query,
+    ) -> Option<Window> {
+        let newest = match order {
+            [] => true,
+            [o] => {
+                o.desc
+                    && matches!(
+                        o.field.as_str(),
+                        "createdAt" | "createdAtClient" | "created"
+                    )
+            }
+            _ => false,
+        };
+        if !(newest && paging.paging && !paging.total_pages) {
+            return None;
+        }
+        let pairs = q.pairs();
+        let rest = pairs.iter().filter(|(k, _)| k != "page");
+        let cursor_key = CursorKey::new(&user.uid, rest.map(|(k, v)| (k.as_str(), v.as_str())));
+        Some(Window {
+            page: paging.page,
+            size: paging.page_size,
+            cursor_key,
+        })
+    }
+
+    fn skip(&self) -> usize {
+        (self.page - 1).saturating_mul(self.size)
+    }
+}
+
 /// The entities the query selects from the catalog (the UIDs asked for, the holders of an
 /// exact attribute value, what changed since `updatedAfter`, or all), readable by the user,
-/// with their enrolment time.
+/// with their enrolment time. With a `window` (skip, take), only that part of the creation
+/// order, and how many were skipped.
 async fn candidates(
     state: &ApiState,
     t: &Tracker,
@@ -278,10 +347,64 @@ async fn candidates(
     sel: &OrgUnitSelection,
     p: &Params,
     access: &Access<'_>,
-) -> Vec<Candidate> {
+    window: Option<&Window>,
+) -> (Vec<Candidate>, usize) {
     let program_uid = p.program.as_deref().and_then(|s| Uid::try_from(s).ok());
     let tet_u = access.tet.as_deref().and_then(|s| Uid::try_from(s).ok());
     let cat = t.catalog().read().await;
+    let prog_ref = p.program.as_deref().zip(access.prog);
+    // Entities share a handful of owners: whether the selection and the user's scope admit
+    // an owner is asked once per request, not once per entity (an override is per entity, so
+    // only a yes is remembered).
+    let mut owners_admitted = HashSet::new();
+    let mut admit = |u: Uid| -> Option<(&TeMeta, Option<i64>)> {
+        let m = cat.tes.get(&u)?;
+        if (m.stamps.deleted && !p.include_deleted) || tet_u.is_some_and(|tu| tu != m.tet) {
+            return None;
+        }
+        let enrolled = match program_uid {
+            Some(pu) => enrollment_match(state, &cat, u, pu, p, window.is_none())?,
+            None => None,
+        };
+        let owner = m.owner(program_uid);
+        if !owners_admitted.contains(&owner) {
+            if !sel.covers(user, owner) || te_readable(user, t, m, u, prog_ref).is_err() {
+                return None;
+            }
+            if te_readable_by_scope(user, owner, prog_ref) {
+                owners_admitted.insert(owner);
+            }
+        }
+        let up = i64::try_from(m.stamps.updated_ms).unwrap_or(i64::MAX);
+        if p.updated_after.is_some_and(|a| up < a) || p.updated_before.is_some_and(|b| up > b) {
+            return None;
+        }
+        Some((m, enrolled))
+    };
+    if let Some(w) = window {
+        let generation = cat.generation();
+        let resume = t.cursors().get(&w.cursor_key, w.page, generation);
+        let mut skipped = resume.map_or(0, |c| c.admitted);
+        let mut admitted = cat
+            .tes_newest_first_from(resume.map(|c| c.from))
+            .filter_map(|(ms, u)| admit(u).map(|(m, en)| (ms, u, m, en)));
+        skipped += admitted
+            .by_ref()
+            .take(w.skip().saturating_sub(skipped))
+            .count();
+        let page: Vec<_> = admitted.take(w.size.saturating_add(1)).collect();
+        if let Some((ms, u, _, _)) = page.get(w.size) {
+            let next = Cursor {
+                generation,
+                next_page: w.page + 1,
+                from: (*ms, *u),
+                admitted: skipped + w.size,
+            };
+            t.cursors().put(w.cursor_key, next);
+        }
+        let page = page.into_iter().map(|(_, u, m, en)| (u, m.clone(), en));
+        return (page.collect(), skipped);
+    }
     let exact = p
         .filters
         .iter()
@@ -298,31 +421,10 @@ async fn candidates(
     } else {
         cat.tes.keys().copied().collect()
     };
-    let prog_ref = p.program.as_deref().zip(access.prog);
-    let mut out = Vec::new();
-    for u in pool {
-        let Some(m) = cat.tes.get(&u) else { continue };
-        if (m.stamps.deleted && !p.include_deleted) || tet_u.is_some_and(|tu| tu != m.tet) {
-            continue;
-        }
-        let enrolled = match program_uid {
-            Some(pu) => match enrollment_match(state, &cat, u, pu, p) {
-                Some(e) => e,
-                None => continue,
-            },
-            None => None,
-        };
-        if !sel.covers(user, m.owner(program_uid)) || te_readable(user, t, m, u, prog_ref).is_err()
-        {
-            continue;
-        }
-        let up = i64::try_from(m.stamps.updated_ms).unwrap_or(i64::MAX);
-        if p.updated_after.is_some_and(|a| up < a) || p.updated_before.is_some_and(|b| up > b) {
-            continue;
-        }
-        out.push((u, m.clone(), enrolled));
-    }
-    out
+    let all = pool
+        .into_iter()
+        .filter_map(|u| admit(u).map(|(m, en)| (u, m.clone(), en)));
+    (all.collect(), 0)
 }
 
 /// The candidates whose stored attribute values match every filter (they need the decrypted
@@ -348,14 +450,21 @@ fn search_hits(
     Ok(hits)
 }
 
-/// For a program query: whether the entity has a matching enrollment, and its enrolment time.
+/// For a program query: whether the entity has a matching enrollment, and its enrolment time
+/// (0 unless `want_time` or a date filter needs it: turning a date into a time costs a
+/// time-zone lookup per enrollment).
 fn enrollment_match(
     state: &ApiState,
     cat: &Catalog,
     te: Uid,
     program: Uid,
     p: &Params,
+    want_time: bool,
 ) -> Option<Option<i64>> {
+    let dated = p.enrolled_after.is_some()
+        || p.enrolled_before.is_some()
+        || p.occurred_after.is_some()
+        || p.occurred_before.is_some();
     let mut found = None;
     for en in cat.enrollments_of(te) {
         let Some(m) = cat.enrollments.get(en) else {
@@ -368,6 +477,10 @@ fn enrollment_match(
             continue;
         }
         if p.follow_up.is_some_and(|f| f != m.follow_up) {
+            continue;
+        }
+        if !want_time && !dated {
+            found = Some(0);
             continue;
         }
         let enrolled = ts_ms(state, &m.enrolled_at);
