@@ -498,28 +498,10 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
     write_atomic(path, data, 0o600)
 }
 
-/// Write to a temporary file, fsync, rename: a power cut leaves the old file or the new one.
+/// A power cut leaves the old file or the new one.
 fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let err = |e| TlsError::Write(path.to_owned(), e);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(data).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    fs::rename(&tmp, path).map_err(err)?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = fs::File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    clinicbox_process::write_atomic(path, data, mode)
+        .map_err(|e| TlsError::Write(path.to_owned(), e))
 }
 
 fn now_secs() -> i64 {

@@ -6,9 +6,8 @@
 //! per request.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
@@ -134,18 +133,10 @@ impl Tablets {
             let list: Vec<_> = inner.seen.values().cloned().collect();
             (file, serde_json::to_vec_pretty(&list).unwrap_or_default())
         };
-        if let Err(e) = write_atomic(&file, &data) {
+        if let Err(e) = clinicbox_process::write_atomic(&file, &data, 0o640) {
             warn!("status: saving {}: {e}", file.display());
         }
     }
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// `com.dhis2/1.14.0/3.4.1/Android_34` → `DHIS2 Capture 3.4.1 · Android 14`; anything else is

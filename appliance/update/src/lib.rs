@@ -1,0 +1,19 @@
+//! Signed updates, the part every path shares: a TUF repository, wherever it is (an HTTPS
+//! mirror the uplink reaches, a folder the uplink staged on `/data`, a USB stick's
+//! `clinicbox-update/`), verified against the metadata this box trusted last, with expiry
+//! judged against a clock that may be wrong ([`ClockFloor`]), and the release it offers for
+//! this board chosen only if it is newer than the one running ([`choose`]).
+//!
+//! Publishing ([`publish`]) is the other side: what `./build.sh bundle` runs to sign a bundle
+//! into a repository with the four TUF roles.
+
+mod clock;
+mod error;
+pub mod publish;
+mod release;
+mod trust;
+
+pub use clock::ClockFloor;
+pub use error::UpdateError;
+pub use release::{Release, choose};
+pub use trust::{Source, Verified, verify};

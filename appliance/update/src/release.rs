@@ -1,0 +1,76 @@
+//! Which target to install: a release names its board and version in its signed custom
+//! fields, so neither a file name nor a mirror can make a Pi take a NUC's image or an older
+//! release.
+
+use semver::Version;
+use serde_json::Value;
+
+use crate::{UpdateError, Verified};
+
+/// One release a repository offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// The target's name in the repository.
+    pub name: String,
+    pub board: String,
+    pub version: Version,
+    /// Bytes to download, as signed.
+    pub length: u64,
+}
+
+impl Release {
+    fn from_target(name: &str, target: &tough::schema::Target) -> Result<Release, UpdateError> {
+        let field = |key: &str| match target.custom.get(key) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            _ => Err(UpdateError::BadRelease {
+                name: name.to_owned(),
+                reason: format!("no \"{key}\" in its signed custom fields"),
+            }),
+        };
+        let version = field("version")?;
+        let version = Version::parse(&version).map_err(|e| UpdateError::BadRelease {
+            name: name.to_owned(),
+            reason: format!("version {version:?}: {e}"),
+        })?;
+        Ok(Release {
+            name: name.to_owned(),
+            board: field("board")?,
+            version,
+            length: target.length,
+        })
+    }
+}
+
+/// The release to install on `board`, running `running`: the one `wanted` (a remote admin's
+/// pin), or else the newest. `None` when nothing newer is offered; an error when the wanted one
+/// is missing or not newer (a downgrade is never installed).
+pub fn choose(
+    repo: &Verified,
+    board: &str,
+    running: &Version,
+    wanted: Option<&Version>,
+) -> Result<Option<Release>, UpdateError> {
+    let mut offered: Vec<Release> = repo
+        .targets()
+        .filter_map(|(name, t)| Release::from_target(name.raw(), t).ok())
+        .filter(|r| r.board == board)
+        .collect();
+    offered.sort_by(|a, b| a.version.cmp(&b.version));
+    let pick = match wanted {
+        Some(v) => Some(
+            offered
+                .into_iter()
+                .find(|r| &r.version == v)
+                .ok_or_else(|| UpdateError::NoSuchTarget(format!("{board} {v}")))?,
+        ),
+        None => offered.pop(),
+    };
+    match pick {
+        Some(r) if &r.version > running => Ok(Some(r)),
+        Some(r) if wanted.is_some() => Err(UpdateError::BadRelease {
+            name: r.name,
+            reason: format!("{} is not newer than the running {running}", r.version),
+        }),
+        _ => Ok(None),
+    }
+}

@@ -1,0 +1,181 @@
+//! A repository verified against the metadata this box trusted last.
+//!
+//! tough walks the root chain, checks signatures and thresholds, that versions never go back
+//! (against the last trusted timestamp, snapshot and targets) and that the snapshot and the
+//! targets are the ones the timestamp names (no mix-and-match). Expiry is left to us, judged
+//! against [`crate::ClockFloor`]: tough's own check trusts the system clock, and refuses
+//! everything once it has seen a later time than the clock shows.
+//!
+//! tough loads into a scratch copy of the trusted metadata; only metadata that verified and
+//! has not expired replaces what is kept, one file at a time, each whole. A cut between two
+//! files leaves older versions, which are still true lower bounds.
+
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+use jiff::Timestamp;
+use tokio::io::AsyncWriteExt;
+use tough::{
+    ExpirationEnforcement, FilesystemTransport, Limits, Repository, RepositoryLoader, TargetName,
+};
+use url::Url;
+
+use crate::UpdateError;
+
+/// The roles' files as the box keeps them, in the order they are replaced (the root first: the
+/// others are checked against it).
+const KEPT: [&str; 4] = [
+    "root.json",
+    "targets.json",
+    "snapshot.json",
+    "timestamp.json",
+];
+
+/// Metadata this large is an attack, not a repository (a few targets a year).
+const LIMITS: Limits = Limits {
+    max_root_size: 256 * 1024,
+    max_targets_size: 4 * 1024 * 1024,
+    max_timestamp_size: 64 * 1024,
+    max_snapshot_size: 256 * 1024,
+    max_root_updates: 64,
+};
+
+/// A repository in a folder: `metadata/` and `targets/` inside it, as `./build.sh bundle`
+/// writes it, the uplink stages it and a USB stick carries it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    metadata: Url,
+    targets: Url,
+}
+
+impl Source {
+    pub fn folder(dir: &Path) -> Result<Source, UpdateError> {
+        let dir = std::fs::canonicalize(dir).map_err(UpdateError::io(dir))?;
+        let url = |sub: &str| {
+            Url::from_directory_path(dir.join(sub))
+                .map_err(|()| UpdateError::BadLocation(dir.display().to_string()))
+        };
+        Ok(Source {
+            metadata: url("metadata")?,
+            targets: url("targets")?,
+        })
+    }
+}
+
+/// A repository whose metadata verified and has not expired.
+#[derive(Debug)]
+pub struct Verified {
+    repo: Repository,
+}
+
+/// Verifies the repository at `source` against what `trusted` (a folder on `/data`) holds, or
+/// the root shipped with the release when it holds nothing yet, judging expiry at `now`;
+/// the verified metadata becomes what `trusted` holds.
+pub async fn verify(
+    source: &Source,
+    trusted: &Path,
+    shipped_root: &[u8],
+    now: Timestamp,
+) -> Result<Verified, UpdateError> {
+    tokio::fs::create_dir_all(trusted)
+        .await
+        .map_err(UpdateError::io(trusted))?;
+    let root = match tokio::fs::read(trusted.join("root.json")).await {
+        Ok(root) => root,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => shipped_root.to_vec(),
+        Err(e) => return Err(UpdateError::io(trusted.join("root.json"))(e)),
+    };
+    let scratch = tempfile::tempdir_in(trusted).map_err(UpdateError::io(trusted))?;
+    for file in &KEPT[1..] {
+        copy_if_present(&trusted.join(file), &scratch.path().join(file)).await?;
+    }
+    let repo = RepositoryLoader::new(&root, source.metadata.clone(), source.targets.clone())
+        .transport(FilesystemTransport)
+        .limits(LIMITS)
+        .datastore(scratch.path())
+        .expiration_enforcement(ExpirationEnforcement::Unsafe)
+        .load()
+        .await
+        .map_err(|e| UpdateError::Untrusted(Box::new(e)))?;
+    check_expiry(&repo, now)?;
+    for file in KEPT {
+        let bytes = tokio::fs::read(scratch.path().join(file))
+            .await
+            .map_err(UpdateError::io(scratch.path().join(file)))?;
+        let kept = trusted.join(file);
+        clinicbox_process::write_atomic(&kept, &bytes, 0o644).map_err(UpdateError::io(kept))?;
+    }
+    Ok(Verified { repo })
+}
+
+async fn copy_if_present(from: &Path, to: &Path) -> Result<(), UpdateError> {
+    match tokio::fs::copy(from, to).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(UpdateError::io(from)(e)),
+    }
+}
+
+fn check_expiry(repo: &Repository, now: Timestamp) -> Result<(), UpdateError> {
+    let roles = [
+        ("root", repo.root().signed.expires),
+        ("timestamp", repo.timestamp().signed.expires),
+        ("snapshot", repo.snapshot().signed.expires),
+        ("targets", repo.targets().signed.expires),
+    ];
+    match roles.into_iter().find(|(_, expires)| *expires <= now) {
+        Some((role, expired)) => Err(UpdateError::Expired { role, expired, now }),
+        None => Ok(()),
+    }
+}
+
+impl Verified {
+    /// The targets the repository lists, with their custom fields.
+    pub fn targets(&self) -> impl Iterator<Item = (&TargetName, &tough::schema::Target)> {
+        self.repo.all_targets()
+    }
+
+    /// Writes target `name` to `dest`, whole and verified (length and SHA-256 against the
+    /// signed targets), or not at all: it is streamed to `dest.part`, which is renamed only
+    /// after the last byte checked out.
+    pub async fn save_target(&self, name: &str, dest: &Path) -> Result<(), UpdateError> {
+        let target = TargetName::new(name).map_err(|_| UpdateError::NoSuchTarget(name.into()))?;
+        let bad = |e| UpdateError::Target {
+            name: name.to_owned(),
+            source: Box::new(e),
+        };
+        let mut stream = self
+            .repo
+            .read_target(&target)
+            .await
+            .map_err(bad)?
+            .ok_or_else(|| UpdateError::NoSuchTarget(name.to_owned()))?;
+        let part = part_path(dest);
+        let mut out = tokio::fs::File::create(&part)
+            .await
+            .map_err(UpdateError::io(&part))?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    drop(out);
+                    let _ = tokio::fs::remove_file(&part).await;
+                    return Err(bad(e));
+                }
+            };
+            out.write_all(&chunk)
+                .await
+                .map_err(UpdateError::io(&part))?;
+        }
+        out.sync_all().await.map_err(UpdateError::io(&part))?;
+        tokio::fs::rename(&part, dest)
+            .await
+            .map_err(UpdateError::io(dest))
+    }
+}
+
+fn part_path(dest: &Path) -> PathBuf {
+    let mut p = dest.as_os_str().to_owned();
+    p.push(".part");
+    PathBuf::from(p)
+}
