@@ -470,6 +470,13 @@ def check_units(g):
             and u.get("CapabilityBoundingSet", "x") == "", str(u))
     R.check("clinicbox-uplink.service says why it sends nothing (no national_url in the shipped configuration)",
             "not configured" in u.get("StatusText", ""), u.get("StatusText", ""))
+    rw = svc(g, "clinicbox-uplink.service", "ReadWritePaths")
+    _, staging = g.run("stat -c '%U' /data/uplink-update 2>&1; "
+                       "grep -A8 '^\\[uplink.update\\]' /etc/clinicbox/clinicbox.toml | grep '^board'")
+    R.check("the uplink may write only its update folder on /data, owned by it, for this board",
+            rw.get("ReadWritePaths", "").strip("-") == "/data/uplink-update"
+            and staging.startswith("clinicbox-uplink") and 'board = "nuc"' in staging,
+            f"{rw} {staging!r}")
     _, sock = g.run("stat -c '%a %U %G' /run/clinicbox-uplink/uplink.sock 2>&1; "
                     "runuser -u clinicbox-power -- test -w /run/clinicbox-uplink/uplink.sock && echo power-can-write; "
                     "journalctl -b -u clinicbox.service --no-pager | grep -i 'uplink socket' | tail -1")

@@ -39,6 +39,12 @@ impl National {
         National::spawn(None, true)
     }
 
+    /// The folder the stand-in serves as an update mirror under `/updates/` (made by the
+    /// test that publishes a repository there).
+    pub fn updates_dir(&self) -> PathBuf {
+        self._dir.path().join("updates")
+    }
+
     /// The PEM of the CA that issued an HTTPS stand-in's certificate.
     pub fn ca_file(&self) -> PathBuf {
         self._dir.path().join("ca.pem")
@@ -61,6 +67,8 @@ impl National {
             .args(["--user", "sync", "--password", "sync-password"])
             .arg("--state")
             .arg(dir.path().join("state.json"))
+            .arg("--updates")
+            .arg(dir.path().join("updates"))
             .args(if tls {
                 tls_files(dir.path())
             } else {

@@ -122,6 +122,7 @@ pub fn view(
             bytes_sent: r.bytes_sent,
             bytes_received: r.bytes_received,
             clock_skew_secs: r.clock_skew_secs,
+            update: r.update,
             metadata: shared
                 .metadata()
                 .map(|m| clinicbox_statuspage::MetadataView {

@@ -263,4 +263,8 @@ pub struct UplinkReport {
     /// The box's clock minus national's (`serverDate`), in seconds, when last connected.
     #[serde(default)]
     pub clock_skew_secs: Option<i64>,
+    /// The last update check: up to date, downloading (how far), ready to install, or why it
+    /// failed. `None`: updates are off.
+    #[serde(default)]
+    pub update: Option<String>,
 }

@@ -148,6 +148,9 @@ pub struct UplinkView {
     pub bytes_received: u64,
     /// The box's clock minus national's, in seconds, when the uplink last connected.
     pub clock_skew_secs: Option<i64>,
+    /// The uplink's last update check (up to date, downloading, ready, failed); `None`:
+    /// updates are off.
+    pub update: Option<String>,
     /// How the last metadata pull from national went.
     pub metadata: Option<MetadataView>,
     /// Values changed both on the box and at national, and which version was kept (the

@@ -539,6 +539,9 @@ pub fn uplink_sentence(now_ms: u64, u: &crate::UplinkView) -> (&'static str, Str
             duration_words(skew.unsigned_abs())
         ));
     }
+    if let Some(update) = &u.update {
+        parts.push(format!("software update: {update}"));
+    }
     let class = if u.parked_count > 0
         || u.conflicts_count > 0
         || u.last_error.is_some()

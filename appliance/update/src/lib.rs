@@ -10,10 +10,12 @@
 mod clock;
 mod error;
 pub mod publish;
+mod record;
 mod release;
 mod trust;
 
 pub use clock::ClockFloor;
 pub use error::UpdateError;
+pub use record::Recording;
 pub use release::{Release, choose};
-pub use trust::{Source, Verified, verify};
+pub use trust::{Source, TargetFile, Verified, verify, verify_with};

@@ -40,8 +40,8 @@ const LIMITS: Limits = Limits {
     max_root_updates: 64,
 };
 
-/// A repository in a folder: `metadata/` and `targets/` inside it, as `./build.sh bundle`
-/// writes it, the uplink stages it and a USB stick carries it.
+/// Where a repository is: `metadata/` and `targets/` under one base, as `./build.sh bundle`
+/// writes it, a mirror serves it, the uplink stages it and a USB stick carries it.
 #[derive(Debug, Clone)]
 pub struct Source {
     metadata: Url,
@@ -49,16 +49,35 @@ pub struct Source {
 }
 
 impl Source {
+    /// A repository in a folder (read with tough's file transport).
     pub fn folder(dir: &Path) -> Result<Source, UpdateError> {
         let dir = std::fs::canonicalize(dir).map_err(UpdateError::io(dir))?;
-        let url = |sub: &str| {
-            Url::from_directory_path(dir.join(sub))
-                .map_err(|()| UpdateError::BadLocation(dir.display().to_string()))
+        let base = Url::from_directory_path(&dir)
+            .map_err(|()| UpdateError::BadLocation(dir.display().to_string()))?;
+        Source::remote(&base)
+    }
+
+    /// A repository under `base` (`https://updates.example.org/clinicbox/`).
+    pub fn remote(base: &Url) -> Result<Source, UpdateError> {
+        let mut base = base.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let join = |sub: &str| {
+            base.join(sub)
+                .map_err(|_| UpdateError::BadLocation(base.to_string()))
         };
         Ok(Source {
-            metadata: url("metadata")?,
-            targets: url("targets")?,
+            metadata: join("metadata/")?,
+            targets: join("targets/")?,
         })
+    }
+
+    /// Where the repository keeps `file` among its targets.
+    pub fn target_url(&self, file: &str) -> Result<Url, UpdateError> {
+        self.targets
+            .join(file)
+            .map_err(|_| UpdateError::BadLocation(file.to_owned()))
     }
 }
 
@@ -68,15 +87,29 @@ pub struct Verified {
     repo: Repository,
 }
 
-/// Verifies the repository at `source` against what `trusted` (a folder on `/data`) holds, or
-/// the root shipped with the release when it holds nothing yet, judging expiry at `now`;
-/// the verified metadata becomes what `trusted` holds.
+/// Verifies the repository in the folder `source` against what `trusted` (a folder on
+/// `/data`) holds, or the root shipped with the release when it holds nothing yet, judging
+/// expiry at `now`; the verified metadata becomes what `trusted` holds.
 pub async fn verify(
     source: &Source,
     trusted: &Path,
     shipped_root: &[u8],
     now: Timestamp,
 ) -> Result<Verified, UpdateError> {
+    verify_with(FilesystemTransport, source, trusted, shipped_root, now).await
+}
+
+/// [`verify`], reading the repository through `transport` (the uplink's HTTPS client).
+pub async fn verify_with<T>(
+    transport: T,
+    source: &Source,
+    trusted: &Path,
+    shipped_root: &[u8],
+    now: Timestamp,
+) -> Result<Verified, UpdateError>
+where
+    T: tough::Transport + Send + Sync + 'static,
+{
     tokio::fs::create_dir_all(trusted)
         .await
         .map_err(UpdateError::io(trusted))?;
@@ -90,7 +123,7 @@ pub async fn verify(
         copy_if_present(&trusted.join(file), &scratch.path().join(file)).await?;
     }
     let repo = RepositoryLoader::new(&root, source.metadata.clone(), source.targets.clone())
-        .transport(FilesystemTransport)
+        .transport(transport)
         .limits(LIMITS)
         .datastore(scratch.path())
         .expiration_enforcement(ExpirationEnforcement::Unsafe)
@@ -135,6 +168,31 @@ impl Verified {
         self.repo.all_targets()
     }
 
+    /// Target `name`'s signed length and SHA-256, and the file the repository keeps it in
+    /// (`<sha256>.<name>`: consistent snapshots), for a download that resumes.
+    pub fn target_file(&self, name: &str) -> Result<TargetFile, UpdateError> {
+        let (_, target) = self
+            .repo
+            .all_targets()
+            .find(|(n, _)| n.raw() == name)
+            .ok_or_else(|| UpdateError::NoSuchTarget(name.to_owned()))?;
+        let sha256: [u8; 32] =
+            target
+                .hashes
+                .sha256
+                .as_ref()
+                .try_into()
+                .map_err(|_| UpdateError::BadRelease {
+                    name: name.to_owned(),
+                    reason: "its SHA-256 is not 32 bytes".into(),
+                })?;
+        Ok(TargetFile {
+            file: format!("{}.{name}", hex::encode(sha256)),
+            length: target.length,
+            sha256,
+        })
+    }
+
     /// Writes target `name` to `dest`, whole and verified (length and SHA-256 against the
     /// signed targets), or not at all: it is streamed to `dest.part`, which is renamed only
     /// after the last byte checked out.
@@ -172,6 +230,15 @@ impl Verified {
             .await
             .map_err(UpdateError::io(dest))
     }
+}
+
+/// A target as a download sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetFile {
+    /// Its file name among the repository's targets.
+    pub file: String,
+    pub length: u64,
+    pub sha256: [u8; 32],
 }
 
 fn part_path(dest: &Path) -> PathBuf {

@@ -57,6 +57,44 @@ pub struct UplinkConfig {
     /// uplink starts checks in, then a round at least this long after the last check-in.
     /// 0: never check in. Default 21600 (6 h: about 0.4 MB a month).
     pub check_in_secs: u64,
+    /// `[uplink.update]`: fetching signed updates from a mirror.
+    pub update: UpdateConfig,
+}
+
+/// `[uplink.update]`: where the uplink looks for signed updates and where it stages them for
+/// `clinicbox update`. Off until `mirror_url` is set.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpdateConfig {
+    /// Base URL of the TUF repository (`https://updates.example.org/clinicbox/`, holding
+    /// `metadata/` and `targets/`), reached over the WAN like national, with the same CA.
+    /// Unset (the default): the uplink fetches no update.
+    pub mirror_url: Option<String>,
+    /// The repository's root metadata the release ships, trusted until the repository signs a
+    /// newer one. Default `/usr/share/clinicbox/update-root.json`.
+    pub root_file: PathBuf,
+    /// The uplink's update folder: `staging/` (the verified metadata and the release, for
+    /// `clinicbox update`), `trusted/` (the metadata it trusted last) and `clock-floor`.
+    /// Default `/data/uplink-update`.
+    pub dir: PathBuf,
+    /// The board whose releases the box takes (`nuc`, `pi4`, `pi5`); required with
+    /// `mirror_url` (the image sets it from `hw/<board>.toml`).
+    pub board: Option<String>,
+    /// Seconds between checks of the mirror while the link is up; a download that was cut
+    /// is resumed at the next round. Default 21600 (6 h).
+    pub check_secs: u64,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig {
+            mirror_url: None,
+            root_file: PathBuf::from("/usr/share/clinicbox/update-root.json"),
+            dir: PathBuf::from("/data/uplink-update"),
+            board: None,
+            check_secs: 6 * 3600,
+        }
+    }
 }
 
 /// What a round pulls before it pushes.
@@ -107,6 +145,7 @@ impl Default for UplinkConfig {
             pull_metadata: true,
             reserved_values: 500,
             check_in_secs: 6 * 3600,
+            update: UpdateConfig::default(),
         }
     }
 }

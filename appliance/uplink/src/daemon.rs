@@ -92,6 +92,14 @@ impl Daemon {
         let mut was_up = false;
         let mut wait = Duration::ZERO;
         let mut last_check_in = None;
+        let mut updates = match crate::update::Checker::from_config(&self.cfg) {
+            Ok(checker) => checker.map(UpdateSchedule::new),
+            Err(e) => {
+                tracing::warn!("updates are off: {e}");
+                report.update = Some(format!("off: {e}"));
+                None
+            }
+        };
         loop {
             if !self
                 .wait_for_link(&local, &mut report, &mut signals, &mut was_up, wait)
@@ -108,20 +116,13 @@ impl Daemon {
                 continue;
             }
             self.set_state(&local, &mut report, "sending").await;
-            // Every request of a round has a timeout, so a live round always moves: keep
-            // petting while it runs (a round on a slow link outlasts WatchdogSec).
             let check_in = self.cfg.check_in_secs > 0
                 && last_check_in.is_none_or(|t: tokio::time::Instant| {
                     t.elapsed() >= Duration::from_secs(self.cfg.check_in_secs)
                 });
             let round = round::run(&local, &national, &mut size, self.cfg.pull_plan(), check_in);
-            tokio::pin!(round);
-            let result = loop {
-                tokio::select! {
-                    r = &mut round => break r,
-                    _ = signals.recv() => return self.stop(&local, &mut report).await,
-                    _ = tokio::time::sleep(TICK) => self.notifier.pet(),
-                }
+            let Some(result) = self.petting(round, &mut signals).await else {
+                return self.stop(&local, &mut report).await;
             };
             let (sent, received) = national.bytes();
             report.bytes_sent = sent;
@@ -133,10 +134,24 @@ impl Daemon {
                         last_check_in = Some(tokio::time::Instant::now());
                     }
                     add_pushed(&mut report.pushed, &summary.pushed);
+                    let national_now = summary.national_now();
                     report.national_version = summary.national.map(|n| n.version);
                     report.clock_skew_secs = summary.clock_skew_secs;
                     report.last_success_ms = Some(now_ms());
                     report.last_error = None;
+                    if let Some(u) = updates
+                        .as_mut()
+                        .filter(|u| u.due(self.cfg.update.check_secs))
+                    {
+                        self.set_state(&local, &mut report, "checking for an update")
+                            .await;
+                        let pass = u.checker.pass(national_now);
+                        let Some(result) = self.petting(pass, &mut signals).await else {
+                            return self.stop(&local, &mut report).await;
+                        };
+                        report.update = Some(crate::update::describe(&result));
+                        u.done(&result);
+                    }
                     wait = Duration::from_secs(self.cfg.interval_secs.max(1));
                     self.set_state(&local, &mut report, "idle").await;
                 }
@@ -155,6 +170,24 @@ impl Daemon {
                     let state = format!("backing off {} s", wait.as_secs());
                     self.set_state(&local, &mut report, &state).await;
                 }
+            }
+        }
+    }
+
+    /// Runs `work` to its end, petting the watchdog meanwhile (every request in it has a
+    /// timeout, so it always moves, but a round or a download on a slow link outlasts
+    /// WatchdogSec); `None` when a stop signal came first.
+    async fn petting<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+        signals: &mut Signals,
+    ) -> Option<T> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                r = &mut work => return Some(r),
+                _ = signals.recv() => return None,
+                _ = tokio::time::sleep(TICK) => self.notifier.pet(),
             }
         }
     }
@@ -225,6 +258,40 @@ impl Daemon {
         self.notifier.stopping();
         self.set_state(local, report, "stopped").await;
         Ok(())
+    }
+}
+
+/// When the next update pass is due: every `check_secs`, and at the next round while a
+/// download is unfinished (cut, paused or corrupt: it resumes or starts over).
+struct UpdateSchedule {
+    checker: crate::update::Checker,
+    last: Option<tokio::time::Instant>,
+    unfinished: bool,
+}
+
+impl UpdateSchedule {
+    fn new(checker: crate::update::Checker) -> UpdateSchedule {
+        UpdateSchedule {
+            checker,
+            last: None,
+            unfinished: false,
+        }
+    }
+
+    fn due(&self, check_secs: u64) -> bool {
+        self.unfinished
+            || self
+                .last
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(check_secs))
+    }
+
+    fn done(&mut self, result: &Result<crate::update::Staged, crate::update::StageError>) {
+        use crate::update::StageError;
+        self.last = Some(tokio::time::Instant::now());
+        self.unfinished = matches!(
+            result,
+            Err(StageError::Mirror(_) | StageError::Paused { .. } | StageError::Corrupt(_))
+        );
     }
 }
 

@@ -14,8 +14,9 @@ pub mod pull;
 pub mod reserved;
 pub mod round;
 pub mod scope;
+pub mod update;
 
-pub use config::{OnBattery, UplinkConfig};
+pub use config::{OnBattery, UpdateConfig, UplinkConfig};
 pub use daemon::Daemon;
 pub use local::LocalBox;
 pub use national::National;
@@ -49,7 +50,17 @@ pub async fn run_once(cfg: &UplinkConfig) -> Result<RoundSummary, UplinkError> {
     let local = LocalBox::new(&cfg.socket);
     let mut size = round::BatchSize::new(cfg.batch_bytes);
     let check_in = cfg.check_in_secs > 0;
-    let result = round::run(&local, &national, &mut size, cfg.pull_plan(), check_in).await;
+    let mut result = round::run(&local, &national, &mut size, cfg.pull_plan(), check_in).await;
+    if let Ok(summary) = &mut result {
+        summary.update = match update::Checker::from_config(cfg) {
+            Ok(Some(mut checker)) => {
+                let pass = checker.pass(summary.national_now()).await;
+                Some(update::describe(&pass))
+            }
+            Ok(None) => None,
+            Err(e) => Some(format!("off: {e}")),
+        };
+    }
     let (sent, received) = national.bytes();
     let report = clinicbox_control::outbox::UplinkReport {
         state: if result.is_ok() {
@@ -70,6 +81,7 @@ pub async fn run_once(cfg: &UplinkConfig) -> Result<RoundSummary, UplinkError> {
             .map(|s| s.pushed.clone())
             .unwrap_or_default(),
         clock_skew_secs: result.as_ref().ok().and_then(|s| s.clock_skew_secs),
+        update: result.as_ref().ok().and_then(|s| s.update.clone()),
     };
     local.report(&report).await;
     result

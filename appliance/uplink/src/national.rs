@@ -99,6 +99,26 @@ pub enum Fetched {
     },
 }
 
+/// What every HTTPS client of the uplink shares: rustls, the system's roots plus `ca_file`,
+/// a connect timeout, its user agent.
+pub(crate) fn https_client(cfg: &UplinkConfig) -> Result<reqwest::ClientBuilder, UplinkError> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .connect_timeout(Duration::from_secs(30))
+        .user_agent(concat!("clinicbox-uplink/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = &cfg.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| {
+            UplinkError::Config(format!("cannot read ca_file {}: {e}", ca.display()))
+        })?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| UplinkError::Config(format!("ca_file {} is not PEM: {e}", ca.display())))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder)
+}
+
 /// A client for one national server.
 pub struct National {
     base: String,
@@ -118,23 +138,9 @@ impl National {
     }
 
     pub fn new(cfg: &UplinkConfig, url: &str) -> Result<National, UplinkError> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
+        let http = https_client(cfg)?
             .timeout(Duration::from_secs(cfg.request_timeout_secs.max(5)))
-            .connect_timeout(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("clinicbox-uplink/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &cfg.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| {
-                UplinkError::Config(format!("cannot read ca_file {}: {e}", ca.display()))
-            })?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                UplinkError::Config(format!("ca_file {} is not PEM: {e}", ca.display()))
-            })? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder
             .build()
             .map_err(|e| UplinkError::Config(format!("cannot build the HTTPS client: {e}")))?;
         Ok(National {

@@ -88,6 +88,9 @@ pub struct RoundSummary {
     pub batches: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// What the update check after the round did (`crate::update::describe`), when updates
+    /// are on.
+    pub update: Option<String>,
 }
 
 impl RoundSummary {
@@ -141,6 +144,9 @@ impl RoundSummary {
             ));
         }
         out.extend(self.check_in_line());
+        if let Some(u) = &self.update {
+            out.push(format!("update: {u}"));
+        }
         out.push(format!(
             "bytes: {} sent, {} received",
             self.bytes_sent, self.bytes_received
@@ -171,6 +177,13 @@ impl RoundSummary {
 }
 
 impl RoundSummary {
+    /// National's clock now, from the skew this round measured: a time the box can trust
+    /// (national answered over TLS), for judging signed metadata's expiry.
+    pub fn national_now(&self) -> Option<jiff::Timestamp> {
+        let skew = jiff::SignedDuration::from_secs(self.clock_skew_secs?);
+        jiff::Timestamp::now().checked_sub(skew).ok()
+    }
+
     /// The skew national's times are corrected by when merged. Within the tolerance the
     /// measurement (whole seconds, one request's latency) is coarser than the skew: times are
     /// compared as they are.

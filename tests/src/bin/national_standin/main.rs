@@ -30,7 +30,7 @@
 //! `/admin/sync-user`, `/admin/approvals` (national's admins at work). With `--state FILE` the
 //! data (not the jobs) survives a restart; with `--tls-cert PEM --tls-key PEM` it speaks HTTPS;
 //! `--demo` starts it holding the demo's metadata, a national nurse and the sync account on
-//! clinic A. Prints
+//! clinic A; `--updates DIR` serves an update mirror beside it (`updates.rs`). Prints
 //! `national-standin: listening on http(s)://ADDR` once it accepts connections.
 
 #![allow(clippy::result_large_err)] // handlers answer early with a whole Response
@@ -42,6 +42,7 @@ mod metadata;
 mod ownership;
 mod reserved;
 mod tracker_export;
+mod updates;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
@@ -90,6 +91,8 @@ struct Faults {
     drop_transfer_answers: u32,
     /// Refuse every dataStore write (403): the sync account lacks the namespace's sharing.
     data_store_forbidden: bool,
+    /// Cut the next N downloads of an update's release part-way (`updates.rs`).
+    cut_update_downloads: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -167,6 +170,9 @@ struct Data {
     /// dataStore writes applied, by `namespace/key`.
     #[serde(default)]
     data_store_writes: BTreeMap<String, u64>,
+    /// Requests to the update mirror, in order.
+    #[serde(default)]
+    update_requests: Vec<updates::UpdateRequest>,
 }
 
 struct Inner {
@@ -183,6 +189,8 @@ struct App {
     inner: Arc<Mutex<Inner>>,
     token: Option<String>,
     basic: Option<(String, String)>,
+    /// The update mirror's folder (`--updates`).
+    updates: Option<PathBuf>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -190,6 +198,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut token, mut user, mut password, mut state_file) = (None, None, None, None);
     let (mut tls_cert, mut tls_key) = (None, None);
     let mut demo = false;
+    let mut updates = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or(format!("{a} needs a value"));
@@ -200,6 +209,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--password" => password = Some(val()?),
             "--state" => state_file = Some(PathBuf::from(val()?)),
             "--demo" => demo = true,
+            "--updates" => updates = Some(PathBuf::from(val()?)),
             "--tls-cert" => tls_cert = Some(PathBuf::from(val()?)),
             "--tls-key" => tls_key = Some(PathBuf::from(val()?)),
             other => return Err(format!("unknown argument {other}").into()),
@@ -223,6 +233,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })),
         token,
         basic: user.zip(password),
+        updates,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -296,6 +307,7 @@ fn router(app: App) -> Router {
         .route("/api/metadata", get(metadata::changes))
         .route("/api/{plural}", get(metadata::list))
         .route("/api/{plural}/{*file}", get(metadata::dependency_export))
+        .route("/updates/{*path}", get(updates::file))
         .route("/ledger", get(ledger))
         .route("/faults", post(set_faults))
         .route("/admin/metadata", post(metadata::admin_metadata))

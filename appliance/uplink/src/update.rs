@@ -1,0 +1,369 @@
+//! Fetching an update while the link is up: the uplink is the only process that reaches the
+//! WAN, so it verifies the mirror's TUF repository and downloads the chosen release into a
+//! staging folder on `/data`; `clinicbox update` (no network) verifies that folder again and
+//! writes the slot.
+//!
+//! A release is hundreds of megabytes over LTE that drops: the download goes to
+//! `<file>.part` and each attempt asks only for what is missing (`Range`), across rounds and
+//! reboots, with no retry cap (a round that loses the link ends; the next one resumes). The
+//! whole file is checked against the signed length and SHA-256 before it takes its name.
+//! A pass downloads for a bounded slice of time, so rounds keep pushing the clinic's data
+//! while a release arrives over many of them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clinicbox_update::{ClockFloor, Recording, Release, Source, TargetFile, UpdateError};
+use jiff::Timestamp;
+use semver::Version;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tough::{Transport, TransportError, TransportErrorKind, TransportStream};
+use url::Url;
+
+use crate::{UplinkConfig, UplinkError};
+
+/// Metadata files are small; anything larger is refused before tough's own limits.
+const MAX_METADATA: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("the update mirror: {0}")]
+    Mirror(String),
+    #[error(transparent)]
+    Update(#[from] UpdateError),
+    #[error("staging {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The whole file did not match what was signed; the partial download was dropped.
+    #[error("the downloaded {0} does not match its signed hash; it will be fetched again")]
+    Corrupt(String),
+    /// The pass's time was up; the download resumes at the next pass.
+    #[error("downloading {name}: {have} of {length} bytes so far")]
+    Paused {
+        name: String,
+        have: u64,
+        length: u64,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
+    move |source| StageError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What a staging pass left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Staged {
+    /// Nothing newer than the running release for this board.
+    Nothing,
+    /// The release's file is whole and verified in `staging/targets/`, its metadata in
+    /// `staging/metadata/`.
+    Ready(Release),
+}
+
+/// tough's transport over the uplink's HTTPS client.
+#[derive(Debug, Clone)]
+pub struct HttpsTransport {
+    http: reqwest::Client,
+}
+
+impl HttpsTransport {
+    pub fn new(http: reqwest::Client) -> HttpsTransport {
+        HttpsTransport { http }
+    }
+}
+
+#[tough::async_trait]
+impl Transport for HttpsTransport {
+    async fn fetch(&self, url: Url) -> Result<TransportStream, TransportError> {
+        let fail = |kind, e: String| TransportError::new_with_cause(kind, &url, e);
+        let mut resp = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| fail(TransportErrorKind::Other, e.to_string()))?;
+        let status = resp.status();
+        // A file that is not there ends the walk up the root chain; object stores answer 403.
+        if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(fail(TransportErrorKind::FileNotFound, status.to_string()));
+        }
+        if !status.is_success() {
+            return Err(fail(TransportErrorKind::Other, status.to_string()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| fail(TransportErrorKind::Other, e.to_string()))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_METADATA {
+                return Err(fail(TransportErrorKind::Other, "too large".into()));
+            }
+        }
+        let once = futures_util::stream::once(async move { Ok(tough::Bytes::from(body)) });
+        Ok(Box::pin(once))
+    }
+}
+
+/// Brings `<dir>/<file>` to the signed target: resumes `<file>.part`, checks the whole file,
+/// then renames it. Already whole: nothing is fetched. Past `until`, it stops where it is.
+pub async fn download(
+    http: &reqwest::Client,
+    url: &Url,
+    dir: &Path,
+    target: &TargetFile,
+    until: Option<tokio::time::Instant>,
+) -> Result<PathBuf, StageError> {
+    let done = dir.join(&target.file);
+    if tokio::fs::try_exists(&done).await.unwrap_or(false) {
+        return Ok(done);
+    }
+    let part = dir.join(format!("{}.part", target.file));
+    let mut have = match tokio::fs::metadata(&part).await {
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    };
+    if have > target.length {
+        have = 0;
+    }
+    if have < target.length {
+        let have = fetch_from(http, url, &part, have, target.length, until).await?;
+        if have < target.length {
+            return Err(StageError::Paused {
+                name: target.file.clone(),
+                have,
+                length: target.length,
+            });
+        }
+    }
+    if sha256_of(&part).await? != target.sha256 {
+        let _ = tokio::fs::remove_file(&part).await;
+        return Err(StageError::Corrupt(target.file.clone()));
+    }
+    tokio::fs::rename(&part, &done).await.map_err(io(&done))?;
+    Ok(done)
+}
+
+/// Appends bytes `have..length` of `url` to `part`, until the answer ends or `until`; how many
+/// bytes the part then holds. A mirror that ignores `Range` sends the whole file, which then
+/// replaces the part.
+async fn fetch_from(
+    http: &reqwest::Client,
+    url: &Url,
+    part: &Path,
+    have: u64,
+    length: u64,
+    until: Option<tokio::time::Instant>,
+) -> Result<u64, StageError> {
+    let mirror = |e: reqwest::Error| StageError::Mirror(e.to_string());
+    let mut req = http.get(url.clone());
+    if have > 0 {
+        req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+    }
+    let mut resp = req.send().await.map_err(mirror)?;
+    let status = resp.status();
+    let mut at = match status {
+        reqwest::StatusCode::PARTIAL_CONTENT => have,
+        s if s.is_success() => 0,
+        s => return Err(StageError::Mirror(format!("{url}: {s}"))),
+    };
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(at == 0)
+        .open(part)
+        .await
+        .map_err(io(part))?;
+    if at > 0 {
+        file.set_len(at).await.map_err(io(part))?;
+        tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(at))
+            .await
+            .map_err(io(part))?;
+    }
+    let result = async {
+        while let Some(chunk) = resp.chunk().await.map_err(mirror)? {
+            if at + chunk.len() as u64 > length {
+                return Err(StageError::Mirror(format!("{url}: longer than signed")));
+            }
+            file.write_all(&chunk).await.map_err(io(part))?;
+            at += chunk.len() as u64;
+            if until.is_some_and(|u| tokio::time::Instant::now() >= u) {
+                break;
+            }
+        }
+        Ok(at)
+    }
+    .await;
+    // What arrived is kept for the next attempt, cut or not.
+    file.sync_data().await.map_err(io(part))?;
+    result
+}
+
+async fn sha256_of(path: &Path) -> Result<[u8; 32], StageError> {
+    let mut file = tokio::fs::File::open(path).await.map_err(io(path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf).await.map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// How long one pass may download before the round loop takes over again.
+const PASS_SLICE: Duration = Duration::from_secs(10 * 60);
+
+/// The uplink's update checks, as `[uplink.update]` configures them.
+pub struct Checker {
+    http: reqwest::Client,
+    mirror: Url,
+    board: String,
+    dir: PathBuf,
+    root: Vec<u8>,
+    floor: ClockFloor,
+    running: Version,
+}
+
+impl Checker {
+    /// `None` when updates are off (no `mirror_url`).
+    pub fn from_config(cfg: &UplinkConfig) -> Result<Option<Checker>, UplinkError> {
+        let u = &cfg.update;
+        let Some(mirror) = &u.mirror_url else {
+            return Ok(None);
+        };
+        let bad = |m: String| UplinkError::Config(format!("[uplink.update] {m}"));
+        let mirror = Url::parse(mirror).map_err(|e| bad(format!("mirror_url: {e}")))?;
+        let board = u
+            .board
+            .clone()
+            .ok_or_else(|| bad("board is not set".into()))?;
+        let root = std::fs::read(&u.root_file)
+            .map_err(|e| bad(format!("root_file {}: {e}", u.root_file.display())))?;
+        let floor_file = u.dir.join("clock-floor");
+        std::fs::create_dir_all(&u.dir).map_err(|e| bad(format!("{}: {e}", u.dir.display())))?;
+        let floor =
+            ClockFloor::open(&floor_file, Timestamp::UNIX_EPOCH).map_err(|e| bad(e.to_string()))?;
+        // Redirects are followed (mirrors sit behind CDNs): what arrives is verified anyway.
+        let http = crate::national::https_client(cfg)?
+            .read_timeout(Duration::from_secs(cfg.request_timeout_secs.max(5)))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .build()
+            .map_err(|e| bad(format!("cannot build the HTTPS client: {e}")))?;
+        let running = Version::parse(env!("CARGO_PKG_VERSION"))
+            .map_err(|e| bad(format!("the running version: {e}")))?;
+        Ok(Some(Checker {
+            http,
+            mirror,
+            board,
+            dir: u.dir.clone(),
+            root,
+            floor,
+            running,
+        }))
+    }
+
+    /// One pass: the mirror verified and, if it offers a newer release, up to a slice of its
+    /// download. `national_now` is national's clock from the round (a time the box can trust).
+    pub async fn pass(&mut self, national_now: Option<Timestamp>) -> Result<Staged, StageError> {
+        if let Some(t) = national_now {
+            self.floor.raise(t)?;
+        }
+        let now = self.floor.now(Timestamp::now(), clock_synchronised());
+        let until = tokio::time::Instant::now() + PASS_SLICE;
+        // The download stops itself at `until`; this bounds the rest too (a mirror that
+        // trickles its metadata).
+        tokio::time::timeout(2 * PASS_SLICE, self.stage(now, until))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StageError::Mirror(
+                    "the mirror is too slow to answer".into(),
+                ))
+            })
+    }
+
+    /// Verifies the mirror's repository against the uplink's own trusted copy and, if it
+    /// offers this board a newer release, downloads it into `staging/targets/` (resuming),
+    /// with the metadata it verified in `staging/metadata/`.
+    async fn stage(
+        &self,
+        now: Timestamp,
+        until: tokio::time::Instant,
+    ) -> Result<Staged, StageError> {
+        let source = Source::remote(&self.mirror)?;
+        let staging = self.dir.join("staging");
+        let metadata = staging.join("metadata");
+        // Only what this pass verified stays beside the target.
+        remove_dir_if_present(&metadata).await?;
+        tokio::fs::create_dir_all(&metadata)
+            .await
+            .map_err(io(&metadata))?;
+        let transport = Recording::new(HttpsTransport::new(self.http.clone()), metadata);
+        let trusted = self.dir.join("trusted");
+        let repo =
+            clinicbox_update::verify_with(transport, &source, &trusted, &self.root, now).await?;
+        let Some(release) = clinicbox_update::choose(&repo, &self.board, &self.running, None)?
+        else {
+            return Ok(Staged::Nothing);
+        };
+        let target = repo.target_file(&release.name)?;
+        let targets = staging.join("targets");
+        tokio::fs::create_dir_all(&targets)
+            .await
+            .map_err(io(&targets))?;
+        forget_other_releases(&targets, &target.file).await?;
+        let url = source.target_url(&target.file)?;
+        download(&self.http, &url, &targets, &target, Some(until)).await?;
+        Ok(Staged::Ready(release))
+    }
+}
+
+async fn remove_dir_if_present(dir: &Path) -> Result<(), StageError> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(dir)(e)),
+    }
+}
+
+/// Removes what an earlier pass staged for another release (a newer one was published since),
+/// so `/data` holds one release at most.
+async fn forget_other_releases(targets: &Path, file: &str) -> Result<(), StageError> {
+    let part = format!("{file}.part");
+    let mut entries = tokio::fs::read_dir(targets).await.map_err(io(targets))?;
+    while let Some(e) = entries.next_entry().await.map_err(io(targets))? {
+        let name = e.file_name();
+        if name != file && name.to_str() != Some(part.as_str()) {
+            tokio::fs::remove_file(e.path())
+                .await
+                .map_err(io(&e.path()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether systemd-timesyncd has synchronised the clock since boot.
+fn clock_synchronised() -> bool {
+    Path::new("/run/systemd/timesync/synchronized").exists()
+}
+
+/// The line the status page and `--once` show for a pass.
+pub fn describe(result: &Result<Staged, StageError>) -> String {
+    match result {
+        Ok(Staged::Nothing) => format!("up to date ({})", env!("CARGO_PKG_VERSION")),
+        Ok(Staged::Ready(r)) => format!("{} downloaded and verified, ready to install", r.version),
+        Err(StageError::Paused { have, length, .. }) => {
+            format!("downloading: {} of {} MiB", have >> 20, length >> 20)
+        }
+        Err(e) => format!("failed: {e}"),
+    }
+}

@@ -1,0 +1,196 @@
+//! The uplink's side of a signed update, end to end: a TUF repository published with
+//! `clinicbox_update::publish` into the stand-in's update mirror (`--updates`, `Range` as
+//! nginx answers it, a fault that cuts a download part-way), the real `clinicbox uplink
+//! --once` with `[uplink.update]`, and what it staged read back as `clinicbox update` will:
+//! a folder verified offline with its own trust. Every check reads the mirror's ledger or
+//! the staged files, never the uplink's word alone.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use clinicbox_tests::clinic::basic;
+use clinicbox_tests::national::{National, uplink_once_with};
+use clinicbox_tests::{BoxBuilder, http_request};
+use clinicbox_update::publish::{self, Expiry, Keys};
+use jiff::{SignedDuration, Timestamp};
+use semver::Version;
+use serde_json::json;
+
+const DAY: SignedDuration = SignedDuration::from_hours(24);
+
+/// A release of 300,000 bytes: a cut after a third leaves exactly 100,000.
+fn image() -> Vec<u8> {
+    (0..300_000u32).map(|i| (i % 251) as u8).collect()
+}
+
+/// Publishes `board`'s release `version` into the stand-in's mirror; the root a release ships.
+fn publish(national: &National, work: &Path, board: &str, version: &str) -> PathBuf {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let keys = Keys::generate(&work.join("keys"), 1, 1).unwrap();
+        let now = Timestamp::now();
+        let repo = national.updates_dir();
+        let root = publish::create(&repo, &keys, now + 365 * DAY)
+            .await
+            .unwrap();
+        let bundle = work.join("bundle");
+        std::fs::write(&bundle, image()).unwrap();
+        let expiry = Expiry {
+            targets: now + 90 * DAY,
+            snapshot: now + 90 * DAY,
+            timestamp: now + 7 * DAY,
+        };
+        let v = Version::parse(version).unwrap();
+        publish::add_release(&repo, &keys, &bundle, board, &v, expiry)
+            .await
+            .unwrap();
+        root
+    })
+}
+
+/// `[uplink.update]` pointing at the stand-in's mirror; the file and the update folder.
+fn config(national: &National, work: &Path, root: &Path) -> (PathBuf, PathBuf) {
+    let dir = work.join("uplink-update");
+    let cfg = work.join("update.toml");
+    let text = format!(
+        "[uplink.update]\nmirror_url = \"{}/updates/\"\nboard = \"nuc\"\nroot_file = \"{}\"\ndir = \"{}\"\n",
+        national.url,
+        root.display(),
+        dir.display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    (cfg, dir)
+}
+
+fn update_line(out: &str) -> &str {
+    out.lines()
+        .find_map(|l| l.strip_prefix("update: "))
+        .unwrap_or_else(|| panic!("no update line in {out}"))
+}
+
+fn target_requests(national: &National) -> Vec<Option<String>> {
+    national.ledger()["update_requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().starts_with("targets/"))
+        .map(|r| r["range"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn staged_release(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir.join("staging/targets"))
+        .ok()?
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "bundle"))
+}
+
+#[test]
+fn a_release_cut_part_way_resumes_at_the_next_round_and_is_staged_for_an_offline_check() {
+    let b = BoxBuilder::demo().start();
+    let national = National::start(None);
+    let work = tempfile::tempdir().unwrap();
+    let root = publish(&national, work.path(), "nuc", "0.2.0");
+    let (cfg, dir) = config(&national, work.path(), &root);
+    let global = [std::ffi::OsStr::new("--config"), cfg.as_os_str()];
+    national.faults(json!({"cut_update_downloads": 1}));
+
+    let first = uplink_once_with(&b.dir().join("data"), &national, &global);
+    assert!(
+        update_line(&first).starts_with("failed: the update mirror"),
+        "{first}"
+    );
+    assert!(
+        staged_release(&dir).is_none(),
+        "nothing staged from a cut download"
+    );
+
+    let second = uplink_once_with(&b.dir().join("data"), &national, &global);
+    assert_eq!(
+        update_line(&second),
+        "0.2.0 downloaded and verified, ready to install"
+    );
+    assert_eq!(
+        target_requests(&national),
+        vec![None, Some("bytes=100000-".to_owned())],
+        "the second round asked only for what the cut left out"
+    );
+    let staged = staged_release(&dir).expect("staged");
+    assert_eq!(std::fs::read(&staged).unwrap(), image());
+    let auth = basic("admin", "district");
+    let status = http_request(
+        b.url().trim_start_matches("http://"),
+        "GET",
+        "/status.json",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .json();
+    assert_eq!(
+        status["uplink"]["update"], "0.2.0 downloaded and verified, ready to install",
+        "the status page says what the uplink staged"
+    );
+
+    // `clinicbox update` has no network: it verifies the staged folder with its own trust.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let source = clinicbox_update::Source::folder(&dir.join("staging")).unwrap();
+        let shipped = std::fs::read(&root).unwrap();
+        let trusted = work.path().join("updater-trusted");
+        let repo = clinicbox_update::verify(&source, &trusted, &shipped, Timestamp::now())
+            .await
+            .expect("the staged repository verifies offline");
+        let release = clinicbox_update::choose(&repo, "nuc", &Version::new(0, 1, 0), None)
+            .unwrap()
+            .expect("the staged release");
+        repo.save_target(&release.name, &work.path().join("checked"))
+            .await
+            .expect("whole and signed");
+    });
+
+    // Staged already: a third round fetches metadata only.
+    let third = uplink_once_with(&b.dir().join("data"), &national, &global);
+    assert_eq!(update_line(&third), update_line(&second));
+    assert_eq!(target_requests(&national).len(), 2);
+}
+
+#[test]
+fn a_release_that_does_not_match_its_signature_is_not_staged() {
+    let b = BoxBuilder::demo().start();
+    let national = National::start(None);
+    let work = tempfile::tempdir().unwrap();
+    let root = publish(&national, work.path(), "nuc", "0.2.0");
+    let target = std::fs::read_dir(national.updates_dir().join("targets"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .expect("the published release");
+    let mut bytes = std::fs::read(&target).unwrap();
+    bytes[1234] ^= 0xff;
+    std::fs::write(&target, bytes).unwrap();
+    let (cfg, dir) = config(&national, work.path(), &root);
+    let global = [std::ffi::OsStr::new("--config"), cfg.as_os_str()];
+    let out = uplink_once_with(&b.dir().join("data"), &national, &global);
+    assert!(
+        update_line(&out).contains("does not match its signed hash"),
+        "{out}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.join("staging/targets"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "no release and no partial kept: {left:?}");
+}
+
+#[test]
+fn a_mirror_offering_only_another_board_s_release_stages_nothing() {
+    let b = BoxBuilder::demo().start();
+    let national = National::start(None);
+    let work = tempfile::tempdir().unwrap();
+    let root = publish(&national, work.path(), "pi4", "9.0.0");
+    let (cfg, dir) = config(&national, work.path(), &root);
+    let global = [std::ffi::OsStr::new("--config"), cfg.as_os_str()];
+    let out = uplink_once_with(&b.dir().join("data"), &national, &global);
+    assert!(update_line(&out).starts_with("up to date"), "{out}");
+    assert!(target_requests(&national).is_empty());
+    assert!(staged_release(&dir).is_none());
+}
