@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use clinicbox_tests::clinic::basic;
 use clinicbox_tests::national::{National, uplink_once_with};
-use clinicbox_tests::{BoxBuilder, http_request};
+use clinicbox_tests::{BoxBuilder, RunningBox, http_request};
 use clinicbox_update::publish::{self, Expiry, Keys};
 use jiff::{SignedDuration, Timestamp};
 use semver::Version;
@@ -62,6 +62,49 @@ fn config(national: &National, work: &Path, root: &Path) -> (PathBuf, PathBuf) {
     (cfg, dir)
 }
 
+/// A demo box, national with its mirror holding `board`'s release `version`, and the
+/// uplink's configuration for it.
+struct Setup {
+    b: RunningBox,
+    national: National,
+    work: tempfile::TempDir,
+    root: PathBuf,
+    cfg: PathBuf,
+    /// The uplink's update folder.
+    dir: PathBuf,
+}
+
+impl Setup {
+    fn new(board: &str, version: &str) -> Setup {
+        let b = BoxBuilder::demo().start();
+        let national = National::start(None);
+        let work = tempfile::tempdir().unwrap();
+        let root = publish(&national, work.path(), board, version);
+        let (cfg, dir) = config(&national, work.path(), &root);
+        Setup {
+            b,
+            national,
+            work,
+            root,
+            cfg,
+            dir,
+        }
+    }
+
+    /// `clinicbox uplink --once` with `[uplink.update]`: what it printed.
+    fn round(&self) -> String {
+        let global = [std::ffi::OsStr::new("--config"), self.cfg.as_os_str()];
+        uplink_once_with(&self.b.dir().join("data"), &self.national, &global)
+    }
+
+    fn status_update(&self) -> serde_json::Value {
+        let auth = basic("admin", "district");
+        let url = self.b.url().trim_start_matches("http://");
+        let status = http_request(url, "GET", "/status.json", &[("Authorization", &auth)], b"");
+        status.json()["uplink"]["update"].clone()
+    }
+}
+
 fn update_line(out: &str) -> &str {
     out.lines()
         .find_map(|l| l.strip_prefix("update: "))
@@ -87,80 +130,64 @@ fn staged_release(dir: &Path) -> Option<PathBuf> {
 
 #[test]
 fn a_release_cut_part_way_resumes_at_the_next_round_and_is_staged_for_an_offline_check() {
-    let b = BoxBuilder::demo().start();
-    let national = National::start(None);
-    let work = tempfile::tempdir().unwrap();
-    let root = publish(&national, work.path(), "nuc", "0.2.0");
-    let (cfg, dir) = config(&national, work.path(), &root);
-    let global = [std::ffi::OsStr::new("--config"), cfg.as_os_str()];
-    national.faults(json!({"cut_update_downloads": 1}));
+    let s = Setup::new("nuc", "0.2.0");
+    s.national.faults(json!({"cut_update_downloads": 1}));
 
-    let first = uplink_once_with(&b.dir().join("data"), &national, &global);
+    let first = s.round();
     assert!(
         update_line(&first).starts_with("failed: the update mirror"),
         "{first}"
     );
     assert!(
-        staged_release(&dir).is_none(),
+        staged_release(&s.dir).is_none(),
         "nothing staged from a cut download"
     );
 
-    let second = uplink_once_with(&b.dir().join("data"), &national, &global);
+    let second = s.round();
     assert_eq!(
         update_line(&second),
         "0.2.0 downloaded and verified, ready to install"
     );
     assert_eq!(
-        target_requests(&national),
+        target_requests(&s.national),
         vec![None, Some("bytes=100000-".to_owned())],
         "the second round asked only for what the cut left out"
     );
-    let staged = staged_release(&dir).expect("staged");
+    let staged = staged_release(&s.dir).expect("staged");
     assert_eq!(std::fs::read(&staged).unwrap(), image());
-    let auth = basic("admin", "district");
-    let status = http_request(
-        b.url().trim_start_matches("http://"),
-        "GET",
-        "/status.json",
-        &[("Authorization", &auth)],
-        b"",
-    )
-    .json();
     assert_eq!(
-        status["uplink"]["update"], "0.2.0 downloaded and verified, ready to install",
+        s.status_update(),
+        "0.2.0 downloaded and verified, ready to install",
         "the status page says what the uplink staged"
     );
 
     // `clinicbox update` has no network: it verifies the staged folder with its own trust.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let source = clinicbox_update::Source::folder(&dir.join("staging")).unwrap();
-        let shipped = std::fs::read(&root).unwrap();
-        let trusted = work.path().join("updater-trusted");
+        let source = clinicbox_update::Source::folder(&s.dir.join("staging")).unwrap();
+        let shipped = std::fs::read(&s.root).unwrap();
+        let trusted = s.work.path().join("updater-trusted");
         let repo = clinicbox_update::verify(&source, &trusted, &shipped, Timestamp::now())
             .await
             .expect("the staged repository verifies offline");
         let release = clinicbox_update::choose(&repo, "nuc", &Version::new(0, 1, 0), None)
             .unwrap()
             .expect("the staged release");
-        repo.save_target(&release.name, &work.path().join("checked"))
+        repo.save_target(&release.name, &s.work.path().join("checked"))
             .await
             .expect("whole and signed");
     });
 
     // Staged already: a third round fetches metadata only.
-    let third = uplink_once_with(&b.dir().join("data"), &national, &global);
+    let third = s.round();
     assert_eq!(update_line(&third), update_line(&second));
-    assert_eq!(target_requests(&national).len(), 2);
+    assert_eq!(target_requests(&s.national).len(), 2);
 }
 
 #[test]
 fn a_release_that_does_not_match_its_signature_is_not_staged() {
-    let b = BoxBuilder::demo().start();
-    let national = National::start(None);
-    let work = tempfile::tempdir().unwrap();
-    let root = publish(&national, work.path(), "nuc", "0.2.0");
-    let target = std::fs::read_dir(national.updates_dir().join("targets"))
+    let s = Setup::new("nuc", "0.2.0");
+    let target = std::fs::read_dir(s.national.updates_dir().join("targets"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .next()
@@ -168,14 +195,12 @@ fn a_release_that_does_not_match_its_signature_is_not_staged() {
     let mut bytes = std::fs::read(&target).unwrap();
     bytes[1234] ^= 0xff;
     std::fs::write(&target, bytes).unwrap();
-    let (cfg, dir) = config(&national, work.path(), &root);
-    let global = [std::ffi::OsStr::new("--config"), cfg.as_os_str()];
-    let out = uplink_once_with(&b.dir().join("data"), &national, &global);
+    let out = s.round();
     assert!(
         update_line(&out).contains("does not match its signed hash"),
         "{out}"
     );
-    let left: Vec<_> = std::fs::read_dir(dir.join("staging/targets"))
+    let left: Vec<_> = std::fs::read_dir(s.dir.join("staging/targets"))
         .unwrap()
         .collect();
     assert!(left.is_empty(), "no release and no partial kept: {left:?}");
@@ -183,14 +208,9 @@ fn a_release_that_does_not_match_its_signature_is_not_staged() {
 
 #[test]
 fn a_mirror_offering_only_another_board_s_release_stages_nothing() {
-    let b = BoxBuilder::demo().start();
-    let national = National::start(None);
-    let work = tempfile::tempdir().unwrap();
-    let root = publish(&national, work.path(), "pi4", "9.0.0");
-    let (cfg, dir) = config(&national, work.path(), &root);
-    let global = [std::ffi::OsStr::new("--config"), cfg.as_os_str()];
-    let out = uplink_once_with(&b.dir().join("data"), &national, &global);
+    let s = Setup::new("pi4", "9.0.0");
+    let out = s.round();
     assert!(update_line(&out).starts_with("up to date"), "{out}");
-    assert!(target_requests(&national).is_empty());
-    assert!(staged_release(&dir).is_none());
+    assert!(target_requests(&s.national).is_empty());
+    assert!(staged_release(&s.dir).is_none());
 }

@@ -1,0 +1,109 @@
+//! `clinicbox-publish`: signs releases into a TUF repository, on the release machine.
+//!
+//!     clinicbox-publish init --repo DIR --keys DIR [--root-keys 3 --threshold 2]
+//!     clinicbox-publish add --repo DIR --keys DIR --file BUNDLE --board nuc --version 0.2.0
+//!
+//! `init` makes the keys that are missing and the repository's first root, whose path it
+//! prints: that file is what a release ships as its trusted root (`[uplink.update]
+//! root_file`). `add` signs a release in with the online keys (targets, snapshot, timestamp);
+//! the root keys stay offline.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use clinicbox_update::publish::{self, Expiry, Keys};
+use jiff::{SignedDuration, Timestamp};
+
+#[derive(Parser)]
+#[command(about = "Signs ClinicBox releases into a TUF repository")]
+struct Cli {
+    /// The repository: `metadata/` and `targets/` are written inside it.
+    #[arg(long, global = true, default_value = "updates")]
+    repo: PathBuf,
+    /// The signing keys' folder (one Ed25519 PKCS#8 file per key, mode 0600).
+    #[arg(long, global = true, default_value = "update-keys")]
+    keys: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Makes missing keys and the repository's first root; prints the root's path.
+    Init {
+        /// How many root keys sign a root, of how many.
+        #[arg(long, default_value_t = 1)]
+        threshold: u64,
+        #[arg(long, default_value_t = 1)]
+        root_keys: usize,
+        /// Days until the root expires (a new root must be signed before then).
+        #[arg(long, default_value_t = 365)]
+        root_days: i64,
+    },
+    /// Signs a release in: new targets, snapshot and timestamp.
+    Add {
+        /// The release's file.
+        #[arg(long)]
+        file: PathBuf,
+        /// The board it is for: nuc, pi4 or pi5.
+        #[arg(long)]
+        board: String,
+        /// Its version (semantic versioning).
+        #[arg(long)]
+        version: semver::Version,
+        /// Days the targets and snapshot signatures last.
+        #[arg(long, default_value_t = 90)]
+        days: i64,
+        /// Days the timestamp lasts: how long a box accepts this publication without a newer
+        /// one (re-sign it before then).
+        #[arg(long, default_value_t = 7)]
+        timestamp_days: i64,
+    },
+}
+
+fn days(n: i64) -> SignedDuration {
+    SignedDuration::from_hours(24 * n)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let now = Timestamp::now();
+    match cli.command {
+        Command::Init {
+            threshold,
+            root_keys,
+            root_days,
+        } => {
+            let keys = Keys::generate(&cli.keys, root_keys, threshold)?;
+            let root = rt
+                .block_on(publish::create(&cli.repo, &keys, now + days(root_days)))
+                .context("creating the repository")?;
+            println!("{}", root.display());
+        }
+        Command::Add {
+            file,
+            board,
+            version,
+            days: d,
+            timestamp_days,
+        } => {
+            let keys = Keys::in_folder(&cli.keys, 0, 1);
+            let expiry = Expiry {
+                targets: now + days(d),
+                snapshot: now + days(d),
+                timestamp: now + days(timestamp_days),
+            };
+            let name = rt
+                .block_on(publish::add_release(
+                    &cli.repo, &keys, &file, &board, &version, expiry,
+                ))
+                .context("signing the release")?;
+            println!("{name}");
+        }
+    }
+    Ok(())
+}

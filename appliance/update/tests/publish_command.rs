@@ -1,0 +1,76 @@
+//! `clinicbox-publish` as a release machine runs it: `init`, then `add`, and the repository
+//! read back as a box reads a USB stick.
+
+use std::path::Path;
+use std::process::Command;
+
+use clinicbox_update::{Source, choose, verify};
+use jiff::Timestamp;
+use semver::Version;
+
+fn publish(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_clinicbox-publish"))
+        .arg("--repo")
+        .arg(dir.join("repo"))
+        .arg("--keys")
+        .arg(dir.join("keys"))
+        .args(args)
+        .output()
+        .expect("run clinicbox-publish");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn init_then_add_makes_a_repository_a_box_accepts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let root = publish(
+        dir.path(),
+        &["init", "--root-keys", "3", "--threshold", "2"],
+    );
+    assert!(root.ends_with("metadata/1.root.json"), "{root}");
+    let bundle = dir.path().join("release.bundle");
+    std::fs::write(&bundle, b"a release").expect("bundle");
+    let file = bundle.to_str().expect("path");
+    let name = publish(
+        dir.path(),
+        &[
+            "add",
+            "--file",
+            file,
+            "--board",
+            "nuc",
+            "--version",
+            "0.2.0",
+        ],
+    );
+    assert_eq!(name, "clinicbox-nuc-0.2.0.bundle");
+    let keys = std::fs::read_dir(dir.path().join("keys"))
+        .expect("keys")
+        .count();
+    assert_eq!(keys, 6, "three root keys, targets, snapshot, timestamp");
+
+    let source = Source::folder(&dir.path().join("repo")).expect("source");
+    let shipped = std::fs::read(&root).expect("root");
+    let trusted = dir.path().join("trusted");
+    let repo = verify(&source, &trusted, &shipped, Timestamp::now())
+        .await
+        .expect("verifies");
+    let release = choose(&repo, "nuc", &Version::new(0, 1, 0), None)
+        .expect("choose")
+        .expect("the release");
+    repo.save_target(&release.name, &dir.path().join("out"))
+        .await
+        .expect("saved");
+    assert_eq!(
+        std::fs::read(dir.path().join("out")).expect("read"),
+        b"a release"
+    );
+}
