@@ -23,16 +23,20 @@ fn image() -> Vec<u8> {
     (0..300_000u32).map(|i| (i % 251) as u8).collect()
 }
 
-/// Publishes `board`'s release `version` into the stand-in's mirror; the root a release ships.
+/// Publishes `board`'s release `version` into the stand-in's mirror (made with its keys and
+/// root the first time); the root a release ships.
 fn publish(national: &National, work: &Path, board: &str, version: &str) -> PathBuf {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let keys = Keys::generate(&work.join("keys"), 1, 1).unwrap();
         let now = Timestamp::now();
         let repo = national.updates_dir();
-        let root = publish::create(&repo, &keys, now + 365 * DAY)
-            .await
-            .unwrap();
+        let root = repo.join("metadata/1.root.json");
+        if !root.exists() {
+            publish::create(&repo, &keys, now + 365 * DAY)
+                .await
+                .unwrap();
+        }
         let bundle = work.join("bundle");
         std::fs::write(&bundle, image()).unwrap();
         let expiry = Expiry {
@@ -213,4 +217,39 @@ fn a_mirror_offering_only_another_board_s_release_stages_nothing() {
     assert!(update_line(&out).starts_with("up to date"), "{out}");
     assert!(target_requests(&s.national).is_empty());
     assert!(staged_release(&s.dir).is_none());
+}
+
+#[test]
+fn a_version_pinned_in_the_fleet_configuration_is_staged_instead_of_the_newest() {
+    let s = Setup::new("nuc", "0.3.0");
+    publish(&s.national, s.work.path(), "nuc", "0.2.0");
+    let first = s.round();
+    assert_eq!(
+        update_line(&first),
+        "0.3.0 downloaded and verified, ready to install"
+    );
+    let keys = s.national.get("/api/dataStore/clinicbox-fleet");
+    let id = keys[0].as_str().expect("the box checked in");
+    let path = format!("/api/dataStore/clinicbox-fleet-config/{id}");
+    let wish = json!({"revision": 1, "by": "hq-admin", "settings": {"desiredVersion": "0.2.0"}});
+    let (st, answer) = s.national.send("POST", &path, &wish);
+    assert_eq!(st, 201, "{answer}");
+
+    let second = s.round();
+    assert_eq!(
+        update_line(&second),
+        "0.2.0 downloaded and verified, ready to install",
+        "{second}"
+    );
+    let staged = staged_release(&s.dir).expect("staged");
+    assert!(
+        staged
+            .to_string_lossy()
+            .ends_with("clinicbox-nuc-0.2.0.bundle"),
+        "only the pinned release is kept: {staged:?}"
+    );
+    let files = std::fs::read_dir(s.dir.join("staging/targets"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 1, "the newer release staged before was removed");
 }

@@ -142,6 +142,10 @@ pub struct RemoteSettings {
     /// Days after which a tablet not seen is called stale on the status page (1–365).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_tablet_days: Option<u32>,
+    /// The release the box should run (`0.2.0`): the uplink stages that one from the update
+    /// mirror instead of the newest, and never one older than what runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_version: Option<String>,
 }
 
 impl RemoteSettings {
@@ -152,6 +156,12 @@ impl RemoteSettings {
         }
         if let Some(d) = self.stale_tablet_days.filter(|d| !(1..=365).contains(d)) {
             return Some(format!("staleTabletDays {d} is not between 1 and 365"));
+        }
+        if let Some(v) = self.desired_version.as_deref().filter(|v| !is_version(v)) {
+            let shown: String = v.chars().take(40).collect();
+            return Some(format!(
+                "desiredVersion {shown:?} is not a version (like 0.2.0)"
+            ));
         }
         None
     }
@@ -165,8 +175,26 @@ impl RemoteSettings {
         if let Some(d) = self.stale_tablet_days {
             out.insert("staleTabletDays", d.to_string());
         }
+        if let Some(v) = &self.desired_version {
+            out.insert("desiredVersion", v.clone());
+        }
         out
     }
+}
+
+/// `MAJOR.MINOR.PATCH`, each a number, with an optional `-pre` of letters, digits, dots and
+/// hyphens (what semantic versioning allows a release to be called), at most 64 characters.
+fn is_version(v: &str) -> bool {
+    let (core, pre) = v.split_once('-').unwrap_or((v, ""));
+    let numbers: Vec<&str> = core.split('.').collect();
+    v.len() <= 64
+        && numbers.len() == 3
+        && numbers
+            .iter()
+            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        && pre
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 
 /// What the box did with a remote configuration, echoed in its next check-in.
@@ -194,6 +222,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_desired_version_must_be_a_version() {
+        let with = |v: &str| RemoteSettings {
+            desired_version: Some(v.into()),
+            ..Default::default()
+        };
+        assert_eq!(with("0.2.0").problem(), None);
+        assert_eq!(with("1.10.3-rc.1").problem(), None);
+        for bad in ["latest", "0.2", "0.2.0.1", "v0.2.0", "0.2.0-<script>"] {
+            assert!(with(bad).problem().is_some(), "{bad}");
+        }
+    }
+
+    #[test]
     fn settings_out_of_range_are_named() {
         let bad = RemoteSettings {
             nightly_backup_hour: Some(24),
@@ -211,6 +252,7 @@ mod tests {
         let good = RemoteSettings {
             nightly_backup_hour: Some(3),
             stale_tablet_days: Some(14),
+            desired_version: Some("0.2.0".into()),
         };
         assert_eq!(good.problem(), None);
     }

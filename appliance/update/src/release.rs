@@ -42,8 +42,9 @@ impl Release {
 }
 
 /// The release to install on `board`, running `running`: the one `wanted` (a remote admin's
-/// pin), or else the newest. `None` when nothing newer is offered; an error when the wanted one
-/// is missing or not newer (a downgrade is never installed).
+/// pin), or else the newest. `None` when nothing newer is offered or the wanted one runs
+/// already; an error when the wanted one is older (a downgrade is never installed) or not
+/// offered.
 pub fn choose(
     repo: &Verified,
     board: &str,
@@ -57,6 +58,7 @@ pub fn choose(
         .collect();
     offered.sort_by(|a, b| a.version.cmp(&b.version));
     let pick = match wanted {
+        Some(v) if v == running => None,
         Some(v) => Some(
             offered
                 .into_iter()
@@ -69,7 +71,7 @@ pub fn choose(
         Some(r) if &r.version > running => Ok(Some(r)),
         Some(r) if wanted.is_some() => Err(UpdateError::BadRelease {
             name: r.name,
-            reason: format!("{} is not newer than the running {running}", r.version),
+            reason: format!("{} is older than the running {running}", r.version),
         }),
         _ => Ok(None),
     }

@@ -189,6 +189,11 @@ async fn an_older_release_is_never_chosen() {
     let pinned = Version::parse("0.2.0").expect("v");
     let err = choose(&repo, "nuc", &running("0.3.0"), Some(&pinned)).expect_err("downgrade");
     assert!(matches!(err, UpdateError::BadRelease { .. }), "{err}");
+    assert_eq!(
+        choose(&repo, "nuc", &running("0.2.0"), Some(&pinned)).expect("choose"),
+        None,
+        "the pinned release runs already"
+    );
 }
 
 #[tokio::test]

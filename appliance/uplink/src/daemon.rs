@@ -135,6 +135,11 @@ impl Daemon {
                     }
                     add_pushed(&mut report.pushed, &summary.pushed);
                     let national_now = summary.national_now();
+                    if let (Some(u), Some(wanted)) =
+                        (updates.as_mut(), crate::update::wanted_from(&summary))
+                    {
+                        u.want(wanted);
+                    }
                     report.national_version = summary.national.map(|n| n.version);
                     report.clock_skew_secs = summary.clock_skew_secs;
                     report.last_success_ms = Some(now_ms());
@@ -145,7 +150,7 @@ impl Daemon {
                     {
                         self.set_state(&local, &mut report, "checking for an update")
                             .await;
-                        let pass = u.checker.pass(national_now);
+                        let pass = u.checker.pass(national_now, u.wanted.as_ref());
                         let Some(result) = self.petting(pass, &mut signals).await else {
                             return self.stop(&local, &mut report).await;
                         };
@@ -267,6 +272,8 @@ struct UpdateSchedule {
     checker: crate::update::Checker,
     last: Option<tokio::time::Instant>,
     unfinished: bool,
+    /// The release a remote admin pinned, as the last check-in applied it.
+    wanted: Option<semver::Version>,
 }
 
 impl UpdateSchedule {
@@ -275,6 +282,15 @@ impl UpdateSchedule {
             checker,
             last: None,
             unfinished: false,
+            wanted: None,
+        }
+    }
+
+    /// A new pin is acted on at once, not at the next `check_secs`.
+    fn want(&mut self, wanted: Option<semver::Version>) {
+        if wanted != self.wanted {
+            self.wanted = wanted;
+            self.last = None;
         }
     }
 

@@ -54,7 +54,8 @@ pub async fn run_once(cfg: &UplinkConfig) -> Result<RoundSummary, UplinkError> {
     if let Ok(summary) = &mut result {
         summary.update = match update::Checker::from_config(cfg) {
             Ok(Some(mut checker)) => {
-                let pass = checker.pass(summary.national_now()).await;
+                let wanted = update::wanted_from(summary).flatten();
+                let pass = checker.pass(summary.national_now(), wanted.as_ref()).await;
                 Some(update::describe(&pass))
             }
             Ok(None) => None,

@@ -272,9 +272,14 @@ impl Checker {
         }))
     }
 
-    /// One pass: the mirror verified and, if it offers a newer release, up to a slice of its
-    /// download. `national_now` is national's clock from the round (a time the box can trust).
-    pub async fn pass(&mut self, national_now: Option<Timestamp>) -> Result<Staged, StageError> {
+    /// One pass: the mirror verified and, if it offers a newer release (the `wanted` one, when
+    /// a remote admin pinned it), up to a slice of its download. `national_now` is national's
+    /// clock from the round (a time the box can trust).
+    pub async fn pass(
+        &mut self,
+        national_now: Option<Timestamp>,
+        wanted: Option<&Version>,
+    ) -> Result<Staged, StageError> {
         if let Some(t) = national_now {
             self.floor.raise(t)?;
         }
@@ -282,7 +287,7 @@ impl Checker {
         let until = tokio::time::Instant::now() + PASS_SLICE;
         // The download stops itself at `until`; this bounds the rest too (a mirror that
         // trickles its metadata).
-        tokio::time::timeout(2 * PASS_SLICE, self.stage(now, until))
+        tokio::time::timeout(2 * PASS_SLICE, self.stage(now, wanted, until))
             .await
             .unwrap_or_else(|_| {
                 Err(StageError::Mirror(
@@ -297,6 +302,7 @@ impl Checker {
     async fn stage(
         &self,
         now: Timestamp,
+        wanted: Option<&Version>,
         until: tokio::time::Instant,
     ) -> Result<Staged, StageError> {
         let source = Source::remote(&self.mirror)?;
@@ -311,7 +317,7 @@ impl Checker {
         let trusted = self.dir.join("trusted");
         let repo =
             clinicbox_update::verify_with(transport, &source, &trusted, &self.root, now).await?;
-        let Some(release) = clinicbox_update::choose(&repo, &self.board, &self.running, None)?
+        let Some(release) = clinicbox_update::choose(&repo, &self.board, &self.running, wanted)?
         else {
             return Ok(Staged::Nothing);
         };
@@ -349,6 +355,18 @@ async fn forget_other_releases(targets: &Path, file: &str) -> Result<(), StageEr
         }
     }
     Ok(())
+}
+
+/// The release a remote admin pinned (`desiredVersion` in the fleet configuration), as the
+/// box applied it in this round's check-in; `None` when the round did not say.
+pub fn wanted_from(summary: &crate::RoundSummary) -> Option<Option<Version>> {
+    let echo = summary.fleet.as_ref()?;
+    Some(
+        echo.settings
+            .desired_version
+            .as_deref()
+            .and_then(|v| Version::parse(v).ok()),
+    )
 }
 
 /// Whether systemd-timesyncd has synchronised the clock since boot.
