@@ -4,8 +4,8 @@
 //! judged against a clock that may be wrong ([`ClockFloor`]), and the release it offers for
 //! this board chosen only if it is newer than the one running ([`choose`]).
 //!
-//! Publishing ([`publish`]) is the other side: what `./build.sh bundle` runs to sign a bundle
-//! into a repository with the four TUF roles.
+//! Publishing ([`publish`], run by the `clinicbox-publish` command) is the other side: signing
+//! a release into a repository with the four TUF roles.
 
 mod clock;
 mod error;

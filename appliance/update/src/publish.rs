@@ -1,4 +1,4 @@
-//! Signing releases into a TUF repository: what `./build.sh bundle` runs on the release
+//! Signing releases into a TUF repository: what `clinicbox-publish` runs on the release
 //! machine. Never on a box: a box holds no signing key.
 //!
 //! The keys, as TUF splits them: root keys (offline, `root_threshold` of them sign a root; a

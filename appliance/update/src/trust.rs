@@ -40,7 +40,7 @@ const LIMITS: Limits = Limits {
     max_root_updates: 64,
 };
 
-/// Where a repository is: `metadata/` and `targets/` under one base, as `./build.sh bundle`
+/// Where a repository is: `metadata/` and `targets/` under one base, as `clinicbox-publish`
 /// writes it, a mirror serves it, the uplink stages it and a USB stick carries it.
 #[derive(Debug, Clone)]
 pub struct Source {
