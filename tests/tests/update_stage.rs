@@ -182,10 +182,20 @@ fn a_release_cut_part_way_resumes_at_the_next_round_and_is_staged_for_an_offline
             .expect("whole and signed");
     });
 
-    // Staged already: a third round fetches metadata only.
+    // Staged already: a third round fetches metadata only, and its check-in tells the
+    // remote admins what the last pass did.
     let third = s.round();
     assert_eq!(update_line(&third), update_line(&second));
     assert_eq!(target_requests(&s.national).len(), 2);
+    let keys = s.national.get("/api/dataStore/clinicbox-fleet");
+    let id = keys[0].as_str().expect("the box checked in");
+    let check_in = s
+        .national
+        .get(&format!("/api/dataStore/clinicbox-fleet/{id}"));
+    assert_eq!(
+        check_in["update"], "0.2.0 downloaded and verified, ready to install",
+        "{check_in}"
+    );
 }
 
 #[test]

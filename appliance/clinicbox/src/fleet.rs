@@ -96,6 +96,7 @@ impl Fleet {
                 detail: p.detail,
             }),
             clock_offset_secs: uplink.clock_skew_secs,
+            update: uplink.update.as_deref().map(clip),
             last_sync_ms: uplink.last_success_ms,
             pending: uplink.pending_total(),
             parked: u64::try_from(uplink.parked_count).unwrap_or(u64::MAX),

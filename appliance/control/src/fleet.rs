@@ -74,6 +74,11 @@ pub struct CheckIn {
     /// The last remote configuration the box read, and what it did with it.
     #[serde(default)]
     pub remote_config: Option<ConfigEcho>,
+    /// The uplink's last update check as the status page says it (up to date, downloading,
+    /// ready to install, or why it failed), at most [`MAX_TEXT_CHARS`]; `None`: updates are
+    /// off or none ran yet.
+    #[serde(default)]
+    pub update: Option<String>,
     /// When the box wrote this (its clock).
     pub checked_in_at_ms: u64,
 }

@@ -137,6 +137,9 @@ pub fn problems(c: &CheckIn, now_ms: u64) -> Vec<String> {
     if let Some(power) = c.power.as_ref().filter(|p| p.state.contains("battery")) {
         p.push(power.state.clone());
     }
+    if let Some(why) = c.update.as_deref().and_then(|u| u.strip_prefix("failed: ")) {
+        p.push(format!("update failed: {why}"));
+    }
     p
 }
 
@@ -221,6 +224,22 @@ mod tests {
     #[test]
     fn a_healthy_box_has_no_problems() {
         assert!(problems(&healthy("a"), NOW).is_empty());
+        let mut staged = healthy("b");
+        staged.update = Some("0.2.0 downloaded and verified, ready to install".into());
+        assert!(
+            problems(&staged, NOW).is_empty(),
+            "a staged update is news, not a problem"
+        );
+    }
+
+    #[test]
+    fn a_failing_update_is_a_problem() {
+        let mut c = healthy("a");
+        c.update = Some("failed: the mirror's metadata expired".into());
+        assert_eq!(
+            problems(&c, NOW),
+            vec!["update failed: the mirror's metadata expired".to_string()]
+        );
     }
 
     #[test]
