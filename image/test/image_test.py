@@ -627,8 +627,15 @@ def check_uplink_push(g):
             f"{time.monotonic() - t0:.0f} s after link up; events {list(led.get('events', {}))}, "
             f"notes {len(led.get('notes', {}))}, values {len(led.get('data_values', {}))}, requests {led.get('requests')}")
     R.figures["uplink: link up to records on national s"] = round(time.monotonic() - t0, 1)
-    status, body = g.http("/status.json", auth=("imagetest", "ImageTest-2026!"))
-    up = json.loads(body).get("uplink", {}) if status == 200 else {}
+
+    # National applies a batch before its answer crosses the slow link back and the round ends
+    # (pull and check-in included): the page is asked until the round is done, within a bound.
+    def uplink_view():
+        status, body = g.http("/status.json", auth=("imagetest", "ImageTest-2026!"))
+        return json.loads(body).get("uplink", {}) if status == 200 else {}
+
+    up = wait_until(lambda: (lambda u: u if u.get("pending") == {} and u.get("lastSuccessMs") else None)(uplink_view()),
+                    240, 3) or uplink_view()
     R.check("uplink: the status page shows nothing pending and when national last confirmed",
             up.get("pending") == {} and up.get("lastSuccessMs"), str(up)[:200])
 
