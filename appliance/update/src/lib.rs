@@ -18,4 +18,4 @@ pub use clock::ClockFloor;
 pub use error::UpdateError;
 pub use record::Recording;
 pub use release::{Release, choose};
-pub use trust::{Source, TargetFile, Verified, verify, verify_with};
+pub use trust::{MAX_METADATA_BYTES, Source, TargetFile, Verified, verify, verify_with};

@@ -21,9 +21,8 @@ use tough::key_source::{KeySource, LocalKeySource};
 use tough::schema::{KeyHolder, RoleKeys, RoleType, Root, Target};
 use tough::sign::Sign;
 use tough::{ExpirationEnforcement, FilesystemTransport, RepositoryLoader};
-use url::Url;
 
-use crate::UpdateError;
+use crate::{Source, UpdateError};
 
 /// The signing keys' files.
 #[derive(Debug, Clone)]
@@ -221,13 +220,9 @@ async fn existing(repo: &Path) -> Result<Option<tough::Repository>, UpdateError>
         return Ok(None);
     }
     let first = std::fs::read(metadata.join("1.root.json")).map_err(UpdateError::io(&metadata))?;
-    let url = |p: PathBuf| {
-        Url::from_directory_path(&p).map_err(|()| UpdateError::BadLocation(p.display().to_string()))
-    };
-    let metadata = url(std::fs::canonicalize(&metadata).map_err(UpdateError::io(&metadata))?)?;
-    let targets = url(std::fs::canonicalize(repo.join("targets")).map_err(UpdateError::io(repo))?)?;
+    let source = Source::folder(repo)?;
     // Its own publisher reads it: expired roles are what it is about to re-sign.
-    let loaded = RepositoryLoader::new(&first, metadata, targets)
+    let loaded = RepositoryLoader::new(&first, source.metadata, source.targets)
         .transport(FilesystemTransport)
         .expiration_enforcement(ExpirationEnforcement::Unsafe)
         .load()

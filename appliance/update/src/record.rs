@@ -9,8 +9,7 @@ use futures_util::StreamExt;
 use tough::{Transport, TransportError, TransportErrorKind, TransportStream};
 use url::Url;
 
-/// No metadata file is larger (tough's own limits are lower).
-const MAX_FILE: usize = 4 * 1024 * 1024;
+use crate::MAX_METADATA_BYTES;
 
 /// Fetches through `inner` and writes each file, whole, into `into` under its name.
 #[derive(Debug, Clone)]
@@ -39,8 +38,8 @@ impl<T: Transport + Clone + 'static> Transport for Recording<T> {
         let mut body = Vec::new();
         while let Some(chunk) = stream.next().await {
             body.extend_from_slice(&chunk?);
-            if body.len() > MAX_FILE {
-                return Err(other(format!("larger than {MAX_FILE} bytes")));
+            if body.len() > MAX_METADATA_BYTES {
+                return Err(other(format!("larger than {MAX_METADATA_BYTES} bytes")));
             }
         }
         let path = self.into.join(&name);

@@ -31,10 +31,14 @@ const KEPT: [&str; 4] = [
     "timestamp.json",
 ];
 
+/// The largest metadata file any role may be (the targets role, which lists every release);
+/// transports that buffer a file refuse anything larger before tough sees it.
+pub const MAX_METADATA_BYTES: usize = 4 * 1024 * 1024;
+
 /// Metadata this large is an attack, not a repository (a few targets a year).
 const LIMITS: Limits = Limits {
     max_root_size: 256 * 1024,
-    max_targets_size: 4 * 1024 * 1024,
+    max_targets_size: MAX_METADATA_BYTES as u64,
     max_timestamp_size: 64 * 1024,
     max_snapshot_size: 256 * 1024,
     max_root_updates: 64,
@@ -44,8 +48,8 @@ const LIMITS: Limits = Limits {
 /// writes it, a mirror serves it, the uplink stages it and a USB stick carries it.
 #[derive(Debug, Clone)]
 pub struct Source {
-    metadata: Url,
-    targets: Url,
+    pub(crate) metadata: Url,
+    pub(crate) targets: Url,
 }
 
 impl Source {

@@ -23,9 +23,6 @@ use url::Url;
 
 use crate::{UplinkConfig, UplinkError};
 
-/// Metadata files are small; anything larger is refused before tough's own limits.
-const MAX_METADATA: usize = 4 * 1024 * 1024;
-
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     #[error("the update mirror: {0}")]
@@ -103,7 +100,7 @@ impl Transport for HttpsTransport {
             .map_err(|e| fail(TransportErrorKind::Other, e.to_string()))?
         {
             body.extend_from_slice(&chunk);
-            if body.len() > MAX_METADATA {
+            if body.len() > clinicbox_update::MAX_METADATA_BYTES {
                 return Err(fail(TransportErrorKind::Other, "too large".into()));
             }
         }

@@ -46,24 +46,30 @@ impl CursorKey {
 
 /// The cursors, by [`CursorKey`].
 #[derive(Default)]
-pub struct Cursors {
-    by_query: Mutex<HashMap<CursorKey, (u64, Cursor)>>,
-    uses: std::sync::atomic::AtomicU64,
+pub struct Cursors(Mutex<Kept>);
+
+/// Each cursor with the count of `put`s when it was last put: the lowest is the least recent.
+#[derive(Default)]
+struct Kept {
+    by_query: HashMap<CursorKey, (u64, Cursor)>,
+    puts: u64,
 }
 
 impl Cursors {
     /// The cursor for page `page` of `query`, if it is still true of catalog `generation`.
     pub fn get(&self, query: &CursorKey, page: usize, generation: u64) -> Option<Cursor> {
-        let map = self.by_query.lock().unwrap_or_else(|p| p.into_inner());
-        let (_, c) = map.get(query)?;
+        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, c) = kept.by_query.get(query)?;
         (c.generation == generation && c.next_page == page).then_some(*c)
     }
 
     /// Remembers where the next page of `query` starts, forgetting the least recent cursor
     /// when there are too many.
     pub fn put(&self, query: CursorKey, cursor: Cursor) {
-        let used = self.uses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut map = self.by_query.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        kept.puts += 1;
+        let used = kept.puts;
+        let map = &mut kept.by_query;
         if map.len() >= MAX_CURSORS && !map.contains_key(&query) {
             let oldest = map.iter().min_by_key(|(_, (u, _))| *u).map(|(k, _)| *k);
             if let Some(k) = oldest {
