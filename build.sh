@@ -20,6 +20,9 @@ usage: ./build.sh <command>
   release      build release binaries (profile dist) for the image
   image --target nuc|pi4|pi5
                build the disk image (root); prints the image path last
+  bundle --target nuc [--image IMG] [--repo DIR] [--keys DIR]
+               turn a built image into a signed update in the TUF repository DIR
+               (default ./updates, keys ./update-keys); prints the bundle's path last
   image-test   build the nuc image and boot it in QEMU (checks: image/README.md);
                build the pi4/pi5 images and inspect them (CLINICBOX_IMAGE_TEST_PI=0 skips)
 USAGE
@@ -121,6 +124,10 @@ case "$cmd" in
   image)
     need_rust
     exec "$ROOT/image/build/build-image.sh" "$@"
+    ;;
+  bundle)
+    need_rust
+    exec "$ROOT/image/build/bundle.sh" "$@"
     ;;
   image-test)
     need_rust

@@ -60,13 +60,17 @@ editor no
 auto-entries no
 auto-firmware no
 console-mode keep
-default clinicbox-a*
+default clinicbox-*
 EOF
-# "+N" = tries left: systemd-boot counts down at each boot and skips the entry
-# when none are left; systemd-bless-boot drops the counter once
-# clinicbox-mark-good has passed (boot-complete.target).
+# "+N" = tries left: systemd-boot counts down at each boot and sorts an entry
+# with none left after the others; systemd-bless-boot drops the counter once
+# clinicbox-mark-good has passed (boot-complete.target). With sort-key set, the
+# loader puts the newest version first: an update (clinicbox update) writes the
+# other slot's entry with a newer version, and the default pattern takes the
+# first entry that still has tries.
 cat >"$E/loader/entries/clinicbox-a+$TRIES.conf" <<EOF
 title      ClinicBox $IMAGE_VERSION (slot A)
+sort-key   clinicbox
 version    $IMAGE_VERSION
 linux      /clinicbox/a/vmlinuz
 initrd     /clinicbox/a/initrd.img

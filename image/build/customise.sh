@@ -36,7 +36,14 @@ declare -A SUBST=(
     [STORE_CACHE_MIB]=$HW_STORE_CACHE_MIB
     [STORE_MEMORY_HIGH_MIB]=$HW_STORE_MEMORY_HIGH_MIB
     [STORE_MEMORY_MAX_MIB]=$HW_STORE_MEMORY_MAX_MIB
+    [BOOT_TRIES]=${HW_IMAGE_BOOT_TRIES:-3}
 )
+case $HW_IMAGE_BOOT in
+systemd-boot) SUBST[UPDATE_BOOT]='boot = "systemd-boot"
+esp = "/efi"' ;;
+# Writing a Pi's boot partition and its tryboot is not written yet: no install.
+*) SUBST[UPDATE_BOOT]='# boot: unset on this board (installing into the other slot is NUC-only so far)' ;;
+esac
 render() { # render SRC DST: copy with @NAME@ substituted; fail on leftovers
     local text k
     text=$(<"$1")
@@ -53,7 +60,7 @@ install -D -m 0755 "$CLINICBOX_BIN" "$R/usr/bin/clinicbox"
 
 # --- units, users, tmpfiles, scripts -----------------------------------------
 mkdir -p "$UNITS" "$LIB" "$R/usr/lib/sysusers.d" "$R/usr/lib/tmpfiles.d"
-for u in "$IMAGE_DIR"/units/*.service "$IMAGE_DIR"/units/*.path "$IMAGE_DIR"/units/*.mount; do
+for u in "$IMAGE_DIR"/units/*.service "$IMAGE_DIR"/units/*.path "$IMAGE_DIR"/units/*.mount "$IMAGE_DIR"/units/*.timer; do
     render "$u" "$UNITS/$(basename "$u")"
 done
 POWER_UNITS="clinicbox-power.service clinicbox-power-shutdown.path"
@@ -67,6 +74,13 @@ install -m 0644 "$IMAGE_DIR/units/data-layout.tmpfiles" "$LIB/data-layout.conf"
 for s in "$IMAGE_DIR"/scripts/*; do install -m 0755 "$s" "$LIB/$(basename "$s")"; done
 install -m 0644 "$BOARD_FILE" "$LIB/board.toml"
 install -D -m 0644 "$IMAGE_DIR/README.md" "$R/usr/share/doc/clinicbox/README.image.md"
+# The update repository's root metadata this release trusts ([uplink.update]
+# root_file): the ministry's, from `clinicbox-publish init`.
+if [[ -n ${CLINICBOX_UPDATE_ROOT:-} ]]; then
+    install -D -m 0644 "$CLINICBOX_UPDATE_ROOT" "$R/usr/share/clinicbox/update-root.json"
+else
+    log "WARNING: no CLINICBOX_UPDATE_ROOT: this image trusts no update repository and can only be reflashed"
+fi
 
 # Fixed, public key for boards without TPM or key stick. Its name says what it is.
 printf 'clinicbox-INSECURE-demo-key: anyone can read data encrypted with this\n' >"$LIB/demo-data.key"
@@ -177,6 +191,11 @@ fi
 systemctl --root="$R" enable systemd-networkd.service systemd-resolved.service \
     systemd-timesyncd.service nftables.service data.mount clinicbox-firstboot.service \
     clinicbox.service clinicbox-uplink.service clinicbox-mark-good.service $POWER_UNITS $NUT_UNITS >/dev/null 2>&1
+if [[ $HW_IMAGE_BOOT == systemd-boot ]]; then
+    systemctl --root="$R" enable clinicbox-update.timer >/dev/null 2>&1
+else
+    rm -f "$UNITS"/clinicbox-update.service "$UNITS"/clinicbox-update.timer "$UNITS"/clinicbox-update-usb.service
+fi
 # Nobody can log in on a console (no passwords), so no gettys; timers that
 # would write to the read-only root or talk to the network on their own go too.
 systemctl --root="$R" mask getty@.service serial-getty@.service \

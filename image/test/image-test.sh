@@ -95,10 +95,42 @@ else
 fi
 command -v socat >/dev/null || echo "NOTE socat missing: the uplink push on the image is not checked (apt-get install socat)" | tee -a "$LOG"
 
+# Updates: the nuc image trusts a repository made here (its root metadata goes into the
+# image), and two more images of the same root at the next two patch versions become its
+# releases: one good, one whose clinicbox fails (the rollback).
+UPD=$OUT/image-test-updates
+rm -rf "$UPD"
+update_args=()
+if cargo build --locked -q -p clinicbox-update --bin clinicbox-publish >>"$LOG" 2>&1; then
+    publish=${CARGO_TARGET_DIR:-$ROOT/target}/debug/clinicbox-publish
+    CLINICBOX_UPDATE_ROOT=$("$publish" init --repo "$UPD/repo" --keys "$UPD/keys") && export CLINICBOX_UPDATE_ROOT
+else
+    echo "FAIL clinicbox-publish builds (cargo build -p clinicbox-update --bin clinicbox-publish)" | tee -a "$LOG"
+fi
+release_images() { # the good and the broken release images, as GOOD,BAD
+    local version major minor patch bin good bad
+    version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$ROOT/Cargo.toml")
+    IFS=. read -r major minor patch <<<"${version%%-*}"
+    bin=${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-gnu/dist/clinicbox
+    printf '#!/bin/sh\necho "clinicbox: broken on purpose by the image test" >&2\nexit 1\n' >"$UPD/broken-clinicbox"
+    chmod 0755 "$UPD/broken-clinicbox"
+    good=$(CLINICBOX_IMAGE_VERSION=$major.$minor.$((patch + 1)) CLINICBOX_BIN=$bin \
+        "$ROOT/image/build/build-image.sh" --target nuc --out "$UPD/images" | tail -1) || return 1
+    bad=$(CLINICBOX_IMAGE_VERSION=$major.$minor.$((patch + 2)) CLINICBOX_BIN=$UPD/broken-clinicbox \
+        "$ROOT/image/build/build-image.sh" --target nuc --out "$UPD/images" | tail -1) || return 1
+    echo "$good,$bad"
+}
+
 status=0
 if nuc=$(build nuc); then
+    if [[ -n ${CLINICBOX_UPDATE_ROOT:-} ]] && releases=$(release_images 2>>"$LOG"); then
+        echo "PASS release images for the update test build (the next two patch versions)" | tee -a "$LOG"
+        update_args=(--update-repo "$UPD/repo" --update-keys "$UPD/keys" --update-images "$releases")
+    else
+        echo "FAIL release images for the update test build (see $LOG)" | tee -a "$LOG"
+    fi
     CLINICBOX_NATIONAL_STANDIN=$standin \
-        python3 "$ROOT/image/test/image_test.py" --image "$nuc" --work "$OUT/image-test-nuc" 2>&1 | tee -a "$LOG" || status=1
+        python3 "$ROOT/image/test/image_test.py" --image "$nuc" --work "$OUT/image-test-nuc" "${update_args[@]}" 2>&1 | tee -a "$LOG" || status=1
 else
     status=1
 fi

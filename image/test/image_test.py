@@ -60,8 +60,9 @@ class National:
     """The stand-in national DHIS2 (built by image-test.sh) on a host port; the guest reaches
     it at NATIONAL_GUEST_URL through a guestfwd (socat per connection) of the wan0 network."""
 
-    def __init__(self, binary):
-        self.proc = subprocess.Popen([binary, "--listen", "127.0.0.1:0", "--token", NATIONAL_TOKEN],
+    def __init__(self, binary, updates=None):
+        self.proc = subprocess.Popen([binary, "--listen", "127.0.0.1:0", "--token", NATIONAL_TOKEN]
+                                     + (["--updates", updates] if updates else []),
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline().strip()
         self.url = line.rsplit(" ", 1)[-1]
@@ -578,6 +579,21 @@ def uplink_patient():
     }
 
 
+def point_uplink(g, extra=""):
+    """Restarts the uplink with a configuration in /run naming the stand-in (gone at the next
+    boot): the shipped one names no national."""
+    cfg = (f'[uplink]\nnational_url = "{NATIONAL_GUEST_URL}"\ntoken_file = "/run/clinicbox-test/token"\n'
+           'interface = "wan0"\ninterval_secs = 3600\n' + extra + '[discovery]\ninterface = "lan0"\n')
+    return g.run_ok(
+        "mkdir -p /run/clinicbox-test /run/systemd/system/clinicbox-uplink.service.d && "
+        f"printf '%s' '{cfg}' >/run/clinicbox-test/uplink.toml && printf '%s\\n' '{NATIONAL_TOKEN}' >/run/clinicbox-test/token && "
+        "chgrp clinicbox-uplink /run/clinicbox-test/token && chmod 0640 /run/clinicbox-test/token && "
+        "printf '[Service]\\nExecStart=\\nExecStart=/usr/bin/clinicbox --config /run/clinicbox-test/uplink.toml uplink\\n' "
+        ">/run/systemd/system/clinicbox-uplink.service.d/test.conf && "
+        "systemctl daemon-reload && systemctl restart clinicbox-uplink.service && systemctl is-active clinicbox-uplink.service",
+        timeout=90)
+
+
 def check_uplink_push(g):
     if NATIONAL is None:
         R.note("uplink push on the image not checked: no national stand-in or socat on this host")
@@ -594,16 +610,7 @@ def check_uplink_push(g):
     R.check("uplink: a patient and a monthly figure recorded while wan0 is down", status == 200 and s2 == 200,
             f"tracker HTTP {status}, dataValueSets HTTP {s2}: {body[:160]}")
     # Point the uplink at the stand-in (the shipped configuration names no national).
-    cfg = (f'[uplink]\nnational_url = "{NATIONAL_GUEST_URL}"\ntoken_file = "/run/clinicbox-test/token"\n'
-           'interface = "wan0"\ninterval_secs = 3600\n[discovery]\ninterface = "lan0"\n')
-    ok, out = g.run_ok(
-        "mkdir -p /run/clinicbox-test /run/systemd/system/clinicbox-uplink.service.d && "
-        f"printf '%s' '{cfg}' >/run/clinicbox-test/uplink.toml && printf '%s\\n' '{NATIONAL_TOKEN}' >/run/clinicbox-test/token && "
-        "chgrp clinicbox-uplink /run/clinicbox-test/token && chmod 0640 /run/clinicbox-test/token && "
-        "printf '[Service]\\nExecStart=\\nExecStart=/usr/bin/clinicbox --config /run/clinicbox-test/uplink.toml uplink\\n' "
-        ">/run/systemd/system/clinicbox-uplink.service.d/test.conf && "
-        "systemctl daemon-reload && systemctl restart clinicbox-uplink.service && systemctl is-active clinicbox-uplink.service",
-        timeout=90)
+    ok, out = point_uplink(g)
     R.check("uplink: restarted with a national to send to", ok, out[-200:])
     time.sleep(6)
     early = NATIONAL.ledger()
@@ -764,6 +771,242 @@ def check_restore_on_replacement(image, work, stick, api, acked, before, boot_ti
         g.cleanup()
 
 
+# --- updates: a signed release through wan0, a broken one from a USB stick --------------
+
+UPDATES = {}  # repo, keys, good, bad: set from the command line (image-test.sh)
+MIRROR = f"{NATIONAL_GUEST_URL}/updates/"
+
+
+def make_bundle(image, work, name):
+    """A release for the test: the image with the test agent in its slot A (so the test can
+    still talk to the box that runs it), bundled and signed into the test's repository by
+    `./build.sh bundle`, as a release manager would."""
+    copy = os.path.join(work, name + ".img")
+    sh("cp", "--sparse=always", image, copy)
+    inject_agent(copy)
+    try:
+        out = sh(os.path.join(HERE, "../../build.sh"), "bundle", "--target", "nuc", "--image", copy,
+                 "--repo", UPDATES["repo"], "--keys", UPDATES["keys"], "--out", work)
+        return out.strip().splitlines()[-1]
+    finally:
+        os.unlink(copy)
+
+
+def boot_id(g):
+    try:
+        rc, out = g.run("cat /proc/sys/kernel/random/boot_id", timeout=10)
+    except TimeoutError:
+        return None
+    return out.strip() if rc == 0 else None
+
+
+def wait_next_boot(g, before, timeout, slot, unit=None):
+    """The guest restarts by itself (same QEMU), maybe several times: wait until the agent
+    answers from a boot other than `before`, of `slot`; returns (boot id, command line). While
+    the old boot still answers, a failed `unit` (the installer) ends the wait with its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and g.qemu.poll() is None:
+        try:
+            rc, out = g.run("cat /proc/sys/kernel/random/boot_id /proc/cmdline", timeout=max(5, deadline - time.monotonic()))
+        except TimeoutError:
+            continue
+        lines = out.splitlines()
+        if rc == 0 and len(lines) >= 2 and lines[0] != before and f"clinicbox.slot={slot}" in lines[1]:
+            return lines[0], lines[1]
+        if unit and rc == 0 and lines and lines[0] == before:
+            rc2, _ = g.run(f"systemctl is-failed --quiet {unit}", timeout=20)
+            if rc2 == 0:
+                _, why = g.run(f"journalctl -b -u {unit} -o cat | tail -8", timeout=20)
+                return None, f"{unit} failed: {why}".replace("\n", " | ")
+        time.sleep(3)
+    return None, ""
+
+
+def entries(g):
+    return sorted(g.run("ls /efi/loader/entries")[1].split())
+
+
+def healthy(g, timeout):
+    return wait_until(lambda: g.run("systemctl is-active clinicbox-mark-good.service")[1] == "active", timeout, 3)
+
+
+def stage_release(g, version):
+    """The uplink, pointed at the stand-in's update mirror, downloads and verifies `version`."""
+    ok, out = point_uplink(g, f'[uplink.update]\nmirror_url = "{MIRROR}"\nboard = "nuc"\n')
+    R.check("update: the uplink checks the mirror through wan0", ok, out[-200:])
+
+    def said():
+        st, body = g.http("/status.json", auth=("imagetest", "ImageTest-2026!"))
+        return (json.loads(body).get("uplink") or {}).get("update") if st == 200 else None
+
+    line = wait_until(lambda: (lambda u: u if u and "ready to install" in u else None)(said()), 600, 5) or said()
+    R.check(f"update: the uplink stages {version}, downloaded and verified", bool(line) and version in line, str(line))
+    return bool(line) and "ready to install" in line
+
+
+def check_update_cut_and_installed(g, work, port, boot_timeout, good):
+    """Installs the staged release with the machine killed while the slot is written (the box
+    must come back on slot A), then again to the end: slot B boots and is marked good.
+    Returns the guest running slot B."""
+    t0 = time.monotonic()
+    g.run("systemctl start --no-block clinicbox-update.service")
+    # The boot files go first, then the root image: cut a few seconds into the root.
+    writing = wait_until(lambda: g.run("test -s /efi/clinicbox/b/initrd.img")[0] == 0
+                         and g.run("systemctl is-active clinicbox-update.service")[1] == "activating", 180, 1)
+    time.sleep(5)
+    log("power cut while slot B is written")
+    g.kill()
+    g = Guest(work, g.disk, port, g.boot + 1)
+    g.start()
+    if not check_boot_ready(g, "boot after a power cut in the slot write", boot_timeout):
+        return None
+    _, cmdline = g.run("cat /proc/cmdline")
+    R.check("update: killed while writing slot B, the box comes back on slot A with only A's entry",
+            bool(writing) and "clinicbox.slot=a" in cmdline and entries(g) == ["clinicbox-a.conf"],
+            f"writing seen={bool(writing)}; {entries(g)}; {cmdline[-80:]}")
+    # The staged release is still there: the installer starts over (the timer would).
+    healthy(g, 180)
+    before = boot_id(g)
+    g.run("mkdir -p /run/systemd/system/clinicbox-update.service.d && printf '[Service]\\nExecStart=\\n"
+          "ExecStart=/usr/bin/clinicbox --config /etc/clinicbox/clinicbox.toml update install --reboot now\\n' "
+          ">/run/systemd/system/clinicbox-update.service.d/test.conf && systemctl daemon-reload && "
+          "systemctl start --no-block clinicbox-update.service")
+    _, cmdline = wait_next_boot(g, before, 900, "b", "clinicbox-update.service")
+    R.check(f"update: {good} written into slot B, checked, and the box restarts into it",
+            "clinicbox.slot=b" in cmdline, cmdline[-600:] or "no restart")
+    good_ok = healthy(g, 300)
+    blessed = wait_until(lambda: entries(g) == ["clinicbox-a.conf", "clinicbox-b.conf"], 120, 3)
+    _, release = g.run("sed -n s/^IMAGE_VERSION=//p /usr/lib/os-release")
+    R.check(f"update: slot B runs {good}, is healthy and marked good (entry blessed)",
+            bool(good_ok) and bool(blessed) and release.strip() == good,
+            f"{entries(g)}; IMAGE_VERSION={release.strip()}")
+    R.figures["update: staged release to slot B marked good in QEMU s"] = round(time.monotonic() - t0, 1)
+    return g
+
+
+def check_update_rolls_back(g, work, bad):
+    """A technician's USB stick carries a release whose clinicbox fails: it installs into
+    slot A, fails its boot check three times, and the box is back on slot B by itself with
+    the reason recorded, reported in the next check-in and never installed again."""
+    stick = os.path.join(work, "update-stick.img")
+    sh("truncate", "-s", "640M", stick)
+    sh("mkfs.vfat", "-F", "32", "-n", "CLINICUPD", stick)
+    repo = UPDATES["repo"]
+    staged = os.path.join(work, "stick", "clinicbox-update")
+    shutil.rmtree(os.path.join(work, "stick"), ignore_errors=True)
+    os.makedirs(os.path.join(staged, "targets"))
+    shutil.copytree(os.path.join(repo, "metadata"), os.path.join(staged, "metadata"))
+    for f in os.listdir(os.path.join(repo, "targets")):
+        if f.endswith(f"-{bad}.bundle"):
+            shutil.copy(os.path.join(repo, "targets", f), os.path.join(staged, "targets", f))
+    sh("mcopy", "-s", "-i", stick, staged, "::/")
+    shutil.rmtree(os.path.join(work, "stick"))
+    # OVMF under TCG hangs at a reset with a hot-plugged USB stick still in (seen here, not on
+    # hardware): the test restarts the box itself once the stick is out, instead of the unit.
+    g.run("mkdir -p /run/systemd/system/clinicbox-update-usb.service.d && printf '[Service]\\nExecStart=\\n"
+          "ExecStart=/usr/bin/clinicbox --config /etc/clinicbox/clinicbox.toml update install "
+          "--from /media/clinicbox/stick/clinicbox-update --reboot never\\n' "
+          ">/run/systemd/system/clinicbox-update-usb.service.d/test.conf && systemctl daemon-reload")
+    t0 = time.monotonic()
+    plug_stick(g, stick, "updstick")
+    said = wait_until(lambda: (lambda o: o if "installed " in o or "failed" in o.lower() else None)(
+        g.run("journalctl -b -u clinicbox-update-usb.service -o cat")[1]), 900, 5) or ""
+    R.check(f"update: a USB stick with {bad} in clinicbox-update/ installs it into slot A by itself",
+            f"installed {bad} into slot A" in said and "clinicbox-a+3.conf" in entries(g),
+            said.replace("\n", " | ")[-300:])
+    unplug_stick(g, "updstick")
+    serial_before = len(g.console())
+    before = boot_id(g)
+    g.run("systemctl --no-block reboot")
+    _, cmdline = wait_next_boot(g, before, 1200, "b")
+    back = "clinicbox.slot=b" in cmdline
+    tries = g.console()[serial_before:].count("Linux version")
+    R.check(f"update: {bad} fails its boot check in slot A and, its 3 tries spent, the box is back "
+            "on slot B by itself",
+            back and tries >= 4, f"{tries - 1} boots of slot A, then {cmdline[-600:]}")
+    R.figures["update: broken release, restart to the box back on slot B s"] = round(time.monotonic() - t0, 1)
+    healthy(g, 300)
+    _, state = g.run("clinicbox --config /etc/clinicbox/clinicbox.toml update status")
+    try:
+        rb = json.loads(state).get("lastRollback") or {}
+    except ValueError:
+        rb = {}
+    R.check("update: the rollback is recorded with the reason slot A's boot check gave",
+            rb.get("version") == bad and rb.get("slot") == "a" and "clinicbox.service is not active" in (rb.get("reason") or "")
+            and entries(g) == ["clinicbox-a+0-3.conf", "clinicbox-b.conf"],
+            f"{rb}; {entries(g)}")
+    st, page = g.http("/")
+    R.check("update: the status page says which update was undone and why",
+            st == 200 and f'data-figure="rollback">{bad} did not start well' in page,
+            re.sub(r"<[^>]+>", " ", page)[-200:] if st == 200 else f"HTTP {st}")
+    # The technician plugs the same stick in again: refused, nothing written, no restart.
+    plug_stick(g, stick, "updstick2")
+    usb = wait_until(lambda: (lambda o: o if "not installed again" in o or "installed " in o else None)(
+        g.run("journalctl -b -u clinicbox-update-usb.service -o cat")[1]), 300, 5) or ""
+    R.check(f"update: {bad}, which came back, is not installed again from the stick",
+            "not installed again" in usb and entries(g) == ["clinicbox-a+0-3.conf", "clinicbox-b.conf"],
+            usb.replace("\n", " | ")[-200:])
+    unplug_stick(g, "updstick2")
+    return rb
+
+
+def plug_stick(g, image, name):
+    g.monitor(f"drive_add 0 if=none,id={name},format=raw,file={image}")
+    g.monitor(f"device_add usb-storage,id={name}dev,drive={name},bus=xhci.0,removable=on")
+
+
+def unplug_stick(g, name):
+    g.monitor(f"device_del {name}dev")
+    wait_until(lambda: g.run(f"findmnt {STICK}")[0] != 0, 60, 2)
+
+
+def check_rollback_reported(g, rb):
+    ok, out = point_uplink(g)
+    box = json.loads(g.http("/status.json", auth=("imagetest", "ImageTest-2026!"))[1] or "{}").get("info", {}).get("box_id", "")
+
+    def reported():
+        req = urllib.request.Request(f"{NATIONAL.url}/api/dataStore/clinicbox-fleet/{box}",
+                                     headers={"Authorization": f"ApiToken {NATIONAL_TOKEN}"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                c = json.load(r)
+        except (urllib.error.URLError, ValueError, OSError):
+            return None
+        return c if (c.get("lastRollback") or {}).get("version") == rb.get("version") and c.get("slot") == "b" else None
+
+    c = wait_until(reported, 240, 5) or {}
+    R.check("update: the next check-in at national reports the rollback, its reason and slot B",
+            ok and bool(c) and c.get("lastRollback", {}).get("reason") == rb.get("reason"),
+            f"{c.get('version')} slot {c.get('slot')}: {c.get('lastRollback')}")
+
+
+def check_update(image, work, disk, port, boot_timeout):
+    good, bad = UPDATES["good"], UPDATES["bad"]
+    gv = re.search(r"-(\d+\.\d+\.\d+)\.img$", good).group(1)
+    bv = re.search(r"-(\d+\.\d+\.\d+)\.img$", bad).group(1)
+    t = time.monotonic()
+    make_bundle(good, work, "release-good")
+    R.figures["update: bundle a built image (root, kernel, initrd) and sign it s"] = round(time.monotonic() - t, 1)
+    size = sum(os.path.getsize(os.path.join(UPDATES["repo"], "targets", f)) for f in os.listdir(os.path.join(UPDATES["repo"], "targets")))
+    R.figures["update: release download, MiB (full bundle)"] = round(size / 1048576)
+    g = Guest(work, disk, port, 5)
+    g.start()
+    try:
+        if not check_boot_ready(g, "update boot", boot_timeout) or not stage_release(g, gv):
+            return
+        g = check_update_cut_and_installed(g, work, port, boot_timeout, gv)
+        if not g:
+            return
+        make_bundle(bad, work, "release-bad")
+        rb = check_update_rolls_back(g, work, bv)
+        if rb:
+            check_rollback_reported(g, rb)
+        g.poweroff()
+    finally:
+        if g:
+            g.cleanup()
+
+
 # --- first setup, as a person does it on the status page -------------------------------
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -902,7 +1145,13 @@ def main():
     ap.add_argument("--image", required=True)
     ap.add_argument("--work", default=None)
     ap.add_argument("--boot-timeout", type=int, default=300)
+    ap.add_argument("--update-repo", help="a TUF repository the image trusts (clinicbox-publish init)")
+    ap.add_argument("--update-keys", help="its signing keys")
+    ap.add_argument("--update-images", help="GOOD,BAD: newer images of the same root, the second's clinicbox broken")
     args = ap.parse_args()
+    if args.update_repo and args.update_images:
+        good, bad = args.update_images.split(",")
+        UPDATES.update(repo=args.update_repo, keys=args.update_keys, good=good, bad=bad)
     if not args.image or not os.path.isfile(args.image):
         R.check("the image to boot exists", False, repr(args.image))
         print(f"nuc boot test: {len(R.passed)} passed, {len(R.failed)} failed")
@@ -925,7 +1174,7 @@ def main():
     global NATIONAL
     standin = os.environ.get("CLINICBOX_NATIONAL_STANDIN", "")
     if standin and os.path.isfile(standin) and shutil.which("socat"):
-        NATIONAL = National(standin)
+        NATIONAL = National(standin, UPDATES.get("repo"))
         log(f"national stand-in at {NATIONAL.url} (the guest's {NATIONAL_GUEST_URL})")
 
     # ---------------- boot 1: first boot ----------------
@@ -1013,6 +1262,12 @@ def main():
     if stick:
         acked = acked_clean + (writer.acked if writer else [])
         check_restore_on_replacement(args.image, work, stick, api, acked, identity, args.boot_timeout)
+
+    # ---------------- boots 5-6: the first box updates, and rolls back a broken release ----------------
+    if UPDATES and NATIONAL and api:
+        check_update(args.image, work, disk, port, args.boot_timeout)
+    elif UPDATES:
+        R.note("updates on the image not checked: no national stand-in (the update mirror) or no set-up box")
 
     if NATIONAL:
         NATIONAL.stop()

@@ -57,10 +57,11 @@ fn config(national: &National, work: &Path, root: &Path) -> (PathBuf, PathBuf) {
     let dir = work.join("uplink-update");
     let cfg = work.join("update.toml");
     let text = format!(
-        "[uplink.update]\nmirror_url = \"{}/updates/\"\nboard = \"nuc\"\nroot_file = \"{}\"\ndir = \"{}\"\n",
+        "[uplink.update]\nmirror_url = \"{}/updates/\"\nboard = \"nuc\"\nroot_file = \"{}\"\ndir = \"{}\"\n[update]\nstate_dir = \"{}\"\n",
         national.url,
         root.display(),
-        dir.display()
+        dir.display(),
+        work.join("installer").display()
     );
     std::fs::write(&cfg, text).unwrap();
     (cfg, dir)
@@ -227,6 +228,31 @@ fn a_mirror_offering_only_another_board_s_release_stages_nothing() {
     assert!(update_line(&out).starts_with("up to date"), "{out}");
     assert!(target_requests(&s.national).is_empty());
     assert!(staged_release(&s.dir).is_none());
+}
+
+#[test]
+fn a_release_that_came_back_to_the_old_slot_here_is_not_fetched_again() {
+    let s = Setup::new("nuc", "0.2.0");
+    // What `clinicbox update booted` records after the box came back from 0.2.0.
+    let installer = clinicbox_update::state::State {
+        refused: vec!["0.2.0".into()],
+        ..Default::default()
+    };
+    installer.save(&s.work.path().join("installer")).unwrap();
+    let out = s.round();
+    assert!(
+        update_line(&out).starts_with("0.2.0 came back to the old slot on this box"),
+        "{out}"
+    );
+    assert!(
+        target_requests(&s.national).is_empty(),
+        "nothing downloaded"
+    );
+    assert!(staged_release(&s.dir).is_none());
+    // A newer release is fetched as ever.
+    publish(&s.national, s.work.path(), "nuc", "0.2.1");
+    let out = s.round();
+    assert!(update_line(&out).starts_with("0.2.1 downloaded"), "{out}");
 }
 
 #[test]

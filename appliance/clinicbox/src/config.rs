@@ -39,6 +39,8 @@ pub struct Config {
     pub uplink: clinicbox_uplink::UplinkConfig,
     /// Encrypted backups (`clinicbox backup`).
     pub backup: crate::backup::BackupConfig,
+    /// Installing releases into the other root slot (`clinicbox update`).
+    pub update: clinicbox_update::InstallConfig,
 }
 
 impl Default for Config {
@@ -57,6 +59,7 @@ impl Default for Config {
             power: Default::default(),
             uplink: Default::default(),
             backup: Default::default(),
+            update: Default::default(),
         }
     }
 }
@@ -208,7 +211,10 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
-        toml::from_str(text)
+        let mut cfg: Config = toml::from_str(text)?;
+        // The uplink skips a release the installer refused; where that is written is `[update]`'s.
+        cfg.uplink.update.installer_state_dir = cfg.update.state_dir.clone();
+        Ok(cfg)
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use clinicbox_control::fleet::{
     Backup, CheckIn, ConfigEcho, Disk, MAX_STALE_LISTED, MAX_TEXT_CHARS, Power, RemoteConfig,
-    RemoteSettings, StaleTablet,
+    RemoteSettings, Rollback, StaleTablet,
 };
 use clinicbox_statuspage::StatusState;
 use clinicbox_store::{Collection, Store, StoreError};
@@ -97,6 +97,12 @@ impl Fleet {
             }),
             clock_offset_secs: uplink.clock_skew_secs,
             update: uplink.update.as_deref().map(clip),
+            last_rollback: s.rollback.map(|r| Rollback {
+                version: clip(&r.version),
+                slot: clip(&r.slot),
+                at_ms: r.at_ms,
+                reason: r.reason.as_deref().map(clip),
+            }),
             last_sync_ms: uplink.last_success_ms,
             pending: uplink.pending_total(),
             parked: u64::try_from(uplink.parked_count).unwrap_or(u64::MAX),

@@ -18,4 +18,5 @@ pub mod serve;
 pub mod setup;
 pub mod tls;
 pub mod unlock;
+pub mod update;
 pub mod uplink_socket;

@@ -60,6 +60,9 @@ enum Command {
     /// For remote admins: the fleet's boxes as their check-ins at national say.
     #[command(subcommand)]
     Fleet(FleetCommand),
+    /// Install signed releases into the other root slot (root, no network: clinicbox-update.service).
+    #[command(subcommand)]
+    Update(clinicbox::update::UpdateCommand),
     /// Make a new data directory (--data-dir, absent or empty) from a backup.
     Restore {
         /// The backup file.
@@ -175,6 +178,7 @@ fn run() -> anyhow::Result<()> {
             })
         }
         Command::Uplink(args) => uplink(cfg, cli.data_dir, args),
+        Command::Update(cmd) => clinicbox::update::run(&cfg, cmd),
         Command::Backup { to } => backup(cfg, cli.data_dir, &to),
         Command::Fleet(FleetCommand::Report {
             national_url,

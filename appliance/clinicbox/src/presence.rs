@@ -118,7 +118,7 @@ pub fn prepare(
     let info = BoxInfo {
         box_id: cfg.box_info.name.clone(),
         clinic_name: cfg.box_info.clinic_name.clone(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
+        version: clinicbox_process::running_release(),
         dhis2_version: clinicbox_dhis2::system_info::DHIS2_VERSION.to_owned(),
         slot: crate::fleet::booted_slot(),
     };
@@ -154,6 +154,7 @@ pub fn prepare(
         .power(power)
         .backup(backup_view(store.clone()))
         .uplink(uplink)
+        .rollback(rollback_view(cfg.update.state_dir.clone()))
         .stale_tablet_days(Arc::new(move || remote.get().stale_tablet_days))
         .discovery(Arc::new(move || {
             discovery_view(view.lock().unwrap_or_else(PoisonError::into_inner).as_ref())
@@ -493,6 +494,22 @@ fn backup_view(
             at_ms: b.at_ms,
             bytes: b.bytes,
             folder: b.folder,
+        })
+    })
+}
+
+/// The installer's last recorded rollback (`[update] state_dir`/state.json, written by the boot
+/// check as root; read whole at each snapshot, it is a few hundred bytes).
+fn rollback_view(
+    state_dir: std::path::PathBuf,
+) -> clinicbox_statuspage::Source<Option<clinicbox_statuspage::RollbackView>> {
+    Arc::new(move || {
+        let r = clinicbox_update::state::State::load(&state_dir).last_rollback?;
+        Some(clinicbox_statuspage::RollbackView {
+            version: r.version,
+            slot: r.slot,
+            at_ms: r.at_ms,
+            reason: r.reason,
         })
     })
 }

@@ -398,7 +398,7 @@ impl clinicbox_control::ControlHandler for DaemonControl {
 
     async fn status(&self) -> clinicbox_control::DaemonStatus {
         clinicbox_control::DaemonStatus {
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: clinicbox_process::running_release(),
             accepting_writes: self.lc.accepting_writes(),
             power: self
                 .power

@@ -79,6 +79,10 @@ pub struct CheckIn {
     /// off or none ran yet.
     #[serde(default)]
     pub update: Option<String>,
+    /// The last time a new release did not come up healthy and the box went back to its old
+    /// slot by itself.
+    #[serde(default)]
+    pub last_rollback: Option<Rollback>,
     /// When the box wrote this (its clock).
     pub checked_in_at_ms: u64,
 }
@@ -111,6 +115,18 @@ pub struct Power {
     pub state: String,
     #[serde(default)]
     pub detail: Option<String>,
+}
+
+/// A release that came back: which, from which slot, when (the box's clock) and why, at most
+/// [`MAX_TEXT_CHARS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollback {
+    pub version: String,
+    pub slot: String,
+    pub at_ms: i64,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// The last backup written.

@@ -125,6 +125,18 @@ pub struct BackupView {
     pub folder: String,
 }
 
+/// The last time a new release did not come up healthy and the box went back to its old
+/// system slot by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackView {
+    pub version: String,
+    /// The slot it was installed in (`a` or `b`).
+    pub slot: String,
+    pub at_ms: i64,
+    pub reason: Option<String>,
+}
+
 /// Where the uplink to national stands: the outbox (from the store) and the uplink process's
 /// last report.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -243,6 +255,7 @@ struct Inner {
     uplink: Option<Source<Option<UplinkView>>>,
     backup: Option<Source<Option<BackupView>>>,
     backup_now: Option<BackupNow>,
+    rollback: Option<Source<Option<RollbackView>>>,
     /// Days before a tablet is stale, when something other than `config` decides (a remote
     /// admin's setting).
     stale_tablet_days: Option<Source<Option<u32>>>,
@@ -275,6 +288,7 @@ impl StatusBuilder {
                 power: None,
                 backup: None,
                 backup_now: None,
+                rollback: None,
                 stale_tablet_days: None,
                 backup_said: std::sync::Mutex::new(None),
                 uplink: None,
@@ -311,6 +325,12 @@ impl StatusBuilder {
     /// The last backup (shown as "never" when the source is set and has none).
     pub fn backup(mut self, f: Source<Option<BackupView>>) -> Self {
         self.inner.backup = Some(f);
+        self
+    }
+    /// The last rollback of an update (read at every snapshot: the boot check records one
+    /// after the daemon started).
+    pub fn rollback(mut self, f: Source<Option<RollbackView>>) -> Self {
+        self.inner.rollback = Some(f);
         self
     }
     /// The admin page's "Back up now" to a plugged-in stick.
@@ -384,6 +404,7 @@ impl StatusState {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone(),
             uplink: i.uplink.as_ref().and_then(|f| f()),
+            rollback: i.rollback.as_ref().and_then(|f| f()),
             // Read from the store only where an admin sees it (`with_audit`): the public page
             // and /metrics are rendered far more often.
             audit: Vec::new(),
@@ -425,6 +446,8 @@ pub struct Snapshot {
     #[serde(skip)]
     pub backup_said: Option<(bool, String)>,
     pub uplink: Option<UplinkView>,
+    /// The last update that came back to the old slot by itself.
+    pub rollback: Option<RollbackView>,
     /// The newest changes made on the box and by whom (admins only: see
     /// [`StatusState::with_audit`]).
     pub audit: Vec<clinicbox_web::audit::AuditEntry>,
@@ -935,6 +958,36 @@ mod tests {
             .await
             .expect("body");
         String::from_utf8(b.to_vec()).expect("utf8")
+    }
+
+    #[tokio::test]
+    async fn the_page_says_which_update_was_undone_and_why() {
+        let info = BoxInfo {
+            box_id: "box-0001".into(),
+            clinic_name: "Clinic".into(),
+            version: "0.1.1".into(),
+            dhis2_version: "2.42.1".into(),
+            slot: Some("b".into()),
+        };
+        let rollback = RollbackView {
+            version: "0.1.2".into(),
+            slot: "a".into(),
+            at_ms: 0,
+            reason: Some("clinicbox.service is not <active>".into()),
+        };
+        let s = StatusBuilder::new(StatusConfig::default(), info, Arc::new(String::new))
+            .rollback(Arc::new(move || Some(rollback.clone())))
+            .build();
+        let html = body(app(s).oneshot(req("/", [10, 0, 0, 9])).await.expect("resp")).await;
+        assert!(
+            html.contains("data-figure=\"rollback\">0.1.2 did not start well and was undone<"),
+            "{html}"
+        );
+        assert!(html.contains("system A, "), "{html}");
+        assert!(
+            html.contains("clinicbox.service is not &lt;active&gt;"),
+            "{html}"
+        );
     }
 
     #[tokio::test]

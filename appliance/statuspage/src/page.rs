@@ -415,6 +415,16 @@ fn box_section(o: &mut String, s: &Snapshot) {
         s.uptime_secs,
         duration(s.uptime_secs)
     );
+    if let Some(r) = &s.rollback {
+        let _ = write!(
+            o,
+            "<dt>Last update</dt><dd><span class=\"warn\" data-figure=\"rollback\">{} did not start well and was undone</span> · system {}, {} ago: {}</dd>",
+            esc(&r.version),
+            esc(&r.slot.to_uppercase()),
+            duration(s.now_ms.saturating_sub(u64::try_from(r.at_ms).unwrap_or(0)) / 1000),
+            esc(r.reason.as_deref().unwrap_or("no reason recorded"))
+        );
+    }
     if let Some(p) = &s.power {
         let class = match p.state.as_str() {
             "on line" => "ok",

@@ -77,6 +77,19 @@ impl ClockFloor {
     }
 }
 
+/// Where an image says when it was built (`"built"`, written by image/build/customise.sh).
+pub const IMAGE_MANIFEST: &str = "/usr/share/clinicbox/manifest.json";
+
+/// When the running release was built, from its image's manifest: no repository this box
+/// accepts can have expired before then. Outside an image, the epoch (no floor).
+pub fn release_built(manifest: &Path) -> Timestamp {
+    std::fs::read(manifest)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("built")?.as_str()?.parse().ok())
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,12 @@ pub enum UpdateError {
     NoSuchTarget(String),
     #[error("target {name}: {reason}")]
     BadRelease { name: String, reason: String },
+    /// The release's file is not a bundle this release can install from.
+    #[error("the bundle: {0}")]
+    BadBundle(String),
+    /// Writing or checking a slot or its boot entry.
+    #[error("installing: {0}")]
+    Install(String),
     #[error("{0} is not a repository location")]
     BadLocation(String),
     #[error("publishing: {0}")]

@@ -4,17 +4,27 @@
 //! judged against a clock that may be wrong ([`ClockFloor`]), and the release it offers for
 //! this board chosen only if it is newer than the one running ([`choose`]).
 //!
+//! Installing ([`install`]): a release's [`bundle`] written into the root slot the box does
+//! not run from, and its boot entry ([`boot`]) written last; what happened across boots is
+//! kept in [`state`].
+//!
 //! Publishing ([`publish`], run by the `clinicbox-publish` command) is the other side: signing
 //! a release into a repository with the four TUF roles.
 
+pub mod boot;
+pub mod bundle;
 mod clock;
+mod config;
 mod error;
+pub mod install;
 pub mod publish;
 mod record;
 mod release;
+pub mod state;
 mod trust;
 
-pub use clock::ClockFloor;
+pub use clock::{ClockFloor, IMAGE_MANIFEST, release_built};
+pub use config::{BootLoader, InstallConfig};
 pub use error::UpdateError;
 pub use record::Recording;
 pub use release::{Release, choose};

@@ -83,6 +83,10 @@ pub struct UpdateConfig {
     /// Seconds between checks of the mirror while the link is up; a download that was cut
     /// is resumed at the next round. Default 21600 (6 h).
     pub check_secs: u64,
+    /// The installer's folder (`[update] state_dir`, set from there): a release it refused
+    /// because it came back to the old slot on this box is not fetched again.
+    #[serde(skip)]
+    pub installer_state_dir: PathBuf,
 }
 
 impl Default for UpdateConfig {
@@ -93,6 +97,7 @@ impl Default for UpdateConfig {
             dir: PathBuf::from("/data/uplink-update"),
             board: None,
             check_secs: 6 * 3600,
+            installer_state_dir: PathBuf::from("/data/update"),
         }
     }
 }

@@ -140,8 +140,22 @@ pub fn problems(c: &CheckIn, now_ms: u64) -> Vec<String> {
     if let Some(why) = c.update.as_deref().and_then(|u| u.strip_prefix("failed: ")) {
         p.push(format!("update failed: {why}"));
     }
+    if let Some(r) = c
+        .last_rollback
+        .as_ref()
+        .filter(|r| now_ms.saturating_sub(u64::try_from(r.at_ms).unwrap_or(0)) < ROLLBACK_RECENT_MS)
+    {
+        p.push(format!(
+            "{} rolled back: {}",
+            r.version,
+            r.reason.as_deref().unwrap_or("no reason recorded")
+        ));
+    }
     p
 }
+
+/// A rollback stays on the report this long: the admin sees it, then the next release.
+const ROLLBACK_RECENT_MS: u64 = 14 * 86_400_000;
 
 /// Every box as one line, the boxes with the most problems first, then the longest silent.
 pub fn report_table(mut boxes: Vec<CheckIn>, now_ms: u64) -> String {

@@ -43,6 +43,8 @@ pub enum StageError {
         name: String,
         have: u64,
         length: u64,
+        /// Bytes a second during this pass: what the time left is judged by.
+        per_sec: u64,
     },
 }
 
@@ -58,6 +60,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
 pub enum Staged {
     /// Nothing newer than the running release for this board.
     Nothing,
+    /// The newest release came back to the old slot on this box: it is not fetched again.
+    RolledBack(Version),
     /// The release's file is whole and verified in `staging/targets/`, its metadata in
     /// `staging/metadata/`.
     Ready(Release),
@@ -131,12 +135,16 @@ pub async fn download(
         have = 0;
     }
     if have < target.length {
+        let started = tokio::time::Instant::now();
+        let before = have;
         let have = fetch_from(http, url, &part, have, target.length, until).await?;
         if have < target.length {
+            let secs = started.elapsed().as_secs().max(1);
             return Err(StageError::Paused {
                 name: target.file.clone(),
                 have,
                 length: target.length,
+                per_sec: have.saturating_sub(before) / secs,
             });
         }
     }
@@ -217,6 +225,22 @@ async fn sha256_of(path: &Path) -> Result<[u8; 32], StageError> {
     Ok(hasher.finalize().into())
 }
 
+/// "about 3 h 10 min left at 18 KB/s": the rest of a download at this pass's rate (LTE's
+/// rate changes by the hour; it is a hint, not a promise).
+fn time_left(rest: u64, per_sec: u64) -> String {
+    if per_sec == 0 {
+        return "no progress in the last pass".into();
+    }
+    let minutes = (rest / per_sec).div_ceil(60);
+    let (h, m) = (minutes / 60, minutes % 60);
+    let when = match (h, m) {
+        (0, m) => format!("{m} min"),
+        (h, 0) => format!("{h} h"),
+        (h, m) => format!("{h} h {m} min"),
+    };
+    format!("about {when} left at {} KB/s", per_sec / 1000)
+}
+
 /// How long one pass may download before the round loop takes over again.
 const PASS_SLICE: Duration = Duration::from_secs(10 * 60);
 
@@ -229,6 +253,7 @@ pub struct Checker {
     root: Vec<u8>,
     floor: ClockFloor,
     running: Version,
+    installer_state: PathBuf,
 }
 
 impl Checker {
@@ -248,15 +273,18 @@ impl Checker {
             .map_err(|e| bad(format!("root_file {}: {e}", u.root_file.display())))?;
         let floor_file = u.dir.join("clock-floor");
         std::fs::create_dir_all(&u.dir).map_err(|e| bad(format!("{}: {e}", u.dir.display())))?;
-        let floor =
-            ClockFloor::open(&floor_file, Timestamp::UNIX_EPOCH).map_err(|e| bad(e.to_string()))?;
+        let floor = ClockFloor::open(
+            &floor_file,
+            clinicbox_update::release_built(Path::new(clinicbox_update::IMAGE_MANIFEST)),
+        )
+        .map_err(|e| bad(e.to_string()))?;
         // Redirects are followed (mirrors sit behind CDNs): what arrives is verified anyway.
         let http = crate::national::https_client(cfg)?
             .read_timeout(Duration::from_secs(cfg.request_timeout_secs.max(5)))
             .redirect(reqwest::redirect::Policy::limited(5))
             .build()
             .map_err(|e| bad(format!("cannot build the HTTPS client: {e}")))?;
-        let running = Version::parse(env!("CARGO_PKG_VERSION"))
+        let running = Version::parse(&clinicbox_process::running_release())
             .map_err(|e| bad(format!("the running version: {e}")))?;
         Ok(Some(Checker {
             http,
@@ -266,6 +294,7 @@ impl Checker {
             root,
             floor,
             running,
+            installer_state: u.installer_state_dir.clone(),
         }))
     }
 
@@ -318,6 +347,14 @@ impl Checker {
         else {
             return Ok(Staged::Nothing);
         };
+        let installer = clinicbox_update::state::State::load(&self.installer_state);
+        if installer.is_refused(&release.version.to_string()) {
+            let targets = staging.join("targets");
+            if tokio::fs::try_exists(&targets).await.unwrap_or(false) {
+                forget_other_releases(&targets, "").await?;
+            }
+            return Ok(Staged::RolledBack(release.version));
+        }
         let target = repo.target_file(&release.name)?;
         let targets = staging.join("targets");
         tokio::fs::create_dir_all(&targets)
@@ -374,11 +411,38 @@ fn clock_synchronised() -> bool {
 /// The line the status page and `--once` show for a pass.
 pub fn describe(result: &Result<Staged, StageError>) -> String {
     match result {
-        Ok(Staged::Nothing) => format!("up to date ({})", env!("CARGO_PKG_VERSION")),
+        Ok(Staged::Nothing) => format!("up to date ({})", clinicbox_process::running_release()),
         Ok(Staged::Ready(r)) => format!("{} downloaded and verified, ready to install", r.version),
-        Err(StageError::Paused { have, length, .. }) => {
-            format!("downloading: {} of {} MiB", have >> 20, length >> 20)
-        }
+        Ok(Staged::RolledBack(v)) => format!(
+            "{v} came back to the old slot on this box; waiting for a newer release ({} runs)",
+            clinicbox_process::running_release()
+        ),
+        Err(StageError::Paused {
+            have,
+            length,
+            per_sec,
+            ..
+        }) => format!(
+            "downloading: {} of {} MiB, {}",
+            have >> 20,
+            length >> 20,
+            time_left(length - have, *per_sec)
+        ),
         Err(e) => format!("failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_left;
+
+    #[test]
+    fn the_time_left_is_said_at_this_pass_s_rate() {
+        assert_eq!(
+            time_left(200 << 20, 18_000),
+            "about 3 h 15 min left at 18 KB/s"
+        );
+        assert_eq!(time_left(90_000, 1_000), "about 2 min left at 1 KB/s");
+        assert_eq!(time_left(1 << 20, 0), "no progress in the last pass");
     }
 }

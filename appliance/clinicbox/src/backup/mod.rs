@@ -260,7 +260,7 @@ fn backup_with(
         box_name: box_name.to_string(),
         created_ms: snap.at_ms,
         last_seq: snap.last_seq,
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: clinicbox_process::running_release(),
         files: Vec::new(),
     };
     let name = file_name(&snap.box_id, snap.at_ms);

@@ -1,8 +1,12 @@
 //! `clinicbox-publish`: signs releases into a TUF repository, on the release machine.
 //!
 //!     clinicbox-publish init --repo DIR --keys DIR [--root-keys 3 --threshold 2]
+//!     clinicbox-publish bundle --board nuc --version 0.2.0 --root ROOT.ext4 \
+//!         --boot vmlinuz --boot initrd.img --cmdline "console=ttyS0" --out FILE
 //!     clinicbox-publish add --repo DIR --keys DIR --file BUNDLE --board nuc --version 0.2.0
 //!
+//! `bundle` packs a release's root image and boot files into the file `add` signs
+//! (`clinicbox_update::bundle`); `./build.sh bundle` runs both on a built image.
 //! `init` makes the keys that are missing and the repository's first root, whose path it
 //! prints: that file is what a release ships as its trusted root (`[uplink.update]
 //! root_file`). `add` signs a release in with the online keys (targets, snapshot, timestamp);
@@ -12,6 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use clinicbox_update::bundle::{self, Contents};
 use clinicbox_update::publish::{self, Expiry, Keys};
 use jiff::{SignedDuration, Timestamp};
 
@@ -40,6 +45,24 @@ enum Command {
         /// Days until the root expires (a new root must be signed before then).
         #[arg(long, default_value_t = 365)]
         root_days: i64,
+    },
+    /// Packs a release's root image and boot files into one bundle file.
+    Bundle {
+        #[arg(long)]
+        board: String,
+        #[arg(long)]
+        version: semver::Version,
+        /// The root file system image (the slot's bytes).
+        #[arg(long)]
+        root: PathBuf,
+        /// A boot file (kernel, initrd), kept under its file name; repeat for each.
+        #[arg(long, required = true)]
+        boot: Vec<PathBuf>,
+        /// The kernel command line besides the slot's root and name.
+        #[arg(long, default_value = "")]
+        cmdline: String,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Signs a release in: new targets, snapshot and timestamp.
     Add {
@@ -83,6 +106,31 @@ fn main() -> anyhow::Result<()> {
                 .block_on(publish::create(&cli.repo, &keys, now + days(root_days)))
                 .context("creating the repository")?;
             println!("{}", root.display());
+        }
+        Command::Bundle {
+            board,
+            version,
+            root,
+            boot,
+            cmdline,
+            out,
+        } => {
+            let contents = Contents {
+                board,
+                version,
+                cmdline,
+                root,
+                boot,
+            };
+            let manifest = bundle::write(&contents, &out).context("packing the bundle")?;
+            eprintln!(
+                "bundle {} {}: root {} bytes, {} boot files",
+                manifest.board,
+                manifest.version,
+                manifest.root.bytes,
+                manifest.boot.len()
+            );
+            println!("{}", out.display());
         }
         Command::Add {
             file,

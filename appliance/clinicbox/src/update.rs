@@ -1,0 +1,215 @@
+//! `clinicbox update`: the root one-shot that installs releases (clinicbox-update.service,
+//! with no network). It trusts nothing the uplink decided: the staged folder, or a USB
+//! stick's `clinicbox-update/`, is verified again against the installer's own metadata.
+//! After a healthy boot, the boot check (image/scripts/mark-good) calls `booted`, which
+//! records a rollback of the other slot with the reason its trial boots left on the ESP.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clinicbox_update::boot::{Disks, Slot, SystemdBoot};
+use clinicbox_update::install::{self, Layout, Outcome, Request};
+use clinicbox_update::state::State;
+use clinicbox_update::{BootLoader, ClockFloor, IMAGE_MANIFEST, release_built};
+use jiff::Timestamp;
+
+use crate::config::Config;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum UpdateCommand {
+    /// Verify a repository folder and write its newest release for this board into the other
+    /// slot; prints what it did last.
+    Install {
+        /// The repository folder (`metadata/`, `targets/`). Default: what the uplink staged
+        /// (`[uplink.update] dir`/staging).
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+        /// When to restart into the release once it is written: `now`, `window` (only inside
+        /// `[update] reboot_hours`) or `never`.
+        #[arg(long, value_enum, default_value_t = RebootWhen::Never)]
+        reboot: RebootWhen,
+    },
+    /// After a healthy boot: record a rollback of the other slot, if one happened.
+    Booted,
+    /// Print the installer's state (`state.json`).
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RebootWhen {
+    Now,
+    Window,
+    Never,
+}
+
+pub fn run(cfg: &Config, cmd: UpdateCommand) -> anyhow::Result<()> {
+    let u = &cfg.update;
+    match cmd {
+        UpdateCommand::Install { from, reboot } => {
+            let from = from.unwrap_or_else(|| cfg.uplink.update.dir.join("staging"));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let outcome = rt.block_on(install_from(cfg, &from))?;
+            let ready = match &outcome {
+                Outcome::Nothing => {
+                    println!("nothing newer to install from {}", from.display());
+                    return Ok(());
+                }
+                Outcome::Refused(v) => {
+                    println!(
+                        "{v} came back to the old slot on this box before: not installed again"
+                    );
+                    return Ok(());
+                }
+                Outcome::Ready(i) => {
+                    println!(
+                        "{} is already in slot {} ({})",
+                        i.version,
+                        i.slot,
+                        i.entry.display()
+                    );
+                    i
+                }
+                Outcome::Installed(i) => {
+                    println!(
+                        "installed {} into slot {} ({})",
+                        i.version,
+                        i.slot,
+                        i.entry.display()
+                    );
+                    i
+                }
+            };
+            restart(u, reboot, &ready.version)
+        }
+        UpdateCommand::Booted => {
+            let boot = systemd_boot(u)?;
+            let slot = Slot::running()?;
+            let other = boot.entries(slot.other())?;
+            let mut state = State::load(&u.state_dir);
+            let version = clinicbox_process::running_release();
+            if let Some((v, reason)) = boot.take_trial_note(slot.other())? {
+                state.trial_failed(&v, slot.other(), &reason, now_ms());
+            }
+            // This slot was healthy in the end: a note from an earlier try of it is old news.
+            boot.take_trial_note(slot)?;
+            if state.after_healthy_boot(slot, &version, &other, now_ms()) {
+                state.save(&u.state_dir)?;
+            }
+            match &state.last_rollback {
+                Some(r) => println!(
+                    "running {version} in slot {slot}; last rollback: {} in slot {}: {}",
+                    r.version,
+                    r.slot.to_uppercase(),
+                    r.reason.as_deref().unwrap_or("-")
+                ),
+                None => println!("running {version} in slot {slot}; no rollback"),
+            }
+            Ok(())
+        }
+        UpdateCommand::Status => {
+            let state = State::load(&u.state_dir);
+            println!("{}", serde_json::to_string_pretty(&state)?);
+            Ok(())
+        }
+    }
+}
+
+fn systemd_boot(u: &clinicbox_update::InstallConfig) -> anyhow::Result<SystemdBoot> {
+    match u.boot {
+        Some(BootLoader::SystemdBoot) => Ok(SystemdBoot {
+            esp: u.esp.clone(),
+            tries: u.tries,
+        }),
+        None => bail!("[update] boot is not set: this box has no A/B root slots to install into"),
+    }
+}
+
+async fn install_from(cfg: &Config, from: &Path) -> anyhow::Result<Outcome> {
+    let u = &cfg.update;
+    let layout = Layout {
+        boot: systemd_boot(u)?,
+        disks: Disks {
+            links: u.disks.clone(),
+        },
+    };
+    let board = cfg
+        .uplink
+        .update
+        .board
+        .as_deref()
+        .context("[uplink.update] board is not set: which board's releases to install")?;
+    let root_file = &cfg.uplink.update.root_file;
+    let shipped_root = std::fs::read(root_file)
+        .with_context(|| format!("the trusted root {}", root_file.display()))?;
+    let running: semver::Version = clinicbox_process::running_release()
+        .parse()
+        .context("the running release's version")?;
+    let now = judged_now(cfg)?;
+    let req = Request {
+        from,
+        board,
+        running: &running,
+        running_slot: Slot::running()?,
+        shipped_root: &shipped_root,
+        now,
+        layout: &layout,
+        state_dir: &u.state_dir,
+    };
+    Ok(install::from_folder(req).await?)
+}
+
+/// The time expiry is judged by: the installer's own clock floor (raised only from a
+/// synchronised clock), or the uplink's when that is later (what national's clock said). The
+/// uplink's floor is taken for this run and never kept: a compromised uplink could only make
+/// metadata look expired, and not for good.
+fn judged_now(cfg: &Config) -> anyhow::Result<Timestamp> {
+    let built = release_built(Path::new(IMAGE_MANIFEST));
+    std::fs::create_dir_all(&cfg.update.state_dir)?;
+    let mut floor = ClockFloor::open(&cfg.update.state_dir.join("clock-floor"), built)?;
+    let synchronised = Path::new("/run/systemd/timesync/synchronized").exists();
+    let system = Timestamp::now();
+    if synchronised {
+        floor.raise(system)?;
+    }
+    let uplink = ClockFloor::open(&cfg.uplink.update.dir.join("clock-floor"), built)
+        .map_or(built, |f| f.floor());
+    Ok(floor.now(system, synchronised).max(uplink))
+}
+
+fn restart(
+    u: &clinicbox_update::InstallConfig,
+    when: RebootWhen,
+    version: &str,
+) -> anyhow::Result<()> {
+    let hour = jiff::Zoned::now().hour() as u8;
+    let go = match when {
+        RebootWhen::Now => true,
+        RebootWhen::Window => u.may_reboot_at(hour),
+        RebootWhen::Never => false,
+    };
+    if !go {
+        let [start, end] = u.reboot_hours;
+        match when {
+            RebootWhen::Never => println!("{version} boots at the next restart"),
+            _ => println!(
+                "{version} boots at the next restart (the box restarts for it between {start}:00 and {end}:00)"
+            ),
+        }
+        return Ok(());
+    }
+    println!("restarting into {version}");
+    let status = std::process::Command::new("systemctl")
+        .arg("reboot")
+        .status()
+        .context("systemctl reboot")?;
+    if !status.success() {
+        bail!("systemctl reboot: {status}");
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    Timestamp::now().as_millisecond()
+}

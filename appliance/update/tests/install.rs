@@ -1,0 +1,281 @@
+//! A release installed from a repository folder into the other slot of a box made of files:
+//! the slots are files behind `/dev/disk`-style links, the ESP a folder. What is written,
+//! what is refused before anything is, and what a bad bundle leaves bootable.
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use clinicbox_update::boot::{Disks, Slot, SystemdBoot};
+use clinicbox_update::bundle::{self, Contents};
+use clinicbox_update::install::{self, Layout, Outcome, Request};
+use clinicbox_update::publish::{self, Expiry, Keys};
+use clinicbox_update::state::State;
+use jiff::{SignedDuration, Timestamp};
+use semver::Version;
+
+const DAY: SignedDuration = SignedDuration::from_hours(24);
+const SLOT_BYTES: u64 = 4 << 20;
+const UUID_A: &str = "0c11cb0c-5e00-4b1d-9a9e-00000000000a";
+const UUID_B: &str = "0c11cb0c-5e00-4b1d-9a9e-00000000000b";
+const SLOT_A_ENTRY: &str = "title ClinicBox 0.1.0 (slot A)\nsort-key clinicbox\nversion 0.1.0\n";
+
+struct BoxOnFiles {
+    dir: tempfile::TempDir,
+    keys: Keys,
+    shipped_root: Vec<u8>,
+    layout: Layout,
+}
+
+impl BoxOnFiles {
+    async fn new() -> BoxOnFiles {
+        let dir = tempfile::tempdir().expect("dir");
+        let d = dir.path();
+        let keys = Keys::generate(&d.join("keys"), 1, 1).expect("keys");
+        let root = publish::create(&d.join("repo"), &keys, Timestamp::now() + 365 * DAY)
+            .await
+            .expect("create");
+        let shipped_root = std::fs::read(root).expect("root");
+        for (slot, uuid) in [("a", UUID_A), ("b", UUID_B)] {
+            let img = d.join(format!("slot-{slot}.img"));
+            std::fs::write(&img, vec![0xEE; SLOT_BYTES as usize]).expect("slot");
+            for (dir, name) in [
+                ("by-partlabel", format!("root-{slot}")),
+                ("by-partuuid", uuid.to_owned()),
+            ] {
+                std::fs::create_dir_all(d.join("disk").join(dir)).expect("links");
+                symlink(&img, d.join("disk").join(dir).join(name)).expect("link");
+            }
+        }
+        let entries = d.join("esp/loader/entries");
+        std::fs::create_dir_all(&entries).expect("esp");
+        std::fs::write(entries.join("clinicbox-a.conf"), SLOT_A_ENTRY).expect("entry a");
+        let layout = Layout {
+            boot: SystemdBoot {
+                esp: d.join("esp"),
+                tries: 3,
+            },
+            disks: Disks {
+                links: d.join("disk"),
+            },
+        };
+        BoxOnFiles {
+            dir,
+            keys,
+            shipped_root,
+            layout,
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// A bundle of `board`/`version` with a root image of `root_bytes`, signed into the
+    /// repository as `signed_board`.
+    async fn publish(&self, board: &str, signed_board: &str, version: &str, root_bytes: usize) {
+        let d = self.path("parts");
+        std::fs::create_dir_all(&d).expect("parts");
+        let root: Vec<u8> = (0..root_bytes).map(|i| (i * 7 % 253) as u8).collect();
+        std::fs::write(d.join("root.ext4"), &root).expect("root");
+        std::fs::write(d.join("vmlinuz"), format!("kernel {version}")).expect("kernel");
+        std::fs::write(d.join("initrd.img"), format!("initrd {version}")).expect("initrd");
+        let v: Version = version.parse().expect("version");
+        let contents = Contents {
+            board: board.into(),
+            version: v.clone(),
+            cmdline: "console=ttyS0 panic=10".into(),
+            root: d.join("root.ext4"),
+            boot: vec![d.join("vmlinuz"), d.join("initrd.img")],
+        };
+        let file = self.path("release.bundle");
+        bundle::write(&contents, &file).expect("bundle");
+        let now = Timestamp::now();
+        let expiry = Expiry {
+            targets: now + 30 * DAY,
+            snapshot: now + 30 * DAY,
+            timestamp: now + 7 * DAY,
+        };
+        publish::add_release(
+            &self.path("repo"),
+            &self.keys,
+            &file,
+            signed_board,
+            &v,
+            expiry,
+        )
+        .await
+        .expect("publish");
+    }
+
+    async fn install(&self) -> Result<Outcome, clinicbox_update::UpdateError> {
+        let running: Version = "0.1.0".parse().expect("running");
+        let repo = self.path("repo");
+        let state = self.path("state");
+        install::from_folder(Request {
+            from: &repo,
+            board: "nuc",
+            running: &running,
+            running_slot: Slot::A,
+            shipped_root: &self.shipped_root,
+            now: Timestamp::now(),
+            layout: &self.layout,
+            state_dir: &state,
+        })
+        .await
+    }
+
+    fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path("esp/loader/entries"))
+            .expect("entries")
+            .map(|e| e.expect("entry").file_name().into_string().expect("name"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn slot_b(&self) -> Vec<u8> {
+        std::fs::read(self.path("slot-b.img")).expect("slot b")
+    }
+
+    /// Flips one byte in the middle of the signed bundle in the repository's targets.
+    fn tamper_target(&self) {
+        let targets = self.path("repo/targets");
+        let file = std::fs::read_dir(&targets)
+            .expect("targets")
+            .map(|e| e.expect("entry").path())
+            .find(|p| p.extension().is_some_and(|x| x == "bundle"))
+            .expect("a bundle");
+        let mut bytes = std::fs::read(&file).expect("read");
+        let at = bytes.len() - 2_000;
+        bytes[at] ^= 0xFF;
+        std::fs::remove_file(&file).expect("unlink");
+        std::fs::write(&file, bytes).expect("write");
+    }
+}
+
+#[tokio::test]
+async fn a_release_is_written_into_the_other_slot_and_its_entry_last() {
+    let b = BoxOnFiles::new().await;
+    b.publish("nuc", "nuc", "0.2.0", 1_000_000).await;
+    let Outcome::Installed(done) = b.install().await.expect("install") else {
+        panic!("nothing installed");
+    };
+    assert_eq!((done.slot, done.version.as_str()), (Slot::B, "0.2.0"));
+    assert_eq!(b.entries(), ["clinicbox-a.conf", "clinicbox-b+3.conf"]);
+    let entry = std::fs::read_to_string(&done.entry).expect("entry");
+    assert!(
+        entry.contains("sort-key   clinicbox\nversion    0.2.0\n"),
+        "{entry}"
+    );
+    assert!(
+        entry.contains("linux      /clinicbox/b/vmlinuz\ninitrd     /clinicbox/b/initrd.img\n"),
+        "{entry}"
+    );
+    assert!(
+        entry.contains(&format!(
+            "options    root=PARTUUID={UUID_B} ro clinicbox.slot=b console=ttyS0 panic=10"
+        )),
+        "{entry}"
+    );
+    let kernel = std::fs::read(b.path("esp/clinicbox/b/vmlinuz")).expect("kernel");
+    assert_eq!(kernel, b"kernel 0.2.0");
+    let written = b.slot_b();
+    assert_eq!(
+        written[..1_000_000],
+        std::fs::read(b.path("parts/root.ext4")).expect("root")[..]
+    );
+    assert_eq!(
+        written.len() as u64,
+        SLOT_BYTES,
+        "the slot is written in place, not replaced"
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.path("esp/loader/entries/clinicbox-a.conf")).expect("a"),
+        SLOT_A_ENTRY
+    );
+    let state = State::load(&b.path("state"));
+    assert_eq!(
+        state.installed.map(|r| (r.version, r.slot)),
+        Some(("0.2.0".into(), "b".into()))
+    );
+
+    // Asked again (the next timer run in the window): nothing is written twice.
+    let again = b.install().await.expect("again");
+    assert!(
+        matches!(again, Outcome::Ready(ref i) if i.version == "0.2.0"),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_bundle_that_breaks_while_it_is_written_leaves_only_the_running_slot_bootable() {
+    let b = BoxOnFiles::new().await;
+    std::fs::write(
+        b.path("esp/loader/entries/clinicbox-b.conf"),
+        "version 0.0.9\n",
+    )
+    .expect("old b");
+    b.publish("nuc", "nuc", "0.2.0", 1_000_000).await;
+    b.tamper_target();
+    let e = b.install().await.expect_err("tampered");
+    assert!(
+        e.to_string().contains("does not match") || e.to_string().contains("bundle"),
+        "{e}"
+    );
+    // Slot B's old entry went before its slot was touched; nothing bootable points at it.
+    assert_eq!(b.entries(), ["clinicbox-a.conf"]);
+    assert!(State::load(&b.path("state")).installed.is_none());
+}
+
+#[tokio::test]
+async fn a_bundle_for_another_board_or_too_large_is_refused_before_anything_is_written() {
+    let b = BoxOnFiles::new().await;
+    std::fs::write(
+        b.path("esp/loader/entries/clinicbox-b.conf"),
+        "version 0.0.9\n",
+    )
+    .expect("old b");
+    // Signed as a NUC release, but its own manifest says pi4.
+    b.publish("pi4", "nuc", "0.2.0", 1_000).await;
+    let e = b.install().await.expect_err("another board");
+    assert!(e.to_string().contains("signed as nuc 0.2.0"), "{e}");
+    assert_eq!(b.entries(), ["clinicbox-a.conf", "clinicbox-b.conf"]);
+    assert!(b.slot_b().iter().all(|&x| x == 0xEE), "slot B untouched");
+
+    b.publish("nuc", "nuc", "0.3.0", SLOT_BYTES as usize + 1)
+        .await;
+    let e = b.install().await.expect_err("too large");
+    assert!(e.to_string().contains("slot B holds"), "{e}");
+    assert_eq!(b.entries(), ["clinicbox-a.conf", "clinicbox-b.conf"]);
+}
+
+#[tokio::test]
+async fn a_release_that_rolled_back_here_is_not_installed_again() {
+    let b = BoxOnFiles::new().await;
+    b.publish("nuc", "nuc", "0.2.0", 1_000).await;
+    let state_dir = b.path("state");
+    let state = State {
+        refused: vec!["0.2.0".into()],
+        ..State::default()
+    };
+    state.save(&state_dir).expect("state");
+    let outcome = b.install().await.expect("install");
+    assert_eq!(outcome, Outcome::Refused("0.2.0".parse().expect("v")));
+    assert!(b.slot_b().iter().all(|&x| x == 0xEE));
+    assert!(!Path::new(&b.path("esp/clinicbox/b")).exists());
+}
+
+#[tokio::test]
+async fn a_release_whose_entry_used_up_its_tries_is_not_installed_again_before_it_is_recorded() {
+    let b = BoxOnFiles::new().await;
+    b.publish("nuc", "nuc", "0.2.0", 1_000).await;
+    // Booted back from slot B a moment ago; the boot check has not run yet.
+    std::fs::write(
+        b.path("esp/loader/entries/clinicbox-b+0-3.conf"),
+        "version 0.2.0\n",
+    )
+    .expect("bad b");
+    let outcome = b.install().await.expect("install");
+    assert_eq!(outcome, Outcome::Refused("0.2.0".parse().expect("v")));
+    assert_eq!(b.entries(), ["clinicbox-a.conf", "clinicbox-b+0-3.conf"]);
+}
