@@ -71,13 +71,21 @@ pub enum Outcome {
 }
 
 /// Verifies the repository in `req.from` against the installer's own trusted metadata (never
-/// the uplink's), chooses the newest release for the board and writes it into the other
-/// slot, unless that slot holds it already.
+/// the uplink's), chooses the newest release for the board that the folder holds (the uplink
+/// stages one release, a remote admin's pin rather than the newest) and writes it into the
+/// other slot, unless that slot holds it already.
 pub async fn from_folder(req: Request<'_>) -> Result<Outcome, UpdateError> {
     let source = Source::folder(req.from)?;
     let trusted = req.state_dir.join("trusted");
     let repo = crate::verify(&source, &trusted, req.shipped_root, req.now).await?;
-    let Some(release) = crate::choose(&repo, req.board, req.running, None)? else {
+    let held = |r: &Release| {
+        repo.target_file(&r.name)
+            .is_ok_and(|t| req.from.join("targets").join(t.file).is_file())
+    };
+    let Some(release) = crate::newer(&repo, req.board, req.running)
+        .into_iter()
+        .find(held)
+    else {
         return Ok(Outcome::Nothing);
     };
     let mut state = State::load(req.state_dir);

@@ -27,5 +27,5 @@ pub use clock::{ClockFloor, IMAGE_MANIFEST, release_built};
 pub use config::{BootLoader, InstallConfig};
 pub use error::UpdateError;
 pub use record::Recording;
-pub use release::{Release, choose};
+pub use release::{Release, choose, newer};
 pub use trust::{MAX_METADATA_BYTES, Source, TargetFile, Verified, verify, verify_with};

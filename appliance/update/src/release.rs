@@ -41,6 +41,25 @@ impl Release {
     }
 }
 
+/// Every release offered to `board`, the oldest first.
+fn offered(repo: &Verified, board: &str) -> Vec<Release> {
+    let mut offered: Vec<Release> = repo
+        .targets()
+        .filter_map(|(name, t)| Release::from_target(name.raw(), t).ok())
+        .filter(|r| r.board == board)
+        .collect();
+    offered.sort_by(|a, b| a.version.cmp(&b.version));
+    offered
+}
+
+/// Every release offered to `board` newer than `running`, the newest first.
+pub fn newer(repo: &Verified, board: &str, running: &Version) -> Vec<Release> {
+    let mut newer = offered(repo, board);
+    newer.retain(|r| &r.version > running);
+    newer.reverse();
+    newer
+}
+
 /// The release to install on `board`, running `running`: the one `wanted` (a remote admin's
 /// pin), or else the newest. `None` when nothing newer is offered or the wanted one runs
 /// already; an error when the wanted one is older (a downgrade is never installed) or not
@@ -51,12 +70,7 @@ pub fn choose(
     running: &Version,
     wanted: Option<&Version>,
 ) -> Result<Option<Release>, UpdateError> {
-    let mut offered: Vec<Release> = repo
-        .targets()
-        .filter_map(|(name, t)| Release::from_target(name.raw(), t).ok())
-        .filter(|r| r.board == board)
-        .collect();
-    offered.sort_by(|a, b| a.version.cmp(&b.version));
+    let mut offered = offered(repo, board);
     let pick = match wanted {
         Some(v) if v == running => None,
         Some(v) => Some(

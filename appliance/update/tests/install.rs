@@ -279,3 +279,22 @@ async fn a_release_whose_entry_used_up_its_tries_is_not_installed_again_before_i
     assert_eq!(outcome, Outcome::Refused("0.2.0".parse().expect("v")));
     assert_eq!(b.entries(), ["clinicbox-a.conf", "clinicbox-b+0-3.conf"]);
 }
+
+#[tokio::test]
+async fn the_newest_release_the_folder_holds_is_installed() {
+    // The uplink staged 0.2.0 (a remote admin's pin) from metadata that also lists 0.3.0.
+    let b = BoxOnFiles::new().await;
+    b.publish("nuc", "nuc", "0.2.0", 1_000).await;
+    b.publish("nuc", "nuc", "0.3.0", 1_000).await;
+    let targets = b.path("repo/targets");
+    for e in std::fs::read_dir(&targets).expect("targets") {
+        let p = e.expect("entry").path();
+        if p.to_string_lossy().ends_with("-0.3.0.bundle") {
+            std::fs::remove_file(p).expect("unlink");
+        }
+    }
+    let Outcome::Installed(done) = b.install().await.expect("install") else {
+        panic!("nothing installed");
+    };
+    assert_eq!(done.version, "0.2.0");
+}
