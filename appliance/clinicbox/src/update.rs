@@ -168,7 +168,7 @@ fn judged_now(cfg: &Config) -> anyhow::Result<Timestamp> {
     let built = release_built(Path::new(IMAGE_MANIFEST));
     std::fs::create_dir_all(&cfg.update.state_dir)?;
     let mut floor = ClockFloor::open(&cfg.update.state_dir.join("clock-floor"), built)?;
-    let synchronised = Path::new("/run/systemd/timesync/synchronized").exists();
+    let synchronised = clinicbox_update::clock_synchronised();
     let system = Timestamp::now();
     if synchronised {
         floor.raise(system)?;

@@ -77,6 +77,11 @@ impl ClockFloor {
     }
 }
 
+/// Whether systemd-timesyncd has synchronised the clock since boot.
+pub fn clock_synchronised() -> bool {
+    Path::new("/run/systemd/timesync/synchronized").exists()
+}
+
 /// Where an image says when it was built (`"built"`, written by image/build/customise.sh).
 pub const IMAGE_MANIFEST: &str = "/usr/share/clinicbox/manifest.json";
 

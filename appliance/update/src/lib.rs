@@ -23,7 +23,7 @@ mod release;
 pub mod state;
 mod trust;
 
-pub use clock::{ClockFloor, IMAGE_MANIFEST, release_built};
+pub use clock::{ClockFloor, IMAGE_MANIFEST, clock_synchronised, release_built};
 pub use config::{BootLoader, InstallConfig};
 pub use error::UpdateError;
 pub use record::Recording;

@@ -309,7 +309,9 @@ impl Checker {
         if let Some(t) = national_now {
             self.floor.raise(t)?;
         }
-        let now = self.floor.now(Timestamp::now(), clock_synchronised());
+        let now = self
+            .floor
+            .now(Timestamp::now(), clinicbox_update::clock_synchronised());
         let until = tokio::time::Instant::now() + PASS_SLICE;
         // The download stops itself at `until`; this bounds the rest too (a mirror that
         // trickles its metadata).
@@ -401,11 +403,6 @@ pub fn wanted_from(summary: &crate::RoundSummary) -> Option<Option<Version>> {
             .as_deref()
             .and_then(|v| Version::parse(v).ok()),
     )
-}
-
-/// Whether systemd-timesyncd has synchronised the clock since boot.
-fn clock_synchronised() -> bool {
-    Path::new("/run/systemd/timesync/synchronized").exists()
 }
 
 /// The line the status page and `--once` show for a pass.
