@@ -18,7 +18,7 @@ use serde_json::Value;
 use tough::editor::RepositoryEditor;
 use tough::editor::signed::{PathExists, SignedRole};
 use tough::key_source::{KeySource, LocalKeySource};
-use tough::schema::{KeyHolder, RoleKeys, RoleType, Root, Target};
+use tough::schema::{KeyHolder, RoleKeys, RoleType, Root, Signed, Target};
 use tough::sign::Sign;
 use tough::{ExpirationEnforcement, FilesystemTransport, RepositoryLoader};
 
@@ -47,6 +47,15 @@ impl Keys {
             snapshot: dir.join("snapshot.pk8"),
             timestamp: dir.join("timestamp.pk8"),
         }
+    }
+
+    /// The keys in `dir` with every `root-N.pk8` it holds (N from 1 up, until one is missing):
+    /// the current keys a rotation signs the new root with.
+    pub fn present(dir: &Path) -> Keys {
+        let count = (1..)
+            .take_while(|i| dir.join(format!("root-{i}.pk8")).exists())
+            .count();
+        Keys::in_folder(dir, count, 1)
     }
 
     /// Makes a new key for every file of [`Keys::in_folder`] that does not exist yet.
@@ -97,11 +106,82 @@ pub async fn create(
     keys: &Keys,
     root_expires: Timestamp,
 ) -> Result<PathBuf, UpdateError> {
+    let root = root_of(keys, NonZeroU64::MIN, root_expires)?;
+    let signed = sign_root(root, keys, None).await?;
+    let metadata = repo.join("metadata");
+    signed.write(&metadata, true).await.map_err(publish_error)?;
+    std::fs::create_dir_all(repo.join("targets")).map_err(UpdateError::io(repo))?;
+    Ok(metadata.join("1.root.json"))
+}
+
+/// Rotates keys: a root one version up naming `new`'s keys, signed by the threshold of the
+/// current root's keys (`old`) and of its own, so a box that trusts the current root accepts
+/// it; then targets, snapshot and timestamp re-signed with `new`'s online keys, one version
+/// up. Keys `new` shares with `old` (same files copied over) stay. Returns the new root's path.
+pub async fn rotate(
+    repo: &Path,
+    old: &Keys,
+    new: &Keys,
+    root_expires: Timestamp,
+    expiry: Expiry,
+) -> Result<PathBuf, UpdateError> {
+    let metadata = repo.join("metadata");
+    // Loaded before the new root is written: the roles still verify against the old one.
+    let current = existing(repo).await?;
+    let old_root_path = latest_root(&metadata)?;
+    let old_root: Signed<Root> = read_json(&old_root_path)?;
+    let version = old_root.signed.version.saturating_add(1);
+    let root = root_of(new, version, root_expires)?;
+    let signed = sign_root(root, new, Some((&old_root.signed, old))).await?;
+    signed.write(&metadata, true).await.map_err(publish_error)?;
+    let new_root_path = metadata.join(format!("{version}.root.json"));
+    if let Some(current) = current {
+        let next = current.timestamp().signed.version.saturating_add(1);
+        let editor = RepositoryEditor::from_repo(&new_root_path, current)
+            .await
+            .map_err(publish_error)?;
+        resign(editor, new, next, expiry)
+            .await?
+            .write(&metadata)
+            .await
+            .map_err(publish_error)?;
+    }
+    Ok(new_root_path)
+}
+
+/// Re-signs the timestamp alone, one version up and expiring at `expires`, with only the
+/// timestamp key (the one a publishing machine keeps online): the snapshot and targets it
+/// names stay as they are. Returns the timestamp's new version.
+pub async fn refresh_timestamp(
+    repo: &Path,
+    timestamp_key: &Path,
+    expires: Timestamp,
+) -> Result<u64, UpdateError> {
+    let current = existing(repo)
+        .await?
+        .ok_or_else(|| UpdateError::Publish(format!("nothing published in {}", repo.display())))?;
+    let mut timestamp = current.timestamp().signed.clone();
+    timestamp.version = timestamp.version.saturating_add(1);
+    timestamp.expires = expires;
+    let holder = KeyHolder::Root(current.root().signed.clone());
+    let keys = Keys::sources([&timestamp_key.to_path_buf()]);
+    let signed = SignedRole::new(timestamp, &holder, &keys, &SystemRandom::new())
+        .await
+        .map_err(publish_error)?;
+    // Whole or not at all: a mirror serves this file while it is replaced.
+    let path = repo.join("metadata").join("timestamp.json");
+    clinicbox_process::write_atomic(&path, signed.buffer(), 0o644)
+        .map_err(UpdateError::io(&path))?;
+    Ok(signed.signed().signed.version.get())
+}
+
+/// A root naming `keys`: the root keys with their threshold, one key each for the others.
+fn root_of(keys: &Keys, version: NonZeroU64, expires: Timestamp) -> Result<Root, UpdateError> {
     let mut root = Root {
         spec_version: "1.0.0".to_owned(),
         consistent_snapshot: true,
-        version: NonZeroU64::MIN,
-        expires: root_expires,
+        version,
+        expires,
         keys: Default::default(),
         roles: Default::default(),
         _extra: Default::default(),
@@ -140,19 +220,56 @@ pub async fn create(
             },
         );
     }
-    let holder = KeyHolder::Root(root.clone());
-    let signed = SignedRole::new(
-        root,
-        &holder,
-        &Keys::sources(&keys.root),
-        &SystemRandom::new(),
-    )
-    .await
-    .map_err(publish_error)?;
-    let metadata = repo.join("metadata");
-    signed.write(&metadata, true).await.map_err(publish_error)?;
-    std::fs::create_dir_all(repo.join("targets")).map_err(UpdateError::io(repo))?;
-    Ok(metadata.join("1.root.json"))
+    Ok(root)
+}
+
+/// Signs `root` with its own root keys and, for a rotation, with the previous root's: each
+/// side must reach its threshold (tough leaves that check to the caller for a root).
+async fn sign_root(
+    root: Root,
+    keys: &Keys,
+    previous: Option<(&Root, &Keys)>,
+) -> Result<SignedRole<Root>, UpdateError> {
+    let rng = SystemRandom::new();
+    let own = KeyHolder::Root(root.clone());
+    let mut signed = SignedRole::new(root.clone(), &own, &Keys::sources(&keys.root), &rng)
+        .await
+        .map_err(publish_error)?;
+    enough("the new root", &root, signed.signed().signatures.len())?;
+    if let Some((old_root, old_keys)) = previous {
+        let holder = KeyHolder::Root(old_root.clone());
+        let by_old = SignedRole::new(root, &holder, &Keys::sources(&old_keys.root), &rng)
+            .await
+            .map_err(publish_error)?;
+        enough(
+            "the current root",
+            old_root,
+            by_old.signed().signatures.len(),
+        )?;
+        signed = signed
+            .add_old_signatures(by_old.signed().signatures.clone())
+            .map_err(publish_error)?;
+    }
+    Ok(signed)
+}
+
+fn enough(whose: &str, root: &Root, signatures: usize) -> Result<(), UpdateError> {
+    let threshold = root
+        .roles
+        .get(&RoleType::Root)
+        .map_or(1, |r| r.threshold.get());
+    if (signatures as u64) < threshold {
+        return Err(UpdateError::Publish(format!(
+            "{whose} needs {threshold} of its root keys; {signatures} found"
+        )));
+    }
+    Ok(())
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, UpdateError> {
+    let bytes = std::fs::read(path).map_err(UpdateError::io(path))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| UpdateError::Publish(format!("{}: {e}", path.display())))
 }
 
 /// Signs `bundle` into `repo` as `board`'s release `version`: a new targets, snapshot and
@@ -189,16 +306,7 @@ pub async fn add_release(
     editor
         .add_target(name.as_str(), target)
         .map_err(publish_error)?;
-    editor.targets_version(next).map_err(publish_error)?;
-    editor
-        .targets_expires(expiry.targets)
-        .map_err(publish_error)?;
-    editor
-        .snapshot_version(next)
-        .snapshot_expires(expiry.snapshot)
-        .timestamp_version(next)
-        .timestamp_expires(expiry.timestamp);
-    let signed = editor.sign(&keys.online()).await.map_err(publish_error)?;
+    let signed = resign(editor, keys, next, expiry).await?;
     let target_name = tough::TargetName::new(name.as_str()).map_err(publish_error)?;
     signed
         .copy_target(
@@ -211,6 +319,25 @@ pub async fn add_release(
         .map_err(publish_error)?;
     signed.write(&metadata).await.map_err(publish_error)?;
     Ok(name)
+}
+
+/// Targets, snapshot and timestamp signed at version `next` with `keys`' online keys.
+async fn resign(
+    mut editor: RepositoryEditor,
+    keys: &Keys,
+    next: NonZeroU64,
+    expiry: Expiry,
+) -> Result<tough::editor::signed::SignedRepository, UpdateError> {
+    editor.targets_version(next).map_err(publish_error)?;
+    editor
+        .targets_expires(expiry.targets)
+        .map_err(publish_error)?;
+    editor
+        .snapshot_version(next)
+        .snapshot_expires(expiry.snapshot)
+        .timestamp_version(next)
+        .timestamp_expires(expiry.timestamp);
+    editor.sign(&keys.online()).await.map_err(publish_error)
 }
 
 /// The repository as published so far, if anything was.

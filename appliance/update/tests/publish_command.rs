@@ -9,11 +9,15 @@ use jiff::Timestamp;
 use semver::Version;
 
 fn publish(dir: &Path, args: &[&str]) -> String {
+    publish_with(dir, "keys", args)
+}
+
+fn publish_with(dir: &Path, keys: &str, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_clinicbox-publish"))
         .arg("--repo")
         .arg(dir.join("repo"))
         .arg("--keys")
-        .arg(dir.join("keys"))
+        .arg(dir.join(keys))
         .args(args)
         .output()
         .expect("run clinicbox-publish");
@@ -73,4 +77,43 @@ async fn init_then_add_makes_a_repository_a_box_accepts() {
         std::fs::read(dir.path().join("out")).expect("read"),
         b"a release"
     );
+}
+
+/// The key runbook as commands: rotate every key into a new folder, publish with it, re-sign
+/// the timestamp; a box that shipped with the first root follows.
+#[tokio::test]
+async fn rotate_then_refresh_keeps_a_box_that_shipped_the_first_root() {
+    let dir = tempfile::tempdir().expect("dir");
+    let root = publish(dir.path(), &["init"]);
+    let bundle = dir.path().join("release.bundle");
+    std::fs::write(&bundle, b"0.3.0").expect("bundle");
+    let file = bundle.to_str().expect("path");
+    let new_keys = dir.path().join("new-keys");
+    let rotated = publish(
+        dir.path(),
+        &["rotate", "--new-keys", new_keys.to_str().expect("path")],
+    );
+    assert!(rotated.ends_with("metadata/2.root.json"), "{rotated}");
+    let add = [
+        "add",
+        "--file",
+        file,
+        "--board",
+        "nuc",
+        "--version",
+        "0.3.0",
+    ];
+    publish_with(dir.path(), "new-keys", &add);
+    publish_with(dir.path(), "new-keys", &["refresh"]);
+
+    let source = Source::folder(&dir.path().join("repo")).expect("source");
+    let shipped = std::fs::read(&root).expect("root");
+    let trusted = dir.path().join("trusted");
+    let repo = verify(&source, &trusted, &shipped, Timestamp::now())
+        .await
+        .expect("verifies through the rotation");
+    let release = choose(&repo, "nuc", &Version::new(0, 1, 0), None)
+        .expect("choose")
+        .expect("the release");
+    assert_eq!(release.version, Version::new(0, 3, 0));
 }

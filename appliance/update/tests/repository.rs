@@ -244,3 +244,119 @@ async fn a_repository_signed_by_other_keys_is_refused() {
     assert!(matches!(err, UpdateError::Untrusted(_)), "{err}");
     assert!(!f.trusted().join("root.json").exists());
 }
+
+/// Every key replaced: a box that trusted the first root follows the rotated one, and a
+/// repository still signed with the retired keys (stolen, or a stale mirror) no longer counts.
+#[tokio::test]
+async fn a_box_follows_a_key_rotation_and_the_retired_keys_no_longer_count() {
+    let f = Fixture::new().await;
+    f.release("nuc", "0.2.0", b"image 0.2.0").await;
+    f.verify_at(&f.repo(), f.now).await.expect("verifies");
+    let before = f.snapshot_copy("before-rotation");
+
+    let new = Keys::generate(&f.dir.path().join("new-keys"), 3, 2).expect("new keys");
+    let root = publish::rotate(&f.repo(), &f.keys, &new, f.now + 365 * DAY, f.expiry(7))
+        .await
+        .expect("rotate");
+    assert!(root.ends_with("metadata/2.root.json"), "{}", root.display());
+    let bundle = f.dir.path().join("bundle.tmp");
+    std::fs::write(&bundle, b"image 0.3.0").expect("bundle");
+    publish::add_release(
+        &f.repo(),
+        &new,
+        &bundle,
+        "nuc",
+        &running("0.3.0"),
+        f.expiry(7),
+    )
+    .await
+    .expect("a release signed with the new keys");
+    let repo = f
+        .verify_at(&f.repo(), f.now)
+        .await
+        .expect("follows the chain");
+    let pick = choose(&repo, "nuc", &running("0.2.0"), None)
+        .expect("choose")
+        .expect("newer");
+    assert_eq!(pick.version, running("0.3.0"));
+    assert_eq!(
+        kept_version(&f, "root.json"),
+        2,
+        "the box keeps the new root"
+    );
+
+    // The old keys keep publishing into the copy, past the rotated versions.
+    for v in ["0.4.0", "0.5.0", "0.6.0"] {
+        std::fs::write(&bundle, v).expect("bundle");
+        publish::add_release(&before, &f.keys, &bundle, "nuc", &running(v), f.expiry(7))
+            .await
+            .expect("old keys publish into the copy");
+    }
+    let err = f
+        .verify_at(&before, f.now)
+        .await
+        .expect_err("signed by retired keys");
+    assert!(matches!(err, UpdateError::Untrusted(_)), "{err}");
+    assert_eq!(kept_version(&f, "timestamp.json"), 3, "nothing replaced");
+}
+
+fn kept_version(f: &Fixture, role: &str) -> u64 {
+    let bytes = std::fs::read(f.trusted().join(role)).expect("kept");
+    let json: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    json["signed"]["version"].as_u64().expect("version")
+}
+
+/// A rotation needs the current root's threshold: one root key of three signing alone is not
+/// a rotation, and nothing is written.
+#[tokio::test]
+async fn a_rotation_without_the_current_root_threshold_is_refused() {
+    let f = Fixture::new().await;
+    f.release("nuc", "0.2.0", b"image 0.2.0").await;
+    let mut one_key = f.keys.clone();
+    one_key.root.truncate(1);
+    let new = Keys::generate(&f.dir.path().join("new-keys"), 1, 1).expect("new keys");
+    let err = publish::rotate(&f.repo(), &one_key, &new, f.now + 365 * DAY, f.expiry(7))
+        .await
+        .expect_err("1 of a threshold of 2");
+    assert!(err.to_string().contains("needs 2"), "{err}");
+    assert!(!f.repo().join("metadata/2.root.json").exists());
+}
+
+/// The online timestamp key alone keeps a repository alive past its timestamp's expiry; the
+/// snapshot and targets it names are unchanged.
+#[tokio::test]
+async fn a_timestamp_re_signed_alone_keeps_the_repository_current() {
+    let f = Fixture::new().await;
+    f.release("nuc", "0.2.0", b"image").await;
+    let later = f.now + 8 * DAY;
+    let err = f.verify_at(&f.repo(), later).await.expect_err("expired");
+    assert!(matches!(err, UpdateError::Expired { .. }), "{err}");
+
+    let only_timestamp = f.dir.path().join("online");
+    std::fs::create_dir_all(&only_timestamp).expect("dir");
+    let key = only_timestamp.join("timestamp.pk8");
+    std::fs::copy(&f.keys.timestamp, &key).expect("copy the timestamp key");
+    let version = publish::refresh_timestamp(&f.repo(), &key, later + 7 * DAY)
+        .await
+        .expect("refresh");
+    assert_eq!(version, 2);
+    let repo = f.verify_at(&f.repo(), later).await.expect("current again");
+    assert!(
+        choose(&repo, "nuc", &running("0.1.0"), None)
+            .expect("choose")
+            .is_some()
+    );
+    let snapshot = std::fs::read_dir(f.repo().join("metadata"))
+        .expect("metadata")
+        .filter(|e| {
+            let name = e.as_ref().expect("entry").file_name();
+            name.to_string_lossy().ends_with(".snapshot.json")
+        })
+        .count();
+    assert_eq!(snapshot, 1, "no new snapshot was signed");
+
+    let err = publish::refresh_timestamp(&f.repo(), &f.keys.snapshot, later + 7 * DAY)
+        .await
+        .expect_err("another role's key cannot sign the timestamp");
+    assert!(matches!(err, UpdateError::Publish(_)), "{err}");
+}

@@ -4,13 +4,18 @@
 //!     clinicbox-publish bundle --board nuc --version 0.2.0 --root ROOT.ext4 \
 //!         --boot vmlinuz --boot initrd.img --cmdline "console=ttyS0" --out FILE
 //!     clinicbox-publish add --repo DIR --keys DIR --file BUNDLE --board nuc --version 0.2.0
+//!     clinicbox-publish refresh --repo DIR --keys DIR [--timestamp-days 7]
+//!     clinicbox-publish rotate --repo DIR --keys OLD --new-keys NEW [--root-keys 3 --threshold 2]
 //!
 //! `bundle` packs a release's root image and boot files into the file `add` signs
 //! (`clinicbox_update::bundle`); `./build.sh bundle` runs both on a built image.
 //! `init` makes the keys that are missing and the repository's first root, whose path it
 //! prints: that file is what a release ships as its trusted root (`[uplink.update]
 //! root_file`). `add` signs a release in with the online keys (targets, snapshot, timestamp);
-//! the root keys stay offline.
+//! the root keys stay offline. `refresh` re-signs the timestamp alone (only `timestamp.pk8`
+//! need be in `--keys`), before it expires. `rotate` makes the keys `NEW` lacks (copy in the
+//! ones to keep) and a root naming them, signed by `OLD`'s root keys and `NEW`'s, then
+//! re-signs targets, snapshot and timestamp with `NEW`'s: boxes follow the chain by themselves.
 
 use std::path::PathBuf;
 
@@ -83,10 +88,39 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         timestamp_days: i64,
     },
+    /// Re-signs the timestamp alone, with the timestamp key only.
+    Refresh {
+        #[arg(long, default_value_t = 7)]
+        timestamp_days: i64,
+    },
+    /// A new root naming the keys in `--new-keys` (made where missing), signed by the current
+    /// root keys (`--keys`) and the new; the other roles re-signed with the new keys.
+    Rotate {
+        #[arg(long)]
+        new_keys: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        threshold: u64,
+        #[arg(long, default_value_t = 1)]
+        root_keys: usize,
+        #[arg(long, default_value_t = 365)]
+        root_days: i64,
+        #[arg(long, default_value_t = 90)]
+        days: i64,
+        #[arg(long, default_value_t = 7)]
+        timestamp_days: i64,
+    },
 }
 
 fn days(n: i64) -> SignedDuration {
     SignedDuration::from_hours(24 * n)
+}
+
+fn expiry(now: Timestamp, role_days: i64, timestamp_days: i64) -> Expiry {
+    Expiry {
+        targets: now + days(role_days),
+        snapshot: now + days(role_days),
+        timestamp: now + days(timestamp_days),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -140,17 +174,42 @@ fn main() -> anyhow::Result<()> {
             timestamp_days,
         } => {
             let keys = Keys::in_folder(&cli.keys, 0, 1);
-            let expiry = Expiry {
-                targets: now + days(d),
-                snapshot: now + days(d),
-                timestamp: now + days(timestamp_days),
-            };
+            let expiry = expiry(now, d, timestamp_days);
             let name = rt
                 .block_on(publish::add_release(
                     &cli.repo, &keys, &file, &board, &version, expiry,
                 ))
                 .context("signing the release")?;
             println!("{name}");
+        }
+        Command::Refresh { timestamp_days } => {
+            let key = Keys::in_folder(&cli.keys, 0, 1).timestamp;
+            let expires = now + days(timestamp_days);
+            let version = rt
+                .block_on(publish::refresh_timestamp(&cli.repo, &key, expires))
+                .context("re-signing the timestamp")?;
+            eprintln!("timestamp version {version}, expires {expires}");
+        }
+        Command::Rotate {
+            new_keys,
+            threshold,
+            root_keys,
+            root_days,
+            days: d,
+            timestamp_days,
+        } => {
+            let old = Keys::present(&cli.keys);
+            let new = Keys::generate(&new_keys, root_keys, threshold)?;
+            let root = rt
+                .block_on(publish::rotate(
+                    &cli.repo,
+                    &old,
+                    &new,
+                    now + days(root_days),
+                    expiry(now, d, timestamp_days),
+                ))
+                .context("rotating the keys")?;
+            println!("{}", root.display());
         }
     }
     Ok(())
