@@ -3,7 +3,7 @@
 //! there with national's own API, and `clinicbox fleet report` reading every box back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clinicbox_tests::clinic::{CLINIC_A, basic, demo_package, import_to, patient};
 use clinicbox_tests::national::{National, uplink_once, uplink_once_ok};
@@ -53,6 +53,34 @@ fn wish(national: &National, id: &str, config: &Value) {
         let (st, answer) = national.send("POST", &path, config);
         assert_eq!(st, 201, "{answer}");
     }
+}
+
+/// The maintenance window `clinicbox update status` says is in force, and where it comes from.
+fn reboot_window(data: &Path) -> (Value, Value) {
+    let state = data.join("update-state");
+    let config = data.join("update.toml");
+    std::fs::write(
+        &config,
+        format!("[update]\nstate_dir = \"{}\"\n", state.display()),
+    )
+    .unwrap();
+    let (st, out, err) = run_admin(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "update",
+            "status",
+        ],
+        "",
+    );
+    assert!(st.success(), "{out}{err}");
+    let shown: Value = serde_json::from_str(&out).expect("json");
+    (
+        shown["rebootHours"].clone(),
+        shown["rebootHoursFrom"].clone(),
+    )
 }
 
 fn backup_to(b: &RunningBox) -> PathBuf {
@@ -117,7 +145,12 @@ fn a_box_checks_in_with_figures_only_and_applies_a_valid_remote_configuration_on
     wish(
         &national,
         &id,
-        &json!({"revision": 1, "by": "hq-admin", "settings": {"nightlyBackupHour": 3, "staleTabletDays": 14}}),
+        &json!({"revision": 1, "by": "hq-admin", "settings": {"nightlyBackupHour": 3, "staleTabletDays": 14, "rebootHours": [22, 4]}}),
+    );
+    assert_eq!(
+        reboot_window(&data),
+        (json!([2, 5]), json!("[update] reboot_hours")),
+        "before: the configured window"
     );
     let out = uplink_once_ok(&data, &national);
     assert_eq!(
@@ -138,7 +171,12 @@ fn a_box_checks_in_with_figures_only_and_applies_a_valid_remote_configuration_on
     assert_eq!(audit[0]["action"], "remote configuration 1 applied");
     assert_eq!(
         audit[0]["detail"],
-        "nightlyBackupHour = 3, staleTabletDays = 14"
+        "nightlyBackupHour = 3, rebootHours = 22:00-4:00, staleTabletDays = 14"
+    );
+    assert_eq!(
+        reboot_window(&data),
+        (json!([22, 4]), json!("remote configuration")),
+        "the installer restarts in the remote admin's window"
     );
 
     // An hour that is not one, and a setting the box does not offer: refused whole, the

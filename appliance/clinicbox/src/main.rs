@@ -178,7 +178,7 @@ fn run() -> anyhow::Result<()> {
             })
         }
         Command::Uplink(args) => uplink(cfg, cli.data_dir, args),
-        Command::Update(cmd) => clinicbox::update::run(&cfg, cmd),
+        Command::Update(cmd) => clinicbox::update::run(&beside(cfg, cli.data_dir), cmd),
         Command::Backup { to } => backup(cfg, cli.data_dir, &to),
         Command::Fleet(FleetCommand::Report {
             national_url,
@@ -299,9 +299,9 @@ where
     Ok(())
 }
 
-/// `clinicbox backup --to DIR`: beside a running box (`--config`, or `--data-dir` for a demo box,
-/// whose control socket is next to its data).
-fn backup(mut cfg: Config, data_dir: Option<PathBuf>, to: &std::path::Path) -> anyhow::Result<()> {
+/// `cfg` for a command run beside a running box: with `--data-dir` (a demo box), that folder
+/// and the control socket `serve --demo` keeps in it.
+fn beside(mut cfg: Config, data_dir: Option<PathBuf>) -> Config {
     if let Some(d) = data_dir {
         let demo_socket = d.join("control.sock");
         if demo_socket.exists() {
@@ -309,6 +309,13 @@ fn backup(mut cfg: Config, data_dir: Option<PathBuf>, to: &std::path::Path) -> a
         }
         cfg.data_dir = d;
     }
+    cfg
+}
+
+/// `clinicbox backup --to DIR`: beside a running box (`--config`, or `--data-dir` for a demo box,
+/// whose control socket is next to its data).
+fn backup(cfg: Config, data_dir: Option<PathBuf>, to: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = beside(cfg, data_dir);
     let w = clinicbox::backup::backup(
         &cfg.data_dir,
         &cfg.power.control_socket,

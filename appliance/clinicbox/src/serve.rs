@@ -168,9 +168,9 @@ pub async fn run(cfg: Config, demo: bool) -> anyhow::Result<()> {
     let presence = presence.start(app.clone(), &http_bound, limits).await?;
 
     spawn_watchdog(lc.clone(), notifier.clone());
-    spawn_nightly_backup(&cfg, own_backup.clone(), lc.clone(), remote);
+    spawn_nightly_backup(&cfg, own_backup.clone(), lc.clone(), remote.clone());
     spawn_catalog_saves(tracker.clone(), lc.clone());
-    spawn_control_socket(&cfg, lc.clone(), power.clone(), own_backup).await;
+    spawn_control_socket(&cfg, lc.clone(), power.clone(), own_backup, remote).await;
     notifier.ready(&format!("serving {} listener(s)", servers.len()));
     if demo {
         println!(
@@ -321,11 +321,23 @@ pub struct DaemonControl {
     power: PowerShared,
     /// Snapshots of the store for `clinicbox backup`.
     backup: crate::backup::InServe,
+    /// Remote settings, for the installer's maintenance window.
+    remote: crate::fleet::RemoteNow,
 }
 
 impl DaemonControl {
-    pub fn new(lc: Arc<Lifecycle>, power: PowerShared, backup: crate::backup::InServe) -> Self {
-        DaemonControl { lc, power, backup }
+    pub fn new(
+        lc: Arc<Lifecycle>,
+        power: PowerShared,
+        backup: crate::backup::InServe,
+        remote: crate::fleet::RemoteNow,
+    ) -> Self {
+        DaemonControl {
+            lc,
+            power,
+            backup,
+            remote,
+        }
     }
 }
 
@@ -405,6 +417,7 @@ impl clinicbox_control::ControlHandler for DaemonControl {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone(),
+            reboot_hours: self.remote.get().reboot_hours,
         }
     }
 }
@@ -541,13 +554,14 @@ pub async fn spawn_control_socket(
     lc: Arc<Lifecycle>,
     power: PowerShared,
     own_backup: crate::backup::InServe,
+    remote: crate::fleet::RemoteNow,
 ) {
     let path = cfg.power.control_socket.clone();
     let opts = clinicbox_control::SocketOptions::default();
     match clinicbox_control::ControlListener::bind(&path, &opts).await {
         Ok(listener) => {
             tracing::info!(socket.path = %path.display(), "control socket at {}", path.display());
-            let handler = Arc::new(DaemonControl::new(lc.clone(), power, own_backup));
+            let handler = Arc::new(DaemonControl::new(lc.clone(), power, own_backup, remote));
             tokio::spawn(clinicbox_control::serve(listener, handler, async move {
                 lc.shutdown_requested().await
             }));

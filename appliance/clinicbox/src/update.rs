@@ -5,6 +5,7 @@
 //! records a rollback of the other slot with the reason its trial boots left on the ESP.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clinicbox_update::boot::{Disks, Slot, SystemdBoot};
@@ -43,13 +44,13 @@ pub enum RebootWhen {
 }
 
 pub fn run(cfg: &Config, cmd: UpdateCommand) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let u = &cfg.update;
     match cmd {
         UpdateCommand::Install { from, reboot } => {
             let from = from.unwrap_or_else(|| cfg.uplink.update.dir.join("staging"));
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
             let outcome = rt.block_on(install_from(cfg, &from))?;
             let ready = match &outcome {
                 Outcome::Nothing => {
@@ -81,7 +82,8 @@ pub fn run(cfg: &Config, cmd: UpdateCommand) -> anyhow::Result<()> {
                     i
                 }
             };
-            restart(u, reboot, &ready.version)
+            let (window, _) = rt.block_on(maintenance_window(cfg));
+            restart(&window, reboot, &ready.version)
         }
         UpdateCommand::Booted => {
             let boot = systemd_boot(u)?;
@@ -109,9 +111,34 @@ pub fn run(cfg: &Config, cmd: UpdateCommand) -> anyhow::Result<()> {
             Ok(())
         }
         UpdateCommand::Status => {
-            let state = State::load(&u.state_dir);
-            println!("{}", serde_json::to_string_pretty(&state)?);
+            let mut shown = serde_json::to_value(State::load(&u.state_dir))?;
+            let (window, window_from) = rt.block_on(maintenance_window(cfg));
+            shown["rebootHours"] = serde_json::json!(window.reboot_hours);
+            shown["rebootHoursFrom"] = window_from.into();
+            println!("{}", serde_json::to_string_pretty(&shown)?);
             Ok(())
+        }
+    }
+}
+
+/// `[update]` with the maintenance window in force: a remote admin's (`rebootHours`, asked of
+/// `serve` over the control socket), else the configured one; and which it is. A `serve` that
+/// does not answer (stopped, or the release is broken) leaves the configured window.
+async fn maintenance_window(cfg: &Config) -> (clinicbox_update::InstallConfig, &'static str) {
+    let mut u = cfg.update.clone();
+    let socket = &cfg.power.control_socket;
+    let mut control = clinicbox_control::ControlClient::new(socket, Duration::from_secs(3));
+    match control.status().await {
+        Ok(s) => match s.reboot_hours {
+            Some(hours) => {
+                u.reboot_hours = hours;
+                (u, "remote configuration")
+            }
+            None => (u, "[update] reboot_hours"),
+        },
+        Err(e) => {
+            tracing::debug!(error = %e, "serve did not say whether a remote admin set the window");
+            (u, "[update] reboot_hours (serve did not answer)")
         }
     }
 }

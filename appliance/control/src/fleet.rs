@@ -167,6 +167,10 @@ pub struct RemoteSettings {
     /// mirror instead of the newest, and never one older than what runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_version: Option<String>,
+    /// The maintenance window: the hours `[start, end)` (0–23, the box's zone; it may wrap
+    /// past midnight) in which the box restarts into a release it installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_hours: Option<[u8; 2]>,
 }
 
 impl RemoteSettings {
@@ -177,6 +181,13 @@ impl RemoteSettings {
         }
         if let Some(d) = self.stale_tablet_days.filter(|d| !(1..=365).contains(d)) {
             return Some(format!("staleTabletDays {d} is not between 1 and 365"));
+        }
+        if let Some([start, end]) = self.reboot_hours {
+            if start > 23 || end > 23 || start == end {
+                return Some(format!(
+                    "rebootHours [{start}, {end}] is not a window of hours (0-23, start and end apart)"
+                ));
+            }
         }
         if let Some(v) = self.desired_version.as_deref().filter(|v| !is_version(v)) {
             let shown: String = v.chars().take(40).collect();
@@ -198,6 +209,9 @@ impl RemoteSettings {
         }
         if let Some(v) = &self.desired_version {
             out.insert("desiredVersion", v.clone());
+        }
+        if let Some([start, end]) = self.reboot_hours {
+            out.insert("rebootHours", format!("{start}:00-{end}:00"));
         }
         out
     }
@@ -256,6 +270,19 @@ mod tests {
     }
 
     #[test]
+    fn a_maintenance_window_must_be_hours_apart() {
+        let with = |h: [u8; 2]| RemoteSettings {
+            reboot_hours: Some(h),
+            ..Default::default()
+        };
+        assert_eq!(with([2, 5]).problem(), None);
+        assert_eq!(with([22, 4]).problem(), None, "past midnight");
+        for bad in [[3, 3], [24, 2], [1, 25]] {
+            assert!(with(bad).problem().is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn settings_out_of_range_are_named() {
         let bad = RemoteSettings {
             nightly_backup_hour: Some(24),
@@ -274,6 +301,7 @@ mod tests {
             nightly_backup_hour: Some(3),
             stale_tablet_days: Some(14),
             desired_version: Some("0.2.0".into()),
+            reboot_hours: Some([2, 5]),
         };
         assert_eq!(good.problem(), None);
     }

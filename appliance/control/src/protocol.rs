@@ -120,6 +120,10 @@ pub struct DaemonStatus {
     pub accepting_writes: bool,
     /// The last power report received, if any.
     pub power: Option<PowerReport>,
+    /// The maintenance window a remote admin set (`rebootHours`), if one is in force: the
+    /// installer restarts into a new release only then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_hours: Option<[u8; 2]>,
 }
 
 /// Machine-readable error kinds.

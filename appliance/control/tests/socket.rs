@@ -48,6 +48,7 @@ impl ControlHandler for Fake {
             version: "test".into(),
             accepting_writes: *self.accepting.lock().expect("lock"),
             power: self.reports.lock().expect("lock").last().cloned(),
+            reboot_hours: None,
         }
     }
 }

@@ -359,6 +359,7 @@ impl ControlHandler for FakeDaemon {
             version: "fake".into(),
             accepting_writes: *self.accepting.lock().expect("lock"),
             power: self.reports.lock().expect("lock").last().cloned(),
+            reboot_hours: None,
         }
     }
 }
