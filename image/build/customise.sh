@@ -194,7 +194,8 @@ systemctl --root="$R" enable systemd-networkd.service systemd-resolved.service \
 if [[ $HW_IMAGE_BOOT == systemd-boot ]]; then
     systemctl --root="$R" enable clinicbox-update.timer >/dev/null 2>&1
 else
-    rm -f "$UNITS"/clinicbox-update.service "$UNITS"/clinicbox-update.timer "$UNITS"/clinicbox-update-usb.service
+    rm -f "$UNITS"/clinicbox-update.service "$UNITS"/clinicbox-update.timer "$UNITS"/clinicbox-update-usb.service \
+        "$UNITS"/clinicbox-update-seed.service
 fi
 # Nobody can log in on a console (no passwords), so no gettys; timers that
 # would write to the read-only root or talk to the network on their own go too.

@@ -831,7 +831,14 @@ def healthy(g, timeout):
 
 
 def stage_release(g, version):
-    """The uplink, pointed at the stand-in's update mirror, downloads and verifies `version`."""
+    """Once slot A's chunks are indexed, the uplink, pointed at the stand-in's update mirror,
+    downloads and verifies `version`: only the chunks slot A lacks."""
+    t = time.monotonic()
+    seed = wait_until(lambda: g.run("test -s /data/update/slot-a.chunks")[0] == 0, 900, 5)
+    _, said_seed = g.run("journalctl -u clinicbox-update-seed.service -o cat | tail -3")
+    R.check("update: after a healthy boot, slot A is cut into chunks (clinicbox-update-seed)",
+            bool(seed), said_seed.replace("\n", " | ")[-200:])
+    R.figures["update: cutting slot A into chunks, waited s (TCG)"] = round(time.monotonic() - t, 1)
     ok, out = point_uplink(g, f'[uplink.update]\nmirror_url = "{MIRROR}"\nboard = "nuc"\n')
     R.check("update: the uplink checks the mirror through wan0", ok, out[-200:])
 
@@ -841,6 +848,14 @@ def stage_release(g, version):
 
     line = wait_until(lambda: (lambda u: u if u and "ready to install" in u else None)(said()), 600, 5) or said()
     R.check(f"update: the uplink stages {version}, downloaded and verified", bool(line) and version in line, str(line))
+    sizes = re.search(r"\(([\d.]+) MB of the release's ([\d.]+) MB", line or "")
+    R.check("update: it downloads only the chunks slot A lacks, not the whole release",
+            bool(sizes) and "the rest is in the running slot" in line, str(line))
+    if sizes:
+        fetched, whole = float(sizes.group(1)), float(sizes.group(2))
+        R.figures["update: downloaded for a release, MB (chunks slot A lacks)"] = fetched
+        R.figures["update: the release's bundle, MB"] = whole
+        R.figures["update: downloaded / bundle, ratio (RAUC publishes about 0.10)"] = round(fetched / whole, 3)
     return bool(line) and "ready to install" in line
 
 
@@ -987,7 +1002,8 @@ def check_update(image, work, disk, port, boot_timeout):
     t = time.monotonic()
     make_bundle(good, work, "release-good")
     R.figures["update: bundle a built image (root, kernel, initrd) and sign it s"] = round(time.monotonic() - t, 1)
-    size = sum(os.path.getsize(os.path.join(UPDATES["repo"], "targets", f)) for f in os.listdir(os.path.join(UPDATES["repo"], "targets")))
+    size = sum(os.path.getsize(os.path.join(UPDATES["repo"], "targets", f))
+               for f in os.listdir(os.path.join(UPDATES["repo"], "targets")) if f.endswith(".bundle"))
     R.figures["update: release download, MiB (full bundle)"] = round(size / 1048576)
     g = Guest(work, disk, port, 5)
     g.start()

@@ -26,6 +26,19 @@ fn image() -> Vec<u8> {
 /// Publishes `board`'s release `version` into the stand-in's mirror (made with its keys and
 /// root the first time); the root a release ships.
 fn publish(national: &National, work: &Path, board: &str, version: &str) -> PathBuf {
+    let bundle = work.join("bundle");
+    std::fs::write(&bundle, image()).unwrap();
+    publish_file(national, work, &bundle, board, version)
+}
+
+/// Signs the file `bundle` into the stand-in's mirror as `board`'s release `version`.
+fn publish_file(
+    national: &National,
+    work: &Path,
+    bundle: &Path,
+    board: &str,
+    version: &str,
+) -> PathBuf {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let keys = Keys::generate(&work.join("keys"), 1, 1).unwrap();
@@ -37,15 +50,13 @@ fn publish(national: &National, work: &Path, board: &str, version: &str) -> Path
                 .await
                 .unwrap();
         }
-        let bundle = work.join("bundle");
-        std::fs::write(&bundle, image()).unwrap();
         let expiry = Expiry {
             targets: now + 90 * DAY,
             snapshot: now + 90 * DAY,
             timestamp: now + 7 * DAY,
         };
         let v = Version::parse(version).unwrap();
-        publish::add_release(&repo, &keys, &bundle, board, &v, expiry)
+        publish::add_release(&repo, &keys, bundle, board, &v, expiry)
             .await
             .unwrap();
         root
@@ -288,4 +299,169 @@ fn a_version_pinned_in_the_fleet_configuration_is_staged_instead_of_the_newest()
         .unwrap()
         .count();
     assert_eq!(files, 1, "the newer release staged before was removed");
+}
+
+/// `kib` KiB of noise from `seed` (a root image that does not compress away).
+fn noise(kib: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..kib * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// A real bundle of `version` (kernel, initrd, `root`) in `work/parts`; its path.
+fn bundle_of(work: &Path, version: &str, root: &[u8]) -> PathBuf {
+    let parts = work.join("parts");
+    std::fs::create_dir_all(&parts).unwrap();
+    std::fs::write(parts.join("root.ext4"), root).unwrap();
+    std::fs::write(parts.join("vmlinuz"), "the same kernel").unwrap();
+    std::fs::write(parts.join("initrd.img"), format!("initrd {version}")).unwrap();
+    let contents = clinicbox_update::bundle::Contents {
+        board: "nuc".into(),
+        version: Version::parse(version).unwrap(),
+        cmdline: String::new(),
+        root: parts.join("root.ext4"),
+        boot: vec![parts.join("vmlinuz"), parts.join("initrd.img")],
+    };
+    let file = work.join(format!("{version}.bundle"));
+    clinicbox_update::bundle::write(&contents, &file).unwrap();
+    file
+}
+
+/// The index `clinicbox update` keeps of the slot the box runs: what the uplink measures a
+/// release against.
+fn seed_from(bundle: &Path, version: &str, installer: &Path) -> clinicbox_update::chunks::Index {
+    struct Cut(Vec<Vec<clinicbox_update::chunks::Chunk>>);
+    impl clinicbox_update::bundle::Sink for Cut {
+        fn manifest(
+            &mut self,
+            _: &clinicbox_update::bundle::Manifest,
+        ) -> Result<(), clinicbox_update::UpdateError> {
+            Ok(())
+        }
+        fn boot_file(
+            &mut self,
+            _: &clinicbox_update::bundle::BootFile,
+            data: &mut dyn std::io::Read,
+        ) -> Result<(), clinicbox_update::UpdateError> {
+            self.0
+                .push(clinicbox_update::chunks::cut(data, |_, _| Ok(()))?.0);
+            Ok(())
+        }
+        fn root(
+            &mut self,
+            _: &clinicbox_update::bundle::Part,
+            data: &mut dyn std::io::Read,
+        ) -> Result<(), clinicbox_update::UpdateError> {
+            self.0
+                .push(clinicbox_update::chunks::cut(data, |_, _| Ok(()))?.0);
+            Ok(())
+        }
+    }
+    let mut cut = Cut(Vec::new());
+    let file = std::fs::File::open(bundle).unwrap();
+    let mut manifest = clinicbox_update::bundle::read(file, &mut cut).unwrap();
+    manifest.version = version.into();
+    let index = clinicbox_update::chunks::Index {
+        manifest,
+        parts: cut.0,
+    };
+    std::fs::create_dir_all(installer).unwrap();
+    index.save(&installer.join("slot-a.chunks")).unwrap();
+    index
+}
+
+#[test]
+fn a_box_that_knows_its_running_slot_fetches_only_the_chunks_it_lacks() {
+    let b = BoxBuilder::demo().start();
+    let national = National::start(None);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let running = env!("CARGO_PKG_VERSION");
+    let old_root = noise(2048, 1);
+    let seed = seed_from(
+        &bundle_of(w, running, &old_root),
+        running,
+        &w.join("installer"),
+    );
+    // The next release: 64 KiB of its root changed, 16 KiB inserted (files moved).
+    let mut new_root = old_root.clone();
+    new_root[500_000..565_536].copy_from_slice(&noise(64, 2));
+    new_root.splice(1_200_000..1_200_000, noise(16, 3));
+    let root = publish_file(
+        &national,
+        w,
+        &bundle_of(w, "9.0.0", &new_root),
+        "nuc",
+        "9.0.0",
+    );
+    let (cfg, dir) = config(&national, w, &root);
+    let global = [std::ffi::OsStr::new("--config"), cfg.as_os_str()];
+
+    let out = uplink_once_with(&b.dir().join("data"), &national, &global);
+    let said = update_line(&out);
+    assert!(
+        said.starts_with("9.0.0 downloaded and verified, ready to install (")
+            && said.ends_with("the rest is in the running slot)"),
+        "{said}"
+    );
+    let index_file = std::fs::read_dir(national.updates_dir().join("targets"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".chunks"))
+        .expect("the release's chunk index");
+    let release = clinicbox_update::chunks::Index::load(&index_file).unwrap();
+    let have = seed.locations();
+    let needed: std::collections::BTreeSet<String> = release
+        .distinct()
+        .iter()
+        .filter(|c| !have.contains_key(&c.sha256))
+        .map(|c| c.url_path())
+        .collect();
+    let asked: Vec<String> = national.ledger()["update_requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| {
+            r["path"]
+                .as_str()?
+                .strip_prefix("targets/")
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(
+        !asked.iter().any(|p| p.ends_with(".bundle")),
+        "the bundle is not fetched: {asked:?}"
+    );
+    let chunks_asked: std::collections::BTreeSet<String> = asked
+        .iter()
+        .filter(|p| p.starts_with("chunks/"))
+        .cloned()
+        .collect();
+    assert_eq!(chunks_asked, needed, "exactly the chunks slot A lacks");
+    assert!(
+        needed.len() * 4 < release.distinct().len(),
+        "{} of {} chunks",
+        needed.len(),
+        release.distinct().len()
+    );
+    let staged = dir.join("staging/targets");
+    for c in &needed {
+        assert!(staged.join(c).is_file(), "{c} staged");
+    }
+
+    // Staged already: the next round fetches no chunk again.
+    uplink_once_with(&b.dir().join("data"), &national, &global);
+    let again = national.ledger()["update_requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().starts_with("targets/chunks/"))
+        .count();
+    assert_eq!(again, needed.len());
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clinicbox_update::boot::{Disks, Slot, SystemdBoot};
 use clinicbox_update::install::{self, Layout, Outcome, Request};
+use clinicbox_update::seed;
 use clinicbox_update::state::State;
 use clinicbox_update::{BootLoader, ClockFloor, IMAGE_MANIFEST, release_built};
 use jiff::Timestamp;
@@ -32,6 +33,9 @@ pub enum UpdateCommand {
     },
     /// After a healthy boot: record a rollback of the other slot, if one happened.
     Booted,
+    /// Cut the running slot into chunks if its index is missing (the slot the box was flashed
+    /// with): the uplink then downloads only what a release changes.
+    Seed,
     /// Print the installer's state (`state.json`).
     Status,
 }
@@ -110,6 +114,22 @@ pub fn run(cfg: &Config, cmd: UpdateCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        UpdateCommand::Seed => {
+            let slot = Slot::running()?;
+            let version = clinicbox_process::running_release();
+            let board = board(cfg)?;
+            if seed::ensure(&layout(u)?, &u.state_dir, slot, board, &version)? {
+                let index = seed::running(&u.state_dir, slot, &version)
+                    .context("the index just written")?;
+                let chunks: usize = index.parts.iter().map(Vec::len).sum();
+                println!(
+                    "slot {slot} ({version}) cut into {chunks} chunks: updates download only what they change"
+                );
+            } else {
+                println!("slot {slot} ({version}) has its index");
+            }
+            Ok(())
+        }
         UpdateCommand::Status => {
             let mut shown = serde_json::to_value(State::load(&u.state_dir))?;
             let (window, window_from) = rt.block_on(maintenance_window(cfg));
@@ -153,20 +173,27 @@ fn systemd_boot(u: &clinicbox_update::InstallConfig) -> anyhow::Result<SystemdBo
     }
 }
 
-async fn install_from(cfg: &Config, from: &Path) -> anyhow::Result<Outcome> {
-    let u = &cfg.update;
-    let layout = Layout {
+fn layout(u: &clinicbox_update::InstallConfig) -> anyhow::Result<Layout> {
+    Ok(Layout {
         boot: systemd_boot(u)?,
         disks: Disks {
             links: u.disks.clone(),
         },
-    };
-    let board = cfg
-        .uplink
+    })
+}
+
+fn board(cfg: &Config) -> anyhow::Result<&str> {
+    cfg.uplink
         .update
         .board
         .as_deref()
-        .context("[uplink.update] board is not set: which board's releases to install")?;
+        .context("[uplink.update] board is not set: which board's releases to install")
+}
+
+async fn install_from(cfg: &Config, from: &Path) -> anyhow::Result<Outcome> {
+    let u = &cfg.update;
+    let layout = layout(u)?;
+    let board = board(cfg)?;
     let root_file = &cfg.uplink.update.root_file;
     let shipped_root = std::fs::read(root_file)
         .with_context(|| format!("the trusted root {}", root_file.display()))?;

@@ -68,7 +68,7 @@ pub struct BootFile {
 
 impl Manifest {
     /// Why this manifest cannot be installed from, if it cannot.
-    fn problem(&self) -> Option<String> {
+    pub(crate) fn problem(&self) -> Option<String> {
         if self.format != FORMAT {
             return Some(format!(
                 "bundle format {} (this release reads {FORMAT})",
@@ -180,6 +180,15 @@ pub fn read(input: impl Read, sink: &mut dyn Sink) -> Result<Manifest, UpdateErr
     sink.root(&manifest.root, &mut checked)?;
     checked.finish()?;
     Ok(manifest)
+}
+
+/// Whether the file at `path` starts as a bundle does (a tar archive whose first member is
+/// `bundle.json`); whether it is a good one, only [`read`] says.
+pub fn looks_like_bundle(path: &Path) -> Result<bool, UpdateError> {
+    let file = File::open(path).map_err(UpdateError::io(path))?;
+    let mut archive = tar::Archive::new(BufReader::new(file));
+    let first = archive.entries().ok().and_then(|mut e| e.next());
+    Ok(matches!(first, Some(Ok(entry)) if *entry.path_bytes() == *MANIFEST.as_bytes()))
 }
 
 /// A reader that counts and hashes what passes through it, refusing to pass more than the

@@ -33,6 +33,9 @@ pub enum UpdateError {
     /// The release's file is not a bundle this release can install from.
     #[error("the bundle: {0}")]
     BadBundle(String),
+    /// A chunk index or a chunk that does not add up (`chunks`).
+    #[error("the chunks: {0}")]
+    BadChunks(String),
     /// Writing or checking a slot or its boot entry.
     #[error("installing: {0}")]
     Install(String),

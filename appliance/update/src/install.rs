@@ -3,8 +3,11 @@
 //! The order is what makes a cut at any instant harmless:
 //! 1. the slot's boot entry is removed: from here until step 4 nothing boots that slot;
 //! 2. the boot files and the root image are written, each part checked against the bundle's
-//!    manifest as it streams, the whole bundle against its signed length and SHA-256;
-//! 3. everything written is read back past the page cache and compared with the manifest;
+//!    manifest as it streams, the whole bundle against its signed length and SHA-256 (or,
+//!    from chunks, the index against its signed length and SHA-256, each chunk against its
+//!    hash: [`delta`]);
+//! 3. everything written is read back past the page cache, compared with the manifest and cut
+//!    into chunks: the slot's index, kept for the next update ([`seed`]);
 //! 4. the entry is written whole (temporary file, rename): the one step that makes the new
 //!    slot bootable, with its tries.
 //!
@@ -21,8 +24,10 @@ use semver::Version;
 
 use crate::boot::{Disks, Slot, SystemdBoot, sync_dir};
 use crate::bundle::{self, BootFile, Checked, Manifest, Part, Sink};
+use crate::chunks::{self, Chunk, Index};
+use crate::seed::{self, SlotChunks};
 use crate::state::{Record, State};
-use crate::{Release, Source, TargetFile, UpdateError};
+use crate::{Release, Source, TargetFile, UpdateError, Verified, delta};
 
 const BUFFER: usize = 1 << 20;
 
@@ -78,13 +83,9 @@ pub async fn from_folder(req: Request<'_>) -> Result<Outcome, UpdateError> {
     let source = Source::folder(req.from)?;
     let trusted = req.state_dir.join("trusted");
     let repo = crate::verify(&source, &trusted, req.shipped_root, req.now).await?;
-    let held = |r: &Release| {
-        repo.target_file(&r.name)
-            .is_ok_and(|t| req.from.join("targets").join(t.file).is_file())
-    };
-    let Some(release) = crate::newer(&repo, req.board, req.running)
+    let Some((release, held)) = crate::newer(&repo, req.board, req.running)
         .into_iter()
-        .find(held)
+        .find_map(|r| held(&repo, req.from, &r).map(|h| (r, h)))
     else {
         return Ok(Outcome::Nothing);
     };
@@ -107,13 +108,33 @@ pub async fn from_folder(req: Request<'_>) -> Result<Outcome, UpdateError> {
     if let Some(ready) = already_installed(&state, &release, slot, req.layout)? {
         return Ok(Outcome::Ready(ready));
     }
-    let signed = repo.target_file(&release.name)?;
-    let file = req.from.join("targets").join(&signed.file);
+    // What the slot held is going: so is its index.
+    let slot_index = seed::index_path(req.state_dir, slot);
+    remove_if_present(&slot_index)?;
+    let running_index = seed::index_path(req.state_dir, req.running_slot);
+    let seed = match &held {
+        Held::Chunks { .. } => {
+            seed::running(req.state_dir, req.running_slot, &req.running.to_string())
+                .and_then(|i| SlotChunks::open(req.layout, req.running_slot, &i).ok())
+        }
+        Held::Bundle { .. } => None,
+    };
     let layout = req.layout.clone();
-    let installed =
-        tokio::task::spawn_blocking(move || install(&file, &signed, &release, slot, &layout))
+    let written =
+        tokio::task::spawn_blocking(move || install(&held, seed.as_ref(), &release, slot, &layout))
             .await
-            .map_err(|e| UpdateError::Install(format!("the writer stopped: {e}")))??;
+            .map_err(|e| UpdateError::Install(format!("the writer stopped: {e}")))?;
+    let (installed, index) = match written {
+        Ok(w) => w,
+        Err(e @ UpdateError::BadChunks(_)) => {
+            // The running slot's index may be what is wrong: without it, the uplink fetches
+            // the whole bundle next, and the next healthy boot cuts the index again.
+            remove_if_present(&running_index)?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    index.save(&slot_index)?;
     let now_ms = Timestamp::now().as_millisecond();
     state.installed = Some(Record::new(&installed.version, slot, None, now_ms));
     state.save(req.state_dir)?;
@@ -148,35 +169,80 @@ fn already_installed(
     }))
 }
 
-/// Writes `release` (its bundle at `file`, signed as `signed`) into `slot`, which must not
-/// be the running one, and makes it the slot the loader boots next.
+/// What a folder holds of a release: its bundle, or its chunk index (the uplink staged only
+/// the chunks the running slot lacks).
+#[derive(Debug, Clone)]
+pub enum Held {
+    Bundle { file: PathBuf, signed: TargetFile },
+    Chunks { index: PathBuf, signed: TargetFile },
+}
+
+/// The bundle when the folder has it (a USB stick), else the chunk index when it has that.
+fn held(repo: &Verified, from: &Path, release: &Release) -> Option<Held> {
+    let targets = from.join("targets");
+    let present = |name: &str| {
+        let signed = repo.target_file(name).ok()?;
+        let file = targets.join(&signed.file);
+        file.is_file().then_some((file, signed))
+    };
+    if let Some((file, signed)) = present(&release.name) {
+        return Some(Held::Bundle { file, signed });
+    }
+    let index = crate::chunk_index(repo, release)?;
+    present(&index.name).map(|(index, signed)| Held::Chunks { index, signed })
+}
+
+fn remove_if_present(path: &Path) -> Result<(), UpdateError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(UpdateError::io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `release` (what the folder holds of it, checked against its signed length and
+/// SHA-256; chunks the running slot has taken from `seed`) into `slot`, which must not be the
+/// running one, and makes it the slot the loader boots next. Returns the slot's chunk index,
+/// cut from what was read back.
 pub fn install(
-    file: &Path,
-    signed: &TargetFile,
+    held: &Held,
+    seed: Option<&SlotChunks>,
     release: &Release,
     slot: Slot,
     layout: &Layout,
-) -> Result<Installed, UpdateError> {
-    let input = BufReader::with_capacity(BUFFER, File::open(file).map_err(UpdateError::io(file))?);
-    let mut whole = Checked::with_hash(input, "the release's file", signed.length, signed.sha256);
+) -> Result<(Installed, Index), UpdateError> {
     let mut writer = SlotWriter {
         release,
         slot,
         layout,
         device: layout.disks.device(slot),
     };
-    let manifest = bundle::read(&mut whole, &mut writer)?;
-    whole.finish()?;
+    let manifest = match held {
+        Held::Bundle { file, signed } => {
+            let input =
+                BufReader::with_capacity(BUFFER, File::open(file).map_err(UpdateError::io(file))?);
+            let mut whole =
+                Checked::with_hash(input, "the release's file", signed.length, signed.sha256);
+            let manifest = bundle::read(&mut whole, &mut writer)?;
+            whole.finish()?;
+            manifest
+        }
+        Held::Chunks { index, signed } => {
+            let targets = index.parent().unwrap_or(Path::new("."));
+            let source = delta::ChunkSource { seed, targets };
+            delta::read(index, signed, &source, &mut writer)?
+        }
+    };
     tracing::info!(%slot, "reading the slot back");
-    writer.read_back(&manifest)?;
+    let index = writer.read_back(&manifest)?;
     let partuuid = layout.disks.partuuid(slot)?;
     let entry = layout.boot.commit(slot, &partuuid, &manifest)?;
     tracing::info!(%slot, version = %manifest.version, entry = %entry.display(), "boot entry written");
-    Ok(Installed {
+    let installed = Installed {
         slot,
         version: manifest.version,
         entry,
-    })
+    };
+    Ok((installed, index))
 }
 
 struct SlotWriter<'a> {
@@ -233,25 +299,33 @@ impl Sink for SlotWriter<'_> {
 }
 
 impl SlotWriter<'_> {
-    /// Reads what was written back from the device, not from the page cache, and compares it
-    /// with the manifest.
-    fn read_back(&self, m: &Manifest) -> Result<(), UpdateError> {
+    /// Reads what was written back from the device, not from the page cache, compares it
+    /// with the manifest and cuts it into chunks: the slot's index.
+    fn read_back(&self, m: &Manifest) -> Result<Index, UpdateError> {
         let dir = self.layout.boot.files_dir(self.slot);
+        let mut parts = Vec::new();
         for file in &m.boot {
-            check_written(&dir.join(&file.name), &file.part, &file.name)?;
+            parts.push(cut_written(&dir.join(&file.name), &file.part, &file.name)?);
         }
-        check_written(&self.device, &m.root, &format!("slot {}", self.slot))
+        let slot = format!("slot {}", self.slot);
+        parts.push(cut_written(&self.device, &m.root, &slot)?);
+        Ok(Index {
+            manifest: m.clone(),
+            parts,
+        })
     }
 }
 
-fn check_written(path: &Path, part: &Part, what: &str) -> Result<(), UpdateError> {
+fn cut_written(path: &Path, part: &Part, what: &str) -> Result<Vec<Chunk>, UpdateError> {
     let file = File::open(path).map_err(UpdateError::io(path))?;
     // Written pages are clean after the sync; dropping them makes the read come from the disk.
     posix_fadvise(file.as_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)
         .map_err(|e| UpdateError::io(path)(e.into()))?;
     let reader = BufReader::with_capacity(BUFFER, file).take(part.bytes);
-    let checked = Checked::new(reader, &format!("{what} as written"), part)?;
-    checked.finish().map(drop)
+    let mut checked = Checked::new(reader, &format!("{what} as written"), part)?;
+    let (chunks, _) = chunks::cut(&mut checked, |_, _| Ok(()))?;
+    checked.finish()?;
+    Ok(chunks)
 }
 
 fn copy(data: &mut dyn Read, out: &mut File, path: &Path) -> Result<(), UpdateError> {
@@ -261,8 +335,17 @@ fn copy(data: &mut dyn Read, out: &mut File, path: &Path) -> Result<(), UpdateEr
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // The bundle's own reader failed: a part too long, a broken archive.
-            Err(e) => return Err(UpdateError::BadBundle(e.to_string())),
+            // The reader failed: a part too long, a broken archive, a chunk that is missing
+            // or does not match (which says so itself).
+            Err(e) => {
+                let message = e.to_string();
+                return Err(
+                    match e.into_inner().map(|inner| inner.downcast::<UpdateError>()) {
+                        Some(Ok(own)) => *own,
+                        _ => UpdateError::BadBundle(message),
+                    },
+                );
+            }
         };
         out.write_all(&buf[..n]).map_err(UpdateError::io(path))?;
     }

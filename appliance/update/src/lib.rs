@@ -4,6 +4,9 @@
 //! judged against a clock that may be wrong ([`ClockFloor`]), and the release it offers for
 //! this board chosen only if it is newer than the one running ([`choose`]).
 //!
+//! A release is also published as [`chunks`], so a box downloads only what its running slot
+//! lacks.
+//!
 //! Installing ([`install`]): a release's [`bundle`] written into the root slot the box does
 //! not run from, and its boot entry ([`boot`]) written last; what happened across boots is
 //! kept in [`state`].
@@ -13,13 +16,16 @@
 
 pub mod boot;
 pub mod bundle;
+pub mod chunks;
 mod clock;
 mod config;
+pub mod delta;
 mod error;
 pub mod install;
 pub mod publish;
 mod record;
 mod release;
+pub mod seed;
 pub mod state;
 mod trust;
 
@@ -27,5 +33,5 @@ pub use clock::{ClockFloor, IMAGE_MANIFEST, clock_synchronised, release_built};
 pub use config::{BootLoader, InstallConfig};
 pub use error::UpdateError;
 pub use record::Recording;
-pub use release::{Release, choose, newer};
+pub use release::{Release, choose, chunk_index, newer};
 pub use trust::{MAX_METADATA_BYTES, Source, TargetFile, Verified, verify, verify_with};

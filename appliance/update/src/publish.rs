@@ -7,6 +7,7 @@
 //! re-sign the short-lived timestamp; the root keys never touch it. Keys are Ed25519 in PKCS#8
 //! (DER), one file each, mode 0600.
 
+use std::io::Read;
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,8 @@ use tough::schema::{KeyHolder, RoleKeys, RoleType, Root, Signed, Target};
 use tough::sign::Sign;
 use tough::{ExpirationEnforcement, FilesystemTransport, RepositoryLoader};
 
+use crate::bundle::{self, BootFile, Manifest, Part};
+use crate::chunks::{self, Chunk, Index};
 use crate::{Source, UpdateError};
 
 /// The signing keys' files.
@@ -273,7 +276,9 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, UpdateErr
 }
 
 /// Signs `bundle` into `repo` as `board`'s release `version`: a new targets, snapshot and
-/// timestamp, each one version up, the bundle stored by its SHA-256.
+/// timestamp, each one version up, the bundle stored by its SHA-256, and beside it the
+/// release's chunk index (`clinicbox-<board>-<version>.chunks`) with every chunk the
+/// repository did not hold yet.
 pub async fn add_release(
     repo: &Path,
     keys: &Keys,
@@ -306,19 +311,86 @@ pub async fn add_release(
     editor
         .add_target(name.as_str(), target)
         .map_err(publish_error)?;
+    // The chunks first: a box that reads the new metadata finds every chunk it names.
+    let targets = repo.join("targets");
+    let index_file = tempfile::NamedTempFile::new_in(repo).map_err(UpdateError::io(repo))?;
+    let index_name = format!("clinicbox-{board}-{version}.chunks");
+    let mut files = vec![(bundle, name.clone())];
+    if bundle::looks_like_bundle(bundle)? {
+        let index = {
+            let (bundle, targets) = (bundle.to_owned(), targets.clone());
+            tokio::task::spawn_blocking(move || chunk_bundle(&bundle, &targets))
+                .await
+                .map_err(publish_error)??
+        };
+        index.save(index_file.path())?;
+        let mut index_target = Target::from_path(index_file.path())
+            .await
+            .map_err(publish_error)?;
+        for (key, value) in crate::release::chunk_index_fields(board, version) {
+            index_target.custom.insert(key.into(), Value::String(value));
+        }
+        editor
+            .add_target(index_name.as_str(), index_target)
+            .map_err(publish_error)?;
+        files.push((index_file.path(), index_name));
+    } else {
+        tracing::warn!(
+            "{} is not a bundle: signed without chunks",
+            bundle.display()
+        );
+    }
     let signed = resign(editor, keys, next, expiry).await?;
-    let target_name = tough::TargetName::new(name.as_str()).map_err(publish_error)?;
-    signed
-        .copy_target(
-            bundle,
-            &repo.join("targets"),
-            PathExists::Skip,
-            Some(&target_name),
-        )
-        .await
-        .map_err(publish_error)?;
+    for (file, name) in files {
+        let target_name = tough::TargetName::new(name.as_str()).map_err(publish_error)?;
+        signed
+            .copy_target(file, &targets, PathExists::Skip, Some(&target_name))
+            .await
+            .map_err(publish_error)?;
+    }
     signed.write(&metadata).await.map_err(publish_error)?;
     Ok(name)
+}
+
+/// Cuts the bundle's parts into chunks, storing each new one under `targets/`; the index.
+fn chunk_bundle(bundle: &Path, targets: &Path) -> Result<Index, UpdateError> {
+    let file = std::fs::File::open(bundle).map_err(UpdateError::io(bundle))?;
+    let mut cutter = Cutter {
+        targets,
+        parts: Vec::new(),
+    };
+    let manifest = bundle::read(std::io::BufReader::new(file), &mut cutter)?;
+    Ok(Index {
+        manifest,
+        parts: cutter.parts,
+    })
+}
+
+struct Cutter<'a> {
+    targets: &'a Path,
+    parts: Vec<Vec<Chunk>>,
+}
+
+impl Cutter<'_> {
+    fn cut(&mut self, data: &mut dyn Read) -> Result<(), UpdateError> {
+        let (chunks, _) = chunks::cut(data, |c, bytes| chunks::store(self.targets, c, bytes))?;
+        self.parts.push(chunks);
+        Ok(())
+    }
+}
+
+impl bundle::Sink for Cutter<'_> {
+    fn manifest(&mut self, _: &Manifest) -> Result<(), UpdateError> {
+        Ok(())
+    }
+
+    fn boot_file(&mut self, _: &BootFile, data: &mut dyn Read) -> Result<(), UpdateError> {
+        self.cut(data)
+    }
+
+    fn root(&mut self, _: &Part, data: &mut dyn Read) -> Result<(), UpdateError> {
+        self.cut(data)
+    }
 }
 
 /// Targets, snapshot and timestamp signed at version `next` with `keys`' online keys.

@@ -18,6 +18,15 @@ pub struct Release {
     pub length: u64,
 }
 
+/// The signed custom field that marks a release's chunk index (`"kind": "chunks"`); a target
+/// without it is a bundle.
+const KIND: &str = "kind";
+const CHUNKS: &str = "chunks";
+
+fn is_chunk_index(target: &tough::schema::Target) -> bool {
+    matches!(target.custom.get(KIND), Some(Value::String(k)) if k == CHUNKS)
+}
+
 impl Release {
     fn from_target(name: &str, target: &tough::schema::Target) -> Result<Release, UpdateError> {
         let field = |key: &str| match target.custom.get(key) {
@@ -45,11 +54,30 @@ impl Release {
 fn offered(repo: &Verified, board: &str) -> Vec<Release> {
     let mut offered: Vec<Release> = repo
         .targets()
+        .filter(|(_, t)| !is_chunk_index(t))
         .filter_map(|(name, t)| Release::from_target(name.raw(), t).ok())
         .filter(|r| r.board == board)
         .collect();
     offered.sort_by(|a, b| a.version.cmp(&b.version));
     offered
+}
+
+/// The chunk index published with `release` (same board and version, `"kind": "chunks"`), if
+/// the repository has one: what a box with a seed downloads instead of the bundle.
+pub fn chunk_index(repo: &Verified, release: &Release) -> Option<Release> {
+    repo.targets()
+        .filter(|(_, t)| is_chunk_index(t))
+        .filter_map(|(name, t)| Release::from_target(name.raw(), t).ok())
+        .find(|r| r.board == release.board && r.version == release.version)
+}
+
+/// The signed custom fields of a release's chunk index.
+pub(crate) fn chunk_index_fields(board: &str, version: &Version) -> [(&'static str, String); 3] {
+    [
+        ("board", board.to_owned()),
+        ("version", version.to_string()),
+        (KIND, CHUNKS.to_owned()),
+    ]
 }
 
 /// Every release offered to `board` newer than `running`, the newest first.

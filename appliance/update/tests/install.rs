@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 
 use clinicbox_update::boot::{Disks, Slot, SystemdBoot};
 use clinicbox_update::bundle::{self, Contents};
+use clinicbox_update::chunks::Index;
 use clinicbox_update::install::{self, Layout, Outcome, Request};
 use clinicbox_update::publish::{self, Expiry, Keys};
+use clinicbox_update::seed;
 use clinicbox_update::state::State;
 use jiff::{SignedDuration, Timestamp};
 use semver::Version;
@@ -73,10 +75,14 @@ impl BoxOnFiles {
     /// A bundle of `board`/`version` with a root image of `root_bytes`, signed into the
     /// repository as `signed_board`.
     async fn publish(&self, board: &str, signed_board: &str, version: &str, root_bytes: usize) {
+        let root: Vec<u8> = (0..root_bytes).map(|i| (i * 7 % 253) as u8).collect();
+        self.publish_root(board, signed_board, version, &root).await;
+    }
+
+    async fn publish_root(&self, board: &str, signed_board: &str, version: &str, root: &[u8]) {
         let d = self.path("parts");
         std::fs::create_dir_all(&d).expect("parts");
-        let root: Vec<u8> = (0..root_bytes).map(|i| (i * 7 % 253) as u8).collect();
-        std::fs::write(d.join("root.ext4"), &root).expect("root");
+        std::fs::write(d.join("root.ext4"), root).expect("root");
         std::fs::write(d.join("vmlinuz"), format!("kernel {version}")).expect("kernel");
         std::fs::write(d.join("initrd.img"), format!("initrd {version}")).expect("initrd");
         let v: Version = version.parse().expect("version");
@@ -289,7 +295,8 @@ async fn the_newest_release_the_folder_holds_is_installed() {
     let targets = b.path("repo/targets");
     for e in std::fs::read_dir(&targets).expect("targets") {
         let p = e.expect("entry").path();
-        if p.to_string_lossy().ends_with("-0.3.0.bundle") {
+        let name = p.to_string_lossy();
+        if name.ends_with("-0.3.0.bundle") || name.ends_with("-0.3.0.chunks") {
             std::fs::remove_file(p).expect("unlink");
         }
     }
@@ -297,4 +304,150 @@ async fn the_newest_release_the_folder_holds_is_installed() {
         panic!("nothing installed");
     };
     assert_eq!(done.version, "0.2.0");
+}
+
+/// A root image of `kib` KiB that reads as ext4 (its superblock's magic, block count and
+/// 1 KiB blocks), its bytes from `seed`.
+fn ext4_image(kib: u32, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    let mut image: Vec<u8> = (0..kib as usize * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    image[1024 + 0x04..1024 + 0x08].copy_from_slice(&kib.to_le_bytes());
+    image[1024 + 0x18..1024 + 0x1c].copy_from_slice(&0u32.to_le_bytes());
+    image[1024 + 0x38..1024 + 0x3a].copy_from_slice(&[0x53, 0xef]);
+    image[1024 + 0x60..1024 + 0x64].copy_from_slice(&0u32.to_le_bytes());
+    image
+}
+
+impl BoxOnFiles {
+    /// Slot A as flashed: `root` in its partition, its kernel and initrd on the ESP, and the
+    /// seed the installer cuts from it after a healthy boot.
+    fn flash_slot_a(&self, root: &[u8]) {
+        let mut slot = std::fs::read(self.path("slot-a.img")).expect("slot a");
+        slot[..root.len()].copy_from_slice(root);
+        std::fs::write(self.path("slot-a.img"), slot).expect("flash");
+        let boot = self.path("esp/clinicbox/a");
+        std::fs::create_dir_all(&boot).expect("boot a");
+        std::fs::write(boot.join("vmlinuz"), "kernel 0.1.0").expect("kernel");
+        std::fs::write(boot.join("initrd.img"), "initrd 0.1.0").expect("initrd");
+        let cut = seed::ensure(&self.layout, &self.path("state"), Slot::A, "nuc", "0.1.0");
+        assert!(cut.expect("seed"), "cut from the slot");
+    }
+
+    /// What the uplink stages from the repository: its metadata, the release's index and only
+    /// the chunks slot A's index lacks. Returns how many chunks it took, of how many.
+    fn stage_chunks(&self) -> (usize, usize) {
+        let (repo, staged) = (self.path("repo"), self.path("staged"));
+        copy_tree(&repo.join("metadata"), &staged.join("metadata"));
+        std::fs::create_dir_all(staged.join("targets")).expect("targets");
+        let index_file = std::fs::read_dir(repo.join("targets"))
+            .expect("targets")
+            .map(|e| e.expect("entry").path())
+            .find(|p| p.to_string_lossy().ends_with(".chunks"))
+            .expect("the release's chunk index");
+        let name = index_file.file_name().expect("name");
+        std::fs::copy(&index_file, staged.join("targets").join(name)).expect("index");
+        let index = Index::load(&index_file).expect("index");
+        let have = seed::running(&self.path("state"), Slot::A, "0.1.0").expect("seed");
+        let have = have.locations();
+        let all = index.distinct();
+        let missing: Vec<_> = all
+            .iter()
+            .filter(|c| !have.contains_key(&c.sha256))
+            .collect();
+        for c in &missing {
+            let to = c.path_in(&staged.join("targets"));
+            std::fs::create_dir_all(to.parent().expect("dir")).expect("dir");
+            std::fs::copy(c.path_in(&repo.join("targets")), to).expect("chunk");
+        }
+        (missing.len(), all.len())
+    }
+
+    async fn install_from(&self, folder: &str) -> Result<Outcome, clinicbox_update::UpdateError> {
+        let running: Version = "0.1.0".parse().expect("running");
+        install::from_folder(Request {
+            from: &self.path(folder),
+            board: "nuc",
+            running: &running,
+            running_slot: Slot::A,
+            shipped_root: &self.shipped_root,
+            now: Timestamp::now(),
+            layout: &self.layout,
+            state_dir: &self.path("state"),
+        })
+        .await
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("dir");
+    for e in std::fs::read_dir(from).expect("read") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
+#[tokio::test]
+async fn a_release_from_chunks_takes_what_the_running_slot_holds_and_only_the_rest_is_staged() {
+    let b = BoxOnFiles::new().await;
+    let old = ext4_image(1024, 1);
+    b.flash_slot_a(&old);
+    // The next release: 64 KiB of the root changed, 16 KiB inserted (files move).
+    let mut new = old.clone();
+    new[300_000..365_536].copy_from_slice(&ext4_image(64, 2));
+    new.splice(600_000..600_000, ext4_image(16, 3));
+    new.truncate(old.len());
+    b.publish_root("nuc", "nuc", "0.2.0", &new).await;
+
+    let (staged, all) = b.stage_chunks();
+    assert!(
+        staged * 3 < all,
+        "{staged} of {all} chunks staged: the rest is in slot A"
+    );
+    let Outcome::Installed(done) = b.install_from("staged").await.expect("install") else {
+        panic!("nothing installed");
+    };
+    assert_eq!((done.slot, done.version.as_str()), (Slot::B, "0.2.0"));
+    assert_eq!(b.slot_b()[..new.len()], new[..]);
+    let kernel = std::fs::read(b.path("esp/clinicbox/b/vmlinuz")).expect("kernel");
+    assert_eq!(kernel, b"kernel 0.2.0");
+    assert_eq!(b.entries(), ["clinicbox-a.conf", "clinicbox-b+3.conf"]);
+    let kept = Index::load(&seed::index_path(&b.path("state"), Slot::B)).expect("b's index");
+    assert_eq!(
+        kept.manifest.version, "0.2.0",
+        "slot B's index, for the update after"
+    );
+}
+
+#[tokio::test]
+async fn a_chunk_that_does_not_match_its_hash_leaves_only_the_running_slot_bootable() {
+    let b = BoxOnFiles::new().await;
+    let old = ext4_image(1024, 1);
+    b.flash_slot_a(&old);
+    let mut new = old.clone();
+    new[300_000..365_536].copy_from_slice(&ext4_image(64, 2));
+    b.publish_root("nuc", "nuc", "0.2.0", &new).await;
+    b.stage_chunks();
+    // Slot A changed under its index where the release needs it (the uplink staged nothing
+    // for those bytes).
+    let mut slot = std::fs::read(b.path("slot-a.img")).expect("slot a");
+    slot[800_000] ^= 0xFF;
+    std::fs::write(b.path("slot-a.img"), slot).expect("damage");
+
+    let err = b.install_from("staged").await.expect_err("refused");
+    assert!(
+        matches!(err, clinicbox_update::UpdateError::BadChunks(_)),
+        "{err}"
+    );
+    assert_eq!(b.entries(), ["clinicbox-a.conf"], "B is not bootable");
+    assert!(
+        !seed::index_path(&b.path("state"), Slot::A).exists(),
+        "slot A's index is dropped: the next stage fetches the whole bundle"
+    );
 }

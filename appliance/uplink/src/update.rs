@@ -13,7 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clinicbox_update::chunks::{self, Chunk, Index};
 use clinicbox_update::{ClockFloor, Recording, Release, Source, TargetFile, UpdateError};
+use futures_util::StreamExt;
 use jiff::Timestamp;
 use semver::Version;
 use sha2::{Digest, Sha256};
@@ -62,9 +64,13 @@ pub enum Staged {
     Nothing,
     /// The newest release came back to the old slot on this box: it is not fetched again.
     RolledBack(Version),
-    /// The release's file is whole and verified in `staging/targets/`, its metadata in
-    /// `staging/metadata/`.
-    Ready(Release),
+    /// The release is whole and verified in `staging/targets/` (its bundle, or its chunk
+    /// index and the chunks the running slot lacks), its metadata in `staging/metadata/`.
+    Ready {
+        release: Release,
+        /// Bytes staged for it: what came over the link.
+        fetched: u64,
+    },
 }
 
 /// tough's transport over the uplink's HTTPS client.
@@ -241,6 +247,11 @@ fn time_left(rest: u64, per_sec: u64) -> String {
     format!("about {when} left at {} KB/s", per_sec / 1000)
 }
 
+/// "7.2 MB": a download's size as a person reads it.
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
 /// How long one pass may download before the round loop takes over again.
 const PASS_SLICE: Duration = Duration::from_secs(10 * 60);
 
@@ -357,15 +368,153 @@ impl Checker {
             }
             return Ok(Staged::RolledBack(release.version));
         }
-        let target = repo.target_file(&release.name)?;
         let targets = staging.join("targets");
         tokio::fs::create_dir_all(&targets)
             .await
             .map_err(io(&targets))?;
-        forget_other_releases(&targets, &target.file).await?;
-        let url = source.target_url(&target.file)?;
-        download(&self.http, &url, &targets, &target, Some(until)).await?;
-        Ok(Staged::Ready(release))
+        let seed =
+            clinicbox_update::seed::holding(&self.installer_state, &self.running.to_string());
+        let by_chunks = clinicbox_update::chunk_index(&repo, &release);
+        let fetched = match (seed, by_chunks) {
+            (Some(seed), Some(index)) => {
+                let index = repo.target_file(&index.name)?;
+                forget_other_releases(&targets, &index.file).await?;
+                let chunks = Chunks {
+                    http: &self.http,
+                    source: &source,
+                    targets: &targets,
+                };
+                chunks.stage(&index, &seed, until).await?
+            }
+            _ => {
+                let target = repo.target_file(&release.name)?;
+                forget_other_releases(&targets, &target.file).await?;
+                let url = source.target_url(&target.file)?;
+                download(&self.http, &url, &targets, &target, Some(until)).await?;
+                target.length
+            }
+        };
+        Ok(Staged::Ready { release, fetched })
+    }
+}
+
+/// How many chunk requests are in flight at once: enough to hide an LTE round trip.
+const CHUNKS_IN_FLIGHT: usize = 8;
+
+/// Staging a release as chunks: its index, then each chunk the running slot's index lacks.
+struct Chunks<'a> {
+    http: &'a reqwest::Client,
+    source: &'a Source,
+    targets: &'a Path,
+}
+
+impl Chunks<'_> {
+    /// Brings the staged chunks to what the release needs beyond `seed`; the bytes staged.
+    async fn stage(
+        &self,
+        index: &TargetFile,
+        seed: &Index,
+        until: tokio::time::Instant,
+    ) -> Result<u64, StageError> {
+        let url = self.source.target_url(&index.file)?;
+        let file = download(self.http, &url, self.targets, index, Some(until)).await?;
+        let release = Index::load(&file)?;
+        let have = seed.locations();
+        let needed: Vec<Chunk> = release
+            .distinct()
+            .into_iter()
+            .filter(|c| !have.contains_key(&c.sha256))
+            .collect();
+        self.forget_unneeded(&needed).await?;
+        let started = tokio::time::Instant::now();
+        let total: u64 = needed.iter().map(|c| u64::from(c.len)).sum();
+        let mut have_bytes = 0u64;
+        let mut fetched_now = 0u64;
+        let mut missing = Vec::new();
+        for c in &needed {
+            if tokio::fs::try_exists(c.path_in(self.targets))
+                .await
+                .unwrap_or(false)
+            {
+                have_bytes += u64::from(c.len);
+            } else {
+                missing.push(*c);
+            }
+        }
+        let mut fetches = futures_util::stream::iter(missing)
+            .map(|c| async move { self.fetch(&c).await.map(|()| c) })
+            .buffer_unordered(CHUNKS_IN_FLIGHT);
+        while let Some(done) = fetches.next().await {
+            let c = done?;
+            have_bytes += u64::from(c.len);
+            fetched_now += u64::from(c.len);
+            if tokio::time::Instant::now() >= until && have_bytes < total {
+                let secs = started.elapsed().as_secs().max(1);
+                return Err(StageError::Paused {
+                    name: index.file.clone(),
+                    have: have_bytes,
+                    length: total,
+                    per_sec: fetched_now / secs,
+                });
+            }
+        }
+        let mut staged = index.length;
+        for c in &needed {
+            let path = c.path_in(self.targets);
+            staged += tokio::fs::metadata(&path).await.map_err(io(&path))?.len();
+        }
+        Ok(staged)
+    }
+
+    /// One chunk, checked against its hash before it takes its name.
+    async fn fetch(&self, c: &Chunk) -> Result<(), StageError> {
+        let url = self.source.target_url(&c.url_path())?;
+        let mirror = |e: reqwest::Error| StageError::Mirror(e.to_string());
+        let mut resp = self.http.get(url.clone()).send().await.map_err(mirror)?;
+        if !resp.status().is_success() {
+            return Err(StageError::Mirror(format!("{url}: {}", resp.status())));
+        }
+        let mut packed = Vec::new();
+        while let Some(part) = resp.chunk().await.map_err(mirror)? {
+            packed.extend_from_slice(&part);
+            // Deflate never grows a chunk by much; anything larger is not the chunk.
+            if packed.len() > 2 * chunks::MAX_CHUNK {
+                return Err(StageError::Mirror(format!("{url}: larger than a chunk")));
+            }
+        }
+        if chunks::unpack(c, packed.as_slice()).is_err() {
+            return Err(StageError::Corrupt(c.url_path()));
+        }
+        let path = c.path_in(self.targets);
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
+        }
+        let write = path.clone();
+        tokio::task::spawn_blocking(move || clinicbox_process::write_atomic(&write, &packed, 0o644))
+            .await
+            .map_err(|e| StageError::Mirror(e.to_string()))?
+            .map_err(io(&path))
+    }
+
+    /// Removes staged chunks an earlier release needed and this one does not.
+    async fn forget_unneeded(&self, needed: &[Chunk]) -> Result<(), StageError> {
+        let keep: std::collections::HashSet<String> = needed.iter().map(Chunk::hex).collect();
+        let dir = self.targets.join(chunks::CHUNK_DIR);
+        let Ok(mut fans) = tokio::fs::read_dir(&dir).await else {
+            return Ok(());
+        };
+        while let Some(fan) = fans.next_entry().await.map_err(io(&dir))? {
+            let mut files = tokio::fs::read_dir(fan.path()).await.map_err(io(&dir))?;
+            while let Some(f) = files.next_entry().await.map_err(io(&dir))? {
+                let name = f.file_name();
+                if !name.to_str().is_some_and(|n| keep.contains(n)) {
+                    tokio::fs::remove_file(f.path())
+                        .await
+                        .map_err(io(&f.path()))?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -379,12 +528,21 @@ async fn remove_dir_if_present(dir: &Path) -> Result<(), StageError> {
 
 /// Removes what an earlier pass staged for another release (a newer one was published since),
 /// so `/data` holds one release at most.
+/// The staged chunks stay when `file` is a chunk index (those the new release needs are
+/// kept: [`Chunks::stage`]).
 async fn forget_other_releases(targets: &Path, file: &str) -> Result<(), StageError> {
     let part = format!("{file}.part");
+    let keep_chunks = file.ends_with(".chunks");
     let mut entries = tokio::fs::read_dir(targets).await.map_err(io(targets))?;
     while let Some(e) = entries.next_entry().await.map_err(io(targets))? {
         let name = e.file_name();
-        if name != file && name.to_str() != Some(part.as_str()) {
+        if name == chunks::CHUNK_DIR {
+            if !keep_chunks {
+                tokio::fs::remove_dir_all(e.path())
+                    .await
+                    .map_err(io(&e.path()))?;
+            }
+        } else if name != file && name.to_str() != Some(part.as_str()) {
             tokio::fs::remove_file(e.path())
                 .await
                 .map_err(io(&e.path()))?;
@@ -409,7 +567,18 @@ pub fn wanted_from(summary: &crate::RoundSummary) -> Option<Option<Version>> {
 pub fn describe(result: &Result<Staged, StageError>) -> String {
     match result {
         Ok(Staged::Nothing) => format!("up to date ({})", clinicbox_process::running_release()),
-        Ok(Staged::Ready(r)) => format!("{} downloaded and verified, ready to install", r.version),
+        Ok(Staged::Ready { release, fetched }) if *fetched < release.length => format!(
+            "{} downloaded and verified, ready to install ({} of the release's {}: the rest is in the running slot)",
+            release.version,
+            megabytes(*fetched),
+            megabytes(release.length)
+        ),
+        Ok(Staged::Ready { release, .. }) => {
+            format!(
+                "{} downloaded and verified, ready to install",
+                release.version
+            )
+        }
         Ok(Staged::RolledBack(v)) => format!(
             "{v} came back to the old slot on this box; waiting for a newer release ({} runs)",
             clinicbox_process::running_release()
