@@ -20,7 +20,7 @@ usage: ./build.sh <command>
   release      build release binaries (profile dist) for the image
   image --target nuc|pi4|pi5
                build the disk image (root); prints the image path last
-  bundle --target nuc [--image IMG] [--repo DIR] [--keys DIR]
+  bundle --target nuc|pi4|pi5 [--image IMG] [--repo DIR] [--keys DIR]
                turn a built image into a signed update in the TUF repository DIR
                (default ./updates, keys ./update-keys); prints the bundle's path last
   image-test   build the nuc image and boot it in QEMU (checks: image/README.md);

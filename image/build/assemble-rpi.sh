@@ -21,7 +21,7 @@ W=${2:?workdir}
 OUT=${3:?output image}
 : "${HW_IMAGE_ROOT_SLOT_SIZE:?} ${HW_IMAGE_DATA_INITIAL_SIZE:?} ${HW_BOARD_DEVICE_TREE:?} ${IMAGE_VERSION:?} ${HW_BOARD_NAME:?}"
 BOOT_SIZE=${HW_IMAGE_BOOT_PARTITION_SIZE:-256M}
-DISK_ID=0xc11cb0c5
+DISK_ID=0x${HW_IMAGE_DISK_ID:?hw/<board>.toml [image] disk_id}
 ROOT_A_FS_UUID=0c11cb0c-5e00-4b1d-9a9e-0000000f500a
 
 log() { printf '[assemble %s] %s\n' "$HW_BOARD_NAME" "$*" >&2; }

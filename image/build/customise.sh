@@ -41,8 +41,11 @@ declare -A SUBST=(
 case $HW_IMAGE_BOOT in
 systemd-boot) SUBST[UPDATE_BOOT]='boot = "systemd-boot"
 esp = "/efi"' ;;
-# Writing a Pi's boot partition and its tryboot is not written yet: no install.
-*) SUBST[UPDATE_BOOT]='# boot: unset on this board (installing into the other slot is NUC-only so far)' ;;
+rpi-tryboot) SUBST[UPDATE_BOOT]="boot = \"rpi-tryboot\"
+# The MBR has no partition labels: PARTUUIDs (hw/$HW_BOARD_NAME.toml disk_id).
+root_partitions = [\"by-partuuid/$HW_IMAGE_DISK_ID-05\", \"by-partuuid/$HW_IMAGE_DISK_ID-06\"]
+boot_partitions = [\"by-partuuid/$HW_IMAGE_DISK_ID-02\", \"by-partuuid/$HW_IMAGE_DISK_ID-03\"]" ;;
+*) echo "unknown [image] boot = $HW_IMAGE_BOOT" >&2; exit 1 ;;
 esac
 render() { # render SRC DST: copy with @NAME@ substituted; fail on leftovers
     local text k
@@ -191,12 +194,7 @@ fi
 systemctl --root="$R" enable systemd-networkd.service systemd-resolved.service \
     systemd-timesyncd.service nftables.service data.mount clinicbox-firstboot.service \
     clinicbox.service clinicbox-uplink.service clinicbox-mark-good.service $POWER_UNITS $NUT_UNITS >/dev/null 2>&1
-if [[ $HW_IMAGE_BOOT == systemd-boot ]]; then
-    systemctl --root="$R" enable clinicbox-update.timer >/dev/null 2>&1
-else
-    rm -f "$UNITS"/clinicbox-update.service "$UNITS"/clinicbox-update.timer "$UNITS"/clinicbox-update-usb.service \
-        "$UNITS"/clinicbox-update-seed.service
-fi
+systemctl --root="$R" enable clinicbox-update.timer >/dev/null 2>&1
 # Nobody can log in on a console (no passwords), so no gettys; timers that
 # would write to the read-only root or talk to the network on their own go too.
 systemctl --root="$R" mask getty@.service serial-getty@.service \

@@ -71,6 +71,10 @@ def main():
         need |= {"start4.elf", "fixup4.dat"}
     check(f"{b}: boot-a has firmware, kernel, initrd, {dtb}, config.txt, cmdline.txt", need <= files,
           f"missing {sorted(need - files)}" if not need <= files else "")
+    # An update bundle carries a boot partition as plain files, at most 64 of them.
+    subdirs = [x for x in mdir(2).splitlines() if x.strip().endswith("/")]
+    check(f"{b}: boot-a holds plain files only, {len(files)} of them (an update bundle takes up to 64)",
+          not subdirs and len(files) <= 64, str(subdirs[:3]))
     cfg = mtype(2, "/config.txt")
     check(f"{b}: config.txt: 64-bit, kernel + initramfs, device tree, watchdog",
           all(s in cfg for s in ("arm_64bit=1", "kernel=vmlinuz", "initramfs initrd.img", f"device_tree={dtb}", "dtparam=watchdog=on")))
@@ -112,6 +116,15 @@ def main():
         units = os.listdir(f"{mnt}/usr/lib/systemd/system")
         want = {"clinicbox.service", "clinicbox-data.service", "data.mount", "clinicbox-firstboot.service", "clinicbox-mark-good.service"}
         check(f"{b}: ClinicBox units installed", want <= set(units), str(sorted(want - set(units))))
+        upd = {"clinicbox-update.service", "clinicbox-update.timer", "clinicbox-update-usb.service",
+               "clinicbox-update-seed.service"}
+        check(f"{b}: update units installed (install into the other slot, from a stick, chunk index)",
+              upd <= set(units), str(sorted(upd - set(units))))
+        conf = open(f"{mnt}/etc/clinicbox/clinicbox.toml").read()
+        disk = DISK_ID[2:]
+        check(f"{b}: [update] installs with tryboot into the MBR's partitions by PARTUUID",
+              'boot = "rpi-tryboot"' in conf and f'"by-partuuid/{disk}-06"' in conf
+              and f'"by-partuuid/{disk}-03"' in conf, re.sub(r"\s+", " ", conf[conf.find("[update]"):])[:200])
         sysconf = open(f"{mnt}/etc/systemd/system.conf.d/clinicbox.conf").read()
         check(f"{b}: RuntimeWatchdogSec={hw['watchdog']['runtime_sec']}s (bcm2835_wdt limit)",
               f"RuntimeWatchdogSec={hw['watchdog']['runtime_sec']}s" in sysconf)

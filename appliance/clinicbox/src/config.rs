@@ -250,6 +250,23 @@ mod tests {
     }
 
     #[test]
+    fn a_pi_image_s_update_section_reads() {
+        // As image/build/customise.sh renders it for a Pi (hw/pi4.toml disk_id).
+        let c = Config::parse(
+            "[update]\nboot = \"rpi-tryboot\"\nroot_partitions = [\"by-partuuid/c11cb0c5-05\", \"by-partuuid/c11cb0c5-06\"]\nboot_partitions = [\"by-partuuid/c11cb0c5-02\", \"by-partuuid/c11cb0c5-03\"]\ntries = 1\n",
+        )
+        .expect("parse");
+        assert_eq!(
+            c.update.boot,
+            Some(clinicbox_update::BootLoader::RpiTryboot)
+        );
+        assert_eq!(
+            c.update.boot_partitions.map(|p| p[1].clone()),
+            Some(PathBuf::from("by-partuuid/c11cb0c5-03"))
+        );
+    }
+
+    #[test]
     fn a_missing_explicit_file_is_an_error() {
         assert!(Config::load(Some(Path::new("/nonexistent/clinicbox.toml"))).is_err());
     }

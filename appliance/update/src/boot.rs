@@ -6,6 +6,8 @@
 //! that still has tries left; a new entry starts with `+tries`, the loader counts a try at
 //! each boot, and `systemd-bless-boot` drops the counter once the boot was declared healthy.
 //! An entry with no tries left sorts after the others: the old slot boots by itself.
+//!
+//! Raspberry Pi: [`crate::tryboot`].
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,14 @@ impl Slot {
         match self {
             Slot::A => 'a',
             Slot::B => 'b',
+        }
+    }
+
+    /// 0 for A, 1 for B: where the slot is in a pair.
+    pub fn index(self) -> usize {
+        match self {
+            Slot::A => 0,
+            Slot::B => 1,
         }
     }
 
@@ -69,19 +79,31 @@ impl std::fmt::Display for Slot {
     }
 }
 
-/// Where a slot's partition is: `/dev/disk/by-partlabel/root-<slot>`, and its PARTUUID (what
-/// the kernel's `root=` names) from the `by-partuuid` link to the same device.
+/// Where a slot's root partition is (a udev link under `/dev/disk`: `by-partlabel/root-<slot>`
+/// on the NUC's GPT, `by-partuuid/<disk id>-0N` on a Pi's MBR), and its PARTUUID (what the
+/// kernel's `root=` names) from the `by-partuuid` link to the same device.
 #[derive(Debug, Clone)]
 pub struct Disks {
     /// `/dev/disk`.
     pub links: PathBuf,
+    /// Slot A's and slot B's root partitions, under `links`.
+    pub roots: [PathBuf; 2],
 }
 
 impl Disks {
+    /// The NUC's GPT: `by-partlabel/root-a` and `root-b` under `links`.
+    pub fn by_label(links: PathBuf) -> Disks {
+        Disks {
+            links,
+            roots: [
+                PathBuf::from("by-partlabel/root-a"),
+                PathBuf::from("by-partlabel/root-b"),
+            ],
+        }
+    }
+
     pub fn device(&self, slot: Slot) -> PathBuf {
-        self.links
-            .join("by-partlabel")
-            .join(format!("root-{}", slot.letter()))
+        self.links.join(&self.roots[slot.index()])
     }
 
     pub fn partuuid(&self, slot: Slot) -> Result<String, UpdateError> {
@@ -110,6 +132,91 @@ impl Entry {
     /// Tried as often as it was allowed and never declared healthy.
     pub fn is_bad(&self) -> bool {
         self.tries_left == Some(0)
+    }
+}
+
+/// The boot loader that chooses between the slots.
+#[derive(Debug, Clone)]
+pub enum Loader {
+    /// NUC: systemd-boot's entries on the ESP, with boot counting.
+    SystemdBoot(SystemdBoot),
+    /// Raspberry Pi: each slot's boot partition, and the firmware's one-time `tryboot`.
+    Tryboot(crate::tryboot::Tryboot),
+}
+
+impl Loader {
+    /// The folder the slot's boot files go in.
+    pub fn files_dir(&self, slot: Slot) -> PathBuf {
+        match self {
+            Loader::SystemdBoot(l) => l.files_dir(slot),
+            Loader::Tryboot(l) => l.files_dir(slot),
+        }
+    }
+
+    /// The slot's entries as the loader sees them.
+    pub fn entries(&self, slot: Slot) -> Result<Vec<Entry>, UpdateError> {
+        match self {
+            Loader::SystemdBoot(l) => l.entries(slot),
+            Loader::Tryboot(l) => l.entries(slot),
+        }
+    }
+
+    /// Why a trial boot of the slot was not healthy, left by its boot check; removed once read.
+    pub fn take_trial_note(&self, slot: Slot) -> Result<Option<(String, String)>, UpdateError> {
+        match self {
+            Loader::SystemdBoot(l) => l.take_trial_note(slot),
+            Loader::Tryboot(l) => l.take_trial_note(slot),
+        }
+    }
+
+    /// Makes the slot unbootable while it is rewritten.
+    pub fn retire(&self, slot: Slot) -> Result<(), UpdateError> {
+        match self {
+            Loader::SystemdBoot(l) => l.retire(slot),
+            Loader::Tryboot(l) => l.retire(slot),
+        }
+    }
+
+    /// Makes the slot bootable with `manifest`'s release, its tries counted: the last step
+    /// of an install.
+    pub fn commit(
+        &self,
+        slot: Slot,
+        partuuid: &str,
+        manifest: &Manifest,
+    ) -> Result<PathBuf, UpdateError> {
+        match self {
+            Loader::SystemdBoot(l) => l.commit(slot, partuuid, manifest),
+            Loader::Tryboot(l) => l.commit(slot, partuuid, manifest),
+        }
+    }
+
+    /// Just before restarting into `slot` for its trial: the Pi spends its one try (the
+    /// firmware counts nothing); systemd-boot counts by itself.
+    pub fn spend_try(&self, slot: Slot) -> Result<(), UpdateError> {
+        match self {
+            Loader::SystemdBoot(_) => Ok(()),
+            Loader::Tryboot(l) => l.spend_try(slot),
+        }
+    }
+
+    /// After a healthy boot of `slot`: the Pi's marker loses its count (systemd-bless-boot
+    /// renames a NUC's entry by itself). A slot with no marker (as flashed) has nothing to do.
+    pub fn bless(&self, slot: Slot) -> Result<(), UpdateError> {
+        match self {
+            Loader::SystemdBoot(_) => Ok(()),
+            Loader::Tryboot(l) if l.entries(slot)?.is_empty() => Ok(()),
+            Loader::Tryboot(l) => l.bless(slot),
+        }
+    }
+
+    /// What `systemctl reboot` is given to boot the new slot: the Pi's firmware boots the
+    /// tryboot partition only when asked (`0 tryboot`); systemd-boot picks the newest entry.
+    pub fn reboot_argument(&self) -> Option<&'static str> {
+        match self {
+            Loader::SystemdBoot(_) => None,
+            Loader::Tryboot(_) => Some("0 tryboot"),
+        }
     }
 }
 
@@ -162,17 +269,7 @@ impl SystemdBoot {
             .esp
             .join("clinicbox")
             .join(format!("trial-{}.txt", slot.letter()));
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(UpdateError::io(&path)(e)),
-        };
-        fs::remove_file(&path).map_err(UpdateError::io(&path))?;
-        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned();
-        let mut lines = text.lines();
-        let version = lines.next().unwrap_or_default().trim().to_owned();
-        let reason = lines.collect::<Vec<_>>().join(" ").trim().to_owned();
-        Ok(Some((version, reason)))
+        take_note(&path)
     }
 
     /// Removes the slot's entries, so that nothing boots it while it is rewritten.
@@ -217,6 +314,21 @@ impl SystemdBoot {
     }
 }
 
+/// A trial note (its release on the first line, then the reason), removed once read.
+pub(crate) fn take_note(path: &Path) -> Result<Option<(String, String)>, UpdateError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(UpdateError::io(path)(e)),
+    };
+    fs::remove_file(path).map_err(UpdateError::io(path))?;
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned();
+    let mut lines = text.lines();
+    let version = lines.next().unwrap_or_default().trim().to_owned();
+    let reason = lines.collect::<Vec<_>>().join(" ").trim().to_owned();
+    Ok(Some((version, reason)))
+}
+
 /// `Some(tries left)` when `name` is an entry of `slot`: `clinicbox-a.conf` (`None` left:
 /// blessed), `clinicbox-a+3.conf`, `clinicbox-a+0-3.conf`.
 fn entry_counter(name: &str, slot: Slot) -> Option<Option<u32>> {
@@ -232,7 +344,7 @@ fn entry_counter(name: &str, slot: Slot) -> Option<Option<u32>> {
     left.parse().ok().map(Some)
 }
 
-fn field(text: &str, key: &str) -> Option<String> {
+pub(crate) fn field(text: &str, key: &str) -> Option<String> {
     text.lines().find_map(|line| {
         let (k, v) = line.trim().split_once(char::is_whitespace)?;
         (k == key).then(|| v.trim().to_owned())

@@ -29,7 +29,8 @@ const MANIFEST: &str = "bundle.json";
 const ROOT: &str = "root.img.gz";
 const BOOT_DIR: &str = "boot/";
 const MAX_MANIFEST_BYTES: u64 = 64 * 1024;
-const MAX_BOOT_FILES: usize = 16;
+/// A Pi's boot partition: firmware, kernel, initrd, device trees, config.txt.
+const MAX_BOOT_FILES: usize = 64;
 const MAX_BOOT_FILE_BYTES: u64 = 256 << 20;
 /// Larger than any slot a board profile gives (`hw/*.toml` root_slot_size).
 const MAX_ROOT_BYTES: u64 = 16 << 30;

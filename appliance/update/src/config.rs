@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InstallConfig {
-    /// The boot loader that chooses between the root slots: `"systemd-boot"` (NUC). Unset
-    /// (the default): the box has no A/B slots (a demo box) and installs nothing.
+    /// The boot loader that chooses between the root slots: `"systemd-boot"` (NUC) or
+    /// `"rpi-tryboot"` (Raspberry Pi). Unset (the default): the box has no A/B slots (a demo
+    /// box) and installs nothing.
     pub boot: Option<BootLoader>,
     /// Where the EFI system partition is mounted. Default `/efi`.
     pub esp: PathBuf,
@@ -19,6 +20,15 @@ pub struct InstallConfig {
     /// udev's links to the disk's partitions (`by-partlabel/root-a`, `by-partuuid/…`).
     /// Default `/dev/disk`.
     pub disks: PathBuf,
+    /// Slot A's and B's root partitions, under `disks`. Default the NUC's GPT labels,
+    /// `["by-partlabel/root-a", "by-partlabel/root-b"]`; a Pi's MBR has none, so its image
+    /// names them by PARTUUID (`by-partuuid/c11cb0c5-05`, `-06`).
+    pub root_partitions: [PathBuf; 2],
+    /// Raspberry Pi: slot A's and B's boot partitions (FAT), under `disks`. Default none.
+    pub boot_partitions: Option<[PathBuf; 2]>,
+    /// Raspberry Pi: where `clinicbox update` mounts the boot partitions while it works
+    /// (`boot-a`, `boot-b` inside). Default `/run/clinicbox-update`.
+    pub boot_mounts: PathBuf,
     /// The installer's folder on `/data`: `state.json`, `trusted/` (the repository metadata
     /// it trusted last, apart from the uplink's) and `clock-floor`. Default `/data/update`.
     pub state_dir: PathBuf,
@@ -31,6 +41,8 @@ pub struct InstallConfig {
 pub enum BootLoader {
     #[serde(rename = "systemd-boot")]
     SystemdBoot,
+    #[serde(rename = "rpi-tryboot")]
+    RpiTryboot,
 }
 
 impl Default for InstallConfig {
@@ -40,6 +52,12 @@ impl Default for InstallConfig {
             esp: PathBuf::from("/efi"),
             tries: 3,
             disks: PathBuf::from("/dev/disk"),
+            root_partitions: [
+                PathBuf::from("by-partlabel/root-a"),
+                PathBuf::from("by-partlabel/root-b"),
+            ],
+            boot_partitions: None,
+            boot_mounts: PathBuf::from("/run/clinicbox-update"),
             state_dir: PathBuf::from("/data/update"),
             reboot_hours: [2, 5],
         }

@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 use semver::Version;
 
-use crate::boot::{Disks, Slot, SystemdBoot, sync_dir};
+use crate::boot::{Disks, Loader, Slot, sync_dir};
 use crate::bundle::{self, BootFile, Checked, Manifest, Part, Sink};
 use crate::chunks::{self, Chunk, Index};
 use crate::seed::{self, SlotChunks};
@@ -34,7 +34,7 @@ const BUFFER: usize = 1 << 20;
 /// What a box's slots look like to an installer.
 #[derive(Debug, Clone)]
 pub struct Layout {
-    pub boot: SystemdBoot,
+    pub boot: Loader,
     pub disks: Disks,
 }
 

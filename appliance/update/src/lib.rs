@@ -28,6 +28,7 @@ mod release;
 pub mod seed;
 pub mod state;
 mod trust;
+pub mod tryboot;
 
 pub use clock::{ClockFloor, IMAGE_MANIFEST, clock_synchronised, release_built};
 pub use config::{BootLoader, InstallConfig};

@@ -5,13 +5,14 @@
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use clinicbox_update::boot::{Disks, Slot, SystemdBoot};
+use clinicbox_update::boot::{Disks, Loader, Slot, SystemdBoot};
 use clinicbox_update::bundle::{self, Contents};
 use clinicbox_update::chunks::Index;
 use clinicbox_update::install::{self, Layout, Outcome, Request};
 use clinicbox_update::publish::{self, Expiry, Keys};
 use clinicbox_update::seed;
 use clinicbox_update::state::State;
+use clinicbox_update::tryboot::Tryboot;
 use jiff::{SignedDuration, Timestamp};
 use semver::Version;
 
@@ -52,13 +53,11 @@ impl BoxOnFiles {
         std::fs::create_dir_all(&entries).expect("esp");
         std::fs::write(entries.join("clinicbox-a.conf"), SLOT_A_ENTRY).expect("entry a");
         let layout = Layout {
-            boot: SystemdBoot {
+            boot: Loader::SystemdBoot(SystemdBoot {
                 esp: d.join("esp"),
                 tries: 3,
-            },
-            disks: Disks {
-                links: d.join("disk"),
-            },
+            }),
+            disks: Disks::by_label(d.join("disk")),
         };
         BoxOnFiles {
             dir,
@@ -114,12 +113,16 @@ impl BoxOnFiles {
     }
 
     async fn install(&self) -> Result<Outcome, clinicbox_update::UpdateError> {
+        self.install_board("nuc").await
+    }
+
+    async fn install_board(&self, board: &str) -> Result<Outcome, clinicbox_update::UpdateError> {
         let running: Version = "0.1.0".parse().expect("running");
         let repo = self.path("repo");
         let state = self.path("state");
         install::from_folder(Request {
             from: &repo,
-            board: "nuc",
+            board,
             running: &running,
             running_slot: Slot::A,
             shipped_root: &self.shipped_root,
@@ -450,4 +453,78 @@ async fn a_chunk_that_does_not_match_its_hash_leaves_only_the_running_slot_boota
         !seed::index_path(&b.path("state"), Slot::A).exists(),
         "slot A's index is dropped: the next stage fetches the whole bundle"
     );
+}
+
+impl BoxOnFiles {
+    /// A Pi: its slots' boot partitions are folders (mounted FAT), its root partitions named by
+    /// the MBR's PARTUUIDs.
+    async fn pi() -> BoxOnFiles {
+        let mut b = BoxOnFiles::new().await;
+        let d = b.dir.path().to_owned();
+        for (slot, n) in [("a", 5), ("b", 6)] {
+            let link = d.join(format!("disk/by-partuuid/c11cb0c5-0{n}"));
+            symlink(d.join(format!("slot-{slot}.img")), link).expect("link");
+            std::fs::create_dir_all(d.join(format!("boot-{slot}"))).expect("boot partition");
+        }
+        b.layout = Layout {
+            boot: Loader::Tryboot(Tryboot {
+                dirs: [d.join("boot-a"), d.join("boot-b")],
+            }),
+            disks: Disks {
+                links: d.join("disk"),
+                roots: [
+                    PathBuf::from("by-partuuid/c11cb0c5-05"),
+                    PathBuf::from("by-partuuid/c11cb0c5-06"),
+                ],
+            },
+        };
+        b
+    }
+}
+
+#[tokio::test]
+async fn a_pi_release_goes_into_the_other_boot_partition_and_a_spent_tryboot_is_a_rollback() {
+    let b = BoxOnFiles::pi().await;
+    b.publish("pi4", "pi4", "0.2.0", 100_000).await;
+    let Outcome::Installed(done) = b.install_board("pi4").await.expect("install") else {
+        panic!("nothing installed");
+    };
+    assert_eq!((done.slot, done.version.as_str()), (Slot::B, "0.2.0"));
+    let boot_b = b.path("boot-b");
+    assert_eq!(
+        std::fs::read(boot_b.join("vmlinuz")).expect("kernel"),
+        b"kernel 0.2.0"
+    );
+    assert_eq!(
+        std::fs::read_to_string(boot_b.join("cmdline.txt")).expect("cmdline"),
+        "root=PARTUUID=c11cb0c5-06 ro clinicbox.slot=b console=ttyS0 panic=10\n"
+    );
+    assert_eq!(
+        b.slot_b()[..100_000],
+        std::fs::read(b.path("parts/root.ext4")).expect("root")[..]
+    );
+    let entry = |b: &BoxOnFiles| b.layout.boot.entries(Slot::B).expect("entries")[0].clone();
+    assert_eq!(entry(&b).tries_left, Some(1), "one tryboot to come");
+    // Run again before the restart (a power cut): nothing is written twice.
+    let again = b.install_board("pi4").await.expect("again");
+    assert!(matches!(again, Outcome::Ready(_)), "{again:?}");
+
+    // The installer asks for the tryboot; slot B never comes back healthy, and the box is
+    // on slot A again (the firmware's default).
+    b.layout.boot.spend_try(Slot::B).expect("spend");
+    let mut state = State::load(&b.path("state"));
+    let other = b.layout.boot.entries(Slot::B).expect("entries");
+    assert!(state.after_healthy_boot(Slot::A, "0.1.0", &other, 1));
+    let rollback = state.last_rollback.clone().expect("rollback");
+    assert_eq!(
+        (rollback.version.as_str(), rollback.slot.as_str()),
+        ("0.2.0", "b")
+    );
+    state.save(&b.path("state")).expect("save");
+    let refused = b.install_board("pi4").await.expect("refused");
+    assert_eq!(refused, Outcome::Refused("0.2.0".parse().expect("v")));
+
+    // A healthy tryboot instead: blessed, the count gone.
+    b.layout.boot.bless(Slot::B).expect("bless");
+    assert_eq!(entry(&b).tries_left, None);
 }

@@ -8,14 +8,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clinicbox_update::boot::{Disks, Slot, SystemdBoot};
+use clinicbox_update::boot::{Disks, Loader, Slot, SystemdBoot};
 use clinicbox_update::install::{self, Layout, Outcome, Request};
 use clinicbox_update::seed;
 use clinicbox_update::state::State;
+use clinicbox_update::tryboot::Tryboot;
 use clinicbox_update::{BootLoader, ClockFloor, IMAGE_MANIFEST, release_built};
 use jiff::Timestamp;
 
 use crate::config::Config;
+
+mod mounts;
+use mounts::{Access, BootMounts};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum UpdateCommand {
@@ -55,7 +59,9 @@ pub fn run(cfg: &Config, cmd: UpdateCommand) -> anyhow::Result<()> {
     match cmd {
         UpdateCommand::Install { from, reboot } => {
             let from = from.unwrap_or_else(|| cfg.uplink.update.dir.join("staging"));
-            let outcome = rt.block_on(install_from(cfg, &from))?;
+            let layout = layout(u)?;
+            let _mounted = BootMounts::mount(u, Slot::running()?, Access::Write)?;
+            let outcome = rt.block_on(install_from(cfg, &layout, &from))?;
             let ready = match &outcome {
                 Outcome::Nothing => {
                     println!("nothing newer to install from {}", from.display());
@@ -87,11 +93,14 @@ pub fn run(cfg: &Config, cmd: UpdateCommand) -> anyhow::Result<()> {
                 }
             };
             let (window, _) = rt.block_on(maintenance_window(cfg));
-            restart(&window, reboot, &ready.version)
+            restart(&window, &layout.boot, reboot, ready)
         }
         UpdateCommand::Booted => {
-            let boot = systemd_boot(u)?;
+            let boot = layout(u)?.boot;
             let slot = Slot::running()?;
+            let _mounted = BootMounts::mount(u, slot, Access::Write)?;
+            // A Pi's healthy slot loses its count (systemd-bless-boot does a NUC's entry).
+            boot.bless(slot)?;
             let other = boot.entries(slot.other())?;
             let mut state = State::load(&u.state_dir);
             let version = clinicbox_process::running_release();
@@ -118,7 +127,9 @@ pub fn run(cfg: &Config, cmd: UpdateCommand) -> anyhow::Result<()> {
             let slot = Slot::running()?;
             let version = clinicbox_process::running_release();
             let board = board(cfg)?;
-            if seed::ensure(&layout(u)?, &u.state_dir, slot, board, &version)? {
+            let layout = layout(u)?;
+            let _mounted = BootMounts::mount(u, slot, Access::ReadRunning)?;
+            if seed::ensure(&layout, &u.state_dir, slot, board, &version)? {
                 let index = seed::running(&u.state_dir, slot, &version)
                     .context("the index just written")?;
                 let chunks: usize = index.parts.iter().map(Vec::len).sum();
@@ -163,21 +174,25 @@ async fn maintenance_window(cfg: &Config) -> (clinicbox_update::InstallConfig, &
     }
 }
 
-fn systemd_boot(u: &clinicbox_update::InstallConfig) -> anyhow::Result<SystemdBoot> {
-    match u.boot {
-        Some(BootLoader::SystemdBoot) => Ok(SystemdBoot {
+fn layout(u: &clinicbox_update::InstallConfig) -> anyhow::Result<Layout> {
+    let boot = match u.boot {
+        Some(BootLoader::SystemdBoot) => Loader::SystemdBoot(SystemdBoot {
             esp: u.esp.clone(),
             tries: u.tries,
         }),
+        Some(BootLoader::RpiTryboot) if u.boot_partitions.is_some() => Loader::Tryboot(Tryboot {
+            dirs: [mounts::dir(u, Slot::A), mounts::dir(u, Slot::B)],
+        }),
+        Some(BootLoader::RpiTryboot) => {
+            bail!("[update] boot is rpi-tryboot but boot_partitions is not set")
+        }
         None => bail!("[update] boot is not set: this box has no A/B root slots to install into"),
-    }
-}
-
-fn layout(u: &clinicbox_update::InstallConfig) -> anyhow::Result<Layout> {
+    };
     Ok(Layout {
-        boot: systemd_boot(u)?,
+        boot,
         disks: Disks {
             links: u.disks.clone(),
+            roots: u.root_partitions.clone(),
         },
     })
 }
@@ -190,9 +205,8 @@ fn board(cfg: &Config) -> anyhow::Result<&str> {
         .context("[uplink.update] board is not set: which board's releases to install")
 }
 
-async fn install_from(cfg: &Config, from: &Path) -> anyhow::Result<Outcome> {
+async fn install_from(cfg: &Config, layout: &Layout, from: &Path) -> anyhow::Result<Outcome> {
     let u = &cfg.update;
-    let layout = layout(u)?;
     let board = board(cfg)?;
     let root_file = &cfg.uplink.update.root_file;
     let shipped_root = std::fs::read(root_file)
@@ -208,7 +222,7 @@ async fn install_from(cfg: &Config, from: &Path) -> anyhow::Result<Outcome> {
         running_slot: Slot::running()?,
         shipped_root: &shipped_root,
         now,
-        layout: &layout,
+        layout,
         state_dir: &u.state_dir,
     };
     Ok(install::from_folder(req).await?)
@@ -234,9 +248,11 @@ fn judged_now(cfg: &Config) -> anyhow::Result<Timestamp> {
 
 fn restart(
     u: &clinicbox_update::InstallConfig,
+    boot: &Loader,
     when: RebootWhen,
-    version: &str,
+    ready: &install::Installed,
 ) -> anyhow::Result<()> {
+    let version = &ready.version;
     let hour = jiff::Zoned::now().hour() as u8;
     let go = match when {
         RebootWhen::Now => true,
@@ -245,17 +261,25 @@ fn restart(
     };
     if !go {
         let [start, end] = u.reboot_hours;
+        let next = match boot.reboot_argument() {
+            // A plain restart boots the Pi's default slot: only the installer's tryboot
+            // restart tries the new one.
+            Some(_) => "waits for the installer's restart",
+            None => "boots at the next restart",
+        };
         match when {
-            RebootWhen::Never => println!("{version} boots at the next restart"),
+            RebootWhen::Never => println!("{version} {next}"),
             _ => println!(
-                "{version} boots at the next restart (the box restarts for it between {start}:00 and {end}:00)"
+                "{version} {next} (the box restarts for it between {start}:00 and {end}:00)"
             ),
         }
         return Ok(());
     }
+    boot.spend_try(ready.slot)?;
     println!("restarting into {version}");
     let status = std::process::Command::new("systemctl")
         .arg("reboot")
+        .args(boot.reboot_argument())
         .status()
         .context("systemctl reboot")?;
     if !status.success() {
