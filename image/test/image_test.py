@@ -899,11 +899,10 @@ def check_update_cut_and_installed(g, work, port, boot_timeout, good):
     return g
 
 
-def check_update_rolls_back(g, work, bad):
-    """A technician's USB stick carries a release whose clinicbox fails: it installs into
-    slot A, fails its boot check three times, and the box is back on slot B by itself with
-    the reason recorded, reported in the next check-in and never installed again."""
-    stick = os.path.join(work, "update-stick.img")
+def update_stick(work, version, name):
+    """A FAT stick image with the repository's metadata and `version`'s bundle in
+    clinicbox-update/, as a technician copies it."""
+    stick = os.path.join(work, name)
     sh("truncate", "-s", "640M", stick)
     sh("mkfs.vfat", "-F", "32", "-n", "CLINICUPD", stick)
     repo = UPDATES["repo"]
@@ -912,16 +911,28 @@ def check_update_rolls_back(g, work, bad):
     os.makedirs(os.path.join(staged, "targets"))
     shutil.copytree(os.path.join(repo, "metadata"), os.path.join(staged, "metadata"))
     for f in os.listdir(os.path.join(repo, "targets")):
-        if f.endswith(f"-{bad}.bundle"):
+        if f.endswith(f"-{version}.bundle"):
             shutil.copy(os.path.join(repo, "targets", f), os.path.join(staged, "targets", f))
     sh("mcopy", "-s", "-i", stick, staged, "::/")
     shutil.rmtree(os.path.join(work, "stick"))
-    # OVMF under TCG hangs at a reset with a hot-plugged USB stick still in (seen here, not on
-    # hardware): the test restarts the box itself once the stick is out, instead of the unit.
+    return stick
+
+
+def stick_installs_without_restart(g):
+    """OVMF under TCG hangs at a reset with a hot-plugged USB stick still in (seen here, not on
+    hardware): the test restarts the box itself once the stick is out, instead of the unit."""
     g.run("mkdir -p /run/systemd/system/clinicbox-update-usb.service.d && printf '[Service]\\nExecStart=\\n"
           "ExecStart=/usr/bin/clinicbox --config /etc/clinicbox/clinicbox.toml update install "
           "--from /media/clinicbox/stick/clinicbox-update --reboot never\\n' "
           ">/run/systemd/system/clinicbox-update-usb.service.d/test.conf && systemctl daemon-reload")
+
+
+def check_update_rolls_back(g, work, bad):
+    """A technician's USB stick carries a release whose clinicbox fails: it installs into
+    slot A, fails its boot check three times, and the box is back on slot B by itself with
+    the reason recorded, reported in the next check-in and never installed again."""
+    stick = update_stick(work, bad, "update-stick.img")
+    stick_installs_without_restart(g)
     t0 = time.monotonic()
     plug_stick(g, stick, "updstick")
     said = wait_until(lambda: (lambda o: o if "installed " in o or "failed" in o.lower() else None)(
@@ -965,6 +976,144 @@ def check_update_rolls_back(g, work, bad):
     return rb
 
 
+def publish_tool():
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(HERE, "../../target")
+    return os.path.join(target, "debug", "clinicbox-publish")
+
+
+def make_rootless_release(work, good_bundle, version):
+    """A signed release whose root slot holds no file system (a wrong image, a bad build): the
+    good release's kernel, initrd and command line, and 64 MiB of zeros for a root."""
+    d = os.path.join(work, "rootless")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    sh("tar", "-xf", good_bundle, "-C", d, "bundle.json", "boot/vmlinuz", "boot/initrd.img")
+    with open(os.path.join(d, "bundle.json")) as f:
+        cmdline = json.load(f)["cmdline"]
+    root = os.path.join(d, "root.img")
+    with open(root, "wb") as f:
+        f.truncate(64 << 20)
+    out = os.path.join(work, f"clinicbox-nuc-{version}.bundle")
+    sh(publish_tool(), "bundle", "--board", "nuc", "--version", version, "--root", root,
+       "--boot", os.path.join(d, "boot/vmlinuz"), "--boot", os.path.join(d, "boot/initrd.img"),
+       "--cmdline", cmdline, "--out", out)
+    sh(publish_tool(), "add", "--repo", UPDATES["repo"], "--keys", UPDATES["keys"], "--file", out,
+       "--board", "nuc", "--version", version)
+    shutil.rmtree(d)
+
+
+def refusal_folders(work, version):
+    """Repository folders a stick might carry that must each be refused, made from the test's
+    repository (which offers `version`, newer than what runs): the bundle tampered with, the
+    timestamp expired, only an older release, and a timestamp from another publication."""
+    repo, keys = UPDATES["repo"], UPDATES["keys"]
+    base = os.path.join(work, "refusals")
+    shutil.rmtree(base, ignore_errors=True)
+
+    def copy(name, releases):
+        d = os.path.join(base, name)
+        shutil.copytree(os.path.join(repo, "metadata"), os.path.join(d, "metadata"))
+        os.makedirs(os.path.join(d, "targets"))
+        for f in os.listdir(os.path.join(repo, "targets")):
+            if any(f.endswith(f"-{v}.bundle") for v in releases):
+                shutil.copy(os.path.join(repo, "targets", f), os.path.join(d, "targets", f))
+        return d
+
+    tampered = copy("refuse-tampered", [version])
+    for f in os.listdir(os.path.join(tampered, "targets")):
+        with open(os.path.join(tampered, "targets", f), "r+b") as b:
+            b.seek(os.path.getsize(b.name) // 2)
+            byte = b.read(1)
+            b.seek(-1, 1)
+            b.write(bytes([byte[0] ^ 0xFF]))
+    expired = copy("refuse-expired", [version])
+    sh(publish_tool(), "refresh", "--repo", expired, "--keys", keys, "--timestamp-days=-1")
+    older = copy("refuse-older", [])
+    with open(os.path.join(base, "older.bin"), "wb") as f:
+        f.write(b"an older release")
+    sh(publish_tool(), "add", "--repo", older, "--keys", keys, "--file", os.path.join(base, "older.bin"),
+       "--board", "nuc", "--version", "0.0.9")
+    os.unlink(os.path.join(base, "older.bin"))
+    # Two publications after this one, one in each copy: the timestamp of one names a
+    # snapshot the other folder holds under the same version with other contents.
+    mixed, other = copy("refuse-mixed", [version]), copy("other-publication", [version])
+    for d, body in ((mixed, b"one"), (other, b"another")):
+        extra = os.path.join(base, "extra.bin")
+        with open(extra, "wb") as f:
+            f.write(body)
+        sh(publish_tool(), "add", "--repo", d, "--keys", keys, "--file", extra, "--board", "pi5", "--version", "9.9.9")
+    shutil.copy(os.path.join(other, "metadata", "timestamp.json"), os.path.join(mixed, "metadata", "timestamp.json"))
+    shutil.rmtree(other)
+    os.unlink(os.path.join(base, "extra.bin"))
+    return base
+
+
+def check_refusals(g, work, version):
+    """Each folder from `refusal_folders`, installed from a stick as a technician would run it:
+    refused, the running slot's entry and the installer's trusted metadata as they were."""
+    base = refusal_folders(work, version)
+    stick = os.path.join(work, "refusals-stick.img")
+    sh("truncate", "-s", "640M", stick)
+    sh("mkfs.vfat", "-F", "32", "-n", "CLINICREF", stick)
+    for name in sorted(os.listdir(base)):
+        sh("mcopy", "-s", "-i", stick, os.path.join(base, name), "::/")
+    plug_stick(g, stick, "refusals")
+    wait_until(lambda: g.run(f"test -d {STICK}/refuse-older")[0] == 0, 120, 2)
+    trusted = "sha256sum /data/update/trusted/*.json"
+    _, trusted_before = g.run(trusted)
+    running_entry = "clinicbox-b.conf"
+    # Metadata that does not verify first: nothing of it may be trusted. Then a genuine
+    # repository whose bundle was tampered with, and one that offers only an older release.
+    expect = {"refuse-expired": "expired", "refuse-mixed": "does not verify",
+              "refuse-tampered": "the bundle:", "refuse-older": "nothing newer"}
+    for name, why in expect.items():
+        if name == "refuse-tampered":
+            _, trusted_after = g.run(trusted)
+            R.check("update: nothing an expired or mixed repository said is trusted (the installer's "
+                    "metadata unchanged)",
+                    trusted_before == trusted_after and trusted_before.strip() != "", trusted_after.strip()[:200])
+        rc, out = g.run(f"clinicbox --config /etc/clinicbox/clinicbox.toml update install "
+                        f"--from {STICK}/{name} --reboot never 2>&1", timeout=600)
+        now = entries(g)
+        other_bootable = any(e.startswith("clinicbox-a") and "+0-" not in e for e in now)
+        R.check(f"update: a stick's {name[len('refuse-'):]} repository is refused; slot B's entry stays "
+                "and slot A is not made bootable",
+                why in out and running_entry in now and not other_bootable,
+                f"rc {rc}: {out.strip().splitlines()[-1:] if out.strip() else ''}; {now}")
+    unplug_stick(g, "refusals")
+    shutil.rmtree(base)
+
+
+def check_initramfs_failure_rolls_back(g, work, version):
+    """A release whose root cannot be mounted fails in the initramfs, before systemd and the
+    boot check run: `panic=10` makes initramfs-tools restart, each restart spends a try, and
+    the box is back on slot B by itself, the rollback recorded as one that never started."""
+    stick = update_stick(work, version, "rootless-stick.img")
+    stick_installs_without_restart(g)
+    plug_stick(g, stick, "rootless")
+    said = wait_until(lambda: (lambda o: o if f"installed {version}" in o or "failed" in o.lower() else None)(
+        g.run("journalctl -b -u clinicbox-update-usb.service -o cat")[1]), 600, 5) or ""
+    unplug_stick(g, "rootless")
+    serial_before = len(g.console())
+    before = boot_id(g)
+    g.run("systemctl --no-block reboot")
+    _, cmdline = wait_next_boot(g, before, 900, "b")
+    console = g.console()[serial_before:]
+    panics = console.count("Rebooting automatically due to panic= boot argument")
+    R.check(f"update: {version}, whose root does not mount, restarts from its initramfs (panic=10) "
+            "until its tries are spent, and the box is back on slot B",
+            f"installed {version} into slot A" in said and "clinicbox.slot=b" in cmdline and panics >= 3,
+            f"{panics} initramfs restarts; {said.splitlines()[-1:] if said else 'not installed'}; {cmdline[-120:]}")
+    healthy(g, 300)
+    _, state = g.run("clinicbox --config /etc/clinicbox/clinicbox.toml update status")
+    try:
+        rb = json.loads(state).get("lastRollback") or {}
+    except ValueError:
+        rb = {}
+    R.check("update: that rollback is recorded as a release that never started",
+            rb.get("version") == version and "never reported a health check" in (rb.get("reason") or ""), str(rb))
+
+
 def plug_stick(g, image, name):
     g.monitor(f"drive_add 0 if=none,id={name},format=raw,file={image}")
     g.monitor(f"device_add usb-storage,id={name}dev,drive={name},bus=xhci.0,removable=on")
@@ -1000,7 +1149,7 @@ def check_update(image, work, disk, port, boot_timeout):
     gv = re.search(r"-(\d+\.\d+\.\d+)\.img$", good).group(1)
     bv = re.search(r"-(\d+\.\d+\.\d+)\.img$", bad).group(1)
     t = time.monotonic()
-    make_bundle(good, work, "release-good")
+    good_bundle = make_bundle(good, work, "release-good")
     R.figures["update: bundle a built image (root, kernel, initrd) and sign it s"] = round(time.monotonic() - t, 1)
     size = sum(os.path.getsize(os.path.join(UPDATES["repo"], "targets", f))
                for f in os.listdir(os.path.join(UPDATES["repo"], "targets")) if f.endswith(".bundle"))
@@ -1017,6 +1166,10 @@ def check_update(image, work, disk, port, boot_timeout):
         rb = check_update_rolls_back(g, work, bv)
         if rb:
             check_rollback_reported(g, rb)
+        rootless = re.sub(r"\d+$", lambda m: str(int(m.group()) + 1), bv)
+        make_rootless_release(work, good_bundle, rootless)
+        check_refusals(g, work, rootless)
+        check_initramfs_failure_rolls_back(g, work, rootless)
         g.poweroff()
     finally:
         if g:
