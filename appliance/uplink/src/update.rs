@@ -418,27 +418,38 @@ impl Chunks<'_> {
     ) -> Result<u64, StageError> {
         let url = self.source.target_url(&index.file)?;
         let file = download(self.http, &url, self.targets, index, Some(until)).await?;
-        let release = Index::load(&file)?;
         let have = seed.locations();
-        let needed: Vec<Chunk> = release
+        let needed: Vec<Chunk> = Index::load(&file)?
             .distinct()
             .into_iter()
             .filter(|c| !have.contains_key(&c.sha256))
             .collect();
         self.forget_unneeded(&needed).await?;
+        self.fetch_missing(&needed, &index.file, until).await?;
+        let mut staged = index.length;
+        for c in &needed {
+            let path = c.path_in(self.targets);
+            staged += tokio::fs::metadata(&path).await.map_err(io(&path))?.len();
+        }
+        Ok(staged)
+    }
+
+    /// Fetches the `needed` chunks not staged yet, a few at a time, until `until`.
+    async fn fetch_missing(
+        &self,
+        needed: &[Chunk],
+        name: &str,
+        until: tokio::time::Instant,
+    ) -> Result<(), StageError> {
         let started = tokio::time::Instant::now();
         let total: u64 = needed.iter().map(|c| u64::from(c.len)).sum();
-        let mut have_bytes = 0u64;
-        let mut fetched_now = 0u64;
+        let (mut have, mut fetched) = (0u64, 0u64);
         let mut missing = Vec::new();
-        for c in &needed {
-            if tokio::fs::try_exists(c.path_in(self.targets))
-                .await
-                .unwrap_or(false)
-            {
-                have_bytes += u64::from(c.len);
-            } else {
-                missing.push(*c);
+        for c in needed {
+            let staged = tokio::fs::try_exists(c.path_in(self.targets)).await;
+            match staged {
+                Ok(true) => have += u64::from(c.len),
+                _ => missing.push(*c),
             }
         }
         let mut fetches = futures_util::stream::iter(missing)
@@ -446,24 +457,19 @@ impl Chunks<'_> {
             .buffer_unordered(CHUNKS_IN_FLIGHT);
         while let Some(done) = fetches.next().await {
             let c = done?;
-            have_bytes += u64::from(c.len);
-            fetched_now += u64::from(c.len);
-            if tokio::time::Instant::now() >= until && have_bytes < total {
+            have += u64::from(c.len);
+            fetched += u64::from(c.len);
+            if tokio::time::Instant::now() >= until && have < total {
                 let secs = started.elapsed().as_secs().max(1);
                 return Err(StageError::Paused {
-                    name: index.file.clone(),
-                    have: have_bytes,
+                    name: name.to_owned(),
+                    have,
                     length: total,
-                    per_sec: fetched_now / secs,
+                    per_sec: fetched / secs,
                 });
             }
         }
-        let mut staged = index.length;
-        for c in &needed {
-            let path = c.path_in(self.targets);
-            staged += tokio::fs::metadata(&path).await.map_err(io(&path))?.len();
-        }
-        Ok(staged)
+        Ok(())
     }
 
     /// One chunk, checked against its hash before it takes its name.

@@ -42,14 +42,8 @@ struct Cli {
 enum Command {
     /// Makes missing keys and the repository's first root; prints the root's path.
     Init {
-        /// How many root keys sign a root, of how many.
-        #[arg(long, default_value_t = 1)]
-        threshold: u64,
-        #[arg(long, default_value_t = 1)]
-        root_keys: usize,
-        /// Days until the root expires (a new root must be signed before then).
-        #[arg(long, default_value_t = 365)]
-        root_days: i64,
+        #[command(flatten)]
+        root: RootArgs,
     },
     /// Packs a release's root image and boot files into one bundle file.
     Bundle {
@@ -98,17 +92,26 @@ enum Command {
     Rotate {
         #[arg(long)]
         new_keys: PathBuf,
-        #[arg(long, default_value_t = 1)]
-        threshold: u64,
-        #[arg(long, default_value_t = 1)]
-        root_keys: usize,
-        #[arg(long, default_value_t = 365)]
-        root_days: i64,
+        #[command(flatten)]
+        root: RootArgs,
         #[arg(long, default_value_t = 90)]
         days: i64,
         #[arg(long, default_value_t = 7)]
         timestamp_days: i64,
     },
+}
+
+/// The root a command makes: its keys, how many must sign, how long it lasts.
+#[derive(clap::Args)]
+struct RootArgs {
+    /// How many root keys sign a root, of how many.
+    #[arg(long, default_value_t = 1)]
+    threshold: u64,
+    #[arg(long, default_value_t = 1)]
+    root_keys: usize,
+    /// Days until the root expires (a new root must be signed before then).
+    #[arg(long, default_value_t = 365)]
+    root_days: i64,
 }
 
 fn days(n: i64) -> SignedDuration {
@@ -130,14 +133,14 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let now = Timestamp::now();
     match cli.command {
-        Command::Init {
-            threshold,
-            root_keys,
-            root_days,
-        } => {
-            let keys = Keys::generate(&cli.keys, root_keys, threshold)?;
+        Command::Init { root } => {
+            let keys = Keys::generate(&cli.keys, root.root_keys, root.threshold)?;
             let root = rt
-                .block_on(publish::create(&cli.repo, &keys, now + days(root_days)))
+                .block_on(publish::create(
+                    &cli.repo,
+                    &keys,
+                    now + days(root.root_days),
+                ))
                 .context("creating the repository")?;
             println!("{}", root.display());
         }
@@ -192,20 +195,18 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Rotate {
             new_keys,
-            threshold,
-            root_keys,
-            root_days,
+            root,
             days: d,
             timestamp_days,
         } => {
             let old = Keys::present(&cli.keys);
-            let new = Keys::generate(&new_keys, root_keys, threshold)?;
+            let new = Keys::generate(&new_keys, root.root_keys, root.threshold)?;
             let root = rt
                 .block_on(publish::rotate(
                     &cli.repo,
                     &old,
                     &new,
-                    now + days(root_days),
+                    now + days(root.root_days),
                     expiry(now, d, timestamp_days),
                 ))
                 .context("rotating the keys")?;
