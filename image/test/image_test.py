@@ -1035,6 +1035,14 @@ def refusal_folders(work, version):
     repo, keys = UPDATES["repo"], UPDATES["keys"]
     base = os.path.join(work, "refusals")
     shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
+    # The older release goes into the repository itself: a folder signed apart from it would
+    # be trusted once verified, and the repository's next stick would then look replayed.
+    with open(os.path.join(base, "older.bin"), "wb") as f:
+        f.write(b"an older release")
+    sh(publish_tool(), "add", "--repo", repo, "--keys", keys, "--file", os.path.join(base, "older.bin"),
+       "--board", "nuc", "--version", "0.0.9")
+    os.unlink(os.path.join(base, "older.bin"))
 
     def copy(name, releases):
         d = os.path.join(base, name)
@@ -1054,12 +1062,7 @@ def refusal_folders(work, version):
             b.write(bytes([byte[0] ^ 0xFF]))
     expired = copy("refuse-expired", [version])
     sh(publish_tool(), "refresh", "--repo", expired, "--keys", keys, "--timestamp-days=-1")
-    older = copy("refuse-older", [])
-    with open(os.path.join(base, "older.bin"), "wb") as f:
-        f.write(b"an older release")
-    sh(publish_tool(), "add", "--repo", older, "--keys", keys, "--file", os.path.join(base, "older.bin"),
-       "--board", "nuc", "--version", "0.0.9")
-    os.unlink(os.path.join(base, "older.bin"))
+    copy("refuse-older", ["0.0.9"])
     # Two publications after this one, one in each copy: the timestamp of one names a
     # snapshot the other folder holds under the same version with other contents.
     mixed, other = copy("refuse-mixed", [version]), copy("other-publication", [version])
