@@ -26,6 +26,16 @@ impl ChunkSource<'_> {
         let path = chunk.path_in(self.targets);
         match File::open(&path) {
             Ok(file) => chunks::unpack(chunk, BufReader::new(file)),
+            // The slot's index named it, and the slot no longer holds it.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    && self.seed.is_some_and(|s| s.has(chunk)) =>
+            {
+                Err(UpdateError::SeedChanged(format!(
+                    "chunk {} no longer matches its index",
+                    chunk.hex()
+                )))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(UpdateError::BadChunks(format!(
                 "chunk {} is neither in the running slot nor staged",
                 chunk.hex()

@@ -36,6 +36,10 @@ pub enum UpdateError {
     /// A chunk index or a chunk that does not add up (`chunks`).
     #[error("the chunks: {0}")]
     BadChunks(String),
+    /// The running slot no longer holds what its index says (a chunk read from it does not
+    /// match), and the chunk was not staged either.
+    #[error("the running slot: {0}")]
+    SeedChanged(String),
     /// Writing or checking a slot or its boot entry.
     #[error("installing: {0}")]
     Install(String),

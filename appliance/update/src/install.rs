@@ -108,10 +108,24 @@ pub async fn from_folder(req: Request<'_>) -> Result<Outcome, UpdateError> {
     if let Some(ready) = already_installed(&state, &release, slot, req.layout)? {
         return Ok(Outcome::Ready(ready));
     }
+    let installed = write_slot(&req, held, release, slot).await?;
+    let now_ms = Timestamp::now().as_millisecond();
+    state.installed = Some(Record::new(&installed.version, slot, None, now_ms));
+    state.save(req.state_dir)?;
+    Ok(Outcome::Installed(installed))
+}
+
+/// [`install`] on a blocking thread, with the slots' indexes kept in step: the written slot's
+/// replaced, the running slot's dropped when it proved wrong.
+async fn write_slot(
+    req: &Request<'_>,
+    held: Held,
+    release: Release,
+    slot: Slot,
+) -> Result<Installed, UpdateError> {
     // What the slot held is going: so is its index.
     let slot_index = seed::index_path(req.state_dir, slot);
     remove_if_present(&slot_index)?;
-    let running_index = seed::index_path(req.state_dir, req.running_slot);
     let seed = match &held {
         Held::Chunks { .. } => {
             seed::running(req.state_dir, req.running_slot, &req.running.to_string())
@@ -124,21 +138,19 @@ pub async fn from_folder(req: Request<'_>) -> Result<Outcome, UpdateError> {
         tokio::task::spawn_blocking(move || install(&held, seed.as_ref(), &release, slot, &layout))
             .await
             .map_err(|e| UpdateError::Install(format!("the writer stopped: {e}")))?;
-    let (installed, index) = match written {
-        Ok(w) => w,
-        Err(e @ UpdateError::BadChunks(_)) => {
-            // The running slot's index may be what is wrong: without it, the uplink fetches
-            // the whole bundle next, and the next healthy boot cuts the index again.
-            remove_if_present(&running_index)?;
-            return Err(e);
+    match written {
+        Ok((installed, index)) => {
+            index.save(&slot_index)?;
+            Ok(installed)
         }
-        Err(e) => return Err(e),
-    };
-    index.save(&slot_index)?;
-    let now_ms = Timestamp::now().as_millisecond();
-    state.installed = Some(Record::new(&installed.version, slot, None, now_ms));
-    state.save(req.state_dir)?;
-    Ok(Outcome::Installed(installed))
+        Err(e @ UpdateError::SeedChanged(_)) => {
+            // The running slot's index is wrong: without it, the uplink fetches the whole
+            // bundle next, and the next healthy boot cuts the index again.
+            remove_if_present(&seed::index_path(req.state_dir, req.running_slot))?;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The release in `slot` when the state says it was written there and its entry still has

@@ -106,7 +106,7 @@ pub fn cut_slot(
 /// The size of the ext4 file system at the start of `device` (block count × block size, from
 /// its superblock), no more than the device holds.
 pub fn ext4_bytes(device: &Path) -> Result<u64, UpdateError> {
-    let file = File::open(device).map_err(UpdateError::io(device))?;
+    let mut file = File::open(device).map_err(UpdateError::io(device))?;
     let mut sb = [0u8; 1024];
     file.read_exact_at(&mut sb, 1024)
         .map_err(UpdateError::io(device))?;
@@ -132,8 +132,8 @@ pub fn ext4_bytes(device: &Path) -> Result<u64, UpdateError> {
     };
     let blocks = (high << 32) | le32(0x04);
     let block_size = 1024u64 << le32(0x18).min(6);
-    let size = std::fs::File::open(device)
-        .and_then(|mut f| std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0)))
+    // A block device's metadata says 0 bytes; its end says how many it holds.
+    let size = std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))
         .map_err(UpdateError::io(device))?;
     Ok(blocks.saturating_mul(block_size).min(size))
 }

@@ -445,7 +445,7 @@ async fn a_chunk_that_does_not_match_its_hash_leaves_only_the_running_slot_boota
 
     let err = b.install_from("staged").await.expect_err("refused");
     assert!(
-        matches!(err, clinicbox_update::UpdateError::BadChunks(_)),
+        matches!(err, clinicbox_update::UpdateError::SeedChanged(_)),
         "{err}"
     );
     assert_eq!(b.entries(), ["clinicbox-a.conf"], "B is not bootable");
@@ -527,4 +527,30 @@ async fn a_pi_release_goes_into_the_other_boot_partition_and_a_spent_tryboot_is_
     // A healthy tryboot instead: blessed, the count gone.
     b.layout.boot.bless(Slot::B).expect("bless");
     assert_eq!(entry(&b).tries_left, None);
+}
+
+/// The uplink names the index only once every chunk is staged; until then (`.pending`) the
+/// installer sees no release to install and writes nothing.
+#[tokio::test]
+async fn chunks_still_arriving_are_not_installed() {
+    let b = BoxOnFiles::new().await;
+    let old = ext4_image(1024, 1);
+    b.flash_slot_a(&old);
+    let mut new = old.clone();
+    new[300_000..365_536].copy_from_slice(&ext4_image(64, 2));
+    b.publish_root("nuc", "nuc", "0.2.0", &new).await;
+    b.stage_chunks();
+    let targets = b.path("staged/targets");
+    for e in std::fs::read_dir(&targets).expect("targets") {
+        let p = e.expect("entry").path();
+        if p.to_string_lossy().ends_with(".chunks") {
+            let mut pending = p.clone().into_os_string();
+            pending.push(".pending");
+            std::fs::rename(&p, pending).expect("rename");
+        }
+    }
+    let outcome = b.install_from("staged").await.expect("install");
+    assert_eq!(outcome, Outcome::Nothing);
+    assert_eq!(b.entries(), ["clinicbox-a.conf"]);
+    assert!(seed::index_path(&b.path("state"), Slot::A).exists());
 }

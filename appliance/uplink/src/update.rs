@@ -410,6 +410,8 @@ struct Chunks<'a> {
 
 impl Chunks<'_> {
     /// Brings the staged chunks to what the release needs beyond `seed`; the bytes staged.
+    /// The index waits as `<file>.pending` until every chunk is there: the installer takes a
+    /// staged index as a release whose chunks are all staged.
     async fn stage(
         &self,
         index: &TargetFile,
@@ -417,7 +419,15 @@ impl Chunks<'_> {
         until: tokio::time::Instant,
     ) -> Result<u64, StageError> {
         let url = self.source.target_url(&index.file)?;
-        let file = download(self.http, &url, self.targets, index, Some(until)).await?;
+        let done = self.targets.join(&index.file);
+        let pending = TargetFile {
+            file: format!("{}.pending", index.file),
+            ..index.clone()
+        };
+        let file = match tokio::fs::try_exists(&done).await {
+            Ok(true) => done.clone(),
+            _ => download(self.http, &url, self.targets, &pending, Some(until)).await?,
+        };
         let have = seed.locations();
         let needed: Vec<Chunk> = Index::load(&file)?
             .distinct()
@@ -426,6 +436,9 @@ impl Chunks<'_> {
             .collect();
         self.forget_unneeded(&needed).await?;
         self.fetch_missing(&needed, &index.file, until).await?;
+        if file != done {
+            tokio::fs::rename(&file, &done).await.map_err(io(&done))?;
+        }
         let mut staged = index.length;
         for c in &needed {
             let path = c.path_in(self.targets);
@@ -534,10 +547,9 @@ async fn remove_dir_if_present(dir: &Path) -> Result<(), StageError> {
 
 /// Removes what an earlier pass staged for another release (a newer one was published since),
 /// so `/data` holds one release at most.
-/// The staged chunks stay when `file` is a chunk index (those the new release needs are
-/// kept: [`Chunks::stage`]).
+/// Files named after `file` stay (`.part`, `.pending`); so do the staged chunks when `file` is
+/// a chunk index (those the new release needs are kept: [`Chunks::stage`]).
 async fn forget_other_releases(targets: &Path, file: &str) -> Result<(), StageError> {
-    let part = format!("{file}.part");
     let keep_chunks = file.ends_with(".chunks");
     let mut entries = tokio::fs::read_dir(targets).await.map_err(io(targets))?;
     while let Some(e) = entries.next_entry().await.map_err(io(targets))? {
@@ -548,7 +560,7 @@ async fn forget_other_releases(targets: &Path, file: &str) -> Result<(), StageEr
                     .await
                     .map_err(io(&e.path()))?;
             }
-        } else if name != file && name.to_str() != Some(part.as_str()) {
+        } else if file.is_empty() || !name.to_str().is_some_and(|n| n.starts_with(file)) {
             tokio::fs::remove_file(e.path())
                 .await
                 .map_err(io(&e.path()))?;
