@@ -925,6 +925,15 @@ def check_update_cut_and_installed(g, work, port, boot_timeout, good):
     return g
 
 
+def last_rollback(g):
+    """The installer's last rollback, as `clinicbox update status` says it ({} when none)."""
+    _, state = g.run("clinicbox --config /etc/clinicbox/clinicbox.toml update status")
+    try:
+        return json.loads(state).get("lastRollback") or {}
+    except ValueError:
+        return {}
+
+
 def update_stick(work, version, name):
     """A FAT stick image with the repository's metadata and `version`'s bundle in
     clinicbox-update/, as a technician copies it."""
@@ -978,11 +987,7 @@ def check_update_rolls_back(g, work, bad):
             back and tries >= 4, f"{tries - 1} boots of slot A, then {cmdline[-600:]}")
     R.figures["update: broken release, restart to the box back on slot B s"] = round(time.monotonic() - t0, 1)
     healthy(g, 300)
-    _, state = g.run("clinicbox --config /etc/clinicbox/clinicbox.toml update status")
-    try:
-        rb = json.loads(state).get("lastRollback") or {}
-    except ValueError:
-        rb = {}
+    rb = last_rollback(g)
     R.check("update: the rollback is recorded with the reason slot A's boot check gave",
             rb.get("version") == bad and rb.get("slot") == "a" and "clinicbox.service is not active" in (rb.get("reason") or "")
             and entries(g) == ["clinicbox-a+0-3.conf", "clinicbox-b.conf"],
@@ -1134,11 +1139,7 @@ def check_initramfs_failure_rolls_back(g, work, version):
             f"installed {version} into slot A" in said and "clinicbox.slot=b" in cmdline and panics >= 3,
             f"{panics} initramfs restarts; {said.splitlines()[-1:] if said else 'not installed'}; {cmdline[-120:]}")
     healthy(g, 300)
-    _, state = g.run("clinicbox --config /etc/clinicbox/clinicbox.toml update status")
-    try:
-        rb = json.loads(state).get("lastRollback") or {}
-    except ValueError:
-        rb = {}
+    rb = last_rollback(g)
     R.check("update: that rollback is recorded as a release that never started",
             rb.get("version") == version and "never reported a health check" in (rb.get("reason") or ""), str(rb))
 

@@ -336,41 +336,8 @@ fn bundle_of(work: &Path, version: &str, root: &[u8]) -> PathBuf {
 /// The index `clinicbox update` keeps of the slot the box runs: what the uplink measures a
 /// release against.
 fn seed_from(bundle: &Path, version: &str, installer: &Path) -> clinicbox_update::chunks::Index {
-    struct Cut(Vec<Vec<clinicbox_update::chunks::Chunk>>);
-    impl clinicbox_update::bundle::Sink for Cut {
-        fn manifest(
-            &mut self,
-            _: &clinicbox_update::bundle::Manifest,
-        ) -> Result<(), clinicbox_update::UpdateError> {
-            Ok(())
-        }
-        fn boot_file(
-            &mut self,
-            _: &clinicbox_update::bundle::BootFile,
-            data: &mut dyn std::io::Read,
-        ) -> Result<(), clinicbox_update::UpdateError> {
-            self.0
-                .push(clinicbox_update::chunks::cut(data, |_, _| Ok(()))?.0);
-            Ok(())
-        }
-        fn root(
-            &mut self,
-            _: &clinicbox_update::bundle::Part,
-            data: &mut dyn std::io::Read,
-        ) -> Result<(), clinicbox_update::UpdateError> {
-            self.0
-                .push(clinicbox_update::chunks::cut(data, |_, _| Ok(()))?.0);
-            Ok(())
-        }
-    }
-    let mut cut = Cut(Vec::new());
-    let file = std::fs::File::open(bundle).unwrap();
-    let mut manifest = clinicbox_update::bundle::read(file, &mut cut).unwrap();
-    manifest.version = version.into();
-    let index = clinicbox_update::chunks::Index {
-        manifest,
-        parts: cut.0,
-    };
+    let mut index = clinicbox_update::chunks::index_bundle(bundle, None).unwrap();
+    index.manifest.version = version.into();
     std::fs::create_dir_all(installer).unwrap();
     index.save(&installer.join("slot-a.chunks")).unwrap();
     index

@@ -281,6 +281,55 @@ pub fn check(chunk: &Chunk, data: &[u8]) -> Result<(), UpdateError> {
     Ok(())
 }
 
+/// A bundle's index: its parts read (and checked against its manifest) and cut into chunks,
+/// each new one stored under `store_in` (a repository's `targets/`) when given.
+pub fn index_bundle(bundle: &Path, store_in: Option<&Path>) -> Result<Index, UpdateError> {
+    let file = File::open(bundle).map_err(UpdateError::io(bundle))?;
+    let mut cutter = Cutter {
+        store_in,
+        parts: Vec::new(),
+    };
+    let manifest = crate::bundle::read(BufReader::new(file), &mut cutter)?;
+    Ok(Index {
+        manifest,
+        parts: cutter.parts,
+    })
+}
+
+struct Cutter<'a> {
+    store_in: Option<&'a Path>,
+    parts: Vec<Vec<Chunk>>,
+}
+
+impl Cutter<'_> {
+    fn cut(&mut self, data: &mut dyn Read) -> Result<(), UpdateError> {
+        let (chunks, _) = cut(data, |c, bytes| match self.store_in {
+            Some(targets) => store(targets, c, bytes),
+            None => Ok(()),
+        })?;
+        self.parts.push(chunks);
+        Ok(())
+    }
+}
+
+impl crate::bundle::Sink for Cutter<'_> {
+    fn manifest(&mut self, _: &Manifest) -> Result<(), UpdateError> {
+        Ok(())
+    }
+
+    fn boot_file(
+        &mut self,
+        _: &crate::bundle::BootFile,
+        data: &mut dyn Read,
+    ) -> Result<(), UpdateError> {
+        self.cut(data)
+    }
+
+    fn root(&mut self, _: &Part, data: &mut dyn Read) -> Result<(), UpdateError> {
+        self.cut(data)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,6 @@
 //! re-sign the short-lived timestamp; the root keys never touch it. Keys are Ed25519 in PKCS#8
 //! (DER), one file each, mode 0600.
 
-use std::io::Read;
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
@@ -23,8 +22,8 @@ use tough::schema::{KeyHolder, RoleKeys, RoleType, Root, Signed, Target};
 use tough::sign::Sign;
 use tough::{ExpirationEnforcement, FilesystemTransport, RepositoryLoader};
 
-use crate::bundle::{self, BootFile, Manifest, Part};
-use crate::chunks::{self, Chunk, Index};
+use crate::bundle;
+use crate::chunks;
 use crate::{Source, UpdateError};
 
 /// The signing keys' files.
@@ -319,7 +318,7 @@ pub async fn add_release(
     if bundle::looks_like_bundle(bundle)? {
         let index = {
             let (bundle, targets) = (bundle.to_owned(), targets.clone());
-            tokio::task::spawn_blocking(move || chunk_bundle(&bundle, &targets))
+            tokio::task::spawn_blocking(move || chunks::index_bundle(&bundle, Some(&targets)))
                 .await
                 .map_err(publish_error)??
         };
@@ -350,47 +349,6 @@ pub async fn add_release(
     }
     signed.write(&metadata).await.map_err(publish_error)?;
     Ok(name)
-}
-
-/// Cuts the bundle's parts into chunks, storing each new one under `targets/`; the index.
-fn chunk_bundle(bundle: &Path, targets: &Path) -> Result<Index, UpdateError> {
-    let file = std::fs::File::open(bundle).map_err(UpdateError::io(bundle))?;
-    let mut cutter = Cutter {
-        targets,
-        parts: Vec::new(),
-    };
-    let manifest = bundle::read(std::io::BufReader::new(file), &mut cutter)?;
-    Ok(Index {
-        manifest,
-        parts: cutter.parts,
-    })
-}
-
-struct Cutter<'a> {
-    targets: &'a Path,
-    parts: Vec<Vec<Chunk>>,
-}
-
-impl Cutter<'_> {
-    fn cut(&mut self, data: &mut dyn Read) -> Result<(), UpdateError> {
-        let (chunks, _) = chunks::cut(data, |c, bytes| chunks::store(self.targets, c, bytes))?;
-        self.parts.push(chunks);
-        Ok(())
-    }
-}
-
-impl bundle::Sink for Cutter<'_> {
-    fn manifest(&mut self, _: &Manifest) -> Result<(), UpdateError> {
-        Ok(())
-    }
-
-    fn boot_file(&mut self, _: &BootFile, data: &mut dyn Read) -> Result<(), UpdateError> {
-        self.cut(data)
-    }
-
-    fn root(&mut self, _: &Part, data: &mut dyn Read) -> Result<(), UpdateError> {
-        self.cut(data)
-    }
 }
 
 /// Targets, snapshot and timestamp signed at version `next` with `keys`' online keys.

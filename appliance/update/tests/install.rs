@@ -343,6 +343,19 @@ impl BoxOnFiles {
         assert!(cut.expect("seed"), "cut from the slot");
     }
 
+    /// Slot A flashed (a 1 MiB ext4-looking root, cut into its index), and release 0.2.0
+    /// published: 64 KiB of that root changed, 16 KiB inserted (files move). Its root.
+    async fn flashed_then_next_release(&self) -> Vec<u8> {
+        let old = ext4_image(1024, 1);
+        self.flash_slot_a(&old);
+        let mut new = old.clone();
+        new[300_000..365_536].copy_from_slice(&ext4_image(64, 2));
+        new.splice(600_000..600_000, ext4_image(16, 3));
+        new.truncate(old.len());
+        self.publish_root("nuc", "nuc", "0.2.0", &new).await;
+        new
+    }
+
     /// What the uplink stages from the repository: its metadata, the release's index and only
     /// the chunks slot A's index lacks. Returns how many chunks it took, of how many.
     fn stage_chunks(&self) -> (usize, usize) {
@@ -399,14 +412,7 @@ fn copy_tree(from: &Path, to: &Path) {
 #[tokio::test]
 async fn a_release_from_chunks_takes_what_the_running_slot_holds_and_only_the_rest_is_staged() {
     let b = BoxOnFiles::new().await;
-    let old = ext4_image(1024, 1);
-    b.flash_slot_a(&old);
-    // The next release: 64 KiB of the root changed, 16 KiB inserted (files move).
-    let mut new = old.clone();
-    new[300_000..365_536].copy_from_slice(&ext4_image(64, 2));
-    new.splice(600_000..600_000, ext4_image(16, 3));
-    new.truncate(old.len());
-    b.publish_root("nuc", "nuc", "0.2.0", &new).await;
+    let new = b.flashed_then_next_release().await;
 
     let (staged, all) = b.stage_chunks();
     assert!(
@@ -431,11 +437,7 @@ async fn a_release_from_chunks_takes_what_the_running_slot_holds_and_only_the_re
 #[tokio::test]
 async fn a_chunk_that_does_not_match_its_hash_leaves_only_the_running_slot_bootable() {
     let b = BoxOnFiles::new().await;
-    let old = ext4_image(1024, 1);
-    b.flash_slot_a(&old);
-    let mut new = old.clone();
-    new[300_000..365_536].copy_from_slice(&ext4_image(64, 2));
-    b.publish_root("nuc", "nuc", "0.2.0", &new).await;
+    b.flashed_then_next_release().await;
     b.stage_chunks();
     // Slot A changed under its index where the release needs it (the uplink staged nothing
     // for those bytes).
@@ -534,11 +536,7 @@ async fn a_pi_release_goes_into_the_other_boot_partition_and_a_spent_tryboot_is_
 #[tokio::test]
 async fn chunks_still_arriving_are_not_installed() {
     let b = BoxOnFiles::new().await;
-    let old = ext4_image(1024, 1);
-    b.flash_slot_a(&old);
-    let mut new = old.clone();
-    new[300_000..365_536].copy_from_slice(&ext4_image(64, 2));
-    b.publish_root("nuc", "nuc", "0.2.0", &new).await;
+    b.flashed_then_next_release().await;
     b.stage_chunks();
     let targets = b.path("staged/targets");
     for e in std::fs::read_dir(&targets).expect("targets") {

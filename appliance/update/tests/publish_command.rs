@@ -61,15 +61,7 @@ async fn init_then_add_makes_a_repository_a_box_accepts() {
         .count();
     assert_eq!(keys, 6, "three root keys, targets, snapshot, timestamp");
 
-    let source = Source::folder(&dir.path().join("repo")).expect("source");
-    let shipped = std::fs::read(&root).expect("root");
-    let trusted = dir.path().join("trusted");
-    let repo = verify(&source, &trusted, &shipped, Timestamp::now())
-        .await
-        .expect("verifies");
-    let release = choose(&repo, "nuc", &Version::new(0, 1, 0), None)
-        .expect("choose")
-        .expect("the release");
+    let (repo, release) = as_a_box(dir.path(), &root).await;
     repo.save_target(&release.name, &dir.path().join("out"))
         .await
         .expect("saved");
@@ -106,14 +98,23 @@ async fn rotate_then_refresh_keeps_a_box_that_shipped_the_first_root() {
     publish_with(dir.path(), "new-keys", &add);
     publish_with(dir.path(), "new-keys", &["refresh"]);
 
-    let source = Source::folder(&dir.path().join("repo")).expect("source");
-    let shipped = std::fs::read(&root).expect("root");
-    let trusted = dir.path().join("trusted");
-    let repo = verify(&source, &trusted, &shipped, Timestamp::now())
+    let (_, release) = as_a_box(dir.path(), &root).await;
+    assert_eq!(release.version, Version::new(0, 3, 0));
+}
+
+/// The repository read as a box that shipped the root at `root` reads it: verified, and the
+/// release it would take over 0.1.0.
+async fn as_a_box(
+    dir: &Path,
+    root: &str,
+) -> (clinicbox_update::Verified, clinicbox_update::Release) {
+    let source = Source::folder(&dir.join("repo")).expect("source");
+    let shipped = std::fs::read(root).expect("root");
+    let repo = verify(&source, &dir.join("trusted"), &shipped, Timestamp::now())
         .await
-        .expect("verifies through the rotation");
+        .expect("verifies");
     let release = choose(&repo, "nuc", &Version::new(0, 1, 0), None)
         .expect("choose")
         .expect("the release");
-    assert_eq!(release.version, Version::new(0, 3, 0));
+    (repo, release)
 }
