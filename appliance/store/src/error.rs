@@ -38,6 +38,11 @@ pub enum StoreError {
     Closed,
     #[error("store format version {found} is not supported (this build reads {supported})")]
     UnsupportedFormat { found: u32, supported: u32 },
+    #[error(
+        "this store was changed by a newer release and needs store format {needs} to be read; \
+         this build reads format {reads} (run the newer release, or restore a backup made before it)"
+    )]
+    NeedsNewerRelease { needs: u32, reads: u32 },
     #[error("the operating system's random generator failed")]
     Random,
     #[error("database error: {0}")]

@@ -5,6 +5,7 @@ mod clock;
 mod collection;
 mod compress;
 mod error;
+mod format;
 mod keyslot;
 mod read;
 mod record;
@@ -16,6 +17,7 @@ mod write;
 
 pub use collection::{Collection, DataValueKey};
 pub use error::{KeySlotError, StoreError, UnlockError, WriteError};
+pub use format::{FormatInfo, inspect_format};
 pub use keyslot::{
     KeySlotInfo, KeySlotKind, MIN_PIN_LEN, NewKeySlot, PinCost, RecoveryKey, Unlock,
 };

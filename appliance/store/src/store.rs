@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::cipher::{Cipher, DataKey};
 use crate::clock::Clock;
+use crate::format::FormatInfo;
 use crate::keyslot::{KeySlotInfo, NewKeySlot, PinCost, RecoveryKey, SlotTable, Unlock};
 use crate::read::ReadView;
 use crate::tables::{self, META};
@@ -156,9 +157,11 @@ impl Store {
         txn.set_durability(redb::Durability::Immediate)?;
         {
             let mut meta = txn.open_table(META)?;
+            let format = FormatInfo::this_build();
+            meta.insert(tables::META_FORMAT, format.format.to_le_bytes().as_slice())?;
             meta.insert(
-                tables::META_FORMAT,
-                tables::FORMAT_VERSION.to_le_bytes().as_slice(),
+                tables::META_READABLE_FROM,
+                format.readable_from.to_le_bytes().as_slice(),
             )?;
             meta.insert(tables::META_KEYSLOTS, slots.to_json().as_slice())?;
         }
@@ -529,16 +532,7 @@ fn unlock_meta(txn: &redb::ReadTransaction, unlock: &Unlock) -> Result<Unlocked,
     let get = |k: &str| -> Result<Option<Vec<u8>>, StoreError> {
         Ok(meta.get(k)?.map(|v| v.value().to_vec()))
     };
-    let format = get(tables::META_FORMAT)?
-        .as_deref()
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map_or(0, u32::from_le_bytes);
-    if format != tables::FORMAT_VERSION {
-        return Err(StoreError::UnsupportedFormat {
-            found: format,
-            supported: tables::FORMAT_VERSION,
-        });
-    }
+    FormatInfo::read(&meta)?.check()?;
     let slots = get(tables::META_KEYSLOTS)?
         .ok_or_else(|| KeySlotError::Corrupt("no key slot table".into()))?;
     let (dek, slot) = SlotTable::from_json(&slots)?.unlock(unlock)?;

@@ -15,8 +15,15 @@ pub(crate) const CHANGELOG_BY_TIME: TableDefinition<u64, u64> =
 /// `index name ‖ 0x00 ‖ token (32 bytes) ‖ record key` → nothing.
 pub(crate) const BLIND_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("_index");
 
+/// The store layout this build writes and reads (see [`crate::format`]).
 pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The oldest build format that can open what this build writes: raised only by a change an
+/// older build would misread (a new record encoding, a table it would need to keep current),
+/// never by an addition older builds ignore.
+pub(crate) const READABLE_FROM: u32 = 1;
 pub(crate) const META_FORMAT: &str = "format";
+/// Absent in stores written before it existed: then the store's `format` itself.
+pub(crate) const META_READABLE_FROM: &str = "readableFrom";
 pub(crate) const META_KEYSLOTS: &str = "keyslots";
 pub(crate) const META_CLOCK: &str = "clock";
 pub(crate) const META_LAST_SEQ: &str = "lastSeq";
