@@ -17,6 +17,7 @@ pub mod relay;
 pub mod serve;
 pub mod setup;
 pub mod tls;
+pub mod tpm;
 pub mod unlock;
 pub mod update;
 pub mod uplink_socket;

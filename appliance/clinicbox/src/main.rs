@@ -63,6 +63,9 @@ enum Command {
     /// Install signed releases into the other root slot (root, no network: clinicbox-update.service).
     #[command(subcommand)]
     Update(clinicbox::update::UpdateCommand),
+    /// The NUC's TPM, as the data partition's unlock needs it (root, early boot).
+    #[command(subcommand)]
+    Tpm(TpmCommand),
     /// Make a new data directory (--data-dir, absent or empty) from a backup.
     Restore {
         /// The backup file.
@@ -90,6 +93,17 @@ enum FleetCommand {
         /// A PEM file of extra root certificates for national.
         #[arg(long, value_name = "FILE")]
         ca_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TpmCommand {
+    /// Reset the dictionary-attack counter that power cuts raise (`clinicbox::tpm`), so the
+    /// sealed data key is not refused after a few of them.
+    ResetLockout {
+        /// The TPM device.
+        #[arg(long, value_name = "PATH", default_value = clinicbox::tpm::DEVICE)]
+        device: PathBuf,
     },
 }
 
@@ -179,6 +193,11 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Uplink(args) => uplink(cfg, cli.data_dir, args),
         Command::Update(cmd) => clinicbox::update::run(&beside(cfg, cli.data_dir), cmd),
+        Command::Tpm(TpmCommand::ResetLockout { device }) => {
+            clinicbox::tpm::run_reset_lockout(&device)?;
+            println!("the TPM's dictionary-attack counter is reset");
+            Ok(())
+        }
         Command::Backup { to } => backup(cfg, cli.data_dir, &to),
         Command::Fleet(FleetCommand::Report {
             national_url,
