@@ -72,6 +72,12 @@ class National:
         with urllib.request.urlopen(f"{self.url}/ledger", timeout=10) as r:
             return json.load(r)
 
+    def faults(self, faults):
+        req = urllib.request.Request(f"{self.url}/faults", data=json.dumps(faults).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+
     def stop(self):
         self.proc.kill()
         self.proc.wait()
@@ -130,6 +136,10 @@ def inject_agent(disk, partition=2):
         os.rmdir(mnt)
 
 
+# Every guest started, so a step that fails part-way still stops the machines it started.
+STARTED = []
+
+
 class Guest:
     """One boot of the test disk in QEMU."""
 
@@ -146,11 +156,12 @@ class Guest:
         self.agent_buf = b""
         self.agent_seq = 0
 
-    def start(self):
-        for p in (self.agent_sock, self.mon_sock, self.tpm_sock, self.serial):
+    def start(self, keep_serial=False):
+        for p in (self.agent_sock, self.mon_sock, self.tpm_sock) + (() if keep_serial else (self.serial,)):
             if os.path.exists(p):
                 os.unlink(p)
         self.start_tpm()
+        STARTED.append(self)
         self.t0 = time.monotonic()
         self.qemu = subprocess.Popen(self.qemu_command(), stdout=subprocess.DEVNULL,
                                      stderr=open(os.path.join(self.work, f"qemu-{self.boot}.log"), "w"))
@@ -179,7 +190,8 @@ class Guest:
             "-device", "virtio-serial-pci",
             "-chardev", f"socket,id=agent,path={self.agent_sock},server=on,wait=off",
             "-device", "virtserialport,chardev=agent,name=org.clinicbox.testagent",
-            "-chardev", f"file,id=ser0,path={self.serial}", "-serial", "chardev:ser0",
+            # append: a power cycle of the same guest (power_cycle) keeps the console so far.
+            "-chardev", f"file,id=ser0,path={self.serial},append=on", "-serial", "chardev:ser0",
             "-monitor", f"unix:{self.mon_sock},server=on,wait=off",
             "-display", "none", "-no-user-config", "-nodefaults",
         ]
@@ -342,6 +354,13 @@ class Guest:
         ok = self.wait_exit(timeout)
         self.cleanup()
         return ok
+
+    def power_cycle(self):
+        """Pulls the plug and powers on again in a new QEMU process (same disk, TPM state,
+        firmware variables; the console log goes on): a wedged emulated USB controller that a
+        reset does not clear starts fresh, as on hardware the power button would."""
+        self.kill()
+        self.start(keep_serial=True)
 
     def kill(self):
         """Power cut: QEMU dies; whatever the guest had not flushed is gone."""
@@ -802,26 +821,33 @@ def boot_id(g):
 
 # OVMF under TCG sometimes hangs at a reset (the kernel says "machine restart" and nothing
 # boots; seen with the USB devices attached, never on hardware). The harness then resets the
-# machine through QEMU's monitor, as the power button would, and counts it.
+# machine through QEMU's monitor, as the reset button would, and if that does not help either
+# (the emulated USB controller stays wedged), power-cycles it; each is counted.
 RESET_HANG_S = 150
 
 
 def unstick_reset(g, stuck):
     """If the last restart on the console has had no kernel after it for RESET_HANG_S, reset
-    the machine; `stuck` is (console offset, since) of the restart being watched."""
+    the machine, then power-cycle it; `stuck` is (console offset, since, resets done) of the
+    restart being watched."""
     con = g.console()
     at = con.rfind("reboot: machine restart")
     if at < 0 or "Linux version" in con[at:]:
         return None
     if not stuck or stuck[0] != at:
-        return (at, time.monotonic())
-    if time.monotonic() - stuck[1] > RESET_HANG_S:
+        return (at, time.monotonic(), 0)
+    if time.monotonic() - stuck[1] <= RESET_HANG_S:
+        return stuck
+    if stuck[2] == 0:
         log(f"no kernel {RESET_HANG_S} s after a restart (OVMF under TCG): system_reset through the monitor")
         g.monitor("system_reset")
         key = "firmware hangs at a reset worked around (OVMF under TCG)"
-        R.figures[key] = R.figures.get(key, 0) + 1
-        return None
-    return stuck
+    else:
+        log(f"still no kernel after a system_reset: power-cycling the machine (a new QEMU process)")
+        g.power_cycle()
+        key = "firmware hangs at a reset that needed a power cycle (OVMF under TCG)"
+    R.figures[key] = R.figures.get(key, 0) + 1
+    return (at, time.monotonic(), stuck[2] + 1)
 
 
 def wait_next_boot(g, before, timeout, slot, unit=None):
@@ -853,27 +879,94 @@ def entries(g):
 
 
 def healthy(g, timeout):
-    return wait_until(lambda: g.run("systemctl is-active clinicbox-mark-good.service")[1] == "active", timeout, 3)
+    def marked_good():
+        try:
+            return g.run("systemctl is-active clinicbox-mark-good.service", timeout=30)[1] == "active"
+        except TimeoutError:  # not up yet, or not coming up: the caller's check says so
+            return False
+    return wait_until(marked_good, timeout, 3)
 
 
-def stage_release(g, version):
+def power_cut(g, work, port, boot_timeout, when):
+    """Kills the machine (a power cut `when`) and powers it on again: the new guest, once it is
+    ready, and its kernel command line; (None, "") if it never became ready."""
+    log(f"power cut {when}")
+    g.kill()
+    g = Guest(work, g.disk, port, g.boot + 1)
+    g.start()
+    if not check_boot_ready(g, f"boot after a power cut {when}", boot_timeout):
+        return None, ""
+    return g, g.run("cat /proc/cmdline")[1]
+
+
+# Chunks the mirror answers before the link goes quiet in the download that is cut.
+CHUNKS_BEFORE_CUT = 30
+
+
+def staged_line(g):
+    """What the status page says of the update, or None."""
+    st, body = g.http("/status.json", auth=("imagetest", "ImageTest-2026!"))
+    return (json.loads(body).get("uplink") or {}).get("update") if st == 200 else None
+
+
+def chunk_requests():
+    """The mirror's chunk requests so far: how many times each chunk was answered (a held
+    request released after the power cut answered nobody: not counted), and whether one is
+    being held now."""
+    counts, holding = {}, False
+    for r in NATIONAL.ledger().get("update_requests", []):
+        if not r["path"].startswith("targets/chunks/"):
+            continue
+        holding = holding or not r.get("answered")
+        if r.get("answered") and not r.get("held"):
+            counts[r["path"]] = counts.get(r["path"], 0) + 1
+    return counts, holding
+
+
+def cut_download(g, work, port, boot_timeout, mirror):
+    """The mirror answers CHUNKS_BEFORE_CUT chunks and then goes quiet; the machine is killed
+    mid-download. It must come back on slot A; returns the new guest, uplink pointed again."""
+    NATIONAL.faults({"hold_update_chunks_after": CHUNKS_BEFORE_CUT})
+    ok, out = point_uplink(g, mirror)
+    R.check("update: the uplink checks the mirror through wan0", ok, out[-200:])
+    held = wait_until(lambda: (lambda c: len(c[0]) >= CHUNKS_BEFORE_CUT and c[1])(chunk_requests()), 600, 2)
+    # The last answered chunks are written and synced on the box within moments.
+    time.sleep(5)
+    g, cmdline = power_cut(g, work, port, boot_timeout,
+                           f"during the download ({len(chunk_requests()[0])} chunks answered)")
+    if not g:
+        return None
+    R.check("update: killed during the download, the box boots slot A as before",
+            bool(held) and "clinicbox.slot=a" in cmdline and entries(g) == ["clinicbox-a.conf"],
+            f"held seen={bool(held)}; {entries(g)}; {cmdline[-80:]}")
+    NATIONAL.faults({"hold_update_chunks_after": None})
+    ok, out = point_uplink(g, mirror)
+    R.check("update: after the power cut the uplink checks the mirror again", ok, out[-200:])
+    return g
+
+
+def stage_release(g, version, work, port, boot_timeout):
     """Once slot A's chunks are indexed, the uplink, pointed at the stand-in's update mirror,
-    downloads and verifies `version`: only the chunks slot A lacks."""
+    downloads and verifies `version`: only the chunks slot A lacks. The first download is cut
+    by a power cut and resumed after it. Returns the guest, or None."""
     t = time.monotonic()
     seed = wait_until(lambda: g.run("test -s /data/update/slot-a.chunks")[0] == 0, 900, 5)
     _, said_seed = g.run("journalctl -u clinicbox-update-seed.service -o cat | tail -3")
     R.check("update: after a healthy boot, slot A is cut into chunks (clinicbox-update-seed)",
             bool(seed), said_seed.replace("\n", " | ")[-200:])
     R.figures["update: cutting slot A into chunks, waited s (TCG)"] = round(time.monotonic() - t, 1)
-    ok, out = point_uplink(g, f'[uplink.update]\nmirror_url = "{MIRROR}"\nboard = "nuc"\n')
-    R.check("update: the uplink checks the mirror through wan0", ok, out[-200:])
-
-    def said():
-        st, body = g.http("/status.json", auth=("imagetest", "ImageTest-2026!"))
-        return (json.loads(body).get("uplink") or {}).get("update") if st == 200 else None
-
-    line = wait_until(lambda: (lambda u: u if u and "ready to install" in u else None)(said()), 600, 5) or said()
+    mirror = f'[uplink.update]\nmirror_url = "{MIRROR}"\nboard = "nuc"\n'
+    g = cut_download(g, work, port, boot_timeout, mirror)
+    if not g:
+        return None
+    line = wait_until(lambda: (lambda u: u if u and "ready to install" in u else None)(staged_line(g)), 600, 5) \
+        or staged_line(g)
     R.check(f"update: the uplink stages {version}, downloaded and verified", bool(line) and version in line, str(line))
+    answered = chunk_requests()[0]
+    again = {p: n for p, n in answered.items() if n > 1}
+    R.check(f"update: the download resumes after the power cut: none of the {CHUNKS_BEFORE_CUT} chunks "
+            "staged before it is fetched again", len(answered) > CHUNKS_BEFORE_CUT and not again,
+            f"{len(answered)} chunks answered; twice: {sorted(again)[:5]}")
     sizes = re.search(r"\(([\d.]+) MB of the release's ([\d.]+) MB", line or "")
     R.check("update: it downloads only the chunks slot A lacks, not the whole release",
             bool(sizes) and "the rest is in the running slot" in line, str(line))
@@ -882,7 +975,7 @@ def stage_release(g, version):
         R.figures["update: downloaded for a release, MB (chunks slot A lacks)"] = fetched
         R.figures["update: the release's bundle, MB"] = whole
         R.figures["update: downloaded / bundle, ratio (RAUC publishes about 0.10)"] = round(fetched / whole, 3)
-    return bool(line) and "ready to install" in line
+    return g if bool(line) and "ready to install" in line else None
 
 
 def check_update_cut_and_installed(g, work, port, boot_timeout, good):
@@ -895,13 +988,16 @@ def check_update_cut_and_installed(g, work, port, boot_timeout, good):
     writing = wait_until(lambda: g.run("test -s /efi/clinicbox/b/initrd.img")[0] == 0
                          and g.run("systemctl is-active clinicbox-update.service")[1] == "activating", 180, 1)
     time.sleep(5)
-    log("power cut while slot B is written")
-    g.kill()
-    g = Guest(work, g.disk, port, g.boot + 1)
-    g.start()
-    if not check_boot_ready(g, "boot after a power cut in the slot write", boot_timeout):
+    g, cmdline = power_cut(g, work, port, boot_timeout, "while slot B is written")
+    if not g:
         return None
-    _, cmdline = g.run("cat /proc/cmdline")
+    # The third power cut since the TPM was last reset by hand: swtpm locks a DA-protected
+    # key out after three (bookworm's systemd-cryptenroll seals without noDA).
+    _, data_log = g.run("journalctl -b -u clinicbox-data.service -o cat")
+    R.check("power cuts do not lock the TPM out: the data key unseals after the third "
+            "(the dictionary-attack counter is reset before each unlock)",
+            "key: tpm2" in data_log and "could not reset" not in data_log,
+            data_log.replace("\n", " | ")[-300:])
     R.check("update: killed while writing slot B, the box comes back on slot A with only A's entry",
             bool(writing) and "clinicbox.slot=a" in cmdline and entries(g) == ["clinicbox-a.conf"],
             f"writing seen={bool(writing)}; {entries(g)}; {cmdline[-80:]}")
@@ -1184,10 +1280,14 @@ def check_update(image, work, disk, port, boot_timeout):
     size = sum(os.path.getsize(os.path.join(UPDATES["repo"], "targets", f))
                for f in os.listdir(os.path.join(UPDATES["repo"], "targets")) if f.endswith(".bundle"))
     R.figures["update: release download, MiB (full bundle)"] = round(size / 1048576)
+    first = len(STARTED)
     g = Guest(work, disk, port, 5)
     g.start()
     try:
-        if not check_boot_ready(g, "update boot", boot_timeout) or not stage_release(g, gv):
+        if not check_boot_ready(g, "update boot", boot_timeout):
+            return
+        g = stage_release(g, gv, work, port, boot_timeout)
+        if not g:
             return
         g = check_update_cut_and_installed(g, work, port, boot_timeout, gv)
         if not g:
@@ -1202,8 +1302,8 @@ def check_update(image, work, disk, port, boot_timeout):
         check_initramfs_failure_rolls_back(g, work, rootless)
         g.poweroff()
     finally:
-        if g:
-            g.cleanup()
+        for started in STARTED[first:]:
+            started.cleanup()
 
 
 # --- first setup, as a person does it on the status page -------------------------------

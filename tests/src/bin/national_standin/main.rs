@@ -93,6 +93,10 @@ struct Faults {
     data_store_forbidden: bool,
     /// Cut the next N downloads of an update's release part-way (`updates.rs`).
     cut_update_downloads: u32,
+    /// Answer this many more requests for a release's chunks, then hold every further one
+    /// unanswered while it stays 0 (a link that went quiet mid-download; `updates.rs`).
+    /// Absent: chunks are answered as usual.
+    hold_update_chunks_after: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
