@@ -128,6 +128,40 @@ fn update_to(b: &RunningBox, payload: &Value) {
     assert_ne!(r["status"], "ERROR", "{r}");
 }
 
+/// The attribute-value index this release keeps beside the records was never written by the
+/// previous one: rebuilt at start, it finds the old patients for a search and a unique check.
+fn finds_old_values(b: &RunningBox, fixture: &Path) {
+    let (status, found) = get(
+        b,
+        "/api/tracker/trackedEntities?program=cbPrgOpd001&orgUnit=cbClinicA01&filter=cbAttrPatId:EQ:up-0002&fields=trackedEntity",
+    );
+    assert_eq!(status, 200, "{found}");
+    assert!(
+        found.to_string().contains(&uid("te", 2)),
+        "{}: the search by patient id finds patient 2: {found}",
+        fixture.display()
+    );
+    let mut clash = patient(PATIENTS + 2);
+    clash["trackedEntities"][0]["attributes"][0]["value"] = json!("UP-0002");
+    let r = http_request(
+        b.url().trim_start_matches("http://"),
+        "POST",
+        "/api/tracker?async=false",
+        &[
+            ("Authorization", &basic("android", "Android123")),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::to_vec(&clash).expect("json"),
+    );
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(
+        r.status == 409 && body.contains("E1064"),
+        "{}: patient 2's unique id is refused to another: {} {body}",
+        fixture.display(),
+        r.status
+    );
+}
+
 fn as_read(b: &RunningBox) -> Value {
     let patients: Vec<Value> = (1..=PATIENTS).map(|n| patient_as_read(b, n)).collect();
     json!({"patients": patients, "month": month_as_read(b)})
@@ -149,6 +183,7 @@ fn a_box_from_the_previous_release_serves_its_data_and_stays_openable_by_it() {
         let b = BoxBuilder::demo_at(data.display().to_string()).start();
         assert_eq!(as_read(&b), expected(&fixture), "{}", fixture.display());
         assert_eq!(photo_of(&b), PHOTO, "{}: the photo", fixture.display());
+        finds_old_values(&b, &fixture);
         // This release writes on top of it: a new patient and an update of an old one.
         import_to(b.url(), &patient(PATIENTS + 1));
         let mut again = patient(1);

@@ -1,7 +1,7 @@
 //! Opening, creating, unlocking and closing a store; the write and read entry points.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
@@ -32,6 +32,9 @@ pub(crate) struct Shared {
     pub(crate) commits: AtomicU64,
     pub(crate) writes: AtomicU64,
     pub(crate) failed_commits: AtomicU64,
+    /// Whether the derived data is current (see [`Store::derived_current`]): read at open,
+    /// set by the commit that rebuilt it, and only while true do commits move the mark.
+    pub(crate) derived_current: AtomicBool,
 }
 
 struct Inner {
@@ -168,7 +171,14 @@ impl Store {
         txn.commit()?;
         fsync_dir(dir)?;
         tracing::info!(data_dir = %dir.display(), "created a new store");
-        Ok((Store::start(dir, db, dek, info.id, 0, 0)?, recovery))
+        let fresh = Unlocked {
+            dek,
+            slot: info.id,
+            clock: 0,
+            last_seq: 0,
+            derived_current: true,
+        };
+        Ok((Store::start(dir, db, fresh)?, recovery))
     }
 
     /// Opens and unlocks the store in `dir`. A wrong secret gives an error and changes nothing.
@@ -206,33 +216,34 @@ impl Store {
                 (db, unlocked)
             }
         };
+        tracing::info!(
+            data_dir = %dir.display(),
+            key_slot = unlocked.slot,
+            last_seq = unlocked.last_seq,
+            derived_current = unlocked.derived_current,
+            "store unlocked"
+        );
+        Store::start(dir, db, unlocked)
+    }
+
+    fn start(dir: &Path, db: Database, unlocked: Unlocked) -> Result<Store, StoreError> {
         let Unlocked {
             dek,
             slot,
             clock,
             last_seq,
+            derived_current,
         } = unlocked;
-        tracing::info!(data_dir = %dir.display(), key_slot = slot, last_seq, "store unlocked");
-        Store::start(dir, db, dek, slot, clock, last_seq)
-    }
-
-    fn start(
-        dir: &Path,
-        db: Database,
-        dek: DataKey,
-        slot: u32,
-        clock_ms: u64,
-        last_seq: u64,
-    ) -> Result<Store, StoreError> {
         let db = Arc::new(db);
         let shared = Arc::new(Shared {
             cipher: Arc::new(Cipher::new(&dek)),
-            clock: Clock::starting_at(clock_ms),
+            clock: Clock::starting_at(clock),
             last_seq: AtomicU64::new(last_seq),
             last_write_ms: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             failed_commits: AtomicU64::new(0),
+            derived_current: AtomicBool::new(derived_current),
         });
         let (sender, writer) = spawn_writer(dir, &db, &shared)?;
         Ok(Store {
@@ -259,6 +270,16 @@ impl Store {
         *sender = Some(tx);
         tracing::info!(data_dir = %self.inner.dir.display(), "store reopened for writes");
         Ok(())
+    }
+
+    /// Whether the data users derive from records and keep beside them in the same commits
+    /// (the tracker's attribute-value index) is current. False when the store was last written
+    /// by a build that did not keep it (a release rolled back to, or one from before it
+    /// existed): the user then rebuilds it whole in one commit that calls
+    /// [`WriteCtx::mark_derived_current`](crate::WriteCtx::mark_derived_current). Until that
+    /// commit no commit says the data is current, so a cut before it leaves the rebuild owed.
+    pub fn derived_current(&self) -> bool {
+        self.inner.shared.derived_current.load(Ordering::Acquire)
     }
 
     /// False when the writer thread died (a bug); the daemon then stops petting its watchdog.
@@ -525,6 +546,7 @@ struct Unlocked {
     slot: u32,
     clock: u64,
     last_seq: u64,
+    derived_current: bool,
 }
 
 fn unlock_meta(txn: &redb::ReadTransaction, unlock: &Unlock) -> Result<Unlocked, StoreError> {
@@ -539,11 +561,15 @@ fn unlock_meta(txn: &redb::ReadTransaction, unlock: &Unlock) -> Result<Unlocked,
     let u64_of = |k| -> Result<u64, StoreError> {
         Ok(get(k)?.as_deref().and_then(tables::u64_le).unwrap_or(0))
     };
+    let last_seq = u64_of(tables::META_LAST_SEQ)?;
+    // A store with no record yet has nothing derived from records to be behind on.
+    let derived_current = last_seq == 0 || u64_of(tables::META_DERIVED_THROUGH)? == last_seq;
     Ok(Unlocked {
         dek,
         slot,
         clock: u64_of(tables::META_CLOCK)?,
-        last_seq: u64_of(tables::META_LAST_SEQ)?,
+        last_seq,
+        derived_current,
     })
 }
 

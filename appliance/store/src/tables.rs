@@ -27,6 +27,10 @@ pub(crate) const META_READABLE_FROM: &str = "readableFrom";
 pub(crate) const META_KEYSLOTS: &str = "keyslots";
 pub(crate) const META_CLOCK: &str = "clock";
 pub(crate) const META_LAST_SEQ: &str = "lastSeq";
+/// The `lastSeq` of the last commit made by a build that keeps derived data current (the
+/// keyed-hash indexes its users maintain beside their records). Older builds write `lastSeq`
+/// but not this, so `derivedThrough < lastSeq` says one of them wrote since.
+pub(crate) const META_DERIVED_THROUGH: &str = "derivedThrough";
 
 /// Names of collection tables, kept alive for the `TableDefinition`s that borrow them.
 pub(crate) fn collection_table(
@@ -47,6 +51,14 @@ fn table_name_static(c: Collection) -> &'static str {
     names
         .entry(c.name())
         .or_insert_with(|| Box::leak(c.table_name().into_boxed_str()))
+}
+
+/// Every key of index `index` starts with this, and none of any other index does.
+pub(crate) fn index_prefix(index: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(index.len() + 1);
+    k.extend_from_slice(index.as_bytes());
+    k.push(0);
+    k
 }
 
 pub(crate) fn index_key(index: &str, token: &[u8; 32], key: &str) -> Vec<u8> {

@@ -52,12 +52,22 @@ pub struct Committed<T> {
     pub commit: CommitInfo,
 }
 
+/// One change to the keyed-hash index, applied in the order the writers made them.
+enum IndexOp {
+    Add(Vec<u8>),
+    Remove(Vec<u8>),
+    /// Every entry of one index (its `name ‖ 0x00` prefix).
+    Clear(Vec<u8>),
+}
+
 #[derive(Default)]
 struct Pending {
     records: HashMap<(Collection, String), Record>,
     order: Vec<(Collection, String)>,
-    index: Vec<(Vec<u8>, bool)>,
+    index: Vec<IndexOp>,
     meta: Vec<(&'static str, Vec<u8>)>,
+    /// The commit rebuilds derived data ([`WriteCtx::mark_derived_current`]).
+    derived: bool,
 }
 
 impl Pending {
@@ -73,6 +83,7 @@ impl Pending {
             order,
             index,
             meta,
+            derived,
         } = other;
         for k in order {
             if let Some(r) = records.remove(&k) {
@@ -81,6 +92,7 @@ impl Pending {
         }
         self.index.extend(index);
         self.meta.extend(meta);
+        self.derived |= derived;
     }
 }
 
@@ -196,7 +208,7 @@ impl WriteCtx<'_> {
         let token = self.cipher.blind(index, value);
         self.mine
             .index
-            .push((tables::index_key(index, &token, key), true));
+            .push(IndexOp::Add(tables::index_key(index, &token, key)));
         Ok(())
     }
 
@@ -205,7 +217,23 @@ impl WriteCtx<'_> {
         let token = self.cipher.blind(index, value);
         self.mine
             .index
-            .push((tables::index_key(index, &token, key), false));
+            .push(IndexOp::Remove(tables::index_key(index, &token, key)));
+    }
+
+    /// Empties index `index`: for a user rebuilding it whole, in the same commit as the adds
+    /// that follow (see [`ReadView::derived_current`]).
+    ///
+    /// [`ReadView::derived_current`]: crate::ReadView::derived_current
+    pub fn index_clear(&mut self, index: &str) {
+        self.mine
+            .index
+            .push(IndexOp::Clear(tables::index_prefix(index)));
+    }
+
+    /// Says this commit leaves the derived data current: the caller rebuilt it whole here
+    /// (see [`Store::derived_current`](crate::Store::derived_current)).
+    pub fn mark_derived_current(&mut self) {
+        self.mine.derived = true;
     }
 
     pub(crate) fn meta_put(&mut self, key: &'static str, value: Vec<u8>) {
@@ -285,8 +313,12 @@ fn commit_group(db: &Database, shared: &Shared, jobs: Vec<Job>) {
                 kept.push(reply);
             }
         }
-        let last_seq = apply(&txn, &shared.cipher, group, now_ms)?;
+        let derived = group.derived || shared.derived_current.load(Ordering::Acquire);
+        let last_seq = apply(&txn, &shared.cipher, group, now_ms, derived)?;
         txn.commit()?;
+        if derived {
+            shared.derived_current.store(true, Ordering::Release);
+        }
         Ok(CommitInfo {
             last_seq,
             at_ms: now_ms,
@@ -321,6 +353,7 @@ fn apply(
     cipher: &Cipher,
     group: Pending,
     now_ms: u64,
+    derived: bool,
 ) -> Result<u64, StoreError> {
     let mut meta = txn.open_table(META)?;
     let mut seq = meta
@@ -335,6 +368,7 @@ fn apply(
             order,
             index,
             meta: meta_writes,
+            derived: _,
         } = group;
         for (c, key) in order {
             let Some(mut r) = records.remove(&(c, key.clone())) else {
@@ -357,11 +391,22 @@ fn apply(
             log.insert(seq, sealed.as_slice())?;
         }
         let mut idx = txn.open_table(BLIND_INDEX)?;
-        for (k, add) in index {
-            if add {
-                idx.insert(k.as_slice(), ())?;
-            } else {
-                idx.remove(k.as_slice())?;
+        for op in index {
+            match op {
+                IndexOp::Add(k) => {
+                    idx.insert(k.as_slice(), ())?;
+                }
+                IndexOp::Remove(k) => {
+                    idx.remove(k.as_slice())?;
+                }
+                IndexOp::Clear(prefix) => {
+                    // The prefix ends in 0x00, so `… 0x01` is just past its last key.
+                    let mut end = prefix.clone();
+                    if let Some(last) = end.last_mut() {
+                        *last = 1;
+                    }
+                    idx.retain_in::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| false)?;
+                }
             }
         }
         for (k, v) in meta_writes {
@@ -375,6 +420,9 @@ fn apply(
         }
     }
     meta.insert(tables::META_LAST_SEQ, seq.to_le_bytes().as_slice())?;
+    if derived {
+        meta.insert(tables::META_DERIVED_THROUGH, seq.to_le_bytes().as_slice())?;
+    }
     meta.insert(tables::META_CLOCK, now_ms.to_le_bytes().as_slice())?;
     Ok(seq)
 }

@@ -450,3 +450,88 @@ fn a_store_with_a_sync_delay_keeps_its_writes_and_its_lock() {
             .is_some()
     );
 }
+
+fn put_with_index(store: &Store, key: &'static str, index: &'static str, value: &'static str) {
+    store
+        .write_blocking(move |ctx| {
+            ctx.put(Collection::EVENTS, key, b"{}".to_vec())?;
+            ctx.index_add(index, value, key)
+        })
+        .map_err(WriteError::flatten)
+        .expect("write");
+}
+
+/// What an older build leaves: it moves `lastSeq` and knows nothing of `derivedThrough`.
+fn as_written_by_an_older_build(data: &std::path::Path) {
+    const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("_meta");
+    let db = redb::Database::open(data.join("store.redb")).expect("redb");
+    let txn = db.begin_write().expect("txn");
+    txn.open_table(META)
+        .expect("meta")
+        .remove("derivedThrough")
+        .expect("remove");
+    txn.commit().expect("commit");
+}
+
+#[test]
+fn derived_data_is_owed_after_an_older_build_wrote_until_a_commit_rebuilds_it() {
+    let (dir, store, key) = key_file_store();
+    let data = dir.path().join("data");
+    assert!(store.derived_current(), "a new store");
+    put_with_index(&store, "ev000000001", "kept", "a");
+    put_with_index(&store, "ev000000002", "rebuilt", "a");
+    store.close().expect("close");
+    drop(store);
+    let reopen = || Store::open(&data, &Unlock::key_file(&key)).expect("open");
+    let current_at_open = || {
+        let store = reopen();
+        let current = store.derived_current();
+        store.close().expect("close");
+        current
+    };
+    assert!(current_at_open(), "written by this build only");
+
+    as_written_by_an_older_build(&data);
+    let store = reopen();
+    assert!(!store.derived_current());
+    // An ordinary commit does not pay the debt, even across a restart.
+    put_with_index(&store, "ev000000003", "kept", "b");
+    store.close().expect("close");
+    drop(store);
+    assert!(!current_at_open(), "still owed after a restart");
+    let store = reopen();
+    // The rebuild: clear one index, file again, mark.
+    store
+        .write_blocking(|ctx| {
+            ctx.index_clear("rebuilt");
+            ctx.index_add("rebuilt", "z", "ev000000002")?;
+            ctx.mark_derived_current();
+            Ok::<_, StoreError>(())
+        })
+        .map_err(WriteError::flatten)
+        .expect("rebuild");
+    assert!(store.derived_current());
+    let read = store.read().expect("read");
+    assert!(
+        read.index_lookup("rebuilt", "a")
+            .expect("lookup")
+            .is_empty()
+    );
+    assert_eq!(
+        read.index_lookup("rebuilt", "z").expect("lookup"),
+        ["ev000000002"]
+    );
+    assert_eq!(
+        read.index_lookup("kept", "a").expect("lookup"),
+        ["ev000000001"],
+        "another index is untouched"
+    );
+    assert_eq!(
+        read.index_lookup("kept", "b").expect("lookup"),
+        ["ev000000003"]
+    );
+    drop(read);
+    store.close().expect("close");
+    drop(store);
+    assert!(current_at_open(), "the mark is on disk");
+}

@@ -50,10 +50,14 @@ struct Inner {
     cursors: export::cursor::Cursors,
 }
 
-/// The catalog from its saved copy and the changes after it, or built from every record.
+/// The catalog from its saved copy and the changes after it, or built from every record;
+/// first the attribute-value index, rebuilt if an older release wrote the store last.
 fn load_catalog(
     store: &clinicbox_store::Store,
 ) -> Result<(Catalog, Option<catalog::saved::Loaded>), StoreError> {
+    if let Some(filed) = catalog::values::rebuild_if_behind(store)? {
+        tracing::info!(tracked_entities = filed, "attribute-value index rebuilt");
+    }
     let read = store.read()?;
     Ok(match catalog::saved::load(&read)? {
         Some((c, loaded)) => (c, Some(loaded)),

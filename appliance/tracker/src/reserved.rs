@@ -32,6 +32,7 @@ use clinicbox_web::{ApiError, ApiResult, AuthUser};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::catalog::Catalog;
 use crate::meta::{bool_of, str_of};
 use crate::textpattern::{DateParts, Segment, TextPattern, random_space, random_value};
 use crate::{NationalError, Tracker};
@@ -115,13 +116,13 @@ fn date_parts(state: &ApiState, ms: u64) -> DateParts {
     }
 }
 
-fn taken(
-    read: &ReadView,
-    cat_holders: bool,
-    attribute: &str,
-    value: &str,
-) -> Result<bool, ApiError> {
-    Ok(cat_holders || !read.index_lookup(&index_name(attribute), value)?.is_empty())
+/// Held by a tracked entity of snapshot `read` (or of the running import batch), or already
+/// handed out.
+fn taken(read: &ReadView, cat: &Catalog, attr_uid: Uid, value: &str) -> Result<bool, ApiError> {
+    Ok(!cat.holders(read, attr_uid, value)?.is_empty()
+        || !read
+            .index_lookup(&index_name(attr_uid.as_str()), value)?
+            .is_empty())
 }
 
 /// The key national's values are kept under: the pattern with everything but its generated
@@ -221,13 +222,13 @@ impl Tracker {
         let key = key_of(&tp, org_unit_code, &date_parts(self.api(), now))?;
         let k = pool_key(attribute, &key);
         let fresh: Vec<String> = {
-            let read = self.store().read()?;
+            // The snapshot is taken under the catalog's lock, so it holds every commit the
+            // catalog does.
             let cat = self.catalog().read().await;
+            let read = self.store().read()?;
             let mut fresh = Vec::new();
             for v in values {
-                if !taken(&read, !cat.holders(attr_uid, &v).is_empty(), attribute, &v)?
-                    && !fresh.contains(&v)
-                {
+                if !taken(&read, &cat, attr_uid, &v)? && !fresh.contains(&v) {
                     fresh.push(v);
                 }
             }
@@ -284,9 +285,8 @@ impl Tracker {
         let key = key_of(&tp, org_unit_code, &date)?;
         let attr_uid = Uid::try_from(attribute)
             .map_err(|_| ApiError::BadRequest(format!("Invalid UID: {attribute}")))?;
-        let read = self.store().read()?;
         let cat = self.catalog().read().await;
-        let held = |v: &str| !cat.holders(attr_uid, v).is_empty();
+        let read = self.store().read()?;
         let mut values: Vec<String> = Vec::new();
         // 1. Blocks reserved from national.
         let pk = pool_key(attribute, &key);
@@ -298,7 +298,7 @@ impl Tracker {
         block.values.retain(|(_, exp)| *exp > now);
         while values.len() < n && !block.values.is_empty() {
             let (v, _) = block.values.remove(0);
-            if !taken(&read, held(&v), attribute, &v)? && !values.contains(&v) {
+            if !taken(&read, &cat, attr_uid, &v)? && !values.contains(&v) {
                 values.push(v);
             }
         }
@@ -320,7 +320,7 @@ impl Tracker {
                     let v = tp
                         .resolve(org_unit_code, &date, Some(&number))
                         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-                    if !taken(&read, held(&v), attribute, &v)? {
+                    if !taken(&read, &cat, attr_uid, &v)? {
                         values.push(v);
                     }
                 }
@@ -337,7 +337,7 @@ impl Tracker {
                     let v = tp
                         .resolve(org_unit_code, &date, Some(&g))
                         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-                    if !values.contains(&v) && !taken(&read, held(&v), attribute, &v)? {
+                    if !values.contains(&v) && !taken(&read, &cat, attr_uid, &v)? {
                         values.push(v);
                     }
                 }

@@ -152,6 +152,7 @@ async fn a_commit_that_fails_leaves_the_catalog_as_the_store_is() {
     assert!(!cat.enrollments.contains_key(&te("enShared002")));
     assert!(!cat.events.contains_key(&te("evShared002")));
     let pat = te("cbAttrPatId");
-    assert!(cat.holders(pat, "OPD-900002").is_empty());
-    assert_eq!(cat.holders(pat, "OPD-900001").len(), 1);
+    let read = b.store.read().unwrap();
+    assert!(cat.holders(&read, pat, "OPD-900002").unwrap().is_empty());
+    assert_eq!(cat.holders(&read, pat, "OPD-900001").unwrap().len(), 1);
 }

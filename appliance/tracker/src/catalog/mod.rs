@@ -1,6 +1,7 @@
 //! The in-memory catalog: for every tracker object, the few facts that queries filter, sort and
-//! validate on (type, org unit, program, status, parents, times, deletion) plus digests of
-//! attribute values for unique checks and exact-match search. It holds no readable personal
+//! validate on (type, org unit, program, status, parents, times, deletion). Which entities
+//! hold an attribute value is kept in the store ([`values`]), not here; only an import batch's
+//! own values, not committed yet, are, until the batch ends. It holds no readable personal
 //! data. At start it is read back from its copy saved in the store plus the tracker records
 //! changed since ([`saved`]), or built from every record when no saved copy checks out.
 //!
@@ -22,6 +23,7 @@ use smallvec::SmallVec;
 use crate::model::{StoredEnrollment, StoredEvent, StoredRelationship, StoredTrackedEntity};
 
 pub mod saved;
+pub mod values;
 
 /// The collections the catalog describes, in the order a build reads them.
 pub const TRACKER_COLLECTIONS: [Collection; 4] = [
@@ -65,7 +67,8 @@ pub struct TeMeta {
     pub tet: Uid,
     pub org_unit: Uid,
     pub owners: Vec<(Uid, Uid)>,
-    /// Digests of its attribute values (each covers the attribute too).
+    /// Digests of its attribute values (each covers the attribute too), carried by a
+    /// [`Change`] for the batch's provisional view; empty once in the catalog.
     pub values: Vec<ValueDigest>,
     pub stamps: Stamps,
 }
@@ -122,8 +125,10 @@ pub struct Catalog {
     te_enrollments: HashMap<Uid, Children>,
     enrollment_events: HashMap<Uid, Children>,
     item_relationships: HashMap<Uid, Children>,
-    /// Value digest → tracked entities holding that value (tombstones excluded), sorted by UID.
-    values: HashMap<ValueDigest, Holders>,
+    /// Values held by entities an import batch changed and has not committed yet: digest →
+    /// entities, and entity → its digests (empty if deleted). Empty outside a batch.
+    provisional: HashMap<ValueDigest, Holders>,
+    provisional_tes: HashMap<Uid, Vec<ValueDigest>>,
     /// Tracked entities and events by last update: a tablet's "anything new since T?" reads
     /// what changed, not everything the box holds.
     tes_by_update: BTreeSet<(u64, Uid)>,
@@ -271,6 +276,48 @@ impl Catalog {
         }
     }
 
+    /// [`Catalog::apply`] for changes an import batch has planned and not committed yet: the
+    /// values they hold answer [`Catalog::holders`] until [`Catalog::settle`].
+    pub fn apply_provisional(&mut self, changes: Vec<Change>) {
+        for ch in &changes {
+            if let Change::Te(u, m) = ch {
+                self.hold_provisionally(*u, m);
+            }
+        }
+        self.apply(changes);
+    }
+
+    fn hold_provisionally(&mut self, u: Uid, m: &TeMeta) {
+        if let Some(old) = self.provisional_tes.remove(&u) {
+            for k in old {
+                if let Some(v) = self.provisional.get_mut(&k) {
+                    v.retain(|h| *h != u);
+                    if v.is_empty() {
+                        self.provisional.remove(&k);
+                    }
+                }
+            }
+        }
+        let held = if m.stamps.deleted {
+            Vec::new()
+        } else {
+            m.values.clone()
+        };
+        for k in &held {
+            let v = self.provisional.entry(*k).or_default();
+            if !v.contains(&u) {
+                v.push(u);
+            }
+        }
+        self.provisional_tes.insert(u, held);
+    }
+
+    /// Ends an import batch: its values are committed (and in the store's index) or undone.
+    pub fn settle(&mut self) {
+        self.provisional.clear();
+        self.provisional_tes.clear();
+    }
+
     /// What the catalog holds now for the object `ch` is about.
     pub fn prior(&self, ch: &Change) -> Prior {
         match ch {
@@ -321,30 +368,11 @@ impl Catalog {
         self.tes_by_update.remove(&(old.stamps.updated_ms, u));
         self.tes_by_created
             .remove(&(Reverse(old.stamps.created_ms), u));
-        for k in old.values {
-            if let Some(v) = self.values.get_mut(&k) {
-                if let Ok(i) = v.binary_search(&u) {
-                    v.remove(i);
-                }
-                if v.is_empty() {
-                    self.values.remove(&k);
-                }
-            }
-        }
     }
 
-    pub fn put_te(&mut self, u: Uid, m: TeMeta) {
+    pub fn put_te(&mut self, u: Uid, mut m: TeMeta) {
         self.forget_te(u);
-        if !m.stamps.deleted {
-            for k in &m.values {
-                // Sorted, so a value thousands of patients share (a common first name) costs a
-                // binary search per write, not a scan of every holder.
-                let v = self.values.entry(*k).or_default();
-                if let Err(i) = v.binary_search(&u) {
-                    v.insert(i, u);
-                }
-            }
-        }
+        m.values = Vec::new();
         self.tes_by_update.insert((m.stamps.updated_ms, u));
         self.tes_by_created
             .insert((Reverse(m.stamps.created_ms), u));
@@ -428,11 +456,23 @@ impl Catalog {
             .map_or(&[], |c| c.as_slice())
     }
 
-    /// Live tracked entities holding `value` for `attribute` (case-insensitive), by UID.
-    pub fn holders(&self, attribute: Uid, value: &str) -> &[Uid] {
-        self.values
-            .get(&digest(attribute.as_str(), value))
-            .map_or(&[], |h| h.as_slice())
+    /// Live tracked entities holding `value` for `attribute` (case-insensitive), by UID: those
+    /// of snapshot `read` (the store's index), as changed by the running batch's own imports.
+    pub fn holders(
+        &self,
+        read: &ReadView,
+        attribute: Uid,
+        value: &str,
+    ) -> Result<Vec<Uid>, StoreError> {
+        let mut out = values::holders(read, attribute, value)?;
+        if !self.provisional_tes.is_empty() {
+            out.retain(|u| !self.provisional_tes.contains_key(u));
+            if let Some(h) = self.provisional.get(&digest(attribute.as_str(), value)) {
+                out.extend(h.iter().copied());
+                out.sort_unstable();
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -28,7 +28,12 @@ pub const SAVED: Collection = Collection::named("trackerCatalog");
 const HEADER: &str = "header";
 /// Bumped whenever the encoding of the entries changes: an older copy is then ignored.
 /// 2: a tracked entity's value digests without their attribute UIDs (the digest covers it).
-const FORMAT: u32 = 2;
+/// 3: no value digests (they moved to the store's index, `values.rs`). Same encoding as 2, so
+/// a copy of 2 still loads; the number changed so that a release that reads only 2, rolled
+/// back to, builds its catalog from the records instead of trusting a copy with no values.
+const FORMAT: u32 = 3;
+/// The formats this build loads.
+const LOADS: [u32; 2] = [2, 3];
 /// One record per chunk: a save's memory is the encoded catalog plus one chunk.
 const CHUNK_BYTES: usize = 4 << 20;
 /// Change-log entries read per step of the replay.
@@ -268,7 +273,7 @@ pub fn load(read: &ReadView) -> Result<Option<(Catalog, Loaded)>, StoreError> {
     let Some(h) = header(read)? else {
         return Ok(None);
     };
-    if h.format != FORMAT {
+    if !LOADS.contains(&h.format) {
         tracing::info!(
             format = h.format,
             "the saved tracker catalog has another format"
@@ -413,9 +418,6 @@ mod tests {
             "three records of patient 30, three of patient 3, one event"
         );
         assert_eq!(loaded, Catalog::build(&read).expect("build"));
-        let first = Uid::try_from("cbAttrFirst").expect("uid");
-        assert_eq!(loaded.holders(first, "wanjiru").len(), 1);
-        assert_eq!(loaded.holders(first, "amina").len(), 29);
     }
 
     #[tokio::test]

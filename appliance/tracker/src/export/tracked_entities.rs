@@ -414,7 +414,14 @@ async fn candidates(
     let pool: Vec<Uid> = if let Some(list) = &p.uids {
         list.iter().copied().collect()
     } else if let Some((a, v)) = &exact {
-        cat.holders(*a, v).to_vec()
+        // Under the catalog's lock: the snapshot holds every commit the catalog does.
+        match t.store().read().and_then(|read| cat.holders(&read, *a, v)) {
+            Ok(h) => h,
+            Err(err) => {
+                tracing::error!(error = %err, "the attribute-value index could not be read");
+                Vec::new()
+            }
+        }
     } else if let Some(after) = p.updated_after {
         cat.tes_updated_since(u64::try_from(after).unwrap_or(0))
             .collect()

@@ -179,7 +179,7 @@ impl Tracker {
                     priors.push(catalog.prior(ch));
                 }
             }
-            catalog.apply(changes.iter().cloned().map(|c| c.at(now_ms)).collect());
+            catalog.apply_provisional(changes.iter().cloned().map(|c| c.at(now_ms)).collect());
             planned.push(Planned {
                 user,
                 params,
@@ -242,9 +242,12 @@ impl Tracker {
                 for p in priors {
                     catalog.restore(p);
                 }
+                catalog.settle();
                 return fail_all(replies.into_iter().map(|w| w.reply), &e);
             }
         };
+        // The batch's values are in the store's index now.
+        catalog.settle();
         let at = committed.commit.at_ms;
         let shared = replies.len();
         for (w, job_id) in replies.into_iter().zip(committed.value) {

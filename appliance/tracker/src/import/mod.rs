@@ -314,6 +314,8 @@ fn write_one(
         Body::FileAssignment(owner) => return assign_file(ctx, &w.uid, owner),
         Body::TrackedEntity(mut b) => {
             b.from_national = national;
+            // Before the put: the index unfiles what the record being replaced held.
+            crate::catalog::values::write(ctx, &w.uid, (!w.tombstone).then_some(&*b))?;
             (Collection::TRACKED_ENTITIES, body(*b, now, zone)?)
         }
         Body::Enrollment(mut b) => {

@@ -265,7 +265,15 @@ impl Planner<'_> {
         let Ok(a) = Uid::try_from(attr) else {
             return false;
         };
-        for h in self.cat.holders(a, value) {
+        let holders = match self.cat.holders(self.read, a, value) {
+            Ok(h) => h,
+            Err(err) => {
+                // Refused rather than risk a duplicate; the tablet sends it again later.
+                tracing::error!(error = %err, "the attribute-value index could not be read");
+                return false;
+            }
+        };
+        for h in &holders {
             let h = h.as_str();
             if h == te {
                 continue;
