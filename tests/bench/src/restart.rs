@@ -149,6 +149,15 @@ fn fill_from(store: &Store, first: u32, patients: u32) -> anyhow::Result<()> {
                         attr("cbAttrFirst", "Amina"),
                         attr("cbAttrLastN", "Otieno"),
                     );
+                    // Filed in the value index as an import files it, so the store's size and
+                    // the box's memory count it.
+                    let stored: clinicbox_tracker::model::StoredTrackedEntity =
+                        serde_json::from_str(&te).map_err(|e| clinicbox_store::StoreError::Malformed {
+                            collection: "bench".into(),
+                            key: String::new(),
+                            reason: e.to_string(),
+                        })?;
+                    clinicbox_tracker::catalog::values::write(ctx, &format!("te{p:09}"), Some(&stored))?;
                     ctx.put(Collection::TRACKED_ENTITIES, &format!("te{p:09}"), te.into_bytes())?;
                     let en = format!("{{\"trackedEntity\":\"te{p:09}\",\"program\":\"cbPrgOpd001\",\"orgUnit\":\"cbClinicA01\",\"status\":\"ACTIVE\",\"enrolledAt\":\"2026-12-01T09:00:00.000\",\"occurredAt\":\"2026-12-01T09:00:00.000\",\"createdBy\":\"android\"}}");
                     ctx.put(Collection::ENROLLMENTS, &format!("en{p:09}"), en.into_bytes())?;
