@@ -336,12 +336,13 @@ fn replay(read: &ReadView, catalog: &mut Catalog, seq: u64) -> Result<u64, Store
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use clinicbox_store::{NewKeySlot, StoreError, WriteCtx};
 
     use super::*;
 
-    fn store(dir: &std::path::Path) -> Store {
+    /// A new store keyed by a key file in `dir` (also for `values.rs`'s tests).
+    pub(in crate::catalog) fn store(dir: &std::path::Path) -> Store {
         let slot = NewKeySlot::KeyFile {
             path: dir.join("test.key"),
             label: "test".into(),

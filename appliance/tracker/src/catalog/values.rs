@@ -105,19 +105,9 @@ pub fn rebuild_if_behind(store: &Store) -> Result<Option<u64>, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use clinicbox_store::NewKeySlot;
-
     use super::*;
+    use crate::catalog::saved::tests::store;
     use crate::catalog::{Catalog, Change, Stamps, TeMeta, digest};
-
-    fn store(dir: &std::path::Path) -> Store {
-        let slot = NewKeySlot::KeyFile {
-            path: dir.join("test.key"),
-            label: "test".into(),
-            create: true,
-        };
-        Store::create(&dir.join("data"), slot).expect("store").0
-    }
 
     fn te(patient_id: &str) -> StoredTrackedEntity {
         serde_json::from_value(serde_json::json!({
