@@ -221,9 +221,7 @@ impl WriteCtx<'_> {
     }
 
     /// Empties index `index`: for a user rebuilding it whole, in the same commit as the adds
-    /// that follow (see [`ReadView::derived_current`]).
-    ///
-    /// [`ReadView::derived_current`]: crate::ReadView::derived_current
+    /// that follow (see [`Store::derived_current`](crate::Store::derived_current)).
     pub fn index_clear(&mut self, index: &str) {
         self.mine
             .index

@@ -67,8 +67,9 @@ pub struct TeMeta {
     pub tet: Uid,
     pub org_unit: Uid,
     pub owners: Vec<(Uid, Uid)>,
-    /// Digests of its attribute values (each covers the attribute too), carried by a
-    /// [`Change`] for the batch's provisional view; empty once in the catalog.
+    /// Digests of its attribute values (each covers the attribute too), carried by an import's
+    /// [`Change`] for the batch's provisional view ([`te_meta_with_values`]); empty in the
+    /// catalog itself.
     pub values: Vec<ValueDigest>,
     pub stamps: Stamps,
 }
@@ -484,6 +485,8 @@ pub fn stamps(rec: &clinicbox_store::Record) -> Stamps {
     }
 }
 
+/// The entity's catalog entry, without value digests: the catalog keeps none, and a start
+/// that reads every entity need not hash their values ([`te_meta_with_values`] for a batch).
 pub fn te_meta(te: &StoredTrackedEntity, stamps: Stamps) -> Option<TeMeta> {
     Some(TeMeta {
         tet: uid(&te.tracked_entity_type)?,
@@ -493,14 +496,22 @@ pub fn te_meta(te: &StoredTrackedEntity, stamps: Stamps) -> Option<TeMeta> {
             .iter()
             .filter_map(|o| Some((uid(&o.program)?, uid(&o.org_unit)?)))
             .collect(),
-        values: te
-            .attributes
-            .iter()
-            .filter(|a| uid(&a.attribute).is_some())
-            .map(|a| digest(&a.attribute, &a.value))
-            .collect(),
+        values: Vec::new(),
         stamps,
     })
+}
+
+/// [`te_meta`] with the digests of its attribute values, for an import batch's provisional
+/// view ([`Catalog::apply_provisional`]).
+pub fn te_meta_with_values(te: &StoredTrackedEntity, stamps: Stamps) -> Option<TeMeta> {
+    let mut m = te_meta(te, stamps)?;
+    m.values = te
+        .attributes
+        .iter()
+        .filter(|a| uid(&a.attribute).is_some())
+        .map(|a| digest(&a.attribute, &a.value))
+        .collect();
+    Some(m)
 }
 
 pub fn en_meta(e: &StoredEnrollment, stamps: Stamps) -> Option<EnMeta> {

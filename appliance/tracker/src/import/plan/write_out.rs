@@ -127,7 +127,7 @@ trait Planned: Sized {
 
 impl Planned for StoredTrackedEntity {
     fn change(&self, u: Uid, stamps: Stamps) -> Option<Change> {
-        catalog::te_meta(self, stamps).map(|m| Change::Te(u, m))
+        catalog::te_meta_with_values(self, stamps).map(|m| Change::Te(u, m))
     }
     fn body(self) -> Body {
         Body::TrackedEntity(Box::new(self))
