@@ -515,6 +515,15 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
     }
 }
 
+/// A loopback port free now, for a server the test starts (it may be taken again before the
+/// server binds it; these servers fail loudly if so).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// A minimal HTTP/1.1 client over one TCP connection (`Connection: close`).
 pub fn http_request(
     host_port: &str,

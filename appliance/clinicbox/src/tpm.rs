@@ -50,22 +50,39 @@ pub enum TpmError {
 
 /// TPM2_DictionaryAttackLockReset(TPM_RH_LOCKOUT), authorized by an empty password.
 pub fn lock_reset_command() -> Vec<u8> {
-    let mut auth = Vec::with_capacity(9);
-    auth.extend_from_slice(&TPM_RS_PW.to_be_bytes());
-    auth.extend_from_slice(&0u16.to_be_bytes()); // nonceCaller: empty
+    password_command(
+        TPM_CC_DICTIONARY_ATTACK_LOCK_RESET,
+        &[TPM_RH_LOCKOUT],
+        b"",
+        &[],
+    )
+}
+
+/// A command `cc` on `handles` authorized by a password session (`password`: the object's
+/// authValue), with `params` after the authorization area (TPM 2.0 Part 1, §18.7).
+pub fn password_command(cc: u32, handles: &[u32], password: &[u8], params: &[u8]) -> Vec<u8> {
+    let mut auth = TPM_RS_PW.to_be_bytes().to_vec();
+    auth.extend_from_slice(&tpm2b(b"")); // nonceCaller
     auth.push(0); // sessionAttributes
-    auth.extend_from_slice(&0u16.to_be_bytes()); // hmac: the empty password
-    let mut body = Vec::with_capacity(17);
-    body.extend_from_slice(&TPM_CC_DICTIONARY_ATTACK_LOCK_RESET.to_be_bytes());
-    body.extend_from_slice(&TPM_RH_LOCKOUT.to_be_bytes());
+    auth.extend_from_slice(&tpm2b(password)); // hmac: the password itself
+    let mut body = cc.to_be_bytes().to_vec();
+    for h in handles {
+        body.extend_from_slice(&h.to_be_bytes());
+    }
     body.extend_from_slice(&(auth.len() as u32).to_be_bytes());
     body.extend_from_slice(&auth);
-    let size = 2 + 4 + body.len();
-    let mut cmd = Vec::with_capacity(size);
-    cmd.extend_from_slice(&TPM_ST_SESSIONS.to_be_bytes());
-    cmd.extend_from_slice(&(size as u32).to_be_bytes());
+    body.extend_from_slice(params);
+    let mut cmd = TPM_ST_SESSIONS.to_be_bytes().to_vec();
+    cmd.extend_from_slice(&((2 + 4 + body.len()) as u32).to_be_bytes());
     cmd.extend_from_slice(&body);
     cmd
+}
+
+/// A TPM2B: the bytes after their 16-bit length.
+pub fn tpm2b(bytes: &[u8]) -> Vec<u8> {
+    let mut v = (bytes.len() as u16).to_be_bytes().to_vec();
+    v.extend_from_slice(bytes);
+    v
 }
 
 /// Sends the reset over `tpm` (one command, one response, as `/dev/tpmrm0` and swtpm's raw

@@ -8,6 +8,8 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clinicbox::tpm::tpm2b;
+
 const TPM_RH_OWNER: u32 = 0x4000_0001;
 const TPM_CC_NV_DEFINE_SPACE: u32 = 0x0000_012A;
 const TPM_CC_NV_WRITE: u32 = 0x0000_0137;
@@ -34,16 +36,9 @@ impl Drop for Swtpm {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
 fn swtpm() -> Swtpm {
     let state = tempfile::tempdir().expect("tempdir");
-    let (port, ctrl) = (free_port(), free_port());
+    let (port, ctrl) = (clinicbox_tests::free_port(), clinicbox_tests::free_port());
     let child = Command::new("swtpm")
         .args(["socket", "--tpm2", "--tpmstate"])
         .arg(format!("dir={}", state.path().display()))
@@ -74,12 +69,6 @@ fn connect(tpm: &Swtpm) -> TcpStream {
     }
 }
 
-fn tpm2b(bytes: &[u8]) -> Vec<u8> {
-    let mut v = (bytes.len() as u16).to_be_bytes().to_vec();
-    v.extend_from_slice(bytes);
-    v
-}
-
 /// One command authorized by a password session; the response code (a TPM that asks for a
 /// retry gets one, a few times).
 fn command(tpm: &mut TcpStream, cc: u32, handles: &[u32], password: &[u8], params: &[u8]) -> u32 {
@@ -101,20 +90,7 @@ fn command_once(
     password: &[u8],
     params: &[u8],
 ) -> u32 {
-    let mut auth = 0x4000_0009u32.to_be_bytes().to_vec();
-    auth.extend_from_slice(&tpm2b(b""));
-    auth.push(0);
-    auth.extend_from_slice(&tpm2b(password));
-    let mut body = cc.to_be_bytes().to_vec();
-    for h in handles {
-        body.extend_from_slice(&h.to_be_bytes());
-    }
-    body.extend_from_slice(&(auth.len() as u32).to_be_bytes());
-    body.extend_from_slice(&auth);
-    body.extend_from_slice(params);
-    let mut cmd = 0x8002u16.to_be_bytes().to_vec();
-    cmd.extend_from_slice(&((6 + body.len()) as u32).to_be_bytes());
-    cmd.extend_from_slice(&body);
+    let cmd = clinicbox::tpm::password_command(cc, handles, password, params);
     tpm.write_all(&cmd).expect("send");
     let mut answer = [0u8; 256];
     let n = tpm.read(&mut answer).expect("answer");
